@@ -1,0 +1,295 @@
+//! The command line: `remem train` and `remem eval`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use remem::device::{self, DeviceChoice};
+use remem::model::{Layout, ModelKind};
+use remem::task::TaskKind;
+use remem::train::{self, Checkpoint, RunConfig, Start, TrainOptions};
+
+/// Memory-augmented transformers (RMT) on Burn: train and evaluate on any GPU or the CPU.
+#[derive(Parser, Debug)]
+#[command(name = "remem", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a model (default: RMT on copy over 3 segments) and evaluate it on a held-out split.
+    Train(TrainArgs),
+    /// Evaluate a checkpoint on a held-out split: teacher-forced and greedy accuracy.
+    Eval(EvalArgs),
+}
+
+fn parse_device(s: &str) -> Result<DeviceChoice, String> {
+    s.parse().map_err(|e: remem::Error| e.to_string())
+}
+
+fn parse_depth(s: &str) -> Result<Option<usize>, String> {
+    match s {
+        "full" | "none" | "unbounded" => Ok(None),
+        n => n
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("`{n}` is not a number or `full`")),
+    }
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase()))
+        .map_err(|e| e.to_string())
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// A TOML run config (see configs/); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// auto, wgpu, vulkan, metal, dx12 or cpu.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    device: DeviceChoice,
+    /// Run folder for metrics and checkpoints (default: runs/<task>-<model>-N, a new one).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Continue the checkpoint in --run-dir (its config is used; --steps may extend it).
+    #[arg(long, requires = "run_dir")]
+    resume: bool,
+    /// Seed for weights, data and dropout.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Optimiser steps.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Sequences per step.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// copy, reverse, associative or quadratic.
+    #[arg(long, value_parser = parse_enum::<TaskKind>)]
+    task: Option<TaskKind>,
+    /// Number of segments the input is split into.
+    #[arg(long)]
+    segments: Option<usize>,
+    /// Tokens per segment.
+    #[arg(long)]
+    segment_len: Option<usize>,
+    /// The model (rmt).
+    #[arg(long, value_parser = parse_enum::<ModelKind>)]
+    model: Option<ModelKind>,
+    /// RMT memory layout: decoder or encoder.
+    #[arg(long, value_parser = parse_enum::<Layout>)]
+    layout: Option<Layout>,
+    /// Memory tokens (0 = no memory).
+    #[arg(long)]
+    memory_tokens: Option<usize>,
+    /// Gradient flows through at most this many memory transitions (`full` = unbounded).
+    #[arg(long, value_parser = parse_depth)]
+    bptt_depth: Option<Option<usize>>,
+    /// Model width.
+    #[arg(long)]
+    d_model: Option<usize>,
+    /// Transformer layers.
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Attention heads.
+    #[arg(long)]
+    heads: Option<usize>,
+    /// Feed-forward width.
+    #[arg(long)]
+    d_ff: Option<usize>,
+    /// Evaluate every N steps.
+    #[arg(long)]
+    eval_every: Option<usize>,
+    /// Held-out samples per evaluation.
+    #[arg(long)]
+    eval_samples: Option<usize>,
+    /// Checkpoint every N steps.
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    /// Stop once greedy exact match on the held-out split reaches this (0..1).
+    #[arg(long)]
+    target_exact: Option<f64>,
+    /// Curriculum: start with this many segments and add one whenever training accuracy
+    /// passes the threshold.
+    #[arg(long)]
+    curriculum_from: Option<usize>,
+    /// Stop after N steps of this invocation (leaves a resumable checkpoint).
+    #[arg(long, hide = true)]
+    stop_after: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    /// The checkpoint file (runs/<name>/checkpoint.remem) or its run folder.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// auto, wgpu, vulkan, metal, dx12 or cpu.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    device: DeviceChoice,
+    /// Held-out samples.
+    #[arg(long, default_value_t = 1000)]
+    samples: usize,
+    /// Evaluate on this many segments instead of the trained number.
+    #[arg(long)]
+    segments: Option<usize>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl TrainArgs {
+    fn run_config(&self) -> Result<RunConfig> {
+        let mut c = match &self.config {
+            Some(path) => RunConfig::load(path)?,
+            None => RunConfig::default(),
+        };
+        macro_rules! set {
+            ($field:expr, $value:expr) => {
+                if let Some(v) = $value.clone() {
+                    $field = v;
+                }
+            };
+        }
+        set!(c.seed, self.seed);
+        set!(c.train.steps, self.steps);
+        set!(c.train.batch_size, self.batch_size);
+        set!(c.train.lr, self.lr);
+        set!(c.task.kind, self.task);
+        set!(c.task.segments, self.segments);
+        set!(c.model.segment_len, self.segment_len);
+        set!(c.model.kind, self.model);
+        set!(c.model.layout, self.layout);
+        set!(c.model.memory_tokens, self.memory_tokens);
+        set!(c.model.bptt_depth, self.bptt_depth);
+        set!(c.model.d_model, self.d_model);
+        set!(c.model.n_layers, self.layers);
+        set!(c.model.n_heads, self.heads);
+        set!(c.model.d_ff, self.d_ff);
+        set!(c.train.eval_every, self.eval_every);
+        set!(c.train.eval_samples, self.eval_samples);
+        set!(c.train.checkpoint_every, self.checkpoint_every);
+        if self.target_exact.is_some() {
+            c.train.target_exact = self.target_exact;
+        }
+        if let Some(start) = self.curriculum_from {
+            let mut cur = c.train.curriculum.clone().unwrap_or_default();
+            cur.start_segments = start;
+            c.train.curriculum = Some(cur);
+        }
+        Ok(c)
+    }
+}
+
+/// `runs/<task>-<model>-N` for the first N not taken.
+fn fresh_run_dir(config: &RunConfig) -> PathBuf {
+    let base = format!("{:?}-{:?}", config.task.kind, config.model.kind).to_lowercase();
+    (1..)
+        .map(|n| Path::new("runs").join(format!("{base}-{n}")))
+        .find(|p| !p.exists())
+        .expect("some run folder is free")
+}
+
+fn train_cmd(args: TrainArgs) -> Result<()> {
+    let (start, run_dir) = if args.resume {
+        let dir = args
+            .run_dir
+            .clone()
+            .expect("clap requires --run-dir with --resume");
+        (Start::Resume { steps: args.steps }, dir)
+    } else {
+        let mut config = args.run_config()?;
+        // Validate before opening a device or creating folders.
+        config.clone().resolve()?;
+        let dir = args
+            .run_dir
+            .clone()
+            .unwrap_or_else(|| fresh_run_dir(&config));
+        config.resolve()?;
+        (Start::Fresh(config), dir)
+    };
+    let device = device::select(args.device)?;
+    eprintln!("device: {}", device.description);
+    eprintln!("run folder: {}", run_dir.display());
+    let options = TrainOptions {
+        run_dir,
+        progress: !args.quiet,
+        stop_after: args.stop_after,
+    };
+    let summary = train::train(start, &device, &options)?;
+    println!(
+        "done: {} steps in {:.1} s ({:.0} tokens/s); held-out: token accuracy {:.4}, greedy exact match {:.4} ({} samples); checkpoint {}",
+        summary.steps,
+        summary.elapsed_s,
+        summary.tokens_per_s,
+        summary.eval.token_accuracy,
+        summary.eval.exact_match,
+        summary.eval.samples,
+        summary.checkpoint.display()
+    );
+    Ok(())
+}
+
+fn eval_cmd(args: EvalArgs) -> Result<()> {
+    let path = if args.checkpoint.is_dir() {
+        args.checkpoint.join(train::CHECKPOINT)
+    } else {
+        args.checkpoint.clone()
+    };
+    let ck = Checkpoint::load(&path)?;
+    let mut config = ck.config.clone();
+    if let Some(s) = args.segments {
+        config.task.segments = s;
+    }
+    let task = config.resolve()?;
+    if args.samples == 0 {
+        bail!("--samples must be at least 1");
+    }
+    let device = device::select(args.device)?;
+    eprintln!("device: {}", device.description);
+    let model = train::load_model(&ck, &path, &device.device)?;
+    let report = train::evaluate(
+        &model,
+        &task,
+        config.seed,
+        args.samples,
+        128,
+        &device.device,
+    );
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).context("report serialises")?
+        );
+    } else {
+        println!(
+            "{:?} with {} segments, {} held-out samples (step {}): loss {:.4}, token accuracy {:.4}, greedy token accuracy {:.4}, greedy exact match {:.4}",
+            task.config().kind,
+            task.config().segments,
+            report.samples,
+            ck.progress.step,
+            report.loss,
+            report.token_accuracy,
+            report.greedy_token_accuracy,
+            report.exact_match
+        );
+    }
+    Ok(())
+}
+
+/// Run the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(args) => train_cmd(args),
+        Command::Eval(args) => eval_cmd(args),
+    }
+}

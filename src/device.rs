@@ -1,0 +1,213 @@
+//! Choosing the compute device at run time.
+//!
+//! `auto` takes the first hardware GPU adapter wgpu finds and otherwise the CPU (`flex`). A
+//! software adapter (Mesa's llvmpipe/lavapipe, SwiftShader) does not count as a GPU for `auto`:
+//! flex is many times faster on the same CPU. Naming `wgpu` or `vulkan` still selects it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Mutex, OnceLock};
+
+use burn::tensor::Device;
+use burn::tensor::DeviceKind;
+use burn::tensor::wgpu::{WgpuBackend, wgpu};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Which device to run on, as the user names it (`--device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// A hardware GPU through wgpu if there is one, otherwise the CPU.
+    #[default]
+    Auto,
+    /// Any wgpu adapter, on whichever graphics API wgpu prefers (software adapters included).
+    Wgpu,
+    /// A wgpu adapter on Vulkan.
+    Vulkan,
+    /// A wgpu adapter on Metal.
+    Metal,
+    /// A wgpu adapter on DirectX 12.
+    Dx12,
+    /// The CPU, through Burn's `flex` backend.
+    Cpu,
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            DeviceChoice::Auto => "auto",
+            DeviceChoice::Wgpu => "wgpu",
+            DeviceChoice::Vulkan => "vulkan",
+            DeviceChoice::Metal => "metal",
+            DeviceChoice::Dx12 => "dx12",
+            DeviceChoice::Cpu => "cpu",
+        };
+        f.write_str(name)
+    }
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(DeviceChoice::Auto),
+            "wgpu" | "gpu" => Ok(DeviceChoice::Wgpu),
+            "vulkan" => Ok(DeviceChoice::Vulkan),
+            "metal" => Ok(DeviceChoice::Metal),
+            "dx12" => Ok(DeviceChoice::Dx12),
+            "cpu" | "flex" => Ok(DeviceChoice::Cpu),
+            other => Err(Error::Device(format!(
+                "unknown device `{other}` (expected auto, wgpu, vulkan, metal, dx12 or cpu)"
+            ))),
+        }
+    }
+}
+
+/// A device ready for tensors, with a line that says what it is.
+#[derive(Debug, Clone)]
+pub struct SelectedDevice {
+    /// The Burn device (without autodiff).
+    pub device: Device,
+    /// "NVIDIA H100 (Vulkan)" or "CPU (flex, 2 threads)".
+    pub description: String,
+    /// True for a hardware GPU adapter, false for the CPU and for software adapters.
+    pub hardware_gpu: bool,
+    /// True when the device runs on wgpu (hardware or software adapter).
+    pub wgpu: bool,
+}
+
+/// What wgpu reported about the adapter it opened.
+#[derive(Debug, Clone)]
+struct Adapter {
+    device: Device,
+    name: String,
+    api: String,
+    software: bool,
+}
+
+/// The CPU device, described.
+pub fn cpu() -> SelectedDevice {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    SelectedDevice {
+        device: Device::flex(),
+        description: format!("CPU (flex, {threads} threads)"),
+        hardware_gpu: false,
+        wgpu: false,
+    }
+}
+
+/// Open the device `choice` names.
+///
+/// Opening a wgpu adapter registers Burn's runtime for it, which can happen once per process:
+/// the result is cached, so selecting the same device twice returns the same device.
+///
+/// # Errors
+/// [`Error::Device`] when the requested GPU or graphics API is not available.
+pub fn select(choice: DeviceChoice) -> Result<SelectedDevice> {
+    match choice {
+        DeviceChoice::Cpu => Ok(cpu()),
+        DeviceChoice::Auto => match open_wgpu(WgpuBackend::Auto) {
+            Ok(adapter) if !adapter.software => Ok(described(adapter)),
+            Ok(adapter) => {
+                let mut cpu = cpu();
+                cpu.description = format!(
+                    "{} (auto: the only GPU adapter is the software renderer `{}`)",
+                    cpu.description, adapter.name
+                );
+                Ok(cpu)
+            }
+            Err(reason) => {
+                let mut cpu = cpu();
+                cpu.description = format!("{} (auto: no GPU adapter: {reason})", cpu.description);
+                Ok(cpu)
+            }
+        },
+        DeviceChoice::Wgpu => open_wgpu(WgpuBackend::Auto).map(described),
+        DeviceChoice::Vulkan => open_wgpu(WgpuBackend::Vulkan).map(described),
+        DeviceChoice::Metal => open_wgpu(WgpuBackend::Metal).map(described),
+        DeviceChoice::Dx12 => open_wgpu(WgpuBackend::Dx12).map(described),
+    }
+    .map_err(|reason| match reason {
+        e @ Error::Device(_) => e,
+        other => Error::Device(other.to_string()),
+    })
+}
+
+fn described(adapter: Adapter) -> SelectedDevice {
+    SelectedDevice {
+        device: adapter.device,
+        description: format!(
+            "{} ({}{})",
+            adapter.name,
+            adapter.api,
+            if adapter.software { ", software" } else { "" }
+        ),
+        hardware_gpu: !adapter.software,
+        wgpu: true,
+    }
+}
+
+/// Open (once per process) the default wgpu adapter on `api`.
+fn open_wgpu(api: WgpuBackend) -> Result<Adapter> {
+    static OPENED: OnceLock<Mutex<HashMap<String, Result<Adapter, String>>>> = OnceLock::new();
+    let key = format!("{api:?}");
+    let mut opened = OPENED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let entry = opened.entry(key.clone()).or_insert_with(|| {
+        // A driver that panics while being probed must not take the program down.
+        let attempt = std::panic::catch_unwind(|| {
+            Device::wgpu_options()
+                .device_kind(DeviceKind::DefaultDevice)
+                .graphics_api(api)
+                .init_with_setup()
+        });
+        match attempt {
+            Ok(Ok((device, setup))) => {
+                let info = setup.adapter.get_info();
+                Ok(Adapter {
+                    device,
+                    name: info.name.clone(),
+                    api: format!("{:?}", info.backend),
+                    software: info.device_type == wgpu::DeviceType::Cpu,
+                })
+            }
+            Ok(Err(e)) => Err(format!("no wgpu adapter on {key}: {e}")),
+            Err(_) => Err(format!("the wgpu driver for {key} failed while opening")),
+        }
+    });
+    entry.clone().map_err(Error::Device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_unknown_names_are_rejected() {
+        assert_eq!("cpu".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
+        assert_eq!(
+            "Vulkan".parse::<DeviceChoice>().unwrap(),
+            DeviceChoice::Vulkan
+        );
+        let err = "tpu".parse::<DeviceChoice>().unwrap_err().to_string();
+        assert!(err.contains("unknown device `tpu`"), "{err}");
+    }
+
+    #[test]
+    fn cpu_is_described_with_its_threads() {
+        let cpu = select(DeviceChoice::Cpu).unwrap();
+        assert!(
+            cpu.description.starts_with("CPU (flex, "),
+            "{}",
+            cpu.description
+        );
+        assert!(!cpu.hardware_gpu && !cpu.wgpu);
+    }
+}

@@ -1,0 +1,70 @@
+//! The library's error type. Every error names what is wrong in one line.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in remem on user input, files or devices.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration value is invalid; `field` is its dotted path (`model.d_model`).
+    #[error("invalid config: {field}: {reason}")]
+    Config {
+        /// Dotted path of the offending field.
+        field: String,
+        /// Why the value cannot work.
+        reason: String,
+    },
+    /// A config file could not be parsed (TOML syntax, unknown key, wrong type).
+    #[error("cannot read config {path}: {reason}")]
+    ConfigFile {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, on one line.
+        reason: String,
+    },
+    /// The requested device cannot be used.
+    #[error("device: {0}")]
+    Device(String),
+    /// A checkpoint is missing, truncated, corrupt or belongs to another model.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A serialised memory state cannot be read or does not fit the model.
+    #[error("state: {0}")]
+    State(String),
+    /// A token id outside the model's vocabulary, or an input of the wrong length.
+    #[error("input: {0}")]
+    Input(String),
+    /// A file or folder could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// A [`Error::Config`] for `field`.
+    pub fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Config {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// An [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// `Result` with remem's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,20 @@
+//! remem: memory-augmented transformers on Burn.
+//!
+//! - [`model`]: the Recurrent Memory Transformer behind one segment-step interface
+//!   ([`model::Model::init_state`], [`model::Model::step`]), with a [`model::State`] that detaches
+//!   and serialises itself.
+//! - [`task`]: the RMT paper's synthetic tasks as Burn datasets.
+//! - [`train`]: the training loop, evaluation, metrics and checkpoints.
+//! - [`device`]: choosing wgpu (any GPU vendor) or the CPU (`flex`) at run time.
+//! - [`nn`]: attention that can return its weights, the transformer block, masks.
+
+pub mod device;
+pub mod error;
+pub mod model;
+pub mod nn;
+pub mod task;
+pub mod train;
+
+pub use device::{DeviceChoice, SelectedDevice};
+pub use error::{Error, Result};
+pub use model::{Model, ModelConfig, State, StepOutput};

@@ -1,0 +1,175 @@
+//! The model's configuration: which model, its sizes, and how memory is trained.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Which model to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// Recurrent Memory Transformer.
+    #[default]
+    Rmt,
+}
+
+/// Where RMT puts its memory tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// `[read memory | segment | write memory]` with the paper's three-part mask; next-token
+    /// prediction.
+    #[default]
+    Decoder,
+    /// `[memory | segment]` with bidirectional attention, memory read and written at the start
+    /// (the encoder variant of arXiv 2304.11062); answer tokens are hidden from the input and
+    /// predicted at their own positions.
+    Encoder,
+}
+
+/// Sizes and memory settings of a model. Unknown keys in a config file are an error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Which model.
+    pub kind: ModelKind,
+    /// Decoder or encoder memory layout (RMT).
+    pub layout: Layout,
+    /// Vocabulary size. Set from the task when 0.
+    pub vocab_size: usize,
+    /// Model width.
+    pub d_model: usize,
+    /// Number of transformer layers.
+    pub n_layers: usize,
+    /// Attention heads per layer.
+    pub n_heads: usize,
+    /// Feed-forward hidden width.
+    pub d_ff: usize,
+    /// Dropout probability.
+    pub dropout: f64,
+    /// Number of memory tokens M; 0 gives the plain segment-level Transformer.
+    pub memory_tokens: usize,
+    /// Tokens per segment T.
+    pub segment_len: usize,
+    /// Gradient flows through at most this many memory transitions; `None` = full BPTT,
+    /// 0 = no gradient through memory.
+    pub bptt_depth: Option<usize>,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            kind: ModelKind::Rmt,
+            layout: Layout::Decoder,
+            vocab_size: 0,
+            d_model: 64,
+            n_layers: 2,
+            n_heads: 4,
+            d_ff: 128,
+            dropout: 0.0,
+            memory_tokens: 8,
+            segment_len: 8,
+            bptt_depth: None,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Check every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("model.vocab_size", self.vocab_size),
+            ("model.d_model", self.d_model),
+            ("model.n_layers", self.n_layers),
+            ("model.n_heads", self.n_heads),
+            ("model.d_ff", self.d_ff),
+            ("model.segment_len", self.segment_len),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(Error::config(field, "must be at least 1"));
+            }
+        }
+        if self.d_model % self.n_heads != 0 {
+            return Err(Error::config(
+                "model.n_heads",
+                format!(
+                    "d_model {} is not divisible by n_heads {}",
+                    self.d_model, self.n_heads
+                ),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::config("model.dropout", "must be in [0, 1)"));
+        }
+        if self.layout == Layout::Encoder && self.memory_tokens == 0 {
+            return Err(Error::config(
+                "model.memory_tokens",
+                "the encoder layout needs at least one memory token",
+            ));
+        }
+        const MAX_LAYOUT: usize = 1 << 16;
+        if 2 * self.memory_tokens + self.segment_len > MAX_LAYOUT {
+            return Err(Error::config(
+                "model.segment_len",
+                format!("2 * memory_tokens + segment_len must stay below {MAX_LAYOUT}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A short string that identifies the architecture (not the weights), used to refuse
+    /// checkpoints and memory states that belong to another model.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "{:?}-{:?}-v{}-d{}-l{}-h{}-ff{}-m{}-t{}",
+            self.kind,
+            self.layout,
+            self.vocab_size,
+            self.d_model,
+            self.n_layers,
+            self.n_heads,
+            self.d_ff,
+            self.memory_tokens,
+            self.segment_len
+        )
+        .to_lowercase()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> ModelConfig {
+        ModelConfig {
+            vocab_size: 12,
+            ..ModelConfig::default()
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(valid().validate().is_ok());
+        let err = ModelConfig {
+            d_model: 0,
+            ..valid()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("model.d_model"), "{err}");
+        let err = ModelConfig {
+            n_heads: 3,
+            ..valid()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(err.to_string().contains("model.n_heads"), "{err}");
+    }
+
+    #[test]
+    fn typos_are_rejected() {
+        let err = toml::from_str::<ModelConfig>("d_modle = 3").unwrap_err();
+        assert!(err.to_string().contains("d_modle"), "{err}");
+    }
+}

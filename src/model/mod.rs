@@ -1,0 +1,76 @@
+//! The sequence models behind one segment-step interface.
+//!
+//! Every model exposes `init_state` and `step` over one segment, so training, evaluation,
+//! streaming and the browser demo are written once (see `../DESIGN.md`, "One model interface").
+
+pub mod config;
+pub mod rmt;
+pub mod state;
+
+use burn::prelude::*;
+
+pub use config::{Layout, ModelConfig, ModelKind};
+pub use rmt::{Rmt, attention_mask};
+pub use state::State;
+
+/// What one segment step returns besides the next state.
+#[derive(Debug, Clone)]
+pub struct StepOutput {
+    /// Next-token (decoder) or same-position (encoder) logits for the segment's tokens.
+    ///
+    /// # Shapes
+    /// `[batch, seg_len, vocab]`
+    pub logits: Tensor<3>,
+    /// Per layer, the attention weights over the whole layout the model attends
+    /// (for RMT: `[read memory | segment | write memory]`), when asked for.
+    ///
+    /// # Shapes
+    /// each `[batch, n_heads, layout_len, layout_len]`
+    pub attention: Option<Vec<Tensor<4>>>,
+}
+
+/// Any model remem can train, evaluate and stream.
+#[derive(Module, Debug)]
+pub enum Model {
+    /// Recurrent Memory Transformer (with `memory_tokens = 0`: the plain segment-level Transformer).
+    Rmt(Rmt),
+}
+
+impl Model {
+    /// Build the model `config` describes on `device`, with fresh weights.
+    pub fn new(config: &ModelConfig, device: &Device) -> Self {
+        match config.kind {
+            ModelKind::Rmt => Model::Rmt(Rmt::new(config, device)),
+        }
+    }
+
+    /// The state a fresh sequence starts from.
+    pub fn init_state(&self, batch: usize, device: &Device) -> State {
+        match self {
+            Model::Rmt(m) => m.init_state(batch, device),
+        }
+    }
+
+    /// Process one segment: tokens in, logits and the next state out.
+    ///
+    /// # Shapes
+    /// - tokens: `[batch, seg_len]` with `seg_len <= segment_len`
+    /// - logits: `[batch, seg_len, vocab]`
+    pub fn step(
+        &self,
+        tokens: Tensor<2, Int>,
+        state: State,
+        return_attention: bool,
+    ) -> (StepOutput, State) {
+        match self {
+            Model::Rmt(m) => m.step(tokens, state, return_attention),
+        }
+    }
+
+    /// The configuration the model was built from.
+    pub fn config(&self) -> &ModelConfig {
+        match self {
+            Model::Rmt(m) => m.config(),
+        }
+    }
+}

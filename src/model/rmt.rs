@@ -1,0 +1,353 @@
+//! Recurrent Memory Transformer (Bulatov, Kuratov, Burtsev, NeurIPS 2022, arXiv 2207.06881).
+//!
+//! A plain pre-norm Transformer reads a long input segment by segment. `M` memory tokens are
+//! added to every segment; the final layer's states at the memory's write positions become the
+//! memory of the next segment.
+//!
+//! Decoder layout, one segment of `t` tokens:
+//!
+//! ```text
+//! [ read memory (M) | segment (t) | write memory (M) ]
+//! ```
+//!
+//! Attention mask ([`attention_mask`], `true` = may attend):
+//! - read rows see all read columns (bidirectional among themselves), nothing else;
+//! - segment rows see all read columns and the segment causally; no write columns;
+//! - write rows see everything.
+//!
+//! Encoder layout (arXiv 2304.11062): `[memory (M) | segment (t)]`, fully bidirectional; the new
+//! memory is the final states at the memory positions.
+//!
+//! New memory is taken after the final layer norm (as GPT-2's last hidden state is), which keeps
+//! its scale fixed however many segments are read. `memory_tokens = 0` gives the segment-level
+//! Transformer baseline with no recurrence.
+
+use burn::module::Param;
+use burn::nn::{
+    Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+};
+use burn::prelude::*;
+
+use super::StepOutput;
+use super::config::{Layout, ModelConfig};
+use super::state::State;
+use crate::nn::{Block, BlockConfig, Mask};
+
+/// The RMT attention mask for `memory` memory tokens and a segment of `seg_len` tokens.
+///
+/// Rows and columns follow the layout: decoder `[read | segment | write]`, encoder
+/// `[memory | segment]`.
+pub fn attention_mask(layout: Layout, memory: usize, seg_len: usize) -> Mask {
+    match layout {
+        Layout::Decoder => {
+            let (m, t) = (memory, seg_len);
+            let n = 2 * m + t;
+            let mut mask = Mask::blocked(n, n);
+            for row in 0..n {
+                for col in 0..n {
+                    let allowed = if row < m {
+                        col < m // read memory: among itself
+                    } else if row < m + t {
+                        col < m || (col >= m && col <= row) // segment: memory + causal
+                    } else {
+                        true // write memory: everything
+                    };
+                    if allowed {
+                        mask.allow(row, col);
+                    }
+                }
+            }
+            mask
+        }
+        Layout::Encoder => {
+            let n = memory + seg_len;
+            let mut mask = Mask::blocked(n, n);
+            for row in 0..n {
+                for col in 0..n {
+                    mask.allow(row, col);
+                }
+            }
+            mask
+        }
+    }
+}
+
+/// Recurrent Memory Transformer.
+#[derive(Module, Debug)]
+pub struct Rmt {
+    tokens: Embedding,
+    /// Learned positions over the layout: `[2M + T, d]` (decoder) or `[M + T, d]` (encoder).
+    positions: Param<Tensor<2>>,
+    /// The initial memory: M distinct learned vectors `[M, d]`; `None` when M = 0.
+    memory: Option<Param<Tensor<2>>>,
+    blocks: Vec<Block>,
+    norm: LayerNorm,
+    head: Linear,
+    #[module(skip)]
+    config: ModelConfig,
+}
+
+impl Rmt {
+    /// Fresh weights for `config` (which must be valid) on `device`.
+    pub fn new(config: &ModelConfig, device: &Device) -> Self {
+        let (m, t, d) = (config.memory_tokens, config.segment_len, config.d_model);
+        let layout_len = match config.layout {
+            Layout::Decoder => 2 * m + t,
+            Layout::Encoder => m + t,
+        };
+        // Memory is initialised at the scale of the token embeddings (N(0, 1), Burn's default),
+        // which is also the scale of the layer-normed states that replace it after one segment.
+        let normal = Initializer::Normal {
+            mean: 0.0,
+            std: 1.0,
+        };
+        Rmt {
+            tokens: EmbeddingConfig::new(config.vocab_size, d).init(device),
+            positions: Initializer::Normal {
+                mean: 0.0,
+                std: 0.02,
+            }
+            .init([layout_len, d], device),
+            memory: (m > 0).then(|| normal.init([m, d], device)),
+            blocks: (0..config.n_layers)
+                .map(|_| {
+                    BlockConfig::new(d, config.n_heads, config.d_ff)
+                        .with_dropout(config.dropout)
+                        .init(device)
+                })
+                .collect(),
+            norm: LayerNormConfig::new(d).init(device),
+            head: LinearConfig::new(d, config.vocab_size).init(device),
+            config: config.clone(),
+        }
+    }
+
+    /// The configuration this model was built from.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The learned initial memory, repeated over the batch.
+    pub fn init_state(&self, batch: usize, _device: &Device) -> State {
+        match &self.memory {
+            None => State::Empty,
+            Some(memory) => State::Memory {
+                memory: memory.val().unsqueeze::<3>().repeat_dim(0, batch),
+                attached: 0,
+            },
+        }
+    }
+
+    /// Read one segment with the memory in `state`; return the logits and the next memory.
+    ///
+    /// The memory passed on is detached once gradients through it would cross more than
+    /// `bptt_depth` memory transitions.
+    ///
+    /// # Shapes
+    /// - tokens: `[batch, t]`, `1 <= t <= segment_len`
+    /// - logits: `[batch, t, vocab]`
+    /// - memory in `state`: `[batch, M, d_model]`
+    pub fn step(
+        &self,
+        tokens: Tensor<2, Int>,
+        state: State,
+        return_attention: bool,
+    ) -> (StepOutput, State) {
+        let [batch, t] = tokens.dims();
+        let m = self.config.memory_tokens;
+        let t_max = self.config.segment_len;
+        assert!(
+            t >= 1 && t <= t_max,
+            "segment of {t} tokens, model takes 1..={t_max}"
+        );
+        let device = tokens.device();
+        let x = self.tokens.forward(tokens);
+
+        let (memory, attached) = match state {
+            State::Memory { memory, attached } => (Some(memory), attached),
+            State::Empty => (None, 0),
+        };
+        let positions = self.positions.val();
+        let (h, pos) = match (self.config.layout, memory) {
+            (_, None) => (x, positions.slice(s![m..m + t, ..])),
+            (Layout::Decoder, Some(mem)) => {
+                // Write positions stay at M + T.. even for a shorter last segment.
+                let pos = Tensor::cat(
+                    vec![
+                        positions.clone().slice(s![0..m + t, ..]),
+                        positions.slice(s![m + t_max..2 * m + t_max, ..]),
+                    ],
+                    0,
+                );
+                (Tensor::cat(vec![mem.clone(), x, mem], 1), pos)
+            }
+            (Layout::Encoder, Some(mem)) => (
+                Tensor::cat(vec![mem, x], 1),
+                positions.slice(s![0..m + t, ..]),
+            ),
+        };
+        let mut h = h + pos.unsqueeze::<3>();
+
+        let mem_in_layout = if m > 0 { m } else { 0 };
+        let bias = if mem_in_layout > 0 {
+            attention_mask(self.config.layout, m, t).bias(&device)
+        } else {
+            crate::nn::causal_mask(t).bias(&device)
+        };
+        let mut attention = return_attention.then(Vec::new);
+        for block in &self.blocks {
+            let out = block.forward(h, bias.clone(), return_attention);
+            h = out.hidden;
+            if let (Some(all), Some(w)) = (attention.as_mut(), out.weights) {
+                all.push(w);
+            }
+        }
+        let h = self.norm.forward(h);
+        let d = self.config.d_model;
+
+        let (segment, next) = if m == 0 {
+            (h, State::Empty)
+        } else {
+            let (segment, memory) = match self.config.layout {
+                Layout::Decoder => (
+                    h.clone().slice(s![.., m..m + t, ..]),
+                    h.slice(s![.., m + t..2 * m + t, ..]),
+                ),
+                Layout::Encoder => (
+                    h.clone().slice(s![.., m..m + t, ..]),
+                    h.slice(s![.., 0..m, ..]),
+                ),
+            };
+            let attached = attached + 1;
+            let next = match self.config.bptt_depth {
+                Some(k) if attached > k => State::Memory {
+                    memory: memory.detach(),
+                    attached: 0,
+                },
+                _ => State::Memory { memory, attached },
+            };
+            (segment, next)
+        };
+        debug_assert_eq!(segment.dims(), [batch, t, d]);
+        let logits = self.head.forward(segment);
+        (StepOutput { logits, attention }, next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(mask: &Mask) -> Vec<String> {
+        mask.to_rows()
+            .iter()
+            .map(|r| r.iter().map(|&a| if a { '1' } else { '.' }).collect())
+            .collect()
+    }
+
+    #[test]
+    fn decoder_mask_for_two_memory_tokens_and_three_tokens() {
+        // Layout: r r | s s s | w w
+        let expected = [
+            "11.....", // read 0: read memory only
+            "11.....", // read 1
+            "111....", // token 0: memory + itself
+            "1111...", // token 1: memory + tokens 0..=1
+            "11111..", // token 2: memory + tokens 0..=2
+            "1111111", // write 0: everything
+            "1111111", // write 1
+        ];
+        assert_eq!(rows(&attention_mask(Layout::Decoder, 2, 3)), expected);
+    }
+
+    #[test]
+    fn encoder_mask_is_bidirectional() {
+        let mask = attention_mask(Layout::Encoder, 1, 2);
+        assert_eq!(rows(&mask), ["111", "111", "111"]);
+    }
+
+    #[test]
+    fn memory_starts_distinct_and_logits_have_the_right_shape() {
+        let device = Device::flex();
+        let config = ModelConfig {
+            vocab_size: 10,
+            memory_tokens: 3,
+            segment_len: 4,
+            ..ModelConfig::default()
+        };
+        let model = Rmt::new(&config, &device);
+        let state = model.init_state(2, &device);
+        let mem = state.memory().unwrap().clone();
+        assert_eq!(mem.dims(), [2, 3, config.d_model]);
+        let rows = mem.into_data().try_to_vec::<f32>().unwrap();
+        let d = config.d_model;
+        assert_ne!(
+            rows[0..d],
+            rows[d..2 * d],
+            "memory vectors must be distinct"
+        );
+
+        let tokens = Tensor::<2, Int>::from_data([[1, 2, 3], [4, 5, 6]], &device);
+        let (out, next) = model.step(tokens, state, true);
+        assert_eq!(out.logits.dims(), [2, 3, 10]);
+        assert_eq!(next.memory().unwrap().dims(), [2, 3, d]);
+        let attention = out.attention.unwrap();
+        assert_eq!(attention.len(), config.n_layers);
+        assert_eq!(attention[0].dims(), [2, 4, 3 + 3 + 3, 9]);
+    }
+}
+
+#[cfg(test)]
+mod bptt_tests {
+    use super::*;
+    use burn::optim::GradientsParams;
+
+    /// Gradient reaching the embeddings of tokens that occur only in the first of 3 segments,
+    /// from a loss on the last segment's logits alone.
+    fn first_segment_grad(bptt_depth: Option<usize>) -> f32 {
+        let device = Device::flex().autodiff();
+        device.seed(7);
+        let config = ModelConfig {
+            vocab_size: 12,
+            d_model: 16,
+            n_heads: 2,
+            d_ff: 32,
+            memory_tokens: 2,
+            segment_len: 3,
+            bptt_depth,
+            ..ModelConfig::default()
+        };
+        let model = Rmt::new(&config, &device);
+        // Ids 9..=11 appear only in segment 1.
+        let segments = [[9, 10, 11], [2, 3, 4], [5, 6, 7]];
+        let mut state = model.init_state(1, &device);
+        let mut last = None;
+        for seg in segments {
+            let tokens = Tensor::<2, Int>::from_data([seg], &device);
+            let (out, next) = model.step(tokens, state, false);
+            state = next;
+            last = Some(out.logits);
+        }
+        let loss = last.unwrap().powi_scalar(2).mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let g = grads
+            .get::<2>(model.tokens.weight.id)
+            .expect("embedding gradient");
+        g.slice(s![9..12, ..]).abs().sum().into_scalar::<f32>()
+    }
+
+    #[test]
+    fn bptt_depth_cuts_the_gradient_to_the_first_segment() {
+        let full = first_segment_grad(None);
+        let two = first_segment_grad(Some(2));
+        let one = first_segment_grad(Some(1));
+        let zero = first_segment_grad(Some(0));
+        assert!(full > 1e-6, "full BPTT must reach segment 1: {full}");
+        assert!(
+            two > 1e-6,
+            "depth 2 spans the 2 transitions back to segment 1: {two}"
+        );
+        assert_eq!(one, 0.0, "depth 1 over 3 segments must not reach segment 1");
+        assert_eq!(zero, 0.0, "depth 0 passes no gradient through memory");
+    }
+}

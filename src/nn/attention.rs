@@ -1,0 +1,158 @@
+//! Multi-head attention with an arbitrary mask that can also hand back its attention weights.
+//!
+//! Burn's `MultiHeadAttention` wants a mask per batch element and always returns weights after
+//! dropout; remem shares one mask across the batch (every sequence in a batch has the same
+//! segment layout), returns the weights only when asked (the visualisation), and needs the
+//! projections exposed for models that add their own positional terms.
+
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+
+/// Configuration of [`Attention`].
+#[derive(Config, Debug)]
+pub struct AttentionConfig {
+    /// Model width; must be a multiple of `n_heads`.
+    pub d_model: usize,
+    /// Number of heads.
+    pub n_heads: usize,
+    /// Dropout on the attention weights.
+    #[config(default = 0.0)]
+    pub dropout: f64,
+}
+
+/// Multi-head scaled dot-product attention.
+#[derive(Module, Debug)]
+pub struct Attention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    output: Linear,
+    dropout: Dropout,
+    n_heads: usize,
+    d_head: usize,
+}
+
+/// What [`Attention::forward`] returns.
+#[derive(Debug, Clone)]
+pub struct AttentionOutput {
+    /// `[batch, seq_q, d_model]`.
+    pub context: Tensor<3>,
+    /// Softmax weights `[batch, n_heads, seq_q, seq_k]`, before dropout, when asked for.
+    pub weights: Option<Tensor<4>>,
+}
+
+impl AttentionConfig {
+    /// Build the module on `device`.
+    pub fn init(&self, device: &Device) -> Attention {
+        assert!(
+            self.n_heads > 0 && self.d_model % self.n_heads == 0,
+            "d_model must be a multiple of n_heads (validated in the model config)"
+        );
+        let linear = || LinearConfig::new(self.d_model, self.d_model).init(device);
+        Attention {
+            query: linear(),
+            key: linear(),
+            value: linear(),
+            output: linear(),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            n_heads: self.n_heads,
+            d_head: self.d_model / self.n_heads,
+        }
+    }
+}
+
+impl Attention {
+    /// Attend from `query` to `context` under the additive `bias` (0 = allowed, very negative =
+    /// blocked, see [`crate::nn::Mask::bias`]).
+    ///
+    /// # Shapes
+    /// - query: `[batch, seq_q, d_model]`
+    /// - context: `[batch, seq_k, d_model]`
+    /// - bias: `[seq_q, seq_k]`
+    /// - output context: `[batch, seq_q, d_model]`, weights `[batch, n_heads, seq_q, seq_k]`
+    pub fn forward(
+        &self,
+        query: Tensor<3>,
+        context: Tensor<3>,
+        bias: Tensor<2>,
+        return_weights: bool,
+    ) -> AttentionOutput {
+        let [batch, seq_q, d_model] = query.dims();
+        let q = self.heads(self.query.forward(query));
+        let k = self.heads(self.key.forward(context.clone()));
+        let v = self.heads(self.value.forward(context));
+
+        let scores = q
+            .matmul(k.swap_dims(2, 3))
+            .mul_scalar(1.0 / (self.d_head as f64).sqrt());
+        let weights = softmax(scores + bias.unsqueeze::<4>(), 3);
+        let returned = return_weights.then(|| weights.clone());
+        let mixed = self.dropout.forward(weights).matmul(v);
+        let mixed = mixed.swap_dims(1, 2).reshape([batch, seq_q, d_model]);
+        AttentionOutput {
+            context: self.output.forward(mixed),
+            weights: returned,
+        }
+    }
+
+    /// `[batch, seq, d_model]` -> `[batch, n_heads, seq, d_head]`.
+    fn heads(&self, x: Tensor<3>) -> Tensor<4> {
+        let [batch, seq, _] = x.dims();
+        x.reshape([batch, seq, self.n_heads, self.d_head])
+            .swap_dims(1, 2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::mask::{Mask, causal_mask};
+
+    #[test]
+    fn blocked_keys_get_zero_weight_and_rows_sum_to_one() {
+        let device = Device::flex();
+        let attn = AttentionConfig::new(8, 2).init(&device);
+        let x = Tensor::<3>::random([2, 4, 8], burn::tensor::Distribution::Default, &device);
+        let out = attn.forward(x.clone(), x, causal_mask(4).bias(&device), true);
+        let w = out
+            .weights
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        // [2, 2, 4, 4]: row i of every head has zeros right of the diagonal.
+        for (n, row) in w.chunks(4).enumerate() {
+            let i = n % 4;
+            let sum: f32 = row.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-5, "row {n} sums to {sum}");
+            for (j, &v) in row.iter().enumerate() {
+                if j > i {
+                    assert_eq!(v, 0.0, "row {n} attends to future key {j}");
+                }
+            }
+        }
+        assert_eq!(out.context.dims(), [2, 4, 8]);
+    }
+
+    #[test]
+    fn a_single_allowed_key_copies_its_value() {
+        // Every query may only see key 2, so every output row equals row 2's projected value.
+        let device = Device::flex();
+        let attn = AttentionConfig::new(4, 1).init(&device);
+        let x = Tensor::<3>::random([1, 3, 4], burn::tensor::Distribution::Default, &device);
+        let mut mask = Mask::blocked(3, 3);
+        for i in 0..3 {
+            mask.allow(i, 2);
+        }
+        let out = attn
+            .forward(x.clone(), x, mask.bias(&device), false)
+            .context;
+        let rows = out.into_data().try_to_vec::<f32>().unwrap();
+        for r in 0..3 {
+            for c in 0..4 {
+                assert!((rows[r * 4 + c] - rows[8 + c]).abs() < 1e-6);
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Synthetic tasks from the RMT paper, generated from a seed, as Burn datasets with a batcher.
+//!
+//! Every task writes a token sequence and marks the positions that are the answer; the loss and
+//! the accuracies count those positions only. Token 0 is padding and 1 the separator.
+
+pub mod associative;
+pub mod batch;
+pub mod copy;
+pub mod dataset;
+pub mod quadratic;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+pub use batch::{Batch, SegmentBatcher};
+pub use dataset::TaskDataset;
+
+/// Padding token id (never an answer, never in the loss).
+pub const PAD: u32 = 0;
+/// Separator token id: ends the question, and ends the quadratic task's answer.
+pub const SEP: u32 = 1;
+
+/// Which task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskKind {
+    /// `X, sep, X, X`: write the source out twice (the paper's `[1]+X+X`).
+    #[default]
+    Copy,
+    /// `X, sep, reversed(X)`.
+    Reverse,
+    /// `k1 v1 .. kK vK, sep, query key, its value`.
+    Associative,
+    /// A quadratic equation and its worked solution, as characters.
+    Quadratic,
+}
+
+/// A task and its size. Unknown keys in a config file are an error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskConfig {
+    /// Which task.
+    pub kind: TaskKind,
+    /// Number of segments S the input is split into.
+    pub segments: usize,
+    /// Distinct symbols in X (copy, reverse).
+    pub symbols: usize,
+    /// Key-value pairs (associative retrieval).
+    pub pairs: usize,
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        Self {
+            kind: TaskKind::Copy,
+            segments: 3,
+            symbols: 10,
+            pairs: 4,
+        }
+    }
+}
+
+/// One generated sequence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    /// The whole sequence, question and answer.
+    pub tokens: Vec<u32>,
+    /// `true` at the positions of `tokens` that are the answer.
+    pub answer: Vec<bool>,
+}
+
+/// A task bound to a segment length: generates samples whose input fills `segments` segments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    config: TaskConfig,
+    segment_len: usize,
+}
+
+impl Task {
+    /// Bind `config` to segments of `segment_len` tokens, checking that the task fits.
+    pub fn new(config: TaskConfig, segment_len: usize) -> Result<Self> {
+        let task = Task {
+            config,
+            segment_len,
+        };
+        task.validate()?;
+        Ok(task)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let c = &self.config;
+        if c.segments == 0 {
+            return Err(Error::config("task.segments", "must be at least 1"));
+        }
+        let capacity = self.input_len();
+        match c.kind {
+            TaskKind::Copy | TaskKind::Reverse => {
+                if c.symbols < 2 {
+                    return Err(Error::config("task.symbols", "must be at least 2"));
+                }
+                let parts = if c.kind == TaskKind::Copy { 3 } else { 2 };
+                if capacity % parts != 0 || capacity < parts {
+                    return Err(Error::config(
+                        "task.segments",
+                        format!(
+                            "{:?} needs segments * segment_len ({} * {} = {capacity}) to be a positive multiple of {parts}",
+                            c.kind, c.segments, self.segment_len
+                        ),
+                    ));
+                }
+            }
+            TaskKind::Associative => {
+                if c.pairs == 0 || c.pairs > associative::KEYS {
+                    return Err(Error::config(
+                        "task.pairs",
+                        format!("must be in 1..={}", associative::KEYS),
+                    ));
+                }
+                let need = 2 * c.pairs + 2;
+                if need > capacity {
+                    return Err(Error::config(
+                        "task.segments",
+                        format!(
+                            "{} pairs need {need} input tokens; segments * segment_len is only {capacity}",
+                            c.pairs
+                        ),
+                    ));
+                }
+            }
+            TaskKind::Quadratic => {
+                if quadratic::MAX_LEN - 1 > capacity {
+                    return Err(Error::config(
+                        "task.segments",
+                        format!(
+                            "quadratic equations need up to {} input tokens; segments * segment_len is only {capacity}",
+                            quadratic::MAX_LEN - 1
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The task's configuration.
+    pub fn config(&self) -> &TaskConfig {
+        &self.config
+    }
+
+    /// Tokens per segment.
+    pub fn segment_len(&self) -> usize {
+        self.segment_len
+    }
+
+    /// Input positions: `segments * segment_len`.
+    pub fn input_len(&self) -> usize {
+        self.config.segments * self.segment_len
+    }
+
+    /// Number of token ids the task uses (pad and separator included).
+    pub fn vocab_size(&self) -> usize {
+        match self.config.kind {
+            TaskKind::Copy | TaskKind::Reverse => 2 + self.config.symbols,
+            TaskKind::Associative => associative::VOCAB,
+            TaskKind::Quadratic => quadratic::VOCAB,
+        }
+    }
+
+    /// Accuracy of guessing uniformly among the answer symbols.
+    pub fn chance(&self) -> f64 {
+        match self.config.kind {
+            TaskKind::Copy | TaskKind::Reverse => 1.0 / self.config.symbols as f64,
+            TaskKind::Associative => 1.0 / associative::VALUES as f64,
+            TaskKind::Quadratic => 1.0 / (quadratic::VOCAB - 2) as f64,
+        }
+    }
+
+    /// The same task with another number of segments (the curriculum's stages).
+    pub fn with_segments(&self, segments: usize) -> Result<Self> {
+        Task::new(
+            TaskConfig {
+                segments,
+                ..self.config.clone()
+            },
+            self.segment_len,
+        )
+    }
+
+    /// Draw one sample.
+    pub fn sample(&self, rng: &mut impl Rng) -> Sample {
+        let c = &self.config;
+        let sample = match c.kind {
+            TaskKind::Copy => copy::copy(rng, self.input_len() / 3, c.symbols),
+            TaskKind::Reverse => copy::reverse(rng, self.input_len() / 2, c.symbols),
+            TaskKind::Associative => associative::sample(rng, c.pairs),
+            TaskKind::Quadratic => quadratic::sample(rng),
+        };
+        debug_assert!(sample.tokens.len() <= self.input_len() + 1);
+        sample
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    #[test]
+    fn paper_sizes_fit() {
+        // copy72 3x24, reverse48 4x12, AR10 4x3, quadratic 6x30.
+        let mut rng = StdRng::seed_from_u64(0);
+        let cases = [
+            (TaskKind::Copy, 3, 24, 73),
+            (TaskKind::Reverse, 4, 12, 49),
+            (TaskKind::Associative, 4, 3, 11),
+        ];
+        for (kind, segments, t, len) in cases {
+            let task = Task::new(
+                TaskConfig {
+                    kind,
+                    segments,
+                    ..TaskConfig::default()
+                },
+                t,
+            )
+            .unwrap();
+            assert_eq!(task.sample(&mut rng).tokens.len(), len, "{kind:?}");
+        }
+        let q = Task::new(
+            TaskConfig {
+                kind: TaskKind::Quadratic,
+                segments: 6,
+                ..TaskConfig::default()
+            },
+            30,
+        )
+        .unwrap();
+        for _ in 0..200 {
+            assert!(q.sample(&mut rng).tokens.len() <= 181);
+        }
+    }
+
+    #[test]
+    fn sizes_that_cannot_work_are_refused() {
+        let reverse = TaskConfig {
+            kind: TaskKind::Reverse,
+            ..TaskConfig::default()
+        };
+        let err = Task::new(reverse, 7).unwrap_err().to_string();
+        assert!(err.contains("task.segments"), "{err}");
+        let err = Task::new(
+            TaskConfig {
+                kind: TaskKind::Associative,
+                pairs: 8,
+                segments: 2,
+                ..TaskConfig::default()
+            },
+            4,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("pairs need 18 input tokens"), "{err}");
+    }
+}

@@ -1,0 +1,234 @@
+//! A run's configuration: seed, model, task and training settings, read from TOML.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::schedule::Decay;
+use crate::error::{Error, Result};
+use crate::model::ModelConfig;
+use crate::task::{Task, TaskConfig};
+
+/// Curriculum over the number of segments (arXiv 2304.11062): start short, add one segment
+/// each time the model has learned the current length.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Curriculum {
+    /// Segments in the first stage.
+    pub start_segments: usize,
+    /// Move on once the mean training answer-token accuracy over `window` steps reaches this.
+    pub threshold: f64,
+    /// Steps averaged for `threshold`.
+    pub window: usize,
+}
+
+impl Default for Curriculum {
+    fn default() -> Self {
+        Self {
+            start_segments: 1,
+            threshold: 0.95,
+            window: 20,
+        }
+    }
+}
+
+/// Optimiser, schedule, evaluation and checkpoint settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Sequences per step.
+    pub batch_size: usize,
+    /// Peak learning rate (AdamW).
+    pub lr: f64,
+    /// Learning rate at the end of the decay.
+    pub min_lr: f64,
+    /// Steps of linear warmup.
+    pub warmup_steps: usize,
+    /// Decay after warmup.
+    pub decay: Decay,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this; `None` = no clipping.
+    pub grad_clip: Option<f64>,
+    /// Evaluate on the held-out split every this many steps (and at the end).
+    pub eval_every: usize,
+    /// Held-out samples per evaluation.
+    pub eval_samples: usize,
+    /// Write a checkpoint every this many steps (and at the end).
+    pub checkpoint_every: usize,
+    /// Stop early once greedy exact-match on the held-out split reaches this.
+    pub target_exact: Option<f64>,
+    /// Curriculum over the number of segments; `None` trains on `task.segments` from the start.
+    pub curriculum: Option<Curriculum>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 2000,
+            batch_size: 32,
+            lr: 1e-3,
+            min_lr: 1e-4,
+            warmup_steps: 100,
+            decay: Decay::Cosine,
+            weight_decay: 0.01,
+            grad_clip: Some(1.0),
+            eval_every: 250,
+            eval_samples: 512,
+            checkpoint_every: 250,
+            target_exact: None,
+            curriculum: None,
+        }
+    }
+}
+
+/// Everything a training run needs. Unknown keys in a config file are an error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Seed for weights, data and dropout.
+    pub seed: u64,
+    /// The model.
+    pub model: ModelConfig,
+    /// The task.
+    pub task: TaskConfig,
+    /// Training settings.
+    pub train: TrainConfig,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            seed: 42,
+            model: ModelConfig::default(),
+            task: TaskConfig::default(),
+            train: TrainConfig::default(),
+        }
+    }
+}
+
+impl RunConfig {
+    /// Read a TOML file. Fields left out take their defaults.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_toml(&text).map_err(|reason| Error::ConfigFile {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
+    /// Parse TOML text.
+    pub fn from_toml(text: &str) -> std::result::Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().replace('\n', " ").trim().to_string())
+    }
+
+    /// The config as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a RunConfig always serialises")
+    }
+
+    /// Check every field, fill the model's vocabulary from the task, and return the task.
+    pub fn resolve(&mut self) -> Result<Task> {
+        let task = Task::new(self.task.clone(), self.model.segment_len)?;
+        if self.model.vocab_size == 0 {
+            self.model.vocab_size = task.vocab_size();
+        } else if self.model.vocab_size < task.vocab_size() {
+            return Err(Error::config(
+                "model.vocab_size",
+                format!(
+                    "{} is smaller than the task's {} token ids",
+                    self.model.vocab_size,
+                    task.vocab_size()
+                ),
+            ));
+        }
+        self.model.validate()?;
+        let t = &self.train;
+        for (field, value) in [
+            ("train.steps", t.steps),
+            ("train.batch_size", t.batch_size),
+            ("train.eval_every", t.eval_every),
+            ("train.eval_samples", t.eval_samples),
+            ("train.checkpoint_every", t.checkpoint_every),
+        ] {
+            if value == 0 {
+                return Err(Error::config(field, "must be at least 1"));
+            }
+        }
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return Err(Error::config("train.lr", "must be a positive number"));
+        }
+        if !(t.min_lr >= 0.0 && t.min_lr <= t.lr) {
+            return Err(Error::config("train.min_lr", "must be in [0, lr]"));
+        }
+        if !(t.weight_decay >= 0.0 && t.weight_decay.is_finite()) {
+            return Err(Error::config("train.weight_decay", "must be >= 0"));
+        }
+        if let Some(c) = t.grad_clip
+            && !(c > 0.0 && c.is_finite())
+        {
+            return Err(Error::config(
+                "train.grad_clip",
+                "must be a positive number",
+            ));
+        }
+        if let Some(x) = t.target_exact
+            && !(0.0..=1.0).contains(&x)
+        {
+            return Err(Error::config("train.target_exact", "must be in [0, 1]"));
+        }
+        if let Some(c) = &t.curriculum {
+            if c.start_segments == 0 || c.start_segments > self.task.segments {
+                return Err(Error::config(
+                    "train.curriculum.start_segments",
+                    format!("must be in 1..={}", self.task.segments),
+                ));
+            }
+            if c.window == 0 {
+                return Err(Error::config(
+                    "train.curriculum.window",
+                    "must be at least 1",
+                ));
+            }
+            // Every stage must be a valid task too.
+            for s in c.start_segments..=self.task.segments {
+                task.with_segments(s).map_err(|e| {
+                    Error::config(
+                        "train.curriculum.start_segments",
+                        format!("stage with {s} segments: {e}"),
+                    )
+                })?;
+            }
+        }
+        Ok(task)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_resolve_and_round_trip() {
+        let mut config = RunConfig::default();
+        let task = config.resolve().unwrap();
+        assert_eq!(config.model.vocab_size, task.vocab_size());
+        let back = RunConfig::from_toml(&config.to_toml()).unwrap();
+        assert_eq!(back, config);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_named() {
+        let err = RunConfig::from_toml("[train]\nstpes = 3").unwrap_err();
+        assert!(err.contains("stpes"), "{err}");
+        let err = RunConfig::from_toml("[task]\nkind = \"sort\"").unwrap_err();
+        assert!(err.contains("sort"), "{err}");
+        let mut config = RunConfig::from_toml("[train]\nbatch_size = 0").unwrap();
+        let err = config.resolve().unwrap_err().to_string();
+        assert!(err.contains("train.batch_size"), "{err}");
+        let err = RunConfig::from_toml("[model]\nd_model = -4").unwrap_err();
+        assert!(err.contains("d_model"), "{err}");
+    }
+}

@@ -1,0 +1,226 @@
+//! The `remem` command line end to end: train, eval, resume, and bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn remem(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_remem"))
+        .args(args)
+        .output()
+        .expect("the remem binary runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A tiny training run's flags (copy over 2 segments of 3 tokens, a 1-layer model).
+const TINY: &[&str] = &[
+    "train",
+    "--device",
+    "cpu",
+    "--quiet",
+    "--segments",
+    "2",
+    "--segment-len",
+    "3",
+    "--d-model",
+    "16",
+    "--layers",
+    "1",
+    "--heads",
+    "2",
+    "--d-ff",
+    "32",
+    "--memory-tokens",
+    "2",
+    "--batch-size",
+    "4",
+    "--eval-every",
+    "4",
+    "--eval-samples",
+    "8",
+    "--checkpoint-every",
+    "2",
+];
+
+fn train_losses(dir: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "train")
+        .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn train_writes_metrics_and_a_checkpoint_that_eval_reads_and_resume_continues() {
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = tmp.path().join("whole");
+    let cut = tmp.path().join("cut");
+    let run = |dir: &Path, extra: &[&str]| {
+        let mut args = TINY.to_vec();
+        args.extend(["--steps", "6", "--run-dir", dir.to_str().unwrap()]);
+        args.extend(extra);
+        remem(&args)
+    };
+
+    let out = run(&whole, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("device: CPU (flex"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(whole.join("checkpoint.remem").exists());
+    assert!(whole.join("config.toml").exists());
+    let whole_losses = train_losses(&whole);
+    assert_eq!(whole_losses.len(), 6);
+
+    // eval reads the checkpoint back.
+    let ck = whole.join("checkpoint.remem");
+    let out = remem(&[
+        "eval",
+        "--device",
+        "cpu",
+        "--samples",
+        "8",
+        "--json",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["samples"], 8);
+    assert!(report["token_accuracy"].as_f64().unwrap() >= 0.0);
+
+    // A run stopped after 3 steps (its last checkpoint is at step 2; step 3 is logged but lost)
+    // and then resumed ends with exactly the same losses as the uninterrupted run.
+    let out = run(&cut, &["--stop-after", "3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = remem(&[
+        "train",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--resume",
+        "--run-dir",
+        cut.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(train_losses(&cut), whole_losses);
+
+    // Training again into a folder with a checkpoint, without --resume, refuses and keeps it.
+    let before = std::fs::read(&ck).unwrap();
+    let out = run(&whole, &[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("already holds a checkpoint"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(std::fs::read(&ck).unwrap(), before);
+}
+
+#[test]
+fn bad_checkpoints_fail_with_one_clear_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let mut args = TINY.to_vec();
+    args.extend(["--steps", "2", "--run-dir", dir.to_str().unwrap()]);
+    assert!(remem(&args).status.success());
+    let ck = dir.join("checkpoint.remem");
+    let bytes = std::fs::read(&ck).unwrap();
+
+    let corrupt = tmp.path().join("corrupt.remem");
+    let mut flipped = bytes.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0xff;
+    std::fs::write(&corrupt, &flipped).unwrap();
+    let truncated = tmp.path().join("truncated.remem");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    let missing = tmp.path().join("missing.remem");
+
+    for (path, expect) in [
+        (&corrupt, "corrupt"),
+        (&truncated, "truncated"),
+        (&missing, "No such file"),
+    ] {
+        let out = remem(&[
+            "eval",
+            "--device",
+            "cpu",
+            "--checkpoint",
+            path.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success(), "{path:?} was accepted");
+        let err = stderr(&out);
+        assert!(
+            err.contains(expect) && err.contains("checkpoint"),
+            "{path:?}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn invalid_configs_name_the_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str)] = &[
+        ("[model]\nd_modle = 64\n", "d_modle"),
+        ("[task]\nkind = \"sorting\"\n", "sorting"),
+        ("[model]\nd_model = 0\n", "model.d_model"),
+        ("[model]\nn_heads = 3\n", "model.n_heads"),
+        ("[train]\nlr = -1.0\n", "train.lr"),
+        (
+            "[task]\nkind = \"reverse\"\n[model]\nsegment_len = 5\n",
+            "task.segments",
+        ),
+        ("[model\n", "cannot read config"),
+    ];
+    for (i, (toml, expect)) in cases.iter().enumerate() {
+        let path = tmp.path().join(format!("c{i}.toml"));
+        std::fs::write(&path, toml).unwrap();
+        let run_dir = tmp.path().join(format!("r{i}"));
+        let out = remem(&[
+            "train",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--config",
+            path.to_str().unwrap(),
+            "--run-dir",
+            run_dir.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success(), "{toml} was accepted");
+        let err = stderr(&out);
+        assert!(err.contains(expect), "{toml}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(
+            !run_dir.exists(),
+            "a rejected config must not create the run folder"
+        );
+    }
+
+    let out = remem(&["train", "--device", "tpu"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("unknown device `tpu`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_unwritable_run_folder_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let run_dir = file.join("run");
+    let mut args = TINY.to_vec();
+    args.extend(["--steps", "1", "--run-dir", run_dir.to_str().unwrap()]);
+    let out = remem(&args);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("a-file"), "{}", stderr(&out));
+}

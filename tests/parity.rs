@@ -1,0 +1,109 @@
+//! Backend parity: the same weights give the same outputs and gradients on flex and wgpu.
+
+mod common;
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use burn::store::ModuleRecord;
+use remem::model::{Layout, Model, ModelConfig};
+use remem::task::{SegmentBatcher, Task, TaskConfig, TaskDataset};
+use remem::train::loss::forward_batch;
+
+fn config(layout: Layout) -> ModelConfig {
+    ModelConfig {
+        layout,
+        vocab_size: 12,
+        d_model: 32,
+        n_layers: 2,
+        n_heads: 4,
+        d_ff: 64,
+        memory_tokens: 3,
+        segment_len: 4,
+        ..ModelConfig::default()
+    }
+}
+
+/// The same weights on another device.
+fn copy_to(model: &Model, device: &Device) -> Model {
+    let bytes = model.clone().into_record().into_bytes().unwrap();
+    Model::new(model.config(), device).load_record(ModuleRecord::from_bytes(bytes).unwrap())
+}
+
+struct Grads<'a>(&'a GradientsParams, Vec<Vec<f32>>);
+impl ModuleVisitor for Grads<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let g = self
+            .0
+            .get::<D>(param.id)
+            .expect("every parameter gets a gradient");
+        self.1.push(common::values(g));
+    }
+}
+
+/// Loss, logits of every segment, final memory, and every parameter's gradient.
+fn run(model: &Model, device: &Device) -> (Vec<f32>, Vec<Vec<f32>>) {
+    let cfg = model.config().clone();
+    let task = Task::new(TaskConfig::default(), cfg.segment_len).unwrap();
+    let data = TaskDataset::new(task.clone(), 3, 4);
+    let items = (0..4).map(|i| data.sample(i)).collect();
+    let batch = SegmentBatcher::new(cfg.layout, task.input_len()).batch(items, device);
+
+    // Forward outputs: logits per segment and the final memory, on the plain device.
+    let plain = model.valid();
+    let mut state = plain.init_state(4, &device.clone().inner());
+    let mut outputs = Vec::new();
+    let inputs = batch.inputs.clone().inner();
+    for start in (0..task.input_len()).step_by(cfg.segment_len) {
+        let tokens = inputs.clone().slice(s![.., start..start + cfg.segment_len]);
+        let (out, next) = plain.step(tokens, state, true);
+        outputs.extend(common::values(out.logits));
+        for w in out.attention.unwrap() {
+            outputs.extend(common::values(w));
+        }
+        state = next;
+    }
+    outputs.extend(common::values(state.memory().unwrap().clone()));
+
+    let out = forward_batch(model, &batch, cfg.segment_len);
+    outputs.extend(common::values(out.loss.clone().inner()));
+    let grads = GradientsParams::from_grads(out.loss.backward(), model);
+    let mut visitor = Grads(&grads, Vec::new());
+    model.visit(&mut visitor);
+    (outputs, visitor.1)
+}
+
+fn parity(layout: Layout) {
+    let Some(gpu) = common::wgpu_device().map(Device::autodiff) else {
+        return;
+    };
+    let cpu = Device::flex().autodiff();
+    cpu.seed(11);
+    let model_cpu = Model::new(&config(layout), &cpu);
+    let model_gpu = copy_to(&model_cpu, &gpu);
+
+    let (out_cpu, grads_cpu) = run(&model_cpu, &cpu);
+    let (out_gpu, grads_gpu) = run(&model_gpu, &gpu);
+    let diff = common::max_abs_diff(&out_cpu, &out_gpu);
+    assert!(diff < 1e-4, "forward outputs differ by {diff}");
+    assert_eq!(grads_cpu.len(), grads_gpu.len());
+    for (i, (a, b)) in grads_cpu.iter().zip(&grads_gpu).enumerate() {
+        let scale = a.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        let diff = common::max_abs_diff(a, b);
+        assert!(
+            diff <= 1e-4 * scale,
+            "gradient of parameter {i} differs by {diff} (scale {scale})"
+        );
+    }
+}
+
+#[test]
+fn decoder_forward_and_gradients_agree_on_flex_and_wgpu() {
+    parity(Layout::Decoder);
+}
+
+#[test]
+fn encoder_forward_and_gradients_agree_on_flex_and_wgpu() {
+    parity(Layout::Encoder);
+}
