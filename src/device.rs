@@ -111,31 +111,42 @@ pub fn cpu() -> SelectedDevice {
 pub fn select(choice: DeviceChoice) -> Result<SelectedDevice> {
     match choice {
         DeviceChoice::Cpu => Ok(cpu()),
-        DeviceChoice::Auto => match open_wgpu(WgpuBackend::Auto) {
-            Ok(adapter) if !adapter.software => Ok(described(adapter)),
-            Ok(adapter) => {
-                let mut cpu = cpu();
-                cpu.description = format!(
-                    "{} (auto: the only GPU adapter is the software renderer `{}`)",
-                    cpu.description, adapter.name
-                );
-                Ok(cpu)
+        DeviceChoice::Auto => {
+            // Probe only the platform's native compute APIs (not OpenGL, whose probe is slow and
+            // noisy), and take the first hardware adapter.
+            let mut reasons = Vec::new();
+            for api in native_apis() {
+                match open_wgpu(api) {
+                    Ok(adapter) if !adapter.software => return Ok(described(adapter)),
+                    Ok(adapter) => reasons.push(format!(
+                        "the only {api:?} adapter is the software renderer `{}`",
+                        adapter.name
+                    )),
+                    Err(e) => {
+                        reasons.push(e.to_string().trim_start_matches("device: ").to_string())
+                    }
+                }
             }
-            Err(reason) => {
-                let mut cpu = cpu();
-                cpu.description = format!("{} (auto: no GPU adapter: {reason})", cpu.description);
-                Ok(cpu)
-            }
-        },
+            let mut cpu = cpu();
+            cpu.description = format!("{} (auto: {})", cpu.description, reasons.join("; "));
+            Ok(cpu)
+        }
         DeviceChoice::Wgpu => open_wgpu(WgpuBackend::Auto).map(described),
         DeviceChoice::Vulkan => open_wgpu(WgpuBackend::Vulkan).map(described),
         DeviceChoice::Metal => open_wgpu(WgpuBackend::Metal).map(described),
         DeviceChoice::Dx12 => open_wgpu(WgpuBackend::Dx12).map(described),
     }
-    .map_err(|reason| match reason {
-        e @ Error::Device(_) => e,
-        other => Error::Device(other.to_string()),
-    })
+}
+
+/// The graphics APIs `auto` looks for a GPU on.
+fn native_apis() -> Vec<WgpuBackend> {
+    if cfg!(target_vendor = "apple") {
+        vec![WgpuBackend::Metal]
+    } else if cfg!(windows) {
+        vec![WgpuBackend::Dx12, WgpuBackend::Vulkan]
+    } else {
+        vec![WgpuBackend::Vulkan]
+    }
 }
 
 fn described(adapter: Adapter) -> SelectedDevice {

@@ -67,17 +67,17 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            steps: 2000,
+            steps: 3000,
             batch_size: 32,
-            lr: 1e-3,
+            lr: 2e-3,
             min_lr: 1e-4,
             warmup_steps: 100,
             decay: Decay::Cosine,
             weight_decay: 0.01,
             grad_clip: Some(1.0),
-            eval_every: 250,
-            eval_samples: 512,
-            checkpoint_every: 250,
+            eval_every: 500,
+            eval_samples: 1000,
+            checkpoint_every: 500,
             target_exact: None,
             curriculum: None,
         }
