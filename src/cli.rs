@@ -19,6 +19,7 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once
 enum Command {
     /// Train a model (default: RMT on copy over 3 segments) and evaluate it on a held-out split.
     Train(TrainArgs),

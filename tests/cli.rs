@@ -224,3 +224,107 @@ fn an_unwritable_run_folder_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("a-file"), "{}", stderr(&out));
 }
+
+#[test]
+fn training_runs_on_wgpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let mut args: Vec<&str> = TINY
+        .iter()
+        .map(|a| if *a == "cpu" { "wgpu" } else { a })
+        .collect();
+    args.extend(["--steps", "2", "--run-dir", dir.to_str().unwrap()]);
+    let out = remem(&args);
+    let err = stderr(&out);
+    if !out.status.success()
+        && err.contains("no wgpu adapter")
+        && std::env::var("CI").as_deref() != Ok("true")
+    {
+        eprintln!("skipping: {err}");
+        return;
+    }
+    assert!(out.status.success(), "{err}");
+    assert!(
+        !err.contains("CPU (flex"),
+        "--device wgpu must not fall back to the CPU: {err}"
+    );
+    assert_eq!(train_losses(&dir).len(), 2);
+    // The checkpoint written on wgpu evaluates on the CPU.
+    let out = remem(&[
+        "eval",
+        "--device",
+        "cpu",
+        "--samples",
+        "4",
+        "--checkpoint",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_checkpoint_whose_weights_do_not_fit_its_config_is_refused() {
+    use burn::module::Module;
+    use remem::model::Model;
+    use remem::train::{Checkpoint, Progress, RunConfig};
+
+    let mut config = RunConfig::default();
+    config.resolve().unwrap();
+    let mut other = config.model.clone();
+    other.d_model = 32;
+    let device = burn::tensor::Device::flex();
+    let weights = Model::new(&other, &device)
+        .into_record()
+        .into_bytes()
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("mismatch.remem");
+    Checkpoint {
+        config,
+        progress: Progress {
+            step: 1,
+            segments: 3,
+            recent_accuracy: vec![],
+            elapsed_s: 0.0,
+        },
+        model: weights.to_vec(),
+        optimizer: vec![],
+    }
+    .save(&path)
+    .unwrap();
+    let out = remem(&[
+        "eval",
+        "--device",
+        "cpu",
+        "--checkpoint",
+        path.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("weights do not fit the model"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn asking_for_a_gpu_api_that_is_not_there_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let out = remem(&[
+        "train",
+        "--device",
+        "metal",
+        "--steps",
+        "1",
+        "--run-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("device: no wgpu adapter on Metal"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        !dir.exists(),
+        "nothing is created when the device is missing"
+    );
+}

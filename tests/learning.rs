@@ -70,3 +70,41 @@ fn rmt_carries_the_first_segment_across_memory_and_no_memory_stays_at_chance() {
         "no memory: token accuracy {without} (chance 0.25)"
     );
 }
+
+#[test]
+fn the_curriculum_adds_segments_as_the_model_learns() {
+    // Reverse over segments of 4: every stage (1, 2, 3 segments) is a whole task.
+    let mut config = copy_run(4, Layout::Decoder, 2);
+    config.task.kind = remem::task::TaskKind::Reverse;
+    config.train.curriculum = Some(remem::train::Curriculum {
+        start_segments: 1,
+        threshold: 0.9,
+        window: 10,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let options = TrainOptions {
+        run_dir: dir.path().join("run"),
+        progress: false,
+        stop_after: None,
+    };
+    let summary = train::train(Start::Fresh(config), &device::cpu(), &options).unwrap();
+    let stages: Vec<u64> = std::fs::read_to_string(dir.path().join("run/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "train")
+        .map(|v| v["segments"].as_u64().unwrap())
+        .collect();
+    assert_eq!(stages[0], 1, "starts with one segment");
+    assert!(
+        stages.windows(2).all(|w| w[1] == w[0] || w[1] == w[0] + 1),
+        "one segment at a time"
+    );
+    assert_eq!(
+        *stages.last().unwrap(),
+        3,
+        "reaches the full length: {stages:?}"
+    );
+    // Chance is 0.25; the last stage gets only part of the 500 steps.
+    assert!(summary.eval.token_accuracy > 0.6, "{:?}", summary.eval);
+}

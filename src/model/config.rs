@@ -90,7 +90,7 @@ impl ModelConfig {
                 return Err(Error::config(field, "must be at least 1"));
             }
         }
-        if self.d_model % self.n_heads != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads) {
             return Err(Error::config(
                 "model.n_heads",
                 format!(

@@ -48,7 +48,7 @@ pub fn attention_mask(layout: Layout, memory: usize, seg_len: usize) -> Mask {
                     let allowed = if row < m {
                         col < m // read memory: among itself
                     } else if row < m + t {
-                        col < m || (col >= m && col <= row) // segment: memory + causal
+                        col <= row // segment: all read memory, then causal
                     } else {
                         true // write memory: everything
                     };

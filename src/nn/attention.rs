@@ -46,7 +46,7 @@ impl AttentionConfig {
     /// Build the module on `device`.
     pub fn init(&self, device: &Device) -> Attention {
         assert!(
-            self.n_heads > 0 && self.d_model % self.n_heads == 0,
+            self.n_heads > 0 && self.d_model.is_multiple_of(self.n_heads),
             "d_model must be a multiple of n_heads (validated in the model config)"
         );
         let linear = || LinearConfig::new(self.d_model, self.d_model).init(device);

@@ -101,7 +101,7 @@ impl Task {
                     return Err(Error::config("task.symbols", "must be at least 2"));
                 }
                 let parts = if c.kind == TaskKind::Copy { 3 } else { 2 };
-                if capacity % parts != 0 || capacity < parts {
+                if !capacity.is_multiple_of(parts) || capacity < parts {
                     return Err(Error::config(
                         "task.segments",
                         format!(

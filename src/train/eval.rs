@@ -26,7 +26,7 @@ pub struct EvalReport {
 
 /// The held-out seed stream: disjoint from training's `seed` stream.
 pub fn eval_seed(seed: u64) -> u64 {
-    seed ^ 0x5EED_0F_E7A1_u64
+    seed ^ 0x005E_ED0F_E7A1_u64
 }
 
 /// Evaluate `model` (a plain, non-autodiff model) on `samples` held-out sequences of `task`.
@@ -64,9 +64,9 @@ pub fn evaluate(
         };
         for (row, pred) in rows.iter().zip(&predictions) {
             let mut all = true;
-            for p in 0..row.answer.len() {
-                if row.answer[p] {
-                    if pred[p] == row.targets[p] {
+            for ((&answer, &target), &guess) in row.answer.iter().zip(&row.targets).zip(pred) {
+                if answer {
+                    if guess == target {
                         greedy_correct += 1;
                     } else {
                         all = false;

@@ -36,6 +36,7 @@ pub const CHECKPOINT: &str = "checkpoint.remem";
 pub const METRICS: &str = "metrics.jsonl";
 
 /// How a run starts.
+#[allow(clippy::large_enum_variant)] // built once per run
 #[derive(Debug, Clone)]
 pub enum Start {
     /// A new run with this config; the run folder must not hold a checkpoint yet.
@@ -69,7 +70,8 @@ pub struct TrainOptions {
     pub run_dir: PathBuf,
     /// Draw a progress bar (on a terminal).
     pub progress: bool,
-    /// Stop after this many steps in this invocation (tests use it to simulate a killed run).
+    /// Stop after this many steps in this invocation without a final checkpoint, as a killed
+    /// run would (tests use it to check that `--resume` continues exactly).
     pub stop_after: Option<usize>,
 }
 
@@ -236,8 +238,11 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
     let mut tokens_done = 0usize;
     let mut steps_here = 0usize;
     let mut last_eval: Option<EvalReport> = None;
+    let mut saved_at = progress.step;
     while progress.step < tc.steps {
         if options.stop_after.is_some_and(|n| steps_here >= n) {
+            // Behave like a killed process: whatever came after the last checkpoint is lost.
+            saved_at = progress.step;
             break;
         }
         let step = progress.step;
@@ -336,16 +341,16 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
                         progress.step
                     ),
                 );
-                save(&model, &optim, &progress)?;
                 break;
             }
         }
-        if progress.step % tc.checkpoint_every == 0 || last {
+        if progress.step % tc.checkpoint_every == 0 {
             save(&model, &optim, &progress)?;
+            saved_at = progress.step;
         }
     }
     bar.finish_and_clear();
-    if steps_here > 0 {
+    if progress.step != saved_at {
         save(&model, &optim, &progress)?;
     }
     let eval = match last_eval {
