@@ -34,13 +34,13 @@ fn main() -> anyhow::Result<()> {
     let predictions = train::eval::greedy(
         &model,
         std::slice::from_ref(&rows),
-        task.segment_len(),
+        model.step_len(&task),
         &device,
     );
 
     // Step through the segments with the true input, printing how much each memory slot moved.
     let mut state = model.init_state(1, &device);
-    for (s, segment) in rows.inputs.chunks(task.segment_len()).enumerate() {
+    for (s, segment) in rows.inputs.chunks(model.step_len(&task)).enumerate() {
         let before = state.memory().cloned();
         let tokens = Tensor::<2, Int>::from_data(
             TensorData::new(

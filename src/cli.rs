@@ -81,7 +81,8 @@ struct TrainArgs {
     /// Tokens per segment.
     #[arg(long)]
     segment_len: Option<usize>,
-    /// The model (rmt).
+    /// The model: rmt, transformer (full attention over the whole input), xl (Transformer-XL)
+    /// or memxl (Transformer-XL with memory tokens).
     #[arg(long, value_parser = parse_enum::<ModelKind>)]
     model: Option<ModelKind>,
     /// RMT memory layout: decoder or encoder.
@@ -93,6 +94,9 @@ struct TrainArgs {
     /// Gradient flows through at most this many memory transitions (`full` = unbounded).
     #[arg(long, value_parser = parse_depth)]
     bptt_depth: Option<Option<usize>>,
+    /// Cached states per layer for xl and memxl (default: --memory-tokens).
+    #[arg(long)]
+    mem_len: Option<usize>,
     /// Model width.
     #[arg(long)]
     d_model: Option<usize>,
@@ -172,6 +176,9 @@ impl TrainArgs {
         set!(c.model.layout, self.layout);
         set!(c.model.memory_tokens, self.memory_tokens);
         set!(c.model.bptt_depth, self.bptt_depth);
+        if self.mem_len.is_some() {
+            c.model.mem_len = self.mem_len;
+        }
         set!(c.model.d_model, self.d_model);
         set!(c.model.n_layers, self.layers);
         set!(c.model.n_heads, self.heads);

@@ -7,10 +7,22 @@ use remem::train::{self, RunConfig, Start, TrainOptions};
 /// Copy over 3 segments of 4 tokens: `X (4) | sep X[0..3] | X[3] X`. Every answer token is a
 /// symbol of X, which only the first segment holds, so without memory the answer is a guess.
 fn copy_run(memory_tokens: usize, layout: Layout, seed: u64) -> RunConfig {
+    model_run("rmt", memory_tokens, None, layout, seed)
+}
+
+fn model_run(
+    kind: &str,
+    memory_tokens: usize,
+    mem_len: Option<usize>,
+    layout: Layout,
+    seed: u64,
+) -> RunConfig {
     let toml = format!(
         r#"
         seed = {seed}
         [model]
+        kind = "{kind}"
+        {mem_len}
         layout = "{layout}"
         d_model = 32
         n_layers = 2
@@ -32,6 +44,7 @@ fn copy_run(memory_tokens: usize, layout: Layout, seed: u64) -> RunConfig {
         eval_samples = 256
         checkpoint_every = 500
         "#,
+        mem_len = mem_len.map_or(String::new(), |n| format!("mem_len = {n}")),
         layout = match layout {
             Layout::Decoder => "decoder",
             Layout::Encoder => "encoder",
@@ -107,4 +120,21 @@ fn the_curriculum_adds_segments_as_the_model_learns() {
     );
     // Chance is 0.25; the last stage gets only part of the 500 steps.
     assert!(summary.eval.token_accuracy > 0.6, "{:?}", summary.eval);
+}
+
+#[test]
+fn the_baselines_learn_copy_when_it_is_within_their_reach() {
+    // The full Transformer sees the whole input; Transformer-XL's cache of 8 states per layer
+    // spans the two earlier segments; MemTr-XL has memory tokens and a short cache.
+    for (kind, memory, mem_len) in [
+        ("transformer", 0, None),
+        ("xl", 0, Some(8)),
+        ("memxl", 4, Some(4)),
+    ] {
+        let (accuracy, _) = self::accuracy(model_run(kind, memory, mem_len, Layout::Decoder, 3));
+        assert!(
+            accuracy > 0.97,
+            "{kind}: token accuracy {accuracy} (chance 0.25)"
+        );
+    }
 }

@@ -7,13 +7,15 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::store::ModuleRecord;
-use remem::model::{Layout, Model, ModelConfig};
+use remem::model::{Layout, Model, ModelConfig, ModelKind};
 use remem::task::{SegmentBatcher, Task, TaskConfig, TaskDataset};
 use remem::train::loss::forward_batch;
 
-fn config(layout: Layout) -> ModelConfig {
+fn config(kind: ModelKind, layout: Layout) -> ModelConfig {
     ModelConfig {
+        kind,
         layout,
+        mem_len: Some(3),
         vocab_size: 12,
         d_model: 32,
         n_layers: 2,
@@ -74,13 +76,13 @@ fn run(model: &Model, device: &Device) -> (Vec<f32>, Vec<Vec<f32>>) {
     (outputs, visitor.1)
 }
 
-fn parity(layout: Layout) {
+fn parity(kind: ModelKind, layout: Layout) {
     let Some(gpu) = common::wgpu_device().map(Device::autodiff) else {
         return;
     };
     let cpu = Device::flex().autodiff();
     cpu.seed(11);
-    let model_cpu = Model::new(&config(layout), &cpu);
+    let model_cpu = Model::new(&config(kind, layout), &cpu);
     let model_gpu = copy_to(&model_cpu, &gpu);
 
     let (out_cpu, grads_cpu) = run(&model_cpu, &cpu);
@@ -99,11 +101,17 @@ fn parity(layout: Layout) {
 }
 
 #[test]
-fn decoder_forward_and_gradients_agree_on_flex_and_wgpu() {
-    parity(Layout::Decoder);
+fn rmt_decoder_forward_and_gradients_agree_on_flex_and_wgpu() {
+    parity(ModelKind::Rmt, Layout::Decoder);
 }
 
 #[test]
-fn encoder_forward_and_gradients_agree_on_flex_and_wgpu() {
-    parity(Layout::Encoder);
+fn rmt_encoder_forward_and_gradients_agree_on_flex_and_wgpu() {
+    parity(ModelKind::Rmt, Layout::Encoder);
+}
+
+#[test]
+fn memxl_forward_and_gradients_agree_on_flex_and_wgpu() {
+    // Covers the cache and the rotary positions as well as memory tokens.
+    parity(ModelKind::Memxl, Layout::Decoder);
 }

@@ -11,6 +11,20 @@ pub enum ModelKind {
     /// Recurrent Memory Transformer.
     #[default]
     Rmt,
+    /// Plain causal Transformer over the whole input as one segment (the full-attention baseline).
+    Transformer,
+    /// Transformer-XL: each layer attends over a detached cache of the previous segments' states
+    /// (`mem_len` of them, by default `memory_tokens`, the same budget as RMT's memory).
+    Xl,
+    /// Transformer-XL with RMT's memory tokens (MemTr-XL).
+    Memxl,
+}
+
+impl ModelKind {
+    /// Whether the model reads the whole input as a single segment.
+    pub fn whole_input(self) -> bool {
+        self == ModelKind::Transformer
+    }
 }
 
 /// Where RMT puts its memory tokens.
@@ -54,6 +68,8 @@ pub struct ModelConfig {
     /// Gradient flows through at most this many memory transitions; `None` = full BPTT,
     /// 0 = no gradient through memory.
     pub bptt_depth: Option<usize>,
+    /// Cached states per layer (Transformer-XL, MemTr-XL); `None` = `memory_tokens`.
+    pub mem_len: Option<usize>,
 }
 
 impl Default for ModelConfig {
@@ -70,6 +86,7 @@ impl Default for ModelConfig {
             memory_tokens: 8,
             segment_len: 8,
             bptt_depth: None,
+            mem_len: None,
         }
     }
 }
@@ -102,6 +119,18 @@ impl ModelConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::config("model.dropout", "must be in [0, 1)"));
         }
+        if self.layout == Layout::Encoder && self.kind != ModelKind::Rmt {
+            return Err(Error::config(
+                "model.layout",
+                "the encoder layout is an RMT option; use decoder",
+            ));
+        }
+        if self.kind == ModelKind::Memxl && self.memory_tokens == 0 {
+            return Err(Error::config(
+                "model.memory_tokens",
+                "MemTr-XL needs at least one memory token",
+            ));
+        }
         if self.layout == Layout::Encoder && self.memory_tokens == 0 {
             return Err(Error::config(
                 "model.memory_tokens",
@@ -118,11 +147,27 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// Cached states per layer: `mem_len`, or `memory_tokens` when unset (XL kinds only).
+    pub fn cache_len(&self) -> usize {
+        match self.kind {
+            ModelKind::Xl | ModelKind::Memxl => self.mem_len.unwrap_or(self.memory_tokens),
+            ModelKind::Rmt | ModelKind::Transformer => 0,
+        }
+    }
+
+    /// Memory tokens the model really adds (none for the Transformer and Transformer-XL).
+    pub fn memory_len(&self) -> usize {
+        match self.kind {
+            ModelKind::Rmt | ModelKind::Memxl => self.memory_tokens,
+            ModelKind::Xl | ModelKind::Transformer => 0,
+        }
+    }
+
     /// A short string that identifies the architecture (not the weights), used to refuse
     /// checkpoints and memory states that belong to another model.
     pub fn fingerprint(&self) -> String {
         format!(
-            "{:?}-{:?}-v{}-d{}-l{}-h{}-ff{}-m{}-t{}",
+            "{:?}-{:?}-v{}-d{}-l{}-h{}-ff{}-m{}-t{}-c{}",
             self.kind,
             self.layout,
             self.vocab_size,
@@ -130,8 +175,9 @@ impl ModelConfig {
             self.n_layers,
             self.n_heads,
             self.d_ff,
-            self.memory_tokens,
-            self.segment_len
+            self.memory_len(),
+            self.segment_len,
+            self.cache_len()
         )
         .to_lowercase()
     }

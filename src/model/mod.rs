@@ -6,12 +6,14 @@
 pub mod config;
 pub mod rmt;
 pub mod state;
+pub mod xl;
 
 use burn::prelude::*;
 
 pub use config::{Layout, ModelConfig, ModelKind};
 pub use rmt::{Rmt, attention_mask};
 pub use state::State;
+pub use xl::Xl;
 
 /// What one segment step returns besides the next state.
 #[derive(Debug, Clone)]
@@ -31,9 +33,12 @@ pub struct StepOutput {
 
 /// Any model remem can train, evaluate and stream.
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)] // moved at most once per optimiser step: 1 KB is nothing there
 pub enum Model {
     /// Recurrent Memory Transformer (with `memory_tokens = 0`: the plain segment-level Transformer).
     Rmt(Rmt),
+    /// Transformer-XL, MemTr-XL, or the full-attention Transformer.
+    Xl(Xl),
 }
 
 impl Model {
@@ -41,6 +46,9 @@ impl Model {
     pub fn new(config: &ModelConfig, device: &Device) -> Self {
         match config.kind {
             ModelKind::Rmt => Model::Rmt(Rmt::new(config, device)),
+            ModelKind::Transformer | ModelKind::Xl | ModelKind::Memxl => {
+                Model::Xl(Xl::new(config, device))
+            }
         }
     }
 
@@ -48,6 +56,7 @@ impl Model {
     pub fn init_state(&self, batch: usize, device: &Device) -> State {
         match self {
             Model::Rmt(m) => m.init_state(batch, device),
+            Model::Xl(m) => m.init_state(batch, device),
         }
     }
 
@@ -64,6 +73,17 @@ impl Model {
     ) -> (StepOutput, State) {
         match self {
             Model::Rmt(m) => m.step(tokens, state, return_attention),
+            Model::Xl(m) => m.step(tokens, state, return_attention),
+        }
+    }
+
+    /// Tokens the model reads per step of `task`: a segment, or the whole input for the
+    /// full-attention Transformer.
+    pub fn step_len(&self, task: &crate::task::Task) -> usize {
+        if self.config().kind.whole_input() {
+            task.input_len()
+        } else {
+            task.segment_len()
         }
     }
 
@@ -71,6 +91,7 @@ impl Model {
     pub fn config(&self) -> &ModelConfig {
         match self {
             Model::Rmt(m) => m.config(),
+            Model::Xl(m) => m.config(),
         }
     }
 }

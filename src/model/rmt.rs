@@ -166,6 +166,7 @@ impl Rmt {
         let (memory, attached) = match state {
             State::Memory { memory, attached } => (Some(memory), attached),
             State::Empty => (None, 0),
+            State::Xl { .. } => panic!("RMT was given a Transformer-XL state"),
         };
         let positions = self.positions.val();
         let (h, pos) = match (self.config.layout, memory) {

@@ -20,6 +20,18 @@ pub enum State {
         /// How many memory transitions a gradient can cross through this tensor (0 = detached).
         attached: usize,
     },
+    /// Transformer-XL's per-layer cache, and MemTr-XL's memory tokens.
+    Xl {
+        /// Per layer, the cached input states of the previous segments (always detached).
+        ///
+        /// # Shapes
+        /// each `[batch, cached, d_model]`, `cached <= mem_len`
+        cache: Vec<Tensor<3>>,
+        /// Memory tokens (MemTr-XL), `[batch, memory_tokens, d_model]`.
+        memory: Option<Tensor<3>>,
+        /// As in [`State::Memory`].
+        attached: usize,
+    },
 }
 
 /// Magic bytes at the start of a serialised state.
@@ -36,6 +48,11 @@ impl State {
                 memory: memory.detach(),
                 attached: 0,
             },
+            State::Xl { cache, memory, .. } => State::Xl {
+                cache: cache.into_iter().map(Tensor::detach).collect(),
+                memory: memory.map(Tensor::detach),
+                attached: 0,
+            },
         }
     }
 
@@ -44,6 +61,7 @@ impl State {
         match self {
             State::Empty => None,
             State::Memory { memory, .. } => Some(memory),
+            State::Xl { memory, .. } => memory.as_ref(),
         }
     }
 
@@ -60,20 +78,20 @@ impl State {
         out.extend_from_slice(&(id.len() as u32).to_le_bytes());
         out.extend_from_slice(id);
         match self {
-            State::Empty => out.extend_from_slice(&[0u8]),
+            State::Empty => out.push(0),
             State::Memory { memory, .. } => {
                 out.push(1);
-                for d in memory.dims() {
-                    out.extend_from_slice(&(d as u64).to_le_bytes());
+                write_tensor(&mut out, memory)?;
+            }
+            State::Xl { cache, memory, .. } => {
+                out.push(2);
+                out.extend_from_slice(&(cache.len() as u32).to_le_bytes());
+                for layer in cache {
+                    write_tensor(&mut out, layer)?;
                 }
-                let values = memory
-                    .clone()
-                    .into_data()
-                    .convert::<f32>()
-                    .try_to_vec::<f32>()
-                    .map_err(|e| Error::State(format!("cannot read memory: {e:?}")))?;
-                for v in values {
-                    out.extend_from_slice(&v.to_le_bytes());
+                out.push(memory.is_some() as u8);
+                if let Some(memory) = memory {
+                    write_tensor(&mut out, memory)?;
                 }
             }
         }
@@ -103,23 +121,22 @@ impl State {
         }
         let state = match r.take(1)?[0] {
             0 => State::Empty,
-            1 => {
-                let mut dims = [0usize; 3];
-                for d in &mut dims {
-                    *d = u64::from_le_bytes(r.array()?) as usize;
-                }
-                let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-                let n = n.ok_or_else(|| Error::State("memory shape overflows".into()))?;
-                let raw = r.take(
-                    n.checked_mul(4)
-                        .ok_or_else(|| Error::State("memory shape overflows".into()))?,
-                )?;
-                let values: Vec<f32> = raw
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
-                State::Memory {
-                    memory: Tensor::from_data(TensorData::new(values, dims), device),
+            1 => State::Memory {
+                memory: r.tensor(device)?,
+                attached: 0,
+            },
+            2 => {
+                let layers = u32::from_le_bytes(r.array()?) as usize;
+                let cache = (0..layers)
+                    .map(|_| r.tensor(device))
+                    .collect::<Result<Vec<_>>>()?;
+                let memory = match r.take(1)?[0] {
+                    0 => None,
+                    _ => Some(r.tensor(device)?),
+                };
+                State::Xl {
+                    cache,
+                    memory,
                     attached: 0,
                 }
             }
@@ -133,6 +150,23 @@ impl State {
         }
         Ok(state)
     }
+}
+
+/// Shape (3 x u64) then little-endian f32 values.
+fn write_tensor(out: &mut Vec<u8>, tensor: &Tensor<3>) -> Result<()> {
+    for d in tensor.dims() {
+        out.extend_from_slice(&(d as u64).to_le_bytes());
+    }
+    let values = tensor
+        .clone()
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| Error::State(format!("cannot read a state tensor: {e:?}")))?;
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    Ok(())
 }
 
 struct Reader<'a> {
@@ -150,6 +184,24 @@ impl<'a> Reader<'a> {
         let slice = &self.bytes[self.pos..end];
         self.pos = end;
         Ok(slice)
+    }
+
+    fn tensor(&mut self, device: &Device) -> Result<Tensor<3>> {
+        let mut dims = [0usize; 3];
+        for d in &mut dims {
+            *d = u64::from_le_bytes(self.array()?) as usize;
+        }
+        let overflow = || Error::State("state tensor shape overflows".into());
+        let n = dims
+            .iter()
+            .try_fold(4usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(overflow)?;
+        let values: Vec<f32> = self
+            .take(n)?
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok(Tensor::from_data(TensorData::new(values, dims), device))
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N]> {

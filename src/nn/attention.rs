@@ -5,7 +5,7 @@
 //! segment layout), returns the weights only when asked (the visualisation), and needs the
 //! projections exposed for models that add their own positional terms.
 
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, RotaryEncoding};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
@@ -78,10 +78,30 @@ impl Attention {
         bias: Tensor<2>,
         return_weights: bool,
     ) -> AttentionOutput {
+        self.forward_rotary(query, context, bias, None, return_weights)
+    }
+
+    /// [`Attention::forward`] with rotary positions: keys sit at positions `0..seq_k` and
+    /// queries at `query_start..query_start + seq_q` (`rotary = Some((encoding, query_start))`).
+    ///
+    /// # Shapes
+    /// as [`Attention::forward`]
+    pub fn forward_rotary(
+        &self,
+        query: Tensor<3>,
+        context: Tensor<3>,
+        bias: Tensor<2>,
+        rotary: Option<(&RotaryEncoding, usize)>,
+        return_weights: bool,
+    ) -> AttentionOutput {
         let [batch, seq_q, d_model] = query.dims();
-        let q = self.heads(self.query.forward(query));
-        let k = self.heads(self.key.forward(context.clone()));
+        let mut q = self.heads(self.query.forward(query));
+        let mut k = self.heads(self.key.forward(context.clone()));
         let v = self.heads(self.value.forward(context));
+        if let Some((rope, query_start)) = rotary {
+            q = rope.apply(q, query_start);
+            k = rope.apply(k, 0);
+        }
 
         let scores = q
             .matmul(k.swap_dims(2, 3))

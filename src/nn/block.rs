@@ -1,6 +1,8 @@
 //! The pre-norm transformer block: `x + attn(norm(x))`, then `x + ff(norm(x))`.
 
-use burn::nn::{Dropout, DropoutConfig, Gelu, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{
+    Dropout, DropoutConfig, Gelu, LayerNorm, LayerNormConfig, Linear, LinearConfig, RotaryEncoding,
+};
 use burn::prelude::*;
 
 use super::attention::{Attention, AttentionConfig};
@@ -64,10 +66,44 @@ impl Block {
     /// - x: `[batch, seq, d_model]`
     /// - bias: `[seq, seq]`
     pub fn forward(&self, x: Tensor<3>, bias: Tensor<2>, return_weights: bool) -> BlockOutput {
+        self.forward_cached(x, None, bias, None, return_weights)
+    }
+
+    /// Attention over `[cache | x]` (Transformer-XL): queries are the rows of `x`; keys and
+    /// values also include the cached states, which are layer-normed like `x`. With `rotary`,
+    /// keys sit at positions `0..cache + seq` and queries at `cache..cache + seq`.
+    ///
+    /// # Shapes
+    /// - x: `[batch, seq, d_model]`
+    /// - cache: `[batch, cache, d_model]`
+    /// - bias: `[seq, cache + seq]`
+    pub fn forward_cached(
+        &self,
+        x: Tensor<3>,
+        cache: Option<Tensor<3>>,
+        bias: Tensor<2>,
+        rotary: Option<&RotaryEncoding>,
+        return_weights: bool,
+    ) -> BlockOutput {
         let normed = self.norm_attn.forward(x.clone());
-        let attn = self
-            .attn
-            .forward(normed.clone(), normed, bias, return_weights);
+        let (context, offset) = match cache {
+            Some(cache) => {
+                let offset = cache.dims()[1];
+                (
+                    self.norm_attn
+                        .forward(Tensor::cat(vec![cache, x.clone()], 1)),
+                    offset,
+                )
+            }
+            None => (normed.clone(), 0),
+        };
+        let attn = self.attn.forward_rotary(
+            normed,
+            context,
+            bias,
+            rotary.map(|r| (r, offset)),
+            return_weights,
+        );
         let x = x + self.dropout.forward(attn.context);
         let ff = self.ff_out.forward(
             self.gelu

@@ -254,7 +254,7 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
             .map(|i| data.sample(step * tc.batch_size + i))
             .collect();
         let batch = batcher.batch(items, &ad);
-        let out = loss::forward_batch(&model, &batch, stage.segment_len());
+        let out = loss::forward_batch(&model, &batch, model.step_len(&stage));
         let stats = out.stats();
         let mut grads = GradientsParams::from_grads(out.loss.backward(), &model);
         let grad_norm = match tc.grad_clip {
