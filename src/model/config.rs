@@ -147,6 +147,34 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// The transformer layers of this config.
+    pub fn blocks(&self, device: &burn::prelude::Device) -> Vec<crate::nn::Block> {
+        (0..self.n_layers)
+            .map(|_| {
+                crate::nn::BlockConfig::new(self.d_model, self.n_heads, self.d_ff)
+                    .with_dropout(self.dropout)
+                    .init(device)
+            })
+            .collect()
+    }
+
+    /// The learned initial memory `[M, d]` (none when the model adds no memory tokens), at the
+    /// scale of the token embeddings (N(0, 1), Burn's default), which is also the scale of the
+    /// layer-normed states that replace it after one segment.
+    pub fn initial_memory(
+        &self,
+        device: &burn::prelude::Device,
+    ) -> Option<burn::module::Param<burn::prelude::Tensor<2>>> {
+        let m = self.memory_len();
+        (m > 0).then(|| {
+            burn::nn::Initializer::Normal {
+                mean: 0.0,
+                std: 1.0,
+            }
+            .init([m, self.d_model], device)
+        })
+    }
+
     /// Cached states per layer: `mem_len`, or `memory_tokens` when unset (XL kinds only).
     pub fn cache_len(&self) -> usize {
         match self.kind {

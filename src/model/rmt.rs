@@ -31,7 +31,7 @@ use burn::prelude::*;
 use super::StepOutput;
 use super::config::{Layout, ModelConfig};
 use super::state::State;
-use crate::nn::{Block, BlockConfig, Mask};
+use crate::nn::{Block, Mask};
 
 /// The RMT attention mask for `memory` memory tokens and a segment of `seg_len` tokens.
 ///
@@ -95,12 +95,6 @@ impl Rmt {
             Layout::Decoder => 2 * m + t,
             Layout::Encoder => m + t,
         };
-        // Memory is initialised at the scale of the token embeddings (N(0, 1), Burn's default),
-        // which is also the scale of the layer-normed states that replace it after one segment.
-        let normal = Initializer::Normal {
-            mean: 0.0,
-            std: 1.0,
-        };
         Rmt {
             tokens: EmbeddingConfig::new(config.vocab_size, d).init(device),
             positions: Initializer::Normal {
@@ -108,14 +102,8 @@ impl Rmt {
                 std: 0.02,
             }
             .init([layout_len, d], device),
-            memory: (m > 0).then(|| normal.init([m, d], device)),
-            blocks: (0..config.n_layers)
-                .map(|_| {
-                    BlockConfig::new(d, config.n_heads, config.d_ff)
-                        .with_dropout(config.dropout)
-                        .init(device)
-                })
-                .collect(),
+            memory: config.initial_memory(device),
+            blocks: config.blocks(device),
             norm: LayerNormConfig::new(d).init(device),
             head: LinearConfig::new(d, config.vocab_size).init(device),
             config: config.clone(),
@@ -219,14 +207,9 @@ impl Rmt {
                     h.slice(s![.., 0..m, ..]),
                 ),
             };
-            let attached = attached + 1;
-            let next = match self.config.bptt_depth {
-                Some(k) if attached > k => State::Memory {
-                    memory: memory.detach(),
-                    attached: 0,
-                },
-                _ => State::Memory { memory, attached },
-            };
+            let (memory, attached) =
+                super::state::pass_on(memory, attached, self.config.bptt_depth);
+            let next = State::Memory { memory, attached };
             (segment, next)
         };
         debug_assert_eq!(segment.dims(), [batch, t, d]);
@@ -238,13 +221,6 @@ impl Rmt {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rows(mask: &Mask) -> Vec<String> {
-        mask.to_rows()
-            .iter()
-            .map(|r| r.iter().map(|&a| if a { '1' } else { '.' }).collect())
-            .collect()
-    }
 
     #[test]
     fn decoder_mask_for_two_memory_tokens_and_three_tokens() {
@@ -258,13 +234,13 @@ mod tests {
             "1111111", // write 0: everything
             "1111111", // write 1
         ];
-        assert_eq!(rows(&attention_mask(Layout::Decoder, 2, 3)), expected);
+        assert_eq!(attention_mask(Layout::Decoder, 2, 3).to_text(), expected);
     }
 
     #[test]
     fn encoder_mask_is_bidirectional() {
         let mask = attention_mask(Layout::Encoder, 1, 2);
-        assert_eq!(rows(&mask), ["111", "111", "111"]);
+        assert_eq!(mask.to_text(), ["111", "111", "111"]);
     }
 
     #[test]

@@ -169,6 +169,20 @@ fn write_tensor(out: &mut Vec<u8>, tensor: &Tensor<3>) -> Result<()> {
     Ok(())
 }
 
+/// Pass a freshly written memory on to the next segment, detaching it once gradients through it
+/// would cross more than `bptt_depth` memory transitions. `attached` is the count of the memory
+/// it was computed from; returns the memory to pass on and its count.
+pub fn pass_on(
+    memory: Tensor<3>,
+    attached: usize,
+    bptt_depth: Option<usize>,
+) -> (Tensor<3>, usize) {
+    match bptt_depth {
+        Some(k) if attached + 1 > k => (memory.detach(), 0),
+        _ => (memory, attached + 1),
+    }
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,

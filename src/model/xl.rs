@@ -12,15 +12,15 @@
 
 use burn::module::Param;
 use burn::nn::{
-    Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-    RotaryEncoding, RotaryEncodingConfig,
+    Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, RotaryEncoding,
+    RotaryEncodingConfig,
 };
 use burn::prelude::*;
 
 use super::StepOutput;
 use super::config::{ModelConfig, ModelKind};
 use super::state::State;
-use crate::nn::{Block, BlockConfig, Mask};
+use crate::nn::{Block, Mask};
 
 /// Longest `cache + layout` a step may attend over.
 pub const MAX_POSITIONS: usize = 8192;
@@ -66,23 +66,11 @@ pub struct Xl {
 impl Xl {
     /// Fresh weights for `config` (which must be valid) on `device`.
     pub fn new(config: &ModelConfig, device: &Device) -> Self {
-        let (m, d) = (config.memory_len(), config.d_model);
+        let d = config.d_model;
         Xl {
             tokens: EmbeddingConfig::new(config.vocab_size, d).init(device),
-            memory: (m > 0).then(|| {
-                Initializer::Normal {
-                    mean: 0.0,
-                    std: 1.0,
-                }
-                .init([m, d], device)
-            }),
-            blocks: (0..config.n_layers)
-                .map(|_| {
-                    BlockConfig::new(d, config.n_heads, config.d_ff)
-                        .with_dropout(config.dropout)
-                        .init(device)
-                })
-                .collect(),
+            memory: config.initial_memory(device),
+            blocks: config.blocks(device),
             rope: RotaryEncodingConfig::new(MAX_POSITIONS, d / config.n_heads).init(device),
             norm: LayerNormConfig::new(d).init(device),
             head: LinearConfig::new(d, config.vocab_size).init(device),
@@ -180,10 +168,9 @@ impl Xl {
                 None => (None, 0),
                 Some(_) => {
                     let new = h.slice(s![.., m + t..2 * m + t, ..]);
-                    match self.config.bptt_depth {
-                        Some(k) if attached + 1 > k => (Some(new.detach()), 0),
-                        _ => (Some(new), attached + 1),
-                    }
+                    let (new, attached) =
+                        super::state::pass_on(new, attached, self.config.bptt_depth);
+                    (Some(new), attached)
                 }
             };
             State::Xl {
@@ -202,20 +189,16 @@ mod tests {
     use burn::module::Module;
     use burn::optim::GradientsParams;
 
-    fn rows(mask: &Mask) -> Vec<String> {
-        mask.to_rows()
-            .iter()
-            .map(|r| r.iter().map(|&a| if a { '1' } else { '.' }).collect())
-            .collect()
-    }
-
     #[test]
     fn masks_with_a_cache() {
         // Transformer-XL: 2 cached states, 3 tokens.
-        assert_eq!(rows(&attention_mask(0, 3, 2)), ["111..", "1111.", "11111"]);
+        assert_eq!(
+            attention_mask(0, 3, 2).to_text(),
+            ["111..", "1111.", "11111"]
+        );
         // MemTr-XL: 1 memory token, 2 tokens, 2 cached states: r | s s | w.
         assert_eq!(
-            rows(&attention_mask(1, 2, 2)),
+            attention_mask(1, 2, 2).to_text(),
             ["..1...", "1111..", "11111.", "111111"]
         );
     }

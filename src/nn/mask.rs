@@ -54,6 +54,14 @@ impl Mask {
             .collect()
     }
 
+    /// The mask as text, one string per row: `1` = may attend, `.` = blocked.
+    pub fn to_text(&self) -> Vec<String> {
+        self.allowed
+            .chunks(self.cols)
+            .map(|r| r.iter().map(|&a| if a { '1' } else { '.' }).collect())
+            .collect()
+    }
+
     /// The additive bias for attention scores: 0 where allowed, a large negative number where not.
     ///
     /// # Shapes
