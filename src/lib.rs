@@ -8,6 +8,7 @@
 //! - [`device`]: choosing wgpu (any GPU vendor) or the CPU (`flex`) at run time.
 //! - [`nn`]: attention that can return its weights, the transformer block, masks.
 
+pub mod compare;
 pub mod device;
 pub mod error;
 pub mod model;

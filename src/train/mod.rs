@@ -32,6 +32,9 @@ pub use eval::{EvalReport, evaluate};
 
 /// File name of the checkpoint inside a run folder.
 pub const CHECKPOINT: &str = "checkpoint.remem";
+/// File name of the end-of-run summary inside a run folder (written last: a run folder with
+/// it is finished).
+pub const SUMMARY: &str = "summary.json";
 /// File name of the metrics log inside a run folder.
 pub const METRICS: &str = "metrics.jsonl";
 
@@ -49,7 +52,7 @@ pub enum Start {
 }
 
 /// What [`train`] reports at the end.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Summary {
     /// Steps done in total (including before a resume).
     pub steps: usize,
@@ -61,6 +64,16 @@ pub struct Summary {
     pub tokens_per_s: f64,
     /// Where the checkpoint is.
     pub checkpoint: PathBuf,
+    /// Peak resident memory of the process in bytes, where the platform reports it (Linux).
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// The process's peak resident set size (`VmHWM` in `/proc/self/status`), on Linux.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// Options that are not part of the run config.
@@ -357,11 +370,21 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
         Some(e) => e,
         None => eval_now(&model, &task),
     };
-    Ok(Summary {
+    let summary = Summary {
         steps: progress.step,
         eval,
         elapsed_s: progress.elapsed_s,
         tokens_per_s: tokens_done as f64 / began.elapsed().as_secs_f64().max(1e-9),
         checkpoint: ck_path,
-    })
+        peak_rss_bytes: peak_rss_bytes(),
+    };
+    if options.stop_after.is_none() || progress.step == tc.steps {
+        let path = dir.join(SUMMARY);
+        let tmp = dir.join(format!("{SUMMARY}.tmp"));
+        let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
+        std::fs::write(&tmp, json)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(summary)
 }
