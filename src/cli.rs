@@ -260,12 +260,11 @@ fn train_cmd(args: TrainArgs) -> Result<()> {
     } else {
         let mut config = args.run_config()?;
         // Validate before opening a device or creating folders.
-        config.clone().resolve()?;
+        config.resolve()?;
         let dir = args
             .run_dir
             .clone()
             .unwrap_or_else(|| fresh_run_dir(&config));
-        config.resolve()?;
         (Start::Fresh(config), dir)
     };
     let device = device::select(args.device)?;
