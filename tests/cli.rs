@@ -14,6 +14,15 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Assert that `out` is a clean failure: non-zero exit, `expect` in the message, no panic.
+fn fails_with(out: &Output, expect: &str) -> String {
+    let err = stderr(out);
+    assert!(!out.status.success(), "accepted: {err}");
+    assert!(err.contains(expect), "expected `{expect}` in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
 /// A tiny training run's flags (copy over 2 segments of 3 tokens, a 1-layer model).
 const TINY: &[&str] = &[
     "train",
@@ -154,13 +163,8 @@ fn bad_checkpoints_fail_with_one_clear_line() {
             "--checkpoint",
             path.to_str().unwrap(),
         ]);
-        assert!(!out.status.success(), "{path:?} was accepted");
-        let err = stderr(&out);
-        assert!(
-            err.contains(expect) && err.contains("checkpoint"),
-            "{path:?}: {err}"
-        );
-        assert!(!err.contains("panicked"), "{err}");
+        let err = fails_with(&out, expect);
+        assert!(err.contains("checkpoint"), "{path:?}: {err}");
     }
 }
 
@@ -299,10 +303,7 @@ fn a_checkpoint_whose_weights_do_not_fit_its_config_is_refused() {
         "--checkpoint",
         path.to_str().unwrap(),
     ]);
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(err.contains("weights do not fit the model"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
+    fails_with(&out, "weights do not fit the model");
 }
 
 #[cfg(target_os = "linux")]
@@ -319,10 +320,7 @@ fn asking_for_a_gpu_api_that_is_not_there_is_a_clear_error() {
         "--run-dir",
         dir.to_str().unwrap(),
     ]);
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(err.contains("device: no wgpu adapter on Metal"), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
+    fails_with(&out, "device: no wgpu adapter on Metal");
     assert!(
         !dir.exists(),
         "nothing is created when the device is missing"
