@@ -53,7 +53,8 @@ fn model_run(
     RunConfig::from_toml(&toml).unwrap()
 }
 
-fn accuracy(config: RunConfig) -> (f64, f64) {
+/// Train `config` on the CPU in a fresh folder; the summary and the folder (kept alive).
+fn train_cpu(config: RunConfig) -> (train::Summary, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let options = TrainOptions {
         run_dir: dir.path().join("run"),
@@ -62,6 +63,11 @@ fn accuracy(config: RunConfig) -> (f64, f64) {
     };
     let summary = train::train(Start::Fresh(config), &device::cpu(), &options).unwrap();
     eprintln!("{:?}", summary.eval);
+    (summary, dir)
+}
+
+fn accuracy(config: RunConfig) -> (f64, f64) {
+    let (summary, _dir) = train_cpu(config);
     (summary.eval.token_accuracy, summary.eval.exact_match)
 }
 
@@ -94,13 +100,7 @@ fn the_curriculum_adds_segments_as_the_model_learns() {
         threshold: 0.9,
         window: 10,
     });
-    let dir = tempfile::tempdir().unwrap();
-    let options = TrainOptions {
-        run_dir: dir.path().join("run"),
-        progress: false,
-        stop_after: None,
-    };
-    let summary = train::train(Start::Fresh(config), &device::cpu(), &options).unwrap();
+    let (summary, dir) = train_cpu(config);
     let stages: Vec<u64> = std::fs::read_to_string(dir.path().join("run/metrics.jsonl"))
         .unwrap()
         .lines()
