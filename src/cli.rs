@@ -384,6 +384,10 @@ fn compare_cmd(args: CompareArgs) -> Result<()> {
         c.task.segments = spec.segments;
         c.model.segment_len = length / spec.segments;
         c.seed = spec.seed;
+        if let Some(cur) = &mut c.train.curriculum {
+            // A cell shorter than the curriculum's first stage trains on its own length.
+            cur.start_segments = cur.start_segments.min(spec.segments);
+        }
         c.resolve()
             .with_context(|| format!("run {}", spec.name()))?;
         Ok(c)

@@ -9,8 +9,8 @@ use crate::error::{Error, Result};
 use crate::model::ModelConfig;
 use crate::task::{Task, TaskConfig};
 
-/// Curriculum over the number of segments (arXiv 2304.11062): start short, add one segment
-/// each time the model has learned the current length.
+/// Curriculum over the number of segments (arXiv 2304.11062): start short, move to the next
+/// segment count each time the model has learned the current length.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Curriculum {
@@ -20,6 +20,17 @@ pub struct Curriculum {
     pub threshold: f64,
     /// Steps averaged for `threshold`.
     pub window: usize,
+}
+
+impl Curriculum {
+    /// The segment counts trained on, in order: `start_segments` up to the task's own count,
+    /// skipping counts the task cannot fill (copy needs a multiple of 3 input tokens, so with
+    /// 4-token segments it goes 3, 6, 9).
+    pub fn stages(&self, task: &Task) -> Vec<usize> {
+        (self.start_segments..=task.config().segments)
+            .filter(|&s| task.with_segments(s).is_ok())
+            .collect()
+    }
 }
 
 impl Default for Curriculum {
@@ -144,6 +155,9 @@ impl RunConfig {
                 ),
             ));
         }
+        if self.model.tokenizer.is_none() {
+            self.model.tokenizer = Some(task.tokenizer());
+        }
         self.model.validate()?;
         let t = &self.train;
         for (field, value) in [
@@ -192,15 +206,13 @@ impl RunConfig {
                     "must be at least 1",
                 ));
             }
-            // Every stage must be a valid task too.
-            for s in c.start_segments..=self.task.segments {
-                task.with_segments(s).map_err(|e| {
-                    Error::config(
-                        "train.curriculum.start_segments",
-                        format!("stage with {s} segments: {e}"),
-                    )
-                })?;
-            }
+            // The first stage must be a valid task; later invalid counts are skipped.
+            task.with_segments(c.start_segments).map_err(|e| {
+                Error::config(
+                    "train.curriculum.start_segments",
+                    format!("stage with {} segments: {e}", c.start_segments),
+                )
+            })?;
         }
         Ok(task)
     }
@@ -230,5 +242,23 @@ mod tests {
         assert!(err.contains("train.batch_size"), "{err}");
         let err = RunConfig::from_toml("[model]\nd_model = -4").unwrap_err();
         assert!(err.contains("d_model"), "{err}");
+    }
+
+    #[test]
+    fn the_curriculum_skips_segment_counts_the_task_cannot_fill() {
+        let mut config = RunConfig::default();
+        config.task.segments = 9;
+        config.model.segment_len = 4;
+        config.train.curriculum = Some(Curriculum {
+            start_segments: 3,
+            ..Curriculum::default()
+        });
+        let task = config.resolve().unwrap();
+        let stages = config.train.curriculum.as_ref().unwrap().stages(&task);
+        assert_eq!(stages, vec![3, 6, 9]);
+        // A first stage the task cannot fill is an error naming the field.
+        config.train.curriculum.as_mut().unwrap().start_segments = 2;
+        let err = config.resolve().unwrap_err().to_string();
+        assert!(err.contains("train.curriculum.start_segments"), "{err}");
     }
 }

@@ -310,11 +310,12 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
             }
             let mean = progress.recent_accuracy.iter().sum::<f64>()
                 / progress.recent_accuracy.len() as f64;
-            if progress.segments < task.config().segments
+            let next = c.stages(&task).into_iter().find(|&s| s > progress.segments);
+            if let Some(next) = next
                 && progress.recent_accuracy.len() == c.window
                 && mean >= c.threshold
             {
-                progress.segments += 1;
+                progress.segments = next;
                 progress.recent_accuracy.clear();
                 stage = task.with_segments(progress.segments)?;
                 say(
