@@ -3,17 +3,22 @@
 //! - [`model`]: the Recurrent Memory Transformer behind one segment-step interface
 //!   ([`model::Model::init_state`], [`model::Model::step`]), with a [`model::State`] that detaches
 //!   and serialises itself.
+//! - [`infer`]: streaming sessions: feed inputs of any length, save and restore the memory,
+//!   predict and generate.
 //! - [`task`]: the RMT paper's synthetic tasks as Burn datasets.
 //! - [`train`]: the training loop, evaluation, metrics and checkpoints.
 //! - [`device`]: choosing wgpu (any GPU vendor) or the CPU (`flex`) at run time.
+//! - [`tokenizer`]: text to token ids and back (bytes, characters, ids).
 //! - [`nn`]: attention that can return its weights, the transformer block, masks.
 
 pub mod compare;
 pub mod device;
 pub mod error;
+pub mod infer;
 pub mod model;
 pub mod nn;
 pub mod task;
+pub mod tokenizer;
 pub mod train;
 
 pub use device::{DeviceChoice, SelectedDevice};

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::tokenizer::Tokenizer;
 
 /// Which model to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -70,6 +71,10 @@ pub struct ModelConfig {
     pub bptt_depth: Option<usize>,
     /// Cached states per layer (Transformer-XL, MemTr-XL); `None` = `memory_tokens`.
     pub mem_len: Option<usize>,
+    /// How the model's ids read as text; `None` = the task's (filled in by
+    /// [`crate::train::RunConfig::resolve`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<Tokenizer>,
 }
 
 impl Default for ModelConfig {
@@ -87,6 +92,7 @@ impl Default for ModelConfig {
             segment_len: 8,
             bptt_depth: None,
             mem_len: None,
+            tokenizer: None,
         }
     }
 }
@@ -115,6 +121,9 @@ impl ModelConfig {
                     self.d_model, self.n_heads
                 ),
             ));
+        }
+        if let Some(t) = &self.tokenizer {
+            t.validate(self.vocab_size)?;
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::config("model.dropout", "must be in [0, 1)"));

@@ -101,7 +101,7 @@ impl State {
     /// Read a state written by [`State::to_bytes`] onto `device`, checking it belongs to
     /// `model_id`.
     pub fn from_bytes(bytes: &[u8], model_id: &str, device: &Device) -> Result<Self> {
-        let mut r = Reader { bytes, pos: 0 };
+        let mut r = Reader::new(bytes);
         if r.take(8)? != MAGIC {
             return Err(Error::State("not a remem state (bad magic bytes)".into()));
         }
@@ -183,13 +183,24 @@ pub fn pass_on(
     }
 }
 
-struct Reader<'a> {
+/// Reads a serialised state (or a container around one) front to back.
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+    /// Start at the first byte.
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, pos: 0 }
+    }
+
+    /// Bytes not read yet.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        &self.bytes[self.pos..]
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self
             .pos
             .checked_add(n)
@@ -218,7 +229,7 @@ impl<'a> Reader<'a> {
         Ok(Tensor::from_data(TensorData::new(values, dims), device))
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.take(N)?);
         Ok(a)

@@ -12,6 +12,15 @@ pub const VALUES: usize = 10;
 /// Token ids: pad, sep, keys, values.
 pub const VOCAB: usize = 2 + KEYS + VALUES;
 
+/// Keys as `a-z`, values as `0-9`, `|` as separator.
+pub fn tokenizer() -> crate::tokenizer::Tokenizer {
+    const { assert!(KEYS == 26 && VALUES == 10) };
+    crate::tokenizer::Tokenizer::Chars {
+        alphabet: "abcdefghijklmnopqrstuvwxyz0123456789".into(),
+        sep: '|',
+    }
+}
+
 /// `k1 v1 .. kK vK, sep, q, v(q)`: `2K + 3` tokens; keys distinct, the last token the answer.
 pub fn sample(rng: &mut impl Rng, pairs: usize) -> Sample {
     let keys = distinct(rng, KEYS, pairs);

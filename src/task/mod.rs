@@ -13,6 +13,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::tokenizer::Tokenizer;
 
 pub use batch::{Batch, SegmentBatcher};
 pub use dataset::TaskDataset;
@@ -165,6 +166,15 @@ impl Task {
             TaskKind::Copy | TaskKind::Reverse => 2 + self.config.symbols,
             TaskKind::Associative => associative::VOCAB,
             TaskKind::Quadratic => quadratic::VOCAB,
+        }
+    }
+
+    /// How the task's ids read as text: one character per symbol, `|` as separator.
+    pub fn tokenizer(&self) -> Tokenizer {
+        match self.config.kind {
+            TaskKind::Copy | TaskKind::Reverse => Tokenizer::symbols(self.config.symbols),
+            TaskKind::Associative => associative::tokenizer(),
+            TaskKind::Quadratic => quadratic::tokenizer(),
         }
     }
 

@@ -14,6 +14,14 @@ use super::{SEP, Sample};
 const CHARS: &str = "0123456789+-*/^=();,xDN";
 /// Token ids: pad, sep, then [`CHARS`].
 pub const VOCAB: usize = 2 + CHARS.len();
+/// The task's characters, `|` as separator.
+pub fn tokenizer() -> crate::tokenizer::Tokenizer {
+    crate::tokenizer::Tokenizer::Chars {
+        alphabet: CHARS.into(),
+        sep: '|',
+    }
+}
+
 /// Longest sequence the generator writes, separators included.
 pub const MAX_LEN: usize = 150;
 

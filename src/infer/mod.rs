@@ -1,0 +1,311 @@
+//! Streaming inference: read an input of any length segment by segment, keeping only the model's
+//! memory state, then predict or generate from it.
+//!
+//! ```no_run
+//! # fn main() -> remem::Result<()> {
+//! use remem::infer::{Sampling, Session};
+//! let device = remem::device::select(remem::DeviceChoice::Cpu)?.device;
+//! let mut session = Session::from_checkpoint("runs/copy-rmt-1/checkpoint.remem".as_ref(), &device)?;
+//! let ids = session.tokenizer().encode("31415926|", session.vocab_size())?;
+//! session.feed(&ids)?;
+//! let answer = session.generate(16, &Sampling::greedy())?;
+//! println!("{}", session.tokenizer().decode(&answer));
+//! std::fs::write("memory.remem-state", session.save()?)?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod sampling;
+mod saved;
+
+use std::path::Path;
+
+use burn::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::model::{Layout, Model, State};
+use crate::tokenizer::Tokenizer;
+use crate::train::{self, Checkpoint};
+
+pub use sampling::Sampling;
+
+/// One segment the session has read.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    /// Position of the segment in the stream (0 = first).
+    pub index: u64,
+    /// The segment's tokens.
+    pub tokens: Vec<u32>,
+    /// The model's logits at every position (next token for decoder models).
+    ///
+    /// # Shapes
+    /// `[seg_len, vocab]`
+    pub logits: Tensor<2>,
+    /// Per layer, attention weights over the model's layout (see [`crate::model::StepOutput`]),
+    /// when [`Session::record_attention`] is on.
+    ///
+    /// # Shapes
+    /// each `[1, n_heads, layout_len, layout_len]`
+    pub attention: Option<Vec<Tensor<4>>>,
+}
+
+/// A model reading one stream: the memory state, the tokens of an unfinished segment, and the
+/// next-token logits after the last full one.
+///
+/// Feeding a sequence in one call, segment by segment or in pieces of any size gives the same
+/// segments, logits and memory as the training-time loop over the same segments.
+#[derive(Debug)]
+pub struct Session {
+    model: Model,
+    device: Device,
+    id: String,
+    tokenizer: Tokenizer,
+    step_len: usize,
+    state: State,
+    /// Tokens of the segment being filled (fewer than `step_len`).
+    pending: Vec<u32>,
+    /// Next-token logits after the last full segment, `[vocab]`.
+    last: Option<Tensor<1>>,
+    /// Tokens read into memory (full segments only).
+    consumed: u64,
+    attention: bool,
+}
+
+impl Session {
+    /// A session over `model` (for inference: built on a device without autodiff), reading
+    /// `model.config().segment_len` tokens per step.
+    pub fn new(model: Model, device: &Device) -> Result<Self> {
+        let step_len = model.config().segment_len;
+        Self::with_step_len(model, device, step_len)
+    }
+
+    /// Load the model of a checkpoint file onto `device`. The full-attention Transformer reads
+    /// its whole training input per step (it keeps nothing between steps).
+    pub fn from_checkpoint(path: &Path, device: &Device) -> Result<Self> {
+        let checkpoint = Checkpoint::load(path)?;
+        let mut config = checkpoint.config.clone();
+        let task = config.resolve().map_err(|e| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!("its config does not resolve: {e}"),
+        })?;
+        let model = train::load_model(&checkpoint, path, device)?;
+        let step_len = model.step_len(&task);
+        Self::with_step_len(model, device, step_len)
+    }
+
+    fn with_step_len(model: Model, device: &Device, step_len: usize) -> Result<Self> {
+        let config = model.config();
+        let tokenizer = config.tokenizer.clone().unwrap_or(Tokenizer::Ids);
+        // The id names the architecture and the weights, so a state saved from other weights of
+        // the same shape is refused too.
+        let weights = model
+            .clone()
+            .into_record()
+            .into_bytes()
+            .map_err(|e| Error::State(format!("cannot serialise the weights: {e:?}")))?;
+        let id = format!(
+            "{}-w{:016x}",
+            config.fingerprint(),
+            train::checkpoint::fnv1a(&weights)
+        );
+        let state = model.init_state(1, device);
+        Ok(Self {
+            model,
+            device: device.clone(),
+            id,
+            tokenizer,
+            step_len,
+            state,
+            pending: Vec::new(),
+            last: None,
+            consumed: 0,
+            attention: false,
+        })
+    }
+
+    /// Also return each segment's attention weights from [`Session::feed_with`].
+    pub fn record_attention(&mut self, on: bool) {
+        self.attention = on;
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// How this model's ids read as text.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Token ids the model knows: `0..vocab_size`.
+    pub fn vocab_size(&self) -> usize {
+        self.model.config().vocab_size
+    }
+
+    /// Tokens per step.
+    pub fn step_len(&self) -> usize {
+        self.step_len
+    }
+
+    /// The id of the model (architecture and weights) that saved states are checked against.
+    pub fn model_id(&self) -> &str {
+        &self.id
+    }
+
+    /// The memory state after the last full segment.
+    pub fn memory(&self) -> &State {
+        &self.state
+    }
+
+    /// Tokens read into memory so far (full segments).
+    pub fn consumed(&self) -> u64 {
+        self.consumed
+    }
+
+    /// Tokens waiting for their segment to fill.
+    pub fn pending(&self) -> &[u32] {
+        &self.pending
+    }
+
+    /// Forget everything read: back to the model's initial state.
+    pub fn reset(&mut self) {
+        self.state = self.model.init_state(1, &self.device);
+        self.pending.clear();
+        self.last = None;
+        self.consumed = 0;
+    }
+
+    /// Read `tokens`; every segment that fills is processed and its memory kept.
+    pub fn feed(&mut self, tokens: &[u32]) -> Result<()> {
+        self.feed_with(tokens, |_| {})
+    }
+
+    /// As [`Session::feed`], handing each processed segment to `on_segment`.
+    ///
+    /// Nothing is read back from the device here, so a long stream is not slowed by transfers.
+    pub fn feed_with(&mut self, tokens: &[u32], mut on_segment: impl FnMut(Segment)) -> Result<()> {
+        self.check(tokens)?;
+        let mut rest = tokens;
+        while self.pending.len() + rest.len() >= self.step_len {
+            let (head, tail) = rest.split_at(self.step_len - self.pending.len());
+            rest = tail;
+            let mut segment = std::mem::take(&mut self.pending);
+            segment.extend_from_slice(head);
+            let state = std::mem::replace(&mut self.state, State::Empty);
+            let (out, next) = self.model.step(self.ids(&segment), state, self.attention);
+            self.state = next;
+            let logits = out.logits.squeeze_dim::<2>(0);
+            let n = segment.len();
+            self.last = Some(logits.clone().slice(s![n - 1..n, ..]).squeeze_dim::<1>(0));
+            let index = self.consumed / self.step_len as u64;
+            self.consumed += n as u64;
+            on_segment(Segment {
+                index,
+                tokens: segment,
+                logits,
+                attention: out.attention,
+            });
+        }
+        self.pending.extend_from_slice(rest);
+        Ok(())
+    }
+
+    /// Logits for the token after everything fed (reading the unfinished segment, without
+    /// writing it to memory).
+    ///
+    /// # Shapes
+    /// `[vocab]`
+    pub fn next_logits(&self) -> Result<Tensor<1>> {
+        if self.model.config().layout == Layout::Encoder {
+            return Err(Error::Input(
+                "an encoder-layout model predicts hidden answer positions, not next tokens; \
+                 use a decoder model to predict or generate"
+                    .into(),
+            ));
+        }
+        if self.pending.is_empty() {
+            return self.last.clone().ok_or_else(|| {
+                Error::Input("nothing has been read: a prediction needs at least one token".into())
+            });
+        }
+        let (out, _) = self
+            .model
+            .step(self.ids(&self.pending), self.state.clone(), false);
+        let n = self.pending.len();
+        Ok(out
+            .logits
+            .slice(s![0..1, n - 1..n, ..])
+            .reshape([self.vocab_size()]))
+    }
+
+    /// The most likely next token.
+    pub fn predict(&self) -> Result<u32> {
+        let logits = self.next_logits()?.argmax(0).into_data();
+        Ok(logits.iter::<i64>().next().expect("one id") as u32)
+    }
+
+    /// Generate `n` tokens, each fed back as input: greedy, or sampled as `sampling` says.
+    pub fn generate(&mut self, n: usize, sampling: &Sampling) -> Result<Vec<u32>> {
+        let mut sampler = sampling.sampler();
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let token = if sampling.is_greedy() {
+                self.predict()?
+            } else {
+                let logits: Vec<f32> = self
+                    .next_logits()?
+                    .into_data()
+                    .convert::<f32>()
+                    .try_to_vec()
+                    .map_err(|e| Error::Input(format!("logits: {e:?}")))?;
+                sampler.draw(&logits)
+            };
+            self.feed(&[token])?;
+            out.push(token);
+        }
+        Ok(out)
+    }
+
+    /// The session as bytes: format version, model id, memory state, unfinished segment.
+    pub fn save(&self) -> Result<Vec<u8>> {
+        saved::save(self)
+    }
+
+    /// Restore a session saved by [`Session::save`] (in this process or another); refuses a
+    /// state saved from another model.
+    pub fn load(&mut self, bytes: &[u8]) -> Result<()> {
+        saved::load(self, bytes)
+    }
+
+    /// [`Session::save`] to a file, atomically (a temporary file renamed over `path`).
+    pub fn save_file(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, self.save()?)
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| Error::io(path, e))
+    }
+
+    /// [`Session::load`] from a file.
+    pub fn load_file(&mut self, path: &Path) -> Result<()> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        self.load(&bytes)
+            .map_err(|e| Error::State(format!("{}: {e}", path.display())))
+    }
+
+    fn check(&self, tokens: &[u32]) -> Result<()> {
+        let vocab = self.vocab_size();
+        match tokens.iter().position(|&t| t as usize >= vocab) {
+            Some(i) => Err(Error::Input(format!(
+                "token id {} at position {i} is outside the vocabulary (0..{vocab})",
+                tokens[i]
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn ids(&self, tokens: &[u32]) -> Tensor<2, Int> {
+        let data: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+        Tensor::from_data(TensorData::new(data, [1, tokens.len()]), &self.device)
+    }
+}

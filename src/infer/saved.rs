@@ -1,0 +1,107 @@
+//! A session as bytes, so a stream can stop in one process and continue in another.
+//!
+//! Layout (little-endian): magic `REMEMSS\0`, format version (u32), tokens consumed (u64),
+//! tokens per step (u32), the unfinished segment (u32 count, u32 ids), the next-token logits
+//! after the last full segment (u8 present, u32 count, f32s), then the memory state as
+//! [`State::to_bytes`] writes it, whose header names the model it belongs to.
+
+use burn::prelude::*;
+
+use super::Session;
+use crate::error::{Error, Result};
+use crate::model::State;
+use crate::model::state::Reader;
+
+const MAGIC: &[u8; 8] = b"REMEMSS\0";
+const VERSION: u32 = 1;
+
+pub(super) fn save(session: &Session) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&session.consumed.to_le_bytes());
+    out.extend_from_slice(&(session.step_len as u32).to_le_bytes());
+    out.extend_from_slice(&(session.pending.len() as u32).to_le_bytes());
+    for &t in &session.pending {
+        out.extend_from_slice(&t.to_le_bytes());
+    }
+    match &session.last {
+        None => out.push(0),
+        Some(logits) => {
+            out.push(1);
+            let values: Vec<f32> = logits
+                .clone()
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec()
+                .map_err(|e| Error::State(format!("cannot read the logits: {e:?}")))?;
+            out.extend_from_slice(&(values.len() as u32).to_le_bytes());
+            for v in values {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+    out.extend_from_slice(&session.state.to_bytes(&session.id)?);
+    Ok(out)
+}
+
+pub(super) fn load(session: &mut Session, bytes: &[u8]) -> Result<()> {
+    let mut r = Reader::new(bytes);
+    if r.take(8)? != MAGIC {
+        return Err(Error::State(
+            "not a remem session state (bad magic bytes)".into(),
+        ));
+    }
+    let version = u32::from_le_bytes(r.array()?);
+    if version != VERSION {
+        return Err(Error::State(format!(
+            "session state format {version}, this build reads {VERSION}"
+        )));
+    }
+    let consumed = u64::from_le_bytes(r.array()?);
+    let step_len = u32::from_le_bytes(r.array()?) as usize;
+    let pending_len = u32::from_le_bytes(r.array()?) as usize;
+    if step_len != session.step_len || pending_len >= step_len {
+        return Err(Error::State(format!(
+            "saved with {step_len} tokens per step ({pending_len} pending), \
+             this model reads {} per step",
+            session.step_len
+        )));
+    }
+    let pending: Vec<u32> = (0..pending_len)
+        .map(|_| r.array().map(u32::from_le_bytes))
+        .collect::<Result<_>>()?;
+    let last = match r.take(1)?[0] {
+        0 => None,
+        _ => {
+            let n = u32::from_le_bytes(r.array()?) as usize;
+            if n != session.vocab_size() {
+                return Err(Error::State(format!(
+                    "saved logits over {n} ids, the model has {}",
+                    session.vocab_size()
+                )));
+            }
+            let values: Vec<f32> = (0..n)
+                .map(|_| r.array().map(f32::from_le_bytes))
+                .collect::<Result<_>>()?;
+            Some(Tensor::<1>::from_data(
+                TensorData::new(values, [n]),
+                &session.device,
+            ))
+        }
+    };
+    // Checks the model id, the rest of the bytes, and then the shapes against a fresh state.
+    let state = State::from_bytes(r.rest(), &session.id, &session.device)?;
+    let fresh = session.model.init_state(1, &session.device);
+    if state.memory().map(|m| m.dims()) != fresh.memory().map(|m| m.dims()) {
+        return Err(Error::State(
+            "the memory's shape does not fit this model".into(),
+        ));
+    }
+    session.check(&pending)?;
+    session.state = state;
+    session.pending = pending;
+    session.last = last;
+    session.consumed = consumed;
+    Ok(())
+}
