@@ -39,12 +39,15 @@ pub enum Error {
     #[error("input: {0}")]
     Input(String),
     /// A file or folder could not be read or written.
-    #[error("{path}: {source}")]
+    ///
+    /// The message already says why, so the io error is not also chained as a `source` (an
+    /// `anyhow` report would print it twice).
+    #[error("{}: {error}", path.display())]
     Io {
         /// The path involved.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -58,10 +61,10 @@ impl Error {
     }
 
     /// An [`Error::Io`] for `path`.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error,
         }
     }
 }

@@ -326,3 +326,103 @@ fn asking_for_a_gpu_api_that_is_not_there_is_a_clear_error() {
         "nothing is created when the device is missing"
     );
 }
+
+#[test]
+fn stream_continues_from_a_saved_state_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let out = remem(&[TINY, &["--steps", "4", "--run-dir", run_s]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stream = |extra: &[&str]| {
+        remem(
+            &[
+                &[
+                    "stream",
+                    "--device",
+                    "cpu",
+                    "--quiet",
+                    "--checkpoint",
+                    run_s,
+                ],
+                extra,
+            ]
+            .concat(),
+        )
+    };
+    let text = |out: &Output| {
+        assert!(out.status.success(), "{}", stderr(out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+
+    // Whole input at once, against two runs joined by a saved state (split mid-segment).
+    let whole = text(&stream(&["--text", "0123|45", "--generate", "6"]));
+    assert_eq!(whole.chars().count(), 6, "{whole}");
+    assert!(whole.chars().all(|c| "0123456789|".contains(c)), "{whole}");
+    let state = dir.path().join("memory.state");
+    let state_s = state.to_str().unwrap();
+    let first = stream(&["--text", "0123", "--generate", "0", "--save-state", state_s]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let second = text(&stream(&[
+        "--text",
+        "|45",
+        "--load-state",
+        state_s,
+        "--generate",
+        "6",
+    ]));
+    assert_eq!(second, whole);
+
+    // A file, read in chunks, gives the same as the same text inline.
+    let file = dir.path().join("input.txt");
+    std::fs::write(&file, "0123|45\n").unwrap();
+    let from_file = text(&stream(&[
+        "--input",
+        file.to_str().unwrap(),
+        "--generate",
+        "6",
+    ]));
+    assert_eq!(from_file, whole);
+
+    fails_with(&stream(&["--text", "01a3"]), "character 'a' at byte 2");
+    std::fs::write(&file, "").unwrap();
+    fails_with(
+        &stream(&["--input", file.to_str().unwrap()]),
+        "the input is empty",
+    );
+    std::fs::write(&file, &std::fs::read(&state).unwrap()[..30]).unwrap();
+    fails_with(
+        &stream(&["--text", "1", "--load-state", file.to_str().unwrap()]),
+        "truncated",
+    );
+    let other = dir.path().join("other");
+    let out = remem(
+        &[
+            TINY,
+            &[
+                "--steps",
+                "2",
+                "--seed",
+                "9",
+                "--run-dir",
+                other.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    fails_with(
+        &remem(&[
+            "stream",
+            "--device",
+            "cpu",
+            "--checkpoint",
+            other.to_str().unwrap(),
+            "--text",
+            "1",
+            "--load-state",
+            state_s,
+        ]),
+        "state belongs to model",
+    );
+}

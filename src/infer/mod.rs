@@ -90,7 +90,10 @@ impl Session {
         })?;
         let model = train::load_model(&checkpoint, path, device)?;
         let step_len = model.step_len(&task);
-        Self::with_step_len(model, device, step_len)
+        let mut session = Self::with_step_len(model, device, step_len)?;
+        // Checkpoints written before tokenizers were recorded get their task's.
+        session.tokenizer = config.model.tokenizer.unwrap_or_else(|| task.tokenizer());
+        Ok(session)
     }
 
     fn with_step_len(model: Model, device: &Device, step_len: usize) -> Result<Self> {
@@ -289,8 +292,10 @@ impl Session {
     /// [`Session::load`] from a file.
     pub fn load_file(&mut self, path: &Path) -> Result<()> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        self.load(&bytes)
-            .map_err(|e| Error::State(format!("{}: {e}", path.display())))
+        self.load(&bytes).map_err(|e| match e {
+            Error::State(reason) => Error::State(format!("{}: {reason}", path.display())),
+            e => e,
+        })
     }
 
     fn check(&self, tokens: &[u32]) -> Result<()> {

@@ -1,6 +1,7 @@
 //! A session as bytes, so a stream can stop in one process and continue in another.
 //!
-//! Layout (little-endian): magic `REMEMSS\0`, format version (u32), tokens consumed (u64),
+//! Layout (little-endian): magic `REMEMSS\0`, format version (u32), the model id (u32 length,
+//! UTF-8, checked first so a state from another model gets that error), tokens consumed (u64),
 //! tokens per step (u32), the unfinished segment (u32 count, u32 ids), the next-token logits
 //! after the last full segment (u8 present, u32 count, f32s), then the memory state as
 //! [`State::to_bytes`] writes it, whose header names the model it belongs to.
@@ -19,6 +20,8 @@ pub(super) fn save(session: &Session) -> Result<Vec<u8>> {
     let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(session.id.len() as u32).to_le_bytes());
+    out.extend_from_slice(session.id.as_bytes());
     out.extend_from_slice(&session.consumed.to_le_bytes());
     out.extend_from_slice(&(session.step_len as u32).to_le_bytes());
     out.extend_from_slice(&(session.pending.len() as u32).to_le_bytes());
@@ -56,6 +59,14 @@ pub(super) fn load(session: &mut Session, bytes: &[u8]) -> Result<()> {
     if version != VERSION {
         return Err(Error::State(format!(
             "session state format {version}, this build reads {VERSION}"
+        )));
+    }
+    let id_len = u32::from_le_bytes(r.array()?) as usize;
+    let id = String::from_utf8_lossy(r.take(id_len)?);
+    if id != session.id {
+        return Err(Error::State(format!(
+            "state belongs to model `{id}`, not to this model `{}`",
+            session.id
         )));
     }
     let consumed = u64::from_le_bytes(r.array()?);

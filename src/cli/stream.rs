@@ -1,0 +1,169 @@
+//! `remem stream`: read a file (or stdin) of any size through a trained model, a chunk at a
+//! time, and print what it predicts next.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use remem::device::{self, DeviceChoice};
+use remem::infer::{Sampling, Session};
+use remem::model::Layout;
+use remem::train;
+
+use super::{checkpoint_path, parse_device};
+
+/// Bytes read per chunk.
+const CHUNK: usize = 1 << 20;
+
+#[derive(Args, Debug)]
+pub struct StreamArgs {
+    /// The checkpoint file (runs/<name>/checkpoint.remem) or its run folder.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The input file; stdin when neither --input nor --text is given.
+    #[arg(long, conflicts_with = "text")]
+    input: Option<PathBuf>,
+    /// The input as an argument (for short inputs: `--text 0123|`).
+    #[arg(long)]
+    text: Option<String>,
+    /// Continue from a session state saved with --save-state.
+    #[arg(long)]
+    load_state: Option<PathBuf>,
+    /// Save the session state (memory and unfinished segment) here at the end.
+    #[arg(long)]
+    save_state: Option<PathBuf>,
+    /// Tokens to generate after the input (default: 1, the next token; 0 for none).
+    #[arg(long)]
+    generate: Option<usize>,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Sample among the k most likely tokens.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// auto, wgpu, vulkan, metal, dx12 or cpu.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    device: DeviceChoice,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Run `remem stream`.
+pub fn run(args: StreamArgs) -> Result<()> {
+    if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
+        bail!("--temperature must be a finite number >= 0");
+    }
+    if args.top_k == Some(0) {
+        bail!("--top-k must be at least 1");
+    }
+    let path = checkpoint_path(&args.checkpoint);
+    let device = device::select(args.device)?;
+    eprintln!("device: {}", device.description);
+    let mut session = Session::from_checkpoint(&path, &device.device)?;
+    if let Some(state) = &args.load_state {
+        session.load_file(state)?;
+        eprintln!(
+            "continuing from {} ({} tokens read before)",
+            state.display(),
+            session.consumed() + session.pending().len() as u64
+        );
+    }
+
+    let (mut reader, total): (Box<dyn Read>, Option<u64>) = match (&args.input, &args.text) {
+        (Some(file), _) => {
+            let f = std::fs::File::open(file).with_context(|| format!("{}", file.display()))?;
+            let len = f.metadata().map(|m| m.len()).ok();
+            (Box::new(f), len)
+        }
+        (None, Some(text)) => (
+            Box::new(std::io::Cursor::new(text.clone().into_bytes())),
+            Some(text.len() as u64),
+        ),
+        (None, None) => (Box::new(std::io::stdin().lock()), None),
+    };
+    let bar = progress_bar(args.quiet, total);
+    let tokenizer = session.tokenizer().clone();
+    let mut encoder = tokenizer.encoder(session.vocab_size());
+    let began = Instant::now();
+    let mut read = 0u64;
+    let mut tokens = 0u64;
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = reader.read(&mut buf).context("cannot read the input")?;
+        let ids = if n == 0 {
+            encoder.finish()
+        } else {
+            encoder.push(&buf[..n])
+        }?;
+        session.feed(&ids)?;
+        read += n as u64;
+        tokens += ids.len() as u64;
+        bar.set_position(read);
+        bar.set_message(format!(
+            "{tokens} tokens, {:.0} tokens/s",
+            tokens as f64 / began.elapsed().as_secs_f64().max(1e-9)
+        ));
+        if n == 0 {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    let seconds = began.elapsed().as_secs_f64();
+    if tokens == 0 && args.load_state.is_none() {
+        bail!(
+            "the input is empty: nothing to stream (give --input FILE, --text, or pipe text to stdin)"
+        );
+    }
+    eprintln!(
+        "read {tokens} tokens in {seconds:.2} s ({:.0} tokens/s): {} segments of {}, {} pending; peak memory {}",
+        tokens as f64 / seconds.max(1e-9),
+        session.consumed() / session.step_len() as u64,
+        session.step_len(),
+        session.pending().len(),
+        train::peak_rss_bytes().map_or("unknown".into(), |b| format!("{} MiB", b >> 20)),
+    );
+
+    // The state saved is the one after the input, before any generated token.
+    if let Some(out) = &args.save_state {
+        session.save_file(out)?;
+        eprintln!("saved the session to {}", out.display());
+    }
+    let decoder = session.model().config().layout == Layout::Decoder;
+    let generate = args.generate.unwrap_or(if decoder { 1 } else { 0 });
+    if generate > 0 {
+        let sampling = Sampling {
+            temperature: args.temperature,
+            top_k: args.top_k,
+            seed: args.seed,
+        };
+        let ids = session.generate(generate, &sampling)?;
+        println!("{}", tokenizer.decode(&ids));
+    }
+    Ok(())
+}
+
+fn progress_bar(quiet: bool, total: Option<u64>) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    match total {
+        Some(len) => ProgressBar::new(len).with_style(
+            ProgressStyle::with_template(
+                "{bar:30} {bytes}/{total_bytes} {msg} [{elapsed_precise}<{eta_precise}]",
+            )
+            .expect("valid template"),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {bytes} {msg} [{elapsed_precise}]")
+                .expect("valid template"),
+        ),
+    }
+}
