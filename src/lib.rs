@@ -9,8 +9,10 @@
 //! - [`train`]: the training loop, evaluation, metrics and checkpoints.
 //! - [`device`]: choosing wgpu (any GPU vendor) or the CPU (`flex`) at run time.
 //! - [`tokenizer`]: text to token ids and back (bytes, characters, ids).
+//! - [`bench`]: training and streaming figures, FLOPs counted from a config.
 //! - [`nn`]: attention that can return its weights, the transformer block, masks.
 
+pub mod bench;
 pub mod compare;
 pub mod device;
 pub mod error;

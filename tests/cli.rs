@@ -426,3 +426,65 @@ fn stream_continues_from_a_saved_state_and_refuses_bad_input() {
         "state belongs to model",
     );
 }
+
+#[test]
+fn bench_prints_a_table_and_writes_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = remem(&[
+        "bench",
+        "--device",
+        "cpu",
+        "--presets",
+        "copy-small",
+        "--train-models",
+        "rmt",
+        "--train-steps",
+        "1",
+        "--stream-models",
+        "rmt,transformer",
+        "--stream-tokens",
+        "96,48",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("| copy-small | rmt |"), "{table}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let train = report["train"].as_array().unwrap();
+    assert_eq!(train.len(), 1);
+    assert!(train[0]["tokens_per_s"].as_f64().unwrap() > 0.0);
+    let points: Vec<(String, u64)> = report["stream"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["model"].as_str().unwrap().to_string(),
+                f["tokens"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("rmt", 48),
+        ("rmt", 96),
+        ("full (cached)", 48),
+        ("full (cached)", 96),
+    ];
+    let expected: Vec<(String, u64)> = expected.iter().map(|(m, n)| (m.to_string(), *n)).collect();
+    assert_eq!(points, expected);
+    fails_with(
+        &remem(&[
+            "bench",
+            "--device",
+            "cpu",
+            "--presets",
+            "large",
+            "--json",
+            json.to_str().unwrap(),
+        ]),
+        "unknown preset `large`",
+    );
+}

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
+mod bench;
 mod compare;
 mod stream;
 
@@ -32,6 +33,8 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Stream a file or stdin of any length through a trained model and print what comes next.
     Stream(stream::StreamArgs),
+    /// Measure training and streaming speed, memory and FLOP/s (a table and JSON).
+    Bench(bench::BenchArgs),
 }
 
 /// A checkpoint file, or the checkpoint inside a run folder.
@@ -312,5 +315,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Eval(args) => eval_cmd(args),
         Command::Compare(args) => compare::run(args),
         Command::Stream(args) => stream::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }

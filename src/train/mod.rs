@@ -24,7 +24,7 @@ use serde::Serialize;
 use crate::device::SelectedDevice;
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::task::{Sample, SegmentBatcher, Task, TaskDataset};
+use crate::task::{Batch, Sample, SegmentBatcher, Task, TaskDataset};
 
 pub use checkpoint::{Checkpoint, Progress};
 pub use config::{Curriculum, RunConfig, TrainConfig};
@@ -131,6 +131,27 @@ fn record_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
         path: path.to_path_buf(),
         reason: format!("{what}: {e}"),
     }
+}
+
+/// One optimiser step on `batch`: forward through the segments, backward, clip the global
+/// gradient norm to `grad_clip`, update. Returns the model, `[answer NLL sum, correct answer
+/// tokens]` and the gradient norm before clipping.
+pub fn optimise(
+    model: Model,
+    optim: &mut ModuleOptimizer,
+    batch: &Batch,
+    seg_len: usize,
+    lr: f64,
+    grad_clip: Option<f64>,
+) -> (Model, [f64; 2], f64) {
+    let out = loss::forward_batch(&model, batch, seg_len);
+    let stats = out.stats();
+    let mut grads = GradientsParams::from_grads(out.loss.backward(), &model);
+    let grad_norm = match grad_clip {
+        Some(max) => clip::clip_global_norm(&model, &mut grads, max),
+        None => clip::global_norm(&model, &grads),
+    };
+    (optim.step(lr, model, grads), stats, grad_norm)
 }
 
 /// Load a model from checkpoint bytes onto `device`, refusing a record that does not fit.
@@ -267,16 +288,12 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
             .map(|i| data.sample(step * tc.batch_size + i))
             .collect();
         let batch = batcher.batch(items, &ad);
-        let out = loss::forward_batch(&model, &batch, model.step_len(&stage));
-        let stats = out.stats();
-        let mut grads = GradientsParams::from_grads(out.loss.backward(), &model);
-        let grad_norm = match tc.grad_clip {
-            Some(max) => clip::clip_global_norm(&model, &mut grads, max),
-            None => clip::global_norm(&model, &grads),
-        };
         let lr =
             schedule::learning_rate(step, tc.steps, tc.lr, tc.min_lr, tc.warmup_steps, tc.decay);
-        model = optim.step(lr, model, grads);
+        let seg_len = model.step_len(&stage);
+        let (next, stats, grad_norm) =
+            optimise(model, &mut optim, &batch, seg_len, lr, tc.grad_clip);
+        model = next;
 
         let tokens = tc.batch_size * stage.input_len();
         tokens_done += tokens;

@@ -1,0 +1,68 @@
+//! `remem bench`: training and streaming figures as a table and as JSON; nothing is asserted.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use remem::bench::{self, BenchOptions};
+use remem::device::{self, DeviceChoice};
+use remem::model::ModelKind;
+
+use super::{parse_device, parse_enum};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// auto, wgpu, vulkan, metal, dx12 or cpu.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    device: DeviceChoice,
+    /// Presets, comma-separated: copy-small, medium.
+    #[arg(long, value_delimiter = ',', default_value = "copy-small,medium")]
+    presets: Vec<String>,
+    /// Models to train, comma-separated (none: `--train-models ''`).
+    #[arg(long, value_delimiter = ',', default_value = "rmt,xl,memxl,transformer", value_parser = parse_enum::<ModelKind>)]
+    train_models: Vec<ModelKind>,
+    /// Timed training steps per model.
+    #[arg(long, default_value_t = 10)]
+    train_steps: usize,
+    /// Models to stream (transformer = full attention over a growing cache, as far as it reaches).
+    #[arg(long, value_delimiter = ',', default_value = "rmt,xl,memxl,transformer", value_parser = parse_enum::<ModelKind>)]
+    stream_models: Vec<ModelKind>,
+    /// Stream lengths at which figures are taken.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "4096,16384,65536,1048576"
+    )]
+    stream_tokens: Vec<usize>,
+    /// Write the figures as JSON here.
+    #[arg(long, default_value = "runs/bench.json")]
+    json: PathBuf,
+}
+
+/// Run `remem bench`.
+pub fn run(args: BenchArgs) -> Result<()> {
+    let mut stream_tokens = args.stream_tokens.clone();
+    stream_tokens.sort_unstable();
+    stream_tokens.dedup();
+    let options = BenchOptions {
+        presets: args.presets,
+        train_models: args.train_models,
+        train_steps: args.train_steps,
+        stream_models: args.stream_models,
+        stream_tokens,
+    };
+    let selected = device::select(args.device)?;
+    eprintln!("device: {}", selected.description);
+    let report = bench::run(&options, &selected.device, &selected.description, |line| {
+        eprintln!("{line}")
+    })?;
+    print!("{}", bench::markdown(&report));
+    if let Some(dir) = args.json.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}", dir.display()))?;
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("{}", args.json.display()))?;
+    println!("wrote {}", args.json.display());
+    Ok(())
+}
