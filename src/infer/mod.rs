@@ -10,7 +10,7 @@
 //! session.feed(&ids)?;
 //! let answer = session.generate(16, &Sampling::greedy())?;
 //! println!("{}", session.tokenizer().decode(&answer));
-//! std::fs::write("memory.remem-state", session.save()?)?;
+//! session.save_file("memory.state".as_ref())?;
 //! # Ok(())
 //! # }
 //! ```
