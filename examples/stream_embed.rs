@@ -35,7 +35,9 @@ fn main() -> anyhow::Result<()> {
         "first" => {
             // A long stretch of noise: symbols only, never a separator.
             let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-            let noise: Vec<u32> = (0..100_000).map(|_| rng.random_range(2..vocab as u32)).collect();
+            let noise: Vec<u32> = (0..100_000)
+                .map(|_| rng.random_range(2..vocab as u32))
+                .collect();
             session.feed(&noise)?;
             println!(
                 "read {} tokens; the memory is still {:?}",

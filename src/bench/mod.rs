@@ -77,7 +77,7 @@ pub struct BenchOptions {
     pub presets: Vec<String>,
     /// Models to train: rmt, xl, memxl, transformer.
     pub train_models: Vec<ModelKind>,
-    /// Timed training steps per model (after one warm-up step).
+    /// Timed training steps per model (after two warm-up steps).
     pub train_steps: usize,
     /// Models to stream; `ModelKind::Transformer` streams as full attention over a growing
     /// cache, up to the positions it can reach.
@@ -262,10 +262,11 @@ fn train_throughput(
     let mut optim = AdamWConfig::new().init();
     let batch = random_batch(preset.batch, len, config.vocab_size, &ad);
     let mut timed = 0.0;
-    for step in 0..=steps.max(1) {
+    const WARM_UP: usize = 2;
+    for step in 0..steps.max(1) + WARM_UP {
         let t = Instant::now();
         model = train::optimise(model, &mut optim, &batch, seg_len, 1e-4, Some(1.0)).0;
-        if step > 0 {
+        if step >= WARM_UP {
             timed += t.elapsed().as_secs_f64();
         }
     }
@@ -306,12 +307,16 @@ fn stream(
     let mut session = Session::new(Model::new(&config, device), device)?;
     // Forward FLOPs of segment k, whose cache holds min(k t, cache_len) states.
     let segment_flops = |k: usize| flops::step_forward(&config, t, (k * t).min(config.cache_len()));
-    reset_peak_rss();
-    let start_rss = rss_bytes();
-    let mut figures = Vec::new();
     let chunk: Vec<u32> = (0..t * 64)
         .map(|i| ((i * 2_654_435_761) % config.vocab_size) as u32)
         .collect();
+    // Warm up (kernel compilation and autotuning on wgpu), then start over.
+    session.feed(&chunk[..2 * t])?;
+    session.predict()?;
+    session.reset();
+    reset_peak_rss();
+    let start_rss = rss_bytes();
+    let mut figures = Vec::new();
     let began = Instant::now();
     let (mut fed, mut last_tokens, mut last_s) = (0usize, 0usize, 0.0);
     for &point in points {
