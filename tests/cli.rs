@@ -488,3 +488,39 @@ fn bench_prints_a_table_and_writes_json() {
         "unknown preset `large`",
     );
 }
+
+#[test]
+fn bptt_depth_takes_a_number_or_full() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, expect) in [("1", Some("bptt_depth = 1")), ("full", None)] {
+        let run = dir.path().join(flag);
+        let out = remem(
+            &[
+                TINY,
+                &[
+                    "--steps",
+                    "1",
+                    "--bptt-depth",
+                    flag,
+                    "--run-dir",
+                    run.to_str().unwrap(),
+                ],
+            ]
+            .concat(),
+        );
+        assert!(
+            out.status.success(),
+            "--bptt-depth {flag}: {}",
+            stderr(&out)
+        );
+        let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+        match expect {
+            Some(line) => assert!(config.contains(line), "{config}"),
+            None => assert!(!config.contains("bptt_depth"), "{config}"),
+        }
+    }
+    fails_with(
+        &remem(&["train", "--bptt-depth", "deep"]),
+        "`deep` is not a number or `full`",
+    );
+}

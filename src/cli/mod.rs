@@ -50,12 +50,16 @@ pub(crate) fn parse_device(s: &str) -> Result<DeviceChoice, String> {
     s.parse().map_err(|e: remem::Error| e.to_string())
 }
 
-fn parse_depth(s: &str) -> Result<Option<usize>, String> {
+/// `--bptt-depth`: a number of memory transitions, or `full` (no limit).
+#[derive(Debug, Clone, Copy)]
+struct Depth(Option<usize>);
+
+fn parse_depth(s: &str) -> Result<Depth, String> {
     match s {
-        "full" | "none" | "unbounded" => Ok(None),
+        "full" | "none" | "unbounded" => Ok(Depth(None)),
         n => n
             .parse()
-            .map(Some)
+            .map(|d| Depth(Some(d)))
             .map_err(|_| format!("`{n}` is not a number or `full`")),
     }
 }
@@ -112,7 +116,7 @@ struct TrainArgs {
     memory_tokens: Option<usize>,
     /// Gradient flows through at most this many memory transitions (`full` = unbounded).
     #[arg(long, value_parser = parse_depth)]
-    bptt_depth: Option<Option<usize>>,
+    bptt_depth: Option<Depth>,
     /// Cached states per layer for xl and memxl (default: --memory-tokens).
     #[arg(long)]
     mem_len: Option<usize>,
@@ -194,7 +198,9 @@ impl TrainArgs {
         set!(c.model.kind, self.model);
         set!(c.model.layout, self.layout);
         set!(c.model.memory_tokens, self.memory_tokens);
-        set!(c.model.bptt_depth, self.bptt_depth);
+        if let Some(Depth(depth)) = self.bptt_depth {
+            c.model.bptt_depth = depth;
+        }
         if self.mem_len.is_some() {
             c.model.mem_len = self.mem_len;
         }
