@@ -118,6 +118,7 @@ fn the_curriculum_adds_segments_as_the_model_learns() {
         3,
         "reaches the full length: {stages:?}"
     );
+    assert_eq!(summary.trained_segments, 3);
     // Chance is 0.25; the last stage gets only part of the 500 steps.
     assert!(summary.eval.token_accuracy > 0.6, "{:?}", summary.eval);
 }

@@ -31,6 +31,10 @@ pub fn markdown(results: &[RunResult]) -> String {
             let seeds: Vec<String> = runs
                 .iter()
                 .map(|r| match &r.outcome {
+                    Ok(s) if s.trained_segments > 0 && s.trained_segments < segments => format!(
+                        "{}: {:.3} / {:.3} (trained to {} segments)",
+                        r.spec.seed, s.eval.token_accuracy, s.eval.exact_match, s.trained_segments
+                    ),
                     Ok(s) => format!(
                         "{}: {:.3} / {:.3}",
                         r.spec.seed, s.eval.token_accuracy, s.eval.exact_match

@@ -66,6 +66,10 @@ pub struct Summary {
     pub checkpoint: PathBuf,
     /// Peak resident memory of the process in bytes, where the platform reports it (Linux).
     pub peak_rss_bytes: Option<u64>,
+    /// Segments of the last training stage: fewer than the task's when a curriculum ran out of
+    /// steps before reaching it (0 in summaries written before this field existed).
+    #[serde(default)]
+    pub trained_segments: usize,
 }
 
 /// The process's peak resident set size (`VmHWM` in `/proc/self/status`), on Linux.
@@ -395,7 +399,16 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
         tokens_per_s: tokens_done as f64 / began.elapsed().as_secs_f64().max(1e-9),
         checkpoint: ck_path,
         peak_rss_bytes: peak_rss_bytes(),
+        trained_segments: progress.segments,
     };
+    if progress.segments < task.config().segments {
+        eprintln!(
+            "warning: the curriculum reached {} of {} segments: the model was never trained on the \
+             length it is evaluated on (more --steps, or a lower curriculum threshold)",
+            progress.segments,
+            task.config().segments
+        );
+    }
     if options.stop_after.is_none() || progress.step == tc.steps {
         let path = dir.join(SUMMARY);
         let tmp = dir.join(format!("{SUMMARY}.tmp"));
