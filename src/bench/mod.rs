@@ -315,7 +315,7 @@ fn stream(
     session.predict()?;
     session.reset();
     reset_peak_rss();
-    let start_rss = rss_bytes();
+    let start_rss = train::rss_bytes();
     let mut figures = Vec::new();
     let began = Instant::now();
     let (mut fed, mut last_tokens, mut last_s) = (0usize, 0usize, 0.0);
@@ -352,14 +352,6 @@ fn stream(
 /// Reset the process's peak resident set size to the current one (Linux; elsewhere a no-op).
 fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-/// The process's resident set size now (`VmRSS`, Linux).
-fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 /// The report as Markdown tables, with the streaming ratios the README cites.
