@@ -281,12 +281,9 @@ impl Session {
         saved::load(self, bytes)
     }
 
-    /// [`Session::save`] to a file, atomically (a temporary file renamed over `path`).
+    /// [`Session::save`] to a file, atomically (as checkpoints are written).
     pub fn save_file(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, self.save()?)
-            .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|e| Error::io(path, e))
+        train::checkpoint::write_atomic(path, &self.save()?)
     }
 
     /// [`Session::load`] from a file.

@@ -139,27 +139,33 @@ impl Checkpoint {
         Self::from_bytes(&bytes, path)
     }
 
-    /// Write atomically: a temporary file beside `path`, synced, then renamed over it.
+    /// Write atomically (see [`write_atomic`]).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let tmp = tmp_path(path);
-        let write = || -> std::io::Result<()> {
-            let mut file = File::create(&tmp)?;
-            file.write_all(&self.to_bytes())?;
-            file.sync_all()?;
-            fs::rename(&tmp, path)?;
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                // Make the rename itself durable; not every platform can open a directory.
-                if let Ok(dir) = File::open(dir) {
-                    let _ = dir.sync_all();
-                }
-            }
-            Ok(())
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            Error::io(path, e)
-        })
+        write_atomic(path, &self.to_bytes())
     }
+}
+
+/// Write `bytes` to `path` atomically: a temporary file beside it (`<name>.tmp`), synced, then
+/// renamed over it, so a process killed mid-write leaves the previous file whole.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path);
+    let write = || -> std::io::Result<()> {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // Make the rename itself durable; not every platform can open a directory.
+            if let Ok(dir) = File::open(dir) {
+                let _ = dir.sync_all();
+            }
+        }
+        Ok(())
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
