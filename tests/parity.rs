@@ -8,6 +8,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::store::ModuleRecord;
 use remem::model::{Layout, Model, ModelConfig, ModelKind};
+use remem::nn::LtmSampling;
 use remem::task::{SegmentBatcher, Task, TaskConfig, TaskDataset};
 use remem::train::loss::forward_batch;
 
@@ -66,7 +67,7 @@ fn run(model: &Model, device: &Device) -> (Vec<f32>, Vec<Vec<f32>>) {
         }
         state = next;
     }
-    outputs.extend(common::values(state.memory().unwrap().clone()));
+    outputs.extend(common::state_values(&state));
 
     let out = forward_batch(model, &batch, cfg.segment_len);
     outputs.extend(common::values(out.loss.clone().inner()));
@@ -77,12 +78,16 @@ fn run(model: &Model, device: &Device) -> (Vec<f32>, Vec<Vec<f32>>) {
 }
 
 fn parity(kind: ModelKind, layout: Layout) {
+    parity_of(config(kind, layout));
+}
+
+fn parity_of(config: ModelConfig) {
     let Some(gpu) = common::wgpu_device().map(Device::autodiff) else {
         return;
     };
     let cpu = Device::flex().autodiff();
     cpu.seed(11);
-    let model_cpu = Model::new(&config(kind, layout), &cpu);
+    let model_cpu = Model::new(&config, &cpu);
     let model_gpu = copy_to(&model_cpu, &gpu);
 
     let (out_cpu, grads_cpu) = run(&model_cpu, &cpu);
@@ -114,4 +119,17 @@ fn rmt_encoder_forward_and_gradients_agree_on_flex_and_wgpu() {
 fn memxl_forward_and_gradients_agree_on_flex_and_wgpu() {
     // Covers the cache and the rotary positions as well as memory tokens.
     parity(ModelKind::Memxl, Layout::Decoder);
+}
+
+#[test]
+fn infinity_former_forward_and_gradients_agree_on_flex_and_wgpu() {
+    // The long-term memory's read, sticky sampling, the gate before the fit and the KL term:
+    // every parameter must get a gradient, and the same one on both backends.
+    let mut c = config(ModelKind::Infinity, Layout::Decoder);
+    c.ltm.basis = 16;
+    c.ltm.samples = 12;
+    c.ltm.sampling = LtmSampling::Sticky;
+    c.ltm.gate = true;
+    c.ltm.kl_weight = 1e-2;
+    parity_of(c);
 }

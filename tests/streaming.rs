@@ -6,9 +6,10 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use common::{max_abs_diff, values};
+use common::{max_abs_diff, state_values, values};
 use remem::infer::{Sampling, Session};
-use remem::model::{Model, ModelKind, State};
+use remem::model::{Model, ModelKind};
+use remem::nn::LtmSampling;
 use remem::train::{Checkpoint, RunConfig, checkpoint::Progress};
 
 const SEG: usize = 5;
@@ -60,23 +61,21 @@ fn ids(tokens: &[u32], device: &Device) -> Tensor<2, Int> {
     Tensor::from_data(TensorData::new(data, [1, tokens.len()]), device)
 }
 
-fn state_values(state: &State) -> Vec<f32> {
-    match state {
-        State::Empty => Vec::new(),
-        State::Memory { memory, .. } => values(memory.clone()),
-        State::Xl { cache, memory, .. } => cache
-            .iter()
-            .chain(memory)
-            .flat_map(|t| values(t.clone()))
-            .collect(),
-    }
-}
-
 #[test]
 fn streaming_in_any_pieces_equals_the_segment_loop() {
     let device = Device::flex();
-    for kind in [ModelKind::Rmt, ModelKind::Xl, ModelKind::Memxl] {
-        let config = config(kind);
+    let mut sticky = config(ModelKind::Infinity);
+    sticky.model.ltm.sampling = LtmSampling::Sticky;
+    sticky.model.ltm.gate = true;
+    let configs = [
+        config(ModelKind::Rmt),
+        config(ModelKind::Xl),
+        config(ModelKind::Memxl),
+        config(ModelKind::Infinity),
+        sticky,
+    ];
+    for config in configs {
+        let kind = (config.model.kind, config.model.ltm.sampling);
         let model = model(&config, 1, &device);
         let input = tokens(4 * SEG + 3, config.model.vocab_size);
 
@@ -125,7 +124,7 @@ fn streaming_in_any_pieces_equals_the_segment_loop() {
 fn a_saved_session_continues_in_a_fresh_one_as_if_it_never_stopped() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
-    for kind in [ModelKind::Rmt, ModelKind::Xl] {
+    for kind in [ModelKind::Rmt, ModelKind::Xl, ModelKind::Infinity] {
         let config = config(kind);
         let path = checkpoint(dir.path(), "c.remem", &config, &model(&config, 2, &device));
         let input = tokens(3 * SEG + 2, config.model.vocab_size);

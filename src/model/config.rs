@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::nn::LtmConfig;
 use crate::tokenizer::Tokenizer;
 
 /// Which model to build.
@@ -19,6 +20,9 @@ pub enum ModelKind {
     Xl,
     /// Transformer-XL with RMT's memory tokens (MemTr-XL).
     Memxl,
+    /// The infinity-former: Transformer-XL plus a continuous long-term memory per layer, fed by
+    /// the states that leave the cache (settings in `ltm`).
+    Infinity,
 }
 
 impl ModelKind {
@@ -75,6 +79,9 @@ pub struct ModelConfig {
     /// [`crate::train::RunConfig::resolve`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<Tokenizer>,
+    /// The infinity-former's long-term memory (`[model.ltm]`; written only when not the default).
+    #[serde(skip_serializing_if = "LtmConfig::is_default")]
+    pub ltm: LtmConfig,
 }
 
 impl Default for ModelConfig {
@@ -93,6 +100,7 @@ impl Default for ModelConfig {
             bptt_depth: None,
             mem_len: None,
             tokenizer: None,
+            ltm: LtmConfig::default(),
         }
     }
 }
@@ -146,6 +154,9 @@ impl ModelConfig {
                 "the encoder layout needs at least one memory token",
             ));
         }
+        if self.kind == ModelKind::Infinity {
+            self.ltm.validate()?;
+        }
         const MAX_LAYOUT: usize = 1 << 16;
         if 2 * self.memory_tokens + self.segment_len > MAX_LAYOUT {
             return Err(Error::config(
@@ -187,7 +198,9 @@ impl ModelConfig {
     /// Cached states per layer: `mem_len`, or `memory_tokens` when unset (XL kinds only).
     pub fn cache_len(&self) -> usize {
         match self.kind {
-            ModelKind::Xl | ModelKind::Memxl => self.mem_len.unwrap_or(self.memory_tokens),
+            ModelKind::Xl | ModelKind::Memxl | ModelKind::Infinity => {
+                self.mem_len.unwrap_or(self.memory_tokens)
+            }
             ModelKind::Rmt | ModelKind::Transformer => 0,
         }
     }
@@ -196,14 +209,23 @@ impl ModelConfig {
     pub fn memory_len(&self) -> usize {
         match self.kind {
             ModelKind::Rmt | ModelKind::Memxl => self.memory_tokens,
-            ModelKind::Xl | ModelKind::Transformer => 0,
+            ModelKind::Xl | ModelKind::Transformer | ModelKind::Infinity => 0,
         }
     }
 
     /// A short string that identifies the architecture (not the weights), used to refuse
     /// checkpoints and memory states that belong to another model.
     pub fn fingerprint(&self) -> String {
-        format!(
+        let ltm = match self.kind {
+            ModelKind::Infinity => format!(
+                "-n{}-{:?}{}",
+                self.ltm.basis,
+                self.ltm.sampling,
+                if self.ltm.gate { "-gate" } else { "" }
+            ),
+            _ => String::new(),
+        };
+        let base = format!(
             "{:?}-{:?}-v{}-d{}-l{}-h{}-ff{}-m{}-t{}-c{}",
             self.kind,
             self.layout,
@@ -215,8 +237,8 @@ impl ModelConfig {
             self.memory_len(),
             self.segment_len,
             self.cache_len()
-        )
-        .to_lowercase()
+        );
+        (base + &ltm).to_lowercase()
     }
 }
 

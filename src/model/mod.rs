@@ -10,9 +10,11 @@ pub mod xl;
 
 use burn::prelude::*;
 
+use crate::nn::Density;
+
 pub use config::{Layout, ModelConfig, ModelKind};
 pub use rmt::{Rmt, attention_mask};
-pub use state::State;
+pub use state::{LtmState, State};
 pub use xl::Xl;
 
 /// What one segment step returns besides the next state.
@@ -29,6 +31,15 @@ pub struct StepOutput {
     /// # Shapes
     /// each `[batch, n_heads, layout_len, layout_len]`
     pub attention: Option<Vec<Tensor<4>>>,
+    /// Per layer, the infinity-former's attention densities over its long-term memory `[0, 1]`,
+    /// when attention is asked for.
+    pub density: Option<Vec<Density>>,
+    /// A term to add to the training loss (the infinity-former's KL regulariser, already
+    /// weighted), when the model has one.
+    ///
+    /// # Shapes
+    /// `[1]`
+    pub regulariser: Option<Tensor<1>>,
 }
 
 /// Any model remem can train, evaluate and stream.
@@ -37,7 +48,7 @@ pub struct StepOutput {
 pub enum Model {
     /// Recurrent Memory Transformer (with `memory_tokens = 0`: the plain segment-level Transformer).
     Rmt(Rmt),
-    /// Transformer-XL, MemTr-XL, or the full-attention Transformer.
+    /// Transformer-XL, MemTr-XL, the full-attention Transformer, or the infinity-former.
     Xl(Xl),
 }
 
@@ -46,7 +57,7 @@ impl Model {
     pub fn new(config: &ModelConfig, device: &Device) -> Self {
         match config.kind {
             ModelKind::Rmt => Model::Rmt(Rmt::new(config, device)),
-            ModelKind::Transformer | ModelKind::Xl | ModelKind::Memxl => {
+            ModelKind::Transformer | ModelKind::Xl | ModelKind::Memxl | ModelKind::Infinity => {
                 Model::Xl(Xl::new(config, device))
             }
         }

@@ -214,7 +214,15 @@ impl Rmt {
         };
         debug_assert_eq!(segment.dims(), [batch, t, d]);
         let logits = self.head.forward(segment);
-        (StepOutput { logits, attention }, next)
+        (
+            StepOutput {
+                logits,
+                attention,
+                density: None,
+                regulariser: None,
+            },
+            next,
+        )
     }
 }
 

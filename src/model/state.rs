@@ -31,13 +31,47 @@ pub enum State {
         memory: Option<Tensor<3>>,
         /// As in [`State::Memory`].
         attached: usize,
+        /// Per layer, the infinity-former's long-term memory (empty for the other models).
+        ltm: Vec<LtmState>,
     },
+}
+
+/// One layer's long-term memory between segments (the infinity-former).
+#[derive(Debug, Clone)]
+pub struct LtmState {
+    /// Coefficients of the continuous signal, detached.
+    ///
+    /// # Shapes
+    /// `[batch, N, d_model]`
+    pub coeffs: Tensor<3>,
+    /// States that left the cache in the last segment and are fitted into the signal at the
+    /// start of the next (so the gate before the fit is trained), detached.
+    ///
+    /// # Shapes
+    /// `[batch, E, d_model]`, `E <= segment_len`
+    pub pending: Option<Tensor<3>>,
+    /// Where the last segment's queries attended the signal: histogram mass over equal bins of
+    /// `[0, 1]` (sticky sampling only), detached.
+    ///
+    /// # Shapes
+    /// `[batch, bins]`
+    pub attended: Option<Tensor<2>>,
+}
+
+impl LtmState {
+    fn detach(self) -> Self {
+        LtmState {
+            coeffs: self.coeffs.detach(),
+            pending: self.pending.map(Tensor::detach),
+            attended: self.attended.map(Tensor::detach),
+        }
+    }
 }
 
 /// Magic bytes at the start of a serialised state.
 const MAGIC: &[u8; 8] = b"REMEMST\0";
-/// Version of the serialised state format.
-const VERSION: u32 = 1;
+/// Version of the serialised state format (2 added the long-term memory; 1 is still read).
+const VERSION: u32 = 2;
 
 impl State {
     /// The same state cut from the autodiff graph: no gradient flows back through it.
@@ -48,11 +82,34 @@ impl State {
                 memory: memory.detach(),
                 attached: 0,
             },
-            State::Xl { cache, memory, .. } => State::Xl {
+            State::Xl {
+                cache, memory, ltm, ..
+            } => State::Xl {
                 cache: cache.into_iter().map(Tensor::detach).collect(),
                 memory: memory.map(Tensor::detach),
                 attached: 0,
+                ltm: ltm.into_iter().map(LtmState::detach).collect(),
             },
+        }
+    }
+
+    /// Every tensor of the state, in a fixed order (cache, memory tokens, then per layer the
+    /// long-term memory's coefficients, pending states and attention histogram `[1, batch, bins]`).
+    pub fn tensors(&self) -> Vec<Tensor<3>> {
+        match self {
+            State::Empty => Vec::new(),
+            State::Memory { memory, .. } => vec![memory.clone()],
+            State::Xl {
+                cache, memory, ltm, ..
+            } => {
+                let mut all: Vec<Tensor<3>> = cache.iter().chain(memory).cloned().collect();
+                for layer in ltm {
+                    all.push(layer.coeffs.clone());
+                    all.extend(layer.pending.clone());
+                    all.extend(layer.attended.clone().map(|a| a.unsqueeze()));
+                }
+                all
+            }
         }
     }
 
@@ -83,7 +140,9 @@ impl State {
                 out.push(1);
                 write_tensor(&mut out, memory)?;
             }
-            State::Xl { cache, memory, .. } => {
+            State::Xl {
+                cache, memory, ltm, ..
+            } => {
                 out.push(2);
                 out.extend_from_slice(&(cache.len() as u32).to_le_bytes());
                 for layer in cache {
@@ -92,6 +151,15 @@ impl State {
                 out.push(memory.is_some() as u8);
                 if let Some(memory) = memory {
                     write_tensor(&mut out, memory)?;
+                }
+                out.extend_from_slice(&(ltm.len() as u32).to_le_bytes());
+                for layer in ltm {
+                    write_tensor(&mut out, &layer.coeffs)?;
+                    write_optional(&mut out, layer.pending.as_ref())?;
+                    out.push(layer.attended.is_some() as u8);
+                    if let Some(attended) = &layer.attended {
+                        write_tensor(&mut out, &attended.clone().unsqueeze())?;
+                    }
                 }
             }
         }
@@ -106,9 +174,9 @@ impl State {
             return Err(Error::State("not a remem state (bad magic bytes)".into()));
         }
         let version = u32::from_le_bytes(r.array()?);
-        if version != VERSION {
+        if !(1..=VERSION).contains(&version) {
             return Err(Error::State(format!(
-                "state format version {version}, this build reads {VERSION}"
+                "state format version {version}, this build reads versions 1 to {VERSION}"
             )));
         }
         let id_len = u32::from_le_bytes(r.array()?) as usize;
@@ -130,14 +198,26 @@ impl State {
                 let cache = (0..layers)
                     .map(|_| r.tensor(device))
                     .collect::<Result<Vec<_>>>()?;
-                let memory = match r.take(1)?[0] {
-                    0 => None,
-                    _ => Some(r.tensor(device)?),
+                let memory = r.optional(device)?;
+                // Version 1 predates the long-term memory.
+                let layers = match version {
+                    1 => 0,
+                    _ => u32::from_le_bytes(r.array()?) as usize,
                 };
+                let ltm = (0..layers)
+                    .map(|_| {
+                        Ok(LtmState {
+                            coeffs: r.tensor(device)?,
+                            pending: r.optional(device)?,
+                            attended: r.optional(device)?.map(|a| a.squeeze_dim::<2>(0)),
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
                 State::Xl {
                     cache,
                     memory,
                     attached: 0,
+                    ltm,
                 }
             }
             tag => return Err(Error::State(format!("unknown state kind {tag}"))),
@@ -149,6 +229,15 @@ impl State {
             )));
         }
         Ok(state)
+    }
+}
+
+/// A presence byte, then the tensor if present.
+fn write_optional(out: &mut Vec<u8>, tensor: Option<&Tensor<3>>) -> Result<()> {
+    out.push(tensor.is_some() as u8);
+    match tensor {
+        Some(t) => write_tensor(out, t),
+        None => Ok(()),
     }
 }
 
@@ -227,6 +316,14 @@ impl<'a> Reader<'a> {
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
         Ok(Tensor::from_data(TensorData::new(values, dims), device))
+    }
+
+    /// A tensor written by `write_optional`.
+    fn optional(&mut self, device: &Device) -> Result<Option<Tensor<3>>> {
+        match self.take(1)?[0] {
+            0 => Ok(None),
+            _ => self.tensor(device).map(Some),
+        }
     }
 
     pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N]> {

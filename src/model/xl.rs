@@ -9,6 +9,11 @@
 //!
 //! MemTr-XL's segment layout is RMT's `[read memory | segment | write memory]` with RMT's mask;
 //! segment and write rows also see the whole cache, read rows do not.
+//!
+//! The infinity-former (Martins et al., ACL 2022) is Transformer-XL plus a long-term memory per
+//! layer ([`crate::nn::LongTermMemory`]): the states that leave a layer's cache are fitted into
+//! its continuous signal at the start of the next segment, and the layer's queries read that
+//! signal with Gaussian attention, added to the cache attention.
 
 use burn::module::Param;
 use burn::nn::{
@@ -19,8 +24,8 @@ use burn::prelude::*;
 
 use super::StepOutput;
 use super::config::{ModelConfig, ModelKind};
-use super::state::State;
-use crate::nn::{Block, Mask};
+use super::state::{LtmState, State};
+use crate::nn::{Block, Density, LongTermMemory, LtmRead, LtmSampling, Mask};
 
 /// Longest `cache + layout` a step may attend over.
 pub const MAX_POSITIONS: usize = 8192;
@@ -56,6 +61,8 @@ pub struct Xl {
     /// MemTr-XL's initial memory `[M, d]`.
     memory: Option<Param<Tensor<2>>>,
     blocks: Vec<Block>,
+    /// The infinity-former's long-term memory, one per layer (empty for the other kinds).
+    ltm: Vec<LongTermMemory>,
     rope: RotaryEncoding,
     norm: LayerNorm,
     head: Linear,
@@ -71,6 +78,12 @@ impl Xl {
             tokens: EmbeddingConfig::new(config.vocab_size, d).init(device),
             memory: config.initial_memory(device),
             blocks: config.blocks(device),
+            ltm: match config.kind {
+                ModelKind::Infinity => (0..config.n_layers)
+                    .map(|_| LongTermMemory::new(&config.ltm, d, config.n_heads, device))
+                    .collect(),
+                _ => Vec::new(),
+            },
             rope: RotaryEncodingConfig::new(MAX_POSITIONS, d / config.n_heads).init(device),
             norm: LayerNormConfig::new(d).init(device),
             head: LinearConfig::new(d, config.vocab_size).init(device),
@@ -83,8 +96,9 @@ impl Xl {
         &self.config
     }
 
-    /// An empty cache, and MemTr-XL's learned memory repeated over the batch.
-    pub fn init_state(&self, batch: usize, _device: &Device) -> State {
+    /// An empty cache, MemTr-XL's learned memory repeated over the batch, and the
+    /// infinity-former's empty (zero) long-term memories.
+    pub fn init_state(&self, batch: usize, device: &Device) -> State {
         if self.config.kind == ModelKind::Transformer {
             return State::Empty;
         }
@@ -95,10 +109,19 @@ impl Xl {
                 .as_ref()
                 .map(|m| m.val().unsqueeze::<3>().repeat_dim(0, batch)),
             attached: 0,
+            ltm: self
+                .ltm
+                .iter()
+                .map(|ltm| LtmState {
+                    coeffs: ltm.empty(batch, device),
+                    pending: None,
+                    attended: None,
+                })
+                .collect(),
         }
     }
 
-    /// Read one segment over the cache (and memory) in `state`.
+    /// Read one segment over the cache (and memory, and long-term memory) in `state`.
     ///
     /// # Shapes
     /// - tokens: `[batch, t]`
@@ -109,17 +132,25 @@ impl Xl {
         state: State,
         return_attention: bool,
     ) -> (StepOutput, State) {
-        let [_, t] = tokens.dims();
+        let [batch, t] = tokens.dims();
         let device = tokens.device();
         let (m, mem_len) = (self.config.memory_len(), self.config.cache_len());
-        let (cache, memory, attached) = match state {
+        let (cache, memory, attached, ltm_state) = match state {
             State::Xl {
                 cache,
                 memory,
                 attached,
-            } => (cache, memory, attached),
-            State::Empty => (Vec::new(), None, 0),
+                ltm,
+            } => (cache, memory, attached, ltm),
+            State::Empty => (Vec::new(), None, 0, Vec::new()),
             State::Memory { .. } => panic!("Transformer-XL was given an RMT state"),
+        };
+        let ltm_state = match (self.ltm.is_empty(), ltm_state.is_empty()) {
+            (false, true) => match self.init_state(batch, &device) {
+                State::Xl { ltm, .. } => ltm,
+                _ => unreachable!("the infinity-former starts from an XL state"),
+            },
+            _ => ltm_state,
         };
         let cached = cache.first().map_or(0, |c| c.dims()[1]);
         assert!(
@@ -134,25 +165,85 @@ impl Xl {
         let bias = attention_mask(m, t, cached).bias(&device);
 
         let mut next_cache = Vec::with_capacity(self.blocks.len());
+        let mut next_ltm = Vec::with_capacity(self.ltm.len());
         let mut attention = return_attention.then(Vec::new);
+        let mut density = (return_attention && !self.ltm.is_empty()).then(Vec::new);
+        let mut regulariser = Vec::new();
         for (l, block) in self.blocks.iter().enumerate() {
             let layer_cache = cache.get(l).cloned();
-            if mem_len > 0 {
+            // The states this segment pushes out of the cache (all of them without a cache).
+            let mut evicted = None;
+            if mem_len > 0 || !self.ltm.is_empty() {
                 let seg = h.clone().slice(s![.., m..m + t, ..]).detach();
                 let all = match layer_cache.clone() {
                     Some(c) => Tensor::cat(vec![c, seg], 1),
                     None => seg,
                 };
                 let len = all.dims()[1];
-                next_cache.push(all.slice(s![.., len.saturating_sub(mem_len)..len, ..]));
+                let keep = len.saturating_sub(mem_len);
+                if keep > 0 {
+                    evicted = Some(all.clone().slice(s![.., 0..keep, ..]));
+                }
+                if mem_len > 0 {
+                    next_cache.push(all.slice(s![.., keep..len, ..]));
+                }
             }
-            let out = block.forward_cached(
-                h,
-                layer_cache,
-                bias.clone(),
-                Some(&self.rope),
-                return_attention,
-            );
+            let out = match self.ltm.get(l) {
+                None => block.forward_cached(
+                    h,
+                    layer_cache,
+                    bias.clone(),
+                    Some(&self.rope),
+                    return_attention,
+                ),
+                Some(ltm) => {
+                    let LtmState {
+                        coeffs,
+                        pending,
+                        attended,
+                    } = ltm_state[l].clone();
+                    // Last segment's evictions enter the signal now, inside this step's graph.
+                    let coeffs = match pending {
+                        Some(new) => ltm.write(coeffs, attended, new),
+                        None => coeffs,
+                    };
+                    let mut read: Option<LtmRead> = None;
+                    // (The infinity-former has no memory tokens: every row is a segment token.)
+                    let mut side = |normed: Tensor<3>| {
+                        let r = ltm.read(normed, coeffs.clone());
+                        let context = r.context.clone();
+                        read = Some(r);
+                        context
+                    };
+                    let out = block.forward_with(
+                        h,
+                        layer_cache,
+                        bias.clone(),
+                        Some(&self.rope),
+                        return_attention,
+                        Some(&mut side),
+                    );
+                    let read = read.expect("the block reads the long-term memory");
+                    let cfg = ltm.config();
+                    if cfg.kl_weight > 0.0 {
+                        regulariser
+                            .push(read.density.kl_to(cfg.kl_sigma).mul_scalar(cfg.kl_weight));
+                    }
+                    next_ltm.push(LtmState {
+                        coeffs: coeffs.detach(),
+                        pending: evicted,
+                        attended: (cfg.sampling == LtmSampling::Sticky)
+                            .then(|| read.density.histogram(cfg.bins).detach()),
+                    });
+                    if let Some(all) = density.as_mut() {
+                        all.push(Density {
+                            mu: read.density.mu.detach(),
+                            variance: read.density.variance.detach(),
+                        });
+                    }
+                    out
+                }
+            };
             h = out.hidden;
             if let (Some(all), Some(w)) = (attention.as_mut(), out.weights) {
                 all.push(w);
@@ -177,9 +268,19 @@ impl Xl {
                 cache: next_cache,
                 memory,
                 attached,
+                ltm: next_ltm,
             }
         };
-        (StepOutput { logits, attention }, next)
+        let regulariser = (!regulariser.is_empty()).then(|| Tensor::cat(regulariser, 0).sum());
+        (
+            StepOutput {
+                logits,
+                attention,
+                density,
+                regulariser,
+            },
+            next,
+        )
     }
 }
 
@@ -264,6 +365,51 @@ mod tests {
         let second_only = g.slice(s![1..5, ..]).abs().sum().into_scalar::<f32>();
         assert_eq!(first_only, 0.0, "gradient crossed the cache");
         assert!(second_only > 0.0);
+    }
+
+    #[test]
+    fn the_long_term_memory_stays_the_same_size_however_long_the_input() {
+        let device = Device::flex();
+        for sampling in [
+            crate::nn::LtmSampling::Uniform,
+            crate::nn::LtmSampling::Sticky,
+        ] {
+            let mut cfg = config(ModelKind::Infinity, 2);
+            cfg.ltm.basis = 16;
+            cfg.ltm.samples = 8;
+            cfg.ltm.sampling = sampling;
+            let model = Xl::new(&cfg, &device);
+            let mut state = model.init_state(2, &device);
+            let tokens = Tensor::<2, Int>::from_data([[1, 2, 3, 4], [5, 6, 7, 8]], &device);
+            let mut sizes = Vec::new();
+            for chunk in 1..=1000 {
+                let (_, next) = model.step(tokens.clone(), state, false);
+                state = next;
+                if [1, 10, 1000].contains(&chunk) {
+                    let State::Xl { ltm, .. } = &state else {
+                        panic!("the infinity-former keeps an XL state")
+                    };
+                    let memory: Vec<_> = ltm.iter().map(|l| l.coeffs.dims()).collect();
+                    // The states waiting to enter the signal never exceed one segment.
+                    assert!(
+                        ltm.iter()
+                            .all(|l| l.pending.as_ref().unwrap().dims()[1] <= 4)
+                    );
+                    let bytes = state.to_bytes("test").unwrap().len();
+                    sizes.push((memory, bytes));
+                }
+            }
+            // After the first chunk the cache is not full yet (fewer states pending); from then
+            // on the whole state, in bytes, does not grow.
+            assert_eq!(sizes[0].0, sizes[1].0, "{sampling:?}: after 1 vs 10 chunks");
+            assert_eq!(sizes[1], sizes[2], "{sampling:?}: after 10 vs 1000 chunks");
+            assert_eq!(sizes[2].0, vec![[2, 16, 16]; 2]);
+            let State::Xl { ltm, .. } = &state else {
+                unreachable!()
+            };
+            let coeffs = ltm[0].coeffs.clone().abs().max().into_scalar::<f32>();
+            assert!(coeffs.is_finite() && coeffs > 0.0, "memory holds {coeffs}");
+        }
     }
 
     #[test]

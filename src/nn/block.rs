@@ -85,6 +85,24 @@ impl Block {
         rotary: Option<&RotaryEncoding>,
         return_weights: bool,
     ) -> BlockOutput {
+        self.forward_with(x, cache, bias, rotary, return_weights, None)
+    }
+
+    /// [`Block::forward_cached`] with a second attention branch: `side` gets the layer-normed
+    /// `x` and its output is added to the attention output before the residual (the
+    /// infinity-former's long-term memory read).
+    ///
+    /// # Shapes
+    /// as [`Block::forward_cached`]; `side` maps `[batch, seq, d_model]` to the same shape
+    pub fn forward_with(
+        &self,
+        x: Tensor<3>,
+        cache: Option<Tensor<3>>,
+        bias: Tensor<2>,
+        rotary: Option<&RotaryEncoding>,
+        return_weights: bool,
+        side: Option<&mut dyn FnMut(Tensor<3>) -> Tensor<3>>,
+    ) -> BlockOutput {
         let normed = self.norm_attn.forward(x.clone());
         let (context, offset) = match cache {
             Some(cache) => {
@@ -97,6 +115,7 @@ impl Block {
             }
             None => (normed.clone(), 0),
         };
+        let extra = side.map(|f| f(normed.clone()));
         let attn = self.attn.forward_rotary(
             normed,
             context,
@@ -104,7 +123,11 @@ impl Block {
             rotary.map(|r| (r, offset)),
             return_weights,
         );
-        let x = x + self.dropout.forward(attn.context);
+        let mixed = match extra {
+            Some(extra) => attn.context + extra,
+            None => attn.context,
+        };
+        let x = x + self.dropout.forward(mixed);
         let ff = self.ff_out.forward(
             self.gelu
                 .forward(self.ff_in.forward(self.norm_ff.forward(x.clone()))),

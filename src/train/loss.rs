@@ -56,6 +56,7 @@ pub fn forward_batch(model: &Model, batch: &Batch, seg_len: usize) -> BatchOutpu
     let mut nll = Vec::new();
     let mut correct = Vec::new();
     let mut predictions = Vec::new();
+    let mut regulariser = Vec::new();
     for start in (0..len).step_by(seg_len) {
         let end = (start + seg_len).min(len);
         let tokens = batch.inputs.clone().slice(s![.., start..end]);
@@ -63,6 +64,7 @@ pub fn forward_batch(model: &Model, batch: &Batch, seg_len: usize) -> BatchOutpu
         let weights = batch.weights.clone().slice(s![.., start..end]);
         let (out, next) = model.step(tokens, state, false);
         state = next;
+        regulariser.extend(out.regulariser.clone());
         let logp = log_softmax(out.logits.clone(), 2);
         let picked = logp
             .gather(2, targets.clone().unsqueeze_dim::<3>(2))
@@ -74,7 +76,11 @@ pub fn forward_batch(model: &Model, batch: &Batch, seg_len: usize) -> BatchOutpu
     }
     let nll = Tensor::cat(nll, 0).sum();
     let correct = Tensor::cat(correct, 0).sum();
-    let loss = nll.clone().div_scalar(batch.answer_tokens.max(1) as f64);
+    let mut loss = nll.clone().div_scalar(batch.answer_tokens.max(1) as f64);
+    if !regulariser.is_empty() {
+        let segments = regulariser.len() as f64;
+        loss = loss + Tensor::cat(regulariser, 0).sum().div_scalar(segments);
+    }
     BatchOutput {
         loss,
         summary: Tensor::cat(vec![nll.detach(), correct.detach()], 0),

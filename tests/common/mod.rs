@@ -40,3 +40,8 @@ pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .try_to_vec()
         .expect("f32 data")
 }
+
+/// Every value of a model state, in the state's order.
+pub fn state_values(state: &remem::model::State) -> Vec<f32> {
+    state.tensors().into_iter().flat_map(values).collect()
+}

@@ -1,0 +1,460 @@
+//! The infinity-former's long-term memory (Martins et al., ACL 2022): an unbounded past held as
+//! `N` coefficients of a continuous signal over `[0, 1]`, read with Gaussian attention.
+//!
+//! Reading: keys and values come from the coefficients (`K = B W_K`, `V = B W_V`); each head's
+//! query scores the `N` keys, and two learned `N`-vectors turn the scores into a Gaussian density
+//! `N(mu, sigma²)` over `[0, 1]`; the context is `Vᵀ r` with `r_j = E[ψ_j(t)]` under it.
+//!
+//! Writing (see [`LongTermMemory::write`]): sample the old signal at `samples` points, uniformly
+//! or where the last queries attended ("sticky memories"), squeeze the samples into `(0, tau]`,
+//! put the new vectors on `(tau, 1]`, and refit. The memory is `N x d` however long the input.
+
+use burn::nn::conv::{Conv1d, Conv1dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig1d};
+use burn::prelude::*;
+use burn::tensor::activation::{sigmoid, softplus};
+use serde::{Deserialize, Serialize};
+
+use super::basis::Basis;
+use crate::error::{Error, Result};
+
+/// Smallest variance of an attention density (a floor that keeps `r` finite).
+pub const MIN_VARIANCE: f64 = 1e-4;
+
+/// Where the old signal is sampled before a refit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LtmSampling {
+    /// Evenly over `[0, 1]`.
+    #[default]
+    Uniform,
+    /// Where the previous segment's queries put their attention density ("sticky memories").
+    Sticky,
+}
+
+/// Settings of the long-term memory. Unknown keys in a config file are an error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LtmConfig {
+    /// Basis functions `N` (the paper uses 512); a multiple of the number of widths.
+    pub basis: usize,
+    /// Basis widths; every centre gets each width (the paper: 0.01 and 0.05).
+    pub widths: Vec<f64>,
+    /// Ridge penalty `lambda` of the fit (the paper: 0.5 to 1).
+    pub ridge: f64,
+    /// Points `M` at which the old signal is sampled before each refit (the paper: 512).
+    pub samples: usize,
+    /// Share of `[0, 1]` the old signal is squeezed into (the paper: 0.5 to 0.75).
+    pub tau: f64,
+    /// Uniform or sticky sampling of the old signal.
+    pub sampling: LtmSampling,
+    /// Histogram bins over `[0, 1]` for sticky sampling (the paper: 128).
+    pub bins: usize,
+    /// Weight of the KL term pulling each density's sigma towards `kl_sigma` (0 = off; the
+    /// paper: about 1e-6).
+    pub kl_weight: f64,
+    /// Target sigma of the KL term.
+    pub kl_sigma: f64,
+    /// Gate the new vectors before the fit: `x * sigmoid(conv1d_k3(x))`.
+    pub gate: bool,
+}
+
+impl Default for LtmConfig {
+    fn default() -> Self {
+        Self {
+            basis: 64,
+            widths: vec![0.01, 0.05],
+            ridge: 0.5,
+            samples: 64,
+            tau: 0.75,
+            sampling: LtmSampling::Uniform,
+            bins: 128,
+            kl_weight: 0.0,
+            kl_sigma: 0.05,
+            gate: false,
+        }
+    }
+}
+
+impl LtmConfig {
+    /// Whether every setting is the default (config files leave the section out then).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Check every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        let field = |name: &str| format!("model.ltm.{name}");
+        if self.widths.is_empty() || self.widths.iter().any(|w| !(*w > 0.0 && w.is_finite())) {
+            return Err(Error::config(
+                field("widths"),
+                "needs at least one width, all positive",
+            ));
+        }
+        if self.basis == 0 || !self.basis.is_multiple_of(self.widths.len()) {
+            return Err(Error::config(
+                field("basis"),
+                format!(
+                    "must be a positive multiple of the number of widths ({})",
+                    self.widths.len()
+                ),
+            ));
+        }
+        if !(self.ridge > 0.0 && self.ridge.is_finite()) {
+            return Err(Error::config(field("ridge"), "must be positive"));
+        }
+        if self.samples == 0 {
+            return Err(Error::config(field("samples"), "must be at least 1"));
+        }
+        if !(self.tau > 0.0 && self.tau < 1.0) {
+            return Err(Error::config(field("tau"), "must be in (0, 1)"));
+        }
+        if self.bins == 0 {
+            return Err(Error::config(field("bins"), "must be at least 1"));
+        }
+        if !(self.kl_weight >= 0.0 && self.kl_weight.is_finite()) {
+            return Err(Error::config(field("kl_weight"), "must be 0 or positive"));
+        }
+        if !(self.kl_sigma > 0.0 && self.kl_sigma.is_finite()) {
+            return Err(Error::config(field("kl_sigma"), "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// One head's attention densities over `[0, 1]`, for every query: what the visualisation draws.
+#[derive(Debug, Clone)]
+pub struct Density {
+    /// Means, `[batch, heads, queries]`, in `(0, 1)`.
+    pub mu: Tensor<3>,
+    /// Variances, `[batch, heads, queries]`, at least [`MIN_VARIANCE`].
+    pub variance: Tensor<3>,
+}
+
+impl Density {
+    /// The densities at `points` evenly spaced points of `[0, 1]` (ends included).
+    ///
+    /// # Shapes
+    /// output: `[batch, heads, queries, points]`
+    pub fn on_grid(&self, points: usize) -> Tensor<4> {
+        let device = self.mu.device();
+        let step = 1.0 / (points.max(2) - 1) as f32;
+        let grid: Vec<f32> = (0..points).map(|i| i as f32 * step).collect();
+        let grid = Tensor::<1>::from_data(TensorData::new(grid, [points]), &device);
+        let x = grid.unsqueeze::<4>();
+        let d = x - self.mu.clone().unsqueeze_dim::<4>(3);
+        let var = self.variance.clone().unsqueeze_dim::<4>(3);
+        (d.clone() * d / var.clone().mul_scalar(-2.0)).exp()
+            / var.mul_scalar(2.0 * std::f64::consts::PI).sqrt()
+    }
+
+    /// Mass of the densities in each of `bins` equal bins of `[0, 1]`, summed over heads and
+    /// queries (from the Gaussian CDF).
+    ///
+    /// # Shapes
+    /// output: `[batch, bins]`
+    pub fn histogram(&self, bins: usize) -> Tensor<2> {
+        let device = self.mu.device();
+        let edges: Vec<f32> = (0..=bins).map(|k| k as f32 / bins as f32).collect();
+        let edges = Tensor::<1>::from_data(TensorData::new(edges, [bins + 1]), &device);
+        let sigma = self.variance.clone().sqrt().unsqueeze_dim::<4>(3);
+        let z = (edges.unsqueeze::<4>() - self.mu.clone().unsqueeze_dim::<4>(3)) / sigma;
+        // Φ(z) = (1 + erf(z / √2)) / 2; the mass of bin k is Φ(z_{k+1}) - Φ(z_k).
+        let cdf = z
+            .div_scalar(std::f64::consts::SQRT_2)
+            .erf()
+            .add_scalar(1.0)
+            .mul_scalar(0.5);
+        let mass = cdf.clone().slice(s![.., .., .., 1..]) - cdf.slice(s![.., .., .., ..bins]);
+        let [batch, heads, queries, _] = mass.dims();
+        mass.reshape([batch, heads * queries, bins])
+            .sum_dim(1)
+            .squeeze_dim::<2>(1)
+    }
+
+    /// `KL(N(mu, var) ‖ N(mu, sigma0²))` averaged over batch, heads and queries.
+    pub fn kl_to(&self, sigma0: f64) -> Tensor<1> {
+        let s0 = sigma0 * sigma0;
+        // log(sigma0 / sigma) + var / (2 sigma0²) - 1/2
+        let var = self.variance.clone();
+        (var.clone().log().mul_scalar(-0.5).add_scalar(0.5 * s0.ln()) + var.div_scalar(2.0 * s0))
+            .sub_scalar(0.5)
+            .mean()
+    }
+}
+
+/// What one read of the memory returns.
+#[derive(Debug, Clone)]
+pub struct LtmRead {
+    /// `[batch, queries, d_model]`, to add to the layer's short-term attention output.
+    pub context: Tensor<3>,
+    /// The densities the queries attended with.
+    pub density: Density,
+}
+
+/// One layer's long-term memory: its attention and its update.
+#[derive(Module, Debug)]
+pub struct LongTermMemory {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    output: Linear,
+    /// `w_mu`: basis scores -> the density's mean (through a sigmoid).
+    mu: Linear,
+    /// `w_sigma`: basis scores -> the density's variance (through a softplus).
+    sigma: Linear,
+    gate: Option<Conv1d>,
+    n_heads: usize,
+    d_head: usize,
+    #[module(skip)]
+    basis: Basis,
+    #[module(skip)]
+    config: LtmConfig,
+}
+
+impl LongTermMemory {
+    /// Fresh weights for a model of width `d_model` with `n_heads` heads.
+    pub fn new(config: &LtmConfig, d_model: usize, n_heads: usize, device: &Device) -> Self {
+        let linear = |i, o| LinearConfig::new(i, o).init(device);
+        let n = config.basis;
+        LongTermMemory {
+            query: linear(d_model, d_model),
+            key: linear(d_model, d_model),
+            value: linear(d_model, d_model),
+            output: linear(d_model, d_model),
+            mu: linear(n, 1),
+            sigma: linear(n, 1),
+            gate: config.gate.then(|| {
+                Conv1dConfig::new(d_model, d_model, 3)
+                    .with_padding(PaddingConfig1d::Explicit(1, 1))
+                    .init(device)
+            }),
+            n_heads,
+            d_head: d_model / n_heads,
+            basis: Basis::new(n, &config.widths, config.ridge),
+            config: config.clone(),
+        }
+    }
+
+    /// The memory's settings.
+    pub fn config(&self) -> &LtmConfig {
+        &self.config
+    }
+
+    /// An empty memory: the zero signal.
+    ///
+    /// # Shapes
+    /// output: `[batch, N, d_model]`
+    pub fn empty(&self, batch: usize, device: &Device) -> Tensor<3> {
+        Tensor::zeros(
+            [batch, self.basis.len(), self.n_heads * self.d_head],
+            device,
+        )
+    }
+
+    /// Attend the memory `coeffs` from the (layer-normed) states `x`.
+    ///
+    /// # Shapes
+    /// - x: `[batch, queries, d_model]`
+    /// - coeffs: `[batch, N, d_model]`
+    pub fn read(&self, x: Tensor<3>, coeffs: Tensor<3>) -> LtmRead {
+        let [batch, queries, d_model] = x.dims();
+        let q = self.heads(self.query.forward(x));
+        let k = self.heads(self.key.forward(coeffs.clone()));
+        let v = self.heads(self.value.forward(coeffs));
+        // scores [batch, heads, queries, N]
+        let scores = q
+            .matmul(k.swap_dims(2, 3))
+            .div_scalar((self.d_head as f64).sqrt());
+        let mu = sigmoid(self.mu.forward(scores.clone())).squeeze_dim::<3>(3);
+        let variance = softplus(self.sigma.forward(scores), 1.0)
+            .clamp_min(MIN_VARIANCE)
+            .squeeze_dim::<3>(3);
+        let r = self.basis.expectation(mu.clone(), variance.clone());
+        let mixed = r
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch, queries, d_model]);
+        LtmRead {
+            context: self.output.forward(mixed),
+            density: Density { mu, variance },
+        }
+    }
+
+    /// The memory after `new` vectors arrive: the old signal `coeffs` sampled (where
+    /// `attended` puts its mass, for sticky sampling, else evenly), squeezed into `(0, tau]`,
+    /// `new` (gated, when the gate is on) placed on `(tau, 1]`, and the whole refitted.
+    ///
+    /// Gradients flow into the gate and `new`, not into `coeffs` (callers keep it detached).
+    ///
+    /// # Shapes
+    /// - coeffs: `[batch, N, d_model]`
+    /// - attended: `[batch, bins]` (see [`Density::histogram`])
+    /// - new: `[batch, E, d_model]`, `E >= 1`
+    /// - output: `[batch, N, d_model]`
+    pub fn write(
+        &self,
+        coeffs: Tensor<3>,
+        attended: Option<Tensor<2>>,
+        new: Tensor<3>,
+    ) -> Tensor<3> {
+        let [batch, e, _] = new.dims();
+        let device = new.device();
+        let m = self.config.samples;
+        let positions = match (self.config.sampling, attended) {
+            (LtmSampling::Sticky, Some(hist)) => sticky_positions(hist, m),
+            _ => {
+                let t: Vec<f32> = (0..m).map(|k| (k as f32 + 0.5) / m as f32).collect();
+                Tensor::<1>::from_data(TensorData::new(t, [m]), &device)
+                    .unsqueeze::<2>()
+                    .repeat_dim(0, batch)
+            }
+        };
+        // Old signal at the sampled positions: ψ(t)ᵀ B, [batch, M, d].
+        let old = self.basis.evaluate(positions).matmul(coeffs);
+        let new = match &self.gate {
+            Some(conv) => {
+                let g = sigmoid(conv.forward(new.clone().swap_dims(1, 2))).swap_dims(1, 2);
+                new * g
+            }
+            None => new,
+        };
+        let x = Tensor::cat(vec![old, new], 1);
+        let fit = self.basis.update_fit(m, e, self.config.tau, &device);
+        fit.unsqueeze::<3>().matmul(x)
+    }
+
+    /// `[batch, seq, d_model]` -> `[batch, n_heads, seq, d_head]`.
+    fn heads(&self, x: Tensor<3>) -> Tensor<4> {
+        let [batch, seq, _] = x.dims();
+        x.reshape([batch, seq, self.n_heads, self.d_head])
+            .swap_dims(1, 2)
+    }
+}
+
+/// `m` sorted positions distributed as the histogram `hist` (`[batch, bins]`, non-negative):
+/// the quantiles `(k + 0.5) / m` of its piecewise-uniform density.
+///
+/// This is the paper's draw (pick a bin by its mass, then a point uniformly inside it) with the
+/// sampling noise taken out: each bin gets its share of points, spread evenly inside it, and the
+/// result is deterministic, so a streamed input gives the same memory as a batch.
+pub fn sticky_positions(hist: Tensor<2>, m: usize) -> Tensor<2> {
+    let [batch, bins] = hist.dims();
+    let device = hist.device();
+    // A little uniform mass keeps every bin's share positive (no division by zero) and lets a
+    // collapsed density still see the rest of the signal.
+    let total = hist.clone().sum_dim(1).clamp_min(1e-12);
+    let p = (hist / total)
+        .mul_scalar(1.0 - 1e-3)
+        .add_scalar(1e-3 / bins as f64);
+    let cdf = p.clone().cumsum(1); // [batch, bins], upper edges
+    let u: Vec<f32> = (0..m).map(|k| (k as f32 + 0.5) / m as f32).collect();
+    let u = Tensor::<1>::from_data(TensorData::new(u, [m]), &device)
+        .unsqueeze::<2>()
+        .repeat_dim(0, batch); // [batch, m]
+    // Bin of each quantile: how many upper edges lie at or below it.
+    let below = cdf
+        .clone()
+        .unsqueeze_dim::<3>(1)
+        .lower_equal(u.clone().unsqueeze_dim::<3>(2)) // [batch, m, bins]
+        .int()
+        .sum_dim(2)
+        .squeeze_dim::<2>(2)
+        .clamp_max(bins as i64 - 1);
+    let upper = cdf.gather(1, below.clone());
+    let mass = p.gather(1, below.clone());
+    let frac = (u - (upper - mass.clone())) / mass;
+    (below.float() + frac.clamp(0.0, 1.0)).div_scalar(bins as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(t: Tensor<3>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn gradients_agree_with_finite_differences() {
+        // d/dx and d/dB of sum(w * read(x, B).context), analytic (autodiff) vs central
+        // differences, for the queries' states x and the memory coefficients B.
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        let config = LtmConfig {
+            basis: 8,
+            ..LtmConfig::default()
+        };
+        let ltm = LongTermMemory::new(&config, 8, 2, &device);
+        let normal = burn::tensor::Distribution::Normal(0.0, 1.0);
+        let x0 = Tensor::<3>::random([1, 3, 8], normal, &device).detach();
+        let b0 = Tensor::<3>::random([1, 8, 8], normal, &device).detach();
+        let w = Tensor::<3>::random([1, 3, 8], normal, &device).detach();
+        let f = |x: Tensor<3>, b: Tensor<3>| (ltm.read(x, b).context * w.clone()).sum();
+
+        let (x, b) = (x0.clone().require_grad(), b0.clone().require_grad());
+        let grads = f(x.clone(), b.clone()).backward();
+        let analytic = [host(x.grad(&grads).unwrap()), host(b.grad(&grads).unwrap())];
+
+        let eps = 1e-2f32;
+        for (which, grad) in analytic.iter().enumerate() {
+            let base = host(if which == 0 { x0.clone() } else { b0.clone() });
+            let shape = if which == 0 { [1, 3, 8] } else { [1, 8, 8] };
+            let scale = grad.iter().fold(1e-3f32, |m, g| m.max(g.abs()));
+            for i in 0..base.len() {
+                let at = |delta: f32| -> f32 {
+                    let mut v = base.clone();
+                    v[i] += delta;
+                    let t = Tensor::<3>::from_data(TensorData::new(v, shape), &device);
+                    let (x, b) = if which == 0 {
+                        (t, b0.clone())
+                    } else {
+                        (x0.clone(), t)
+                    };
+                    f(x, b).into_scalar::<f32>()
+                };
+                let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+                assert!(
+                    (numeric - grad[i]).abs() <= 2e-2 * scale,
+                    "{} entry {i}: autodiff {} vs finite difference {numeric}",
+                    ["query states", "memory"][which],
+                    grad[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sticky_positions_follow_a_sharp_density() {
+        // All attention on one narrow spot at 0.3: most samples land near it, the rest spread.
+        let device = Device::flex();
+        let density = Density {
+            mu: Tensor::from_data([[[0.3f32, 0.3], [0.3, 0.3]]], &device),
+            variance: Tensor::from_data([[[1e-4f32, 1e-4], [1e-4, 1e-4]]], &device),
+        };
+        let hist = density.histogram(128);
+        let mass: f32 = hist.clone().sum().into_scalar();
+        assert!(
+            (mass - 4.0).abs() < 1e-3,
+            "4 densities of mass 1, got {mass}"
+        );
+        let t = sticky_positions(hist, 200)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert!(t.windows(2).all(|w| w[0] <= w[1]), "positions are sorted");
+        assert!(t.iter().all(|&x| (0.0..=1.0).contains(&x)));
+        let near = t.iter().filter(|&&x| (x - 0.3).abs() < 0.04).count();
+        assert!(
+            near >= 180,
+            "only {near} of 200 samples near the attended spot"
+        );
+        // Uniform attention spreads them evenly instead.
+        let flat = sticky_positions(Tensor::ones([1, 128], &device), 200)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let near = flat.iter().filter(|&&x| (x - 0.3).abs() < 0.04).count();
+        assert!(near <= 20, "{near}");
+    }
+}
