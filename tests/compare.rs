@@ -106,3 +106,64 @@ fn compare_writes_table_csv_and_plot_and_resumes() {
     let err = String::from_utf8_lossy(&other.stderr);
     assert!(err.contains("another base config"), "{err}");
 }
+
+#[test]
+fn compare_grows_the_input_at_a_fixed_segment_length_with_parallel_jobs() {
+    // Sorting at 2 and 3 segments of 12 tokens, the infinity-former uniform and sticky, two runs
+    // at a time.
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base.toml");
+    std::fs::write(
+        &base,
+        "[model]\nd_model = 16\nn_layers = 1\nn_heads = 2\nd_ff = 32\nmemory_tokens = 2\n\
+         [model.ltm]\nbasis = 8\nsamples = 8\n\
+         [task]\nkind = \"sort\"\nsymbols = 4\n\
+         [train]\nbatch_size = 4\neval_every = 2\neval_samples = 8\ncheckpoint_every = 2\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("cmp");
+    let run = remem(&[
+        "compare",
+        "--device",
+        "cpu",
+        "--config",
+        base.to_str().unwrap(),
+        "--segment-len",
+        "12",
+        "--segments",
+        "2,3",
+        "--models",
+        "infinity,infinity-sticky",
+        "--seeds",
+        "1",
+        "--steps",
+        "2",
+        "--jobs",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(md.contains("segments of 12 tokens"), "{md}");
+    for row in [
+        "| infinity | 2 |",
+        "| infinity | 3 |",
+        "| infinity-sticky | 3 |",
+    ] {
+        assert!(md.contains(row), "{row} missing: {md}");
+    }
+    let config = |name: &str| {
+        std::fs::read_to_string(out.join("runs").join(name).join("config.toml")).unwrap()
+    };
+    let sticky = config("infinity-sticky-s3-seed1");
+    assert!(sticky.contains("sampling = \"sticky\""), "{sticky}");
+    assert!(sticky.contains("segments = 3") && sticky.contains("segment_len = 12"));
+    assert!(!config("infinity-s2-seed1").contains("sticky"));
+
+    let bad = remem(&["compare", "--models", "infinity-slippery"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("unknown model `infinity-slippery`"), "{err}");
+}

@@ -139,3 +139,15 @@ fn the_baselines_learn_copy_when_it_is_within_their_reach() {
         );
     }
 }
+
+#[test]
+fn the_infinity_former_reads_the_first_segment_from_its_long_term_memory_alone() {
+    // No cache at all (mem_len 0): every state leaves at once for the continuous memory, so the
+    // first segment reaches the answer only through the basis fit and the Gaussian read. Without
+    // memory the same task stays near chance (the RMT test above checks that).
+    let (accuracy, _) = self::accuracy(model_run("infinity", 0, Some(0), Layout::Decoder, 3));
+    assert!(
+        accuracy > 0.9,
+        "infinity-former with its long-term memory alone: token accuracy {accuracy} (chance 0.25)"
+    );
+}

@@ -146,7 +146,7 @@ pub struct BenchReport {
 pub fn model_name(kind: ModelKind, streaming: bool) -> String {
     match kind {
         ModelKind::Transformer if streaming => "full (cached)".into(),
-        k => crate::compare::model_name(k),
+        k => crate::compare::model_name(crate::compare::Contender::of(k)),
     }
 }
 

@@ -11,6 +11,7 @@ mod stream;
 
 use remem::device::{self, DeviceChoice};
 use remem::model::{Layout, ModelKind};
+use remem::nn::LtmSampling;
 use remem::task::TaskKind;
 use remem::train::{self, Checkpoint, RunConfig, Start, TrainOptions};
 
@@ -95,7 +96,7 @@ struct TrainArgs {
     /// Peak learning rate.
     #[arg(long)]
     lr: Option<f64>,
-    /// copy, reverse, associative or quadratic.
+    /// copy, reverse, associative, quadratic or sort.
     #[arg(long, value_parser = parse_enum::<TaskKind>)]
     task: Option<TaskKind>,
     /// Number of segments the input is split into.
@@ -104,8 +105,8 @@ struct TrainArgs {
     /// Tokens per segment.
     #[arg(long)]
     segment_len: Option<usize>,
-    /// The model: rmt, transformer (full attention over the whole input), xl (Transformer-XL)
-    /// or memxl (Transformer-XL with memory tokens).
+    /// The model: rmt, transformer (full attention over the whole input), xl (Transformer-XL),
+    /// memxl (Transformer-XL with memory tokens) or infinity (the infinity-former).
     #[arg(long, value_parser = parse_enum::<ModelKind>)]
     model: Option<ModelKind>,
     /// RMT memory layout: decoder or encoder.
@@ -120,6 +121,12 @@ struct TrainArgs {
     /// Cached states per layer for xl and memxl (default: --memory-tokens).
     #[arg(long)]
     mem_len: Option<usize>,
+    /// The infinity-former's memory sampling: uniform or sticky.
+    #[arg(long, value_parser = parse_enum::<LtmSampling>)]
+    ltm_sampling: Option<LtmSampling>,
+    /// The infinity-former's basis functions per layer.
+    #[arg(long)]
+    ltm_basis: Option<usize>,
     /// Model width.
     #[arg(long)]
     d_model: Option<usize>,
@@ -208,6 +215,8 @@ impl TrainArgs {
         set!(c.model.n_layers, self.layers);
         set!(c.model.n_heads, self.heads);
         set!(c.model.d_ff, self.d_ff);
+        set!(c.model.ltm.sampling, self.ltm_sampling);
+        set!(c.model.ltm.basis, self.ltm_basis);
         set!(c.train.eval_every, self.eval_every);
         set!(c.train.eval_samples, self.eval_samples);
         set!(c.train.checkpoint_every, self.checkpoint_every);

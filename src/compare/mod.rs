@@ -13,11 +13,52 @@ use serde::{Deserialize, Serialize};
 use crate::model::ModelKind;
 use crate::train::Summary;
 
+/// A model as compare names it: a kind, and for the infinity-former how it samples its memory
+/// (`infinity` uniform, `infinity-sticky` sticky).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contender {
+    /// The model kind.
+    pub kind: ModelKind,
+    /// Sticky sampling of the long-term memory (infinity-former only).
+    pub sticky: bool,
+}
+
+impl Contender {
+    /// A plain kind (uniform sampling where that applies).
+    pub fn of(kind: ModelKind) -> Self {
+        Contender {
+            kind,
+            sticky: false,
+        }
+    }
+}
+
+impl std::str::FromStr for Contender {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let lower = s.to_ascii_lowercase();
+        if lower == "infinity-sticky" {
+            return Ok(Contender {
+                kind: ModelKind::Infinity,
+                sticky: true,
+            });
+        }
+        serde_json::from_value(serde_json::Value::String(lower))
+            .map(Contender::of)
+            .map_err(|_| {
+                format!(
+                    "unknown model `{s}`: rmt, transformer, xl, memxl, infinity or infinity-sticky"
+                )
+            })
+    }
+}
+
 /// One cell of the grid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSpec {
     /// The model.
-    pub model: ModelKind,
+    pub model: Contender,
     /// Segments the input is split into.
     pub segments: usize,
     /// Seed of this run.
@@ -36,12 +77,14 @@ impl RunSpec {
     }
 }
 
-/// The lowercase name of a model kind, as the CLI spells it.
-pub fn model_name(kind: ModelKind) -> String {
-    serde_json::to_value(kind)
+/// The lowercase name of a model, as the CLI spells it (`infinity-sticky` for the sticky
+/// infinity-former).
+pub fn model_name(model: Contender) -> String {
+    let kind = serde_json::to_value(model.kind)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("{kind:?}").to_lowercase())
+        .unwrap_or_else(|| format!("{:?}", model.kind).to_lowercase());
+    if model.sticky { kind + "-sticky" } else { kind }
 }
 
 /// What one run produced: its summary, or why it failed.
@@ -54,7 +97,7 @@ pub struct RunResult {
 }
 
 /// Every run of the grid, in order: models, then segment counts, then seeds.
-pub fn grid(models: &[ModelKind], segments: &[usize], seeds: &[u64]) -> Vec<RunSpec> {
+pub fn grid(models: &[Contender], segments: &[usize], seeds: &[u64]) -> Vec<RunSpec> {
     let mut runs = Vec::new();
     for &model in models {
         for &s in segments {
@@ -96,7 +139,7 @@ impl Stats {
 }
 
 /// The results of one (model, segments) cell, seeds in order.
-pub fn cell(results: &[RunResult], model: ModelKind, segments: usize) -> Vec<&RunResult> {
+pub fn cell(results: &[RunResult], model: Contender, segments: usize) -> Vec<&RunResult> {
     results
         .iter()
         .filter(|r| r.spec.model == model && r.spec.segments == segments)

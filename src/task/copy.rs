@@ -10,7 +10,7 @@ fn source(rng: &mut impl Rng, len: usize, symbols: usize) -> Vec<u32> {
         .collect()
 }
 
-fn with_answer(question: Vec<u32>, answer: Vec<u32>) -> Sample {
+pub(super) fn with_answer(question: Vec<u32>, answer: Vec<u32>) -> Sample {
     let answer_mask = std::iter::repeat_n(false, question.len())
         .chain(std::iter::repeat_n(true, answer.len()))
         .collect();

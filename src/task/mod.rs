@@ -8,6 +8,7 @@ pub mod batch;
 pub mod copy;
 pub mod dataset;
 pub mod quadratic;
+pub mod sort;
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,9 @@ pub enum TaskKind {
     Associative,
     /// A quadratic equation and its worked solution, as characters.
     Quadratic,
+    /// Symbols drawn from a drifting distribution, a separator, then every symbol sorted by
+    /// decreasing frequency (the infinity-former paper's sorting task).
+    Sort,
 }
 
 /// A task and its size. Unknown keys in a config file are an error.
@@ -46,7 +50,7 @@ pub struct TaskConfig {
     pub kind: TaskKind,
     /// Number of segments S the input is split into.
     pub segments: usize,
-    /// Distinct symbols in X (copy, reverse).
+    /// Distinct symbols in X (copy, reverse) or symbols to sort (sort; the paper uses 20).
     pub symbols: usize,
     /// Key-value pairs (associative retrieval).
     pub pairs: usize,
@@ -130,6 +134,20 @@ impl Task {
                     ));
                 }
             }
+            TaskKind::Sort => {
+                if c.symbols < 2 {
+                    return Err(Error::config("task.symbols", "must be at least 2"));
+                }
+                if capacity < c.symbols + 1 {
+                    return Err(Error::config(
+                        "task.segments",
+                        format!(
+                            "sorting {} symbols needs more than {} input tokens; segments * segment_len is only {capacity}",
+                            c.symbols, c.symbols
+                        ),
+                    ));
+                }
+            }
             TaskKind::Quadratic => {
                 if quadratic::MAX_LEN - 1 > capacity {
                     return Err(Error::config(
@@ -163,7 +181,7 @@ impl Task {
     /// Number of token ids the task uses (pad and separator included).
     pub fn vocab_size(&self) -> usize {
         match self.config.kind {
-            TaskKind::Copy | TaskKind::Reverse => 2 + self.config.symbols,
+            TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort => 2 + self.config.symbols,
             TaskKind::Associative => associative::VOCAB,
             TaskKind::Quadratic => quadratic::VOCAB,
         }
@@ -172,7 +190,9 @@ impl Task {
     /// How the task's ids read as text: one character per symbol, `|` as separator.
     pub fn tokenizer(&self) -> Tokenizer {
         match self.config.kind {
-            TaskKind::Copy | TaskKind::Reverse => Tokenizer::symbols(self.config.symbols),
+            TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort => {
+                Tokenizer::symbols(self.config.symbols)
+            }
             TaskKind::Associative => associative::tokenizer(),
             TaskKind::Quadratic => quadratic::tokenizer(),
         }
@@ -181,7 +201,7 @@ impl Task {
     /// Accuracy of guessing uniformly among the answer symbols.
     pub fn chance(&self) -> f64 {
         match self.config.kind {
-            TaskKind::Copy | TaskKind::Reverse => 1.0 / self.config.symbols as f64,
+            TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort => 1.0 / self.config.symbols as f64,
             TaskKind::Associative => 1.0 / associative::VALUES as f64,
             TaskKind::Quadratic => 1.0 / (quadratic::VOCAB - 2) as f64,
         }
@@ -206,6 +226,8 @@ impl Task {
             TaskKind::Reverse => copy::reverse(rng, self.input_len() / 2, c.symbols),
             TaskKind::Associative => associative::sample(rng, c.pairs),
             TaskKind::Quadratic => quadratic::sample(rng),
+            // The sequence fills the input: L = input_len - symbols, then sep and the answer.
+            TaskKind::Sort => sort::sample(rng, self.input_len() - c.symbols, c.symbols),
         };
         debug_assert!(sample.tokens.len() <= self.input_len() + 1);
         sample
