@@ -12,6 +12,7 @@ fn main() -> anyhow::Result<()> {
         ModelKind::Xl,
         ModelKind::Memxl,
         ModelKind::Transformer,
+        ModelKind::Infinity,
     ];
     let options = BenchOptions {
         presets: vec!["copy-small".into(), "medium".into()],

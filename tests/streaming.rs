@@ -208,3 +208,28 @@ fn seeded_generation_repeats_and_the_seed_matters() {
     assert_ne!(a, run(12));
     assert!(a.iter().all(|&t| (t as usize) < config.model.vocab_size));
 }
+
+#[test]
+fn an_infinity_session_shows_where_each_token_reads_its_long_term_memory() {
+    let device = Device::flex();
+    let config = config(ModelKind::Infinity);
+    let mut session = Session::new(model(&config, 3, &device), &device).unwrap();
+    session.record_attention(true);
+    let mut seen = Vec::new();
+    session
+        .feed_with(&tokens(3 * SEG, config.model.vocab_size), |s| {
+            seen.push(s.density.expect("densities when attention is recorded"))
+        })
+        .unwrap();
+    assert_eq!(seen.len(), 3);
+    for layers in seen {
+        assert_eq!(layers.len(), config.model.n_layers);
+        for d in layers {
+            assert_eq!(d.mu.dims(), [1, config.model.n_heads, SEG]);
+            let mu = values(d.mu.clone());
+            assert!(mu.iter().all(|&m| m > 0.0 && m < 1.0), "{mu:?}");
+            let curve = values(d.on_grid(64).reshape([config.model.n_heads * SEG, 64]));
+            assert!(curve.iter().all(|v| v.is_finite() && *v >= 0.0));
+        }
+    }
+}

@@ -22,7 +22,24 @@ pub fn step_forward(config: &ModelConfig, t: usize, cached: usize) -> f64 {
     let attention = 2.0 * 2.0 * n * keys * d; // scores and the weighted sum
     let feed_forward = 2.0 * 2.0 * d * ff * n;
     let head = 2.0 * d * config.vocab_size as f64 * t as f64;
-    config.n_layers as f64 * (projections + attention + feed_forward) + head
+    let ltm = match config.kind {
+        ModelKind::Infinity => long_term_memory(config, n, t as f64),
+        _ => 0.0,
+    };
+    config.n_layers as f64 * (projections + attention + feed_forward + ltm) + head
+}
+
+/// One layer's long-term memory: the read from `n` queries and the refit of `t` new states.
+fn long_term_memory(config: &ModelConfig, n: f64, t: f64) -> f64 {
+    let d = config.d_model as f64;
+    let basis = config.ltm.basis as f64;
+    let samples = config.ltm.samples as f64;
+    let heads = config.n_heads as f64;
+    let projections = 2.0 * d * d * (2.0 * n + 2.0 * basis); // q, out on n; k, v on N
+    let attention = 2.0 * 2.0 * n * basis * d; // scores and r V
+    let density = 2.0 * 2.0 * n * heads * basis; // w_mu, w_sigma
+    let write = 2.0 * samples * basis * d + 2.0 * basis * (samples + t) * d; // sample, refit
+    projections + attention + density + write
 }
 
 /// Training FLOPs per input token of a sequence of `segments` steps of `t` tokens: forward plus

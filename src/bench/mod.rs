@@ -75,7 +75,7 @@ pub fn presets() -> Vec<Preset> {
 pub struct BenchOptions {
     /// Presets by name.
     pub presets: Vec<String>,
-    /// Models to train: rmt, xl, memxl, transformer.
+    /// Models to train: rmt, xl, memxl, transformer, infinity.
     pub train_models: Vec<ModelKind>,
     /// Timed training steps per model (after two warm-up steps).
     pub train_steps: usize,

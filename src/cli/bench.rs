@@ -20,13 +20,13 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "copy-small,medium")]
     presets: Vec<String>,
     /// Models to train, comma-separated (none: `--train-models ''`).
-    #[arg(long, value_delimiter = ',', default_value = "rmt,xl,memxl,transformer", value_parser = parse_enum::<ModelKind>)]
+    #[arg(long, value_delimiter = ',', default_value = "rmt,xl,memxl,transformer,infinity", value_parser = parse_enum::<ModelKind>)]
     train_models: Vec<ModelKind>,
     /// Timed training steps per model.
     #[arg(long, default_value_t = 10)]
     train_steps: usize,
     /// Models to stream (transformer = full attention over a growing cache, as far as it reaches).
-    #[arg(long, value_delimiter = ',', default_value = "rmt,xl,memxl,transformer", value_parser = parse_enum::<ModelKind>)]
+    #[arg(long, value_delimiter = ',', default_value = "rmt,xl,memxl,transformer,infinity", value_parser = parse_enum::<ModelKind>)]
     stream_models: Vec<ModelKind>,
     /// Stream lengths at which figures are taken.
     #[arg(

@@ -47,6 +47,10 @@ pub struct Segment {
     /// # Shapes
     /// each `[1, n_heads, layout_len, layout_len]`
     pub attention: Option<Vec<Tensor<4>>>,
+    /// Per layer, the infinity-former's attention densities over its long-term memory `[0, 1]`
+    /// (one per head and token; [`crate::nn::Density::on_grid`] draws them), when
+    /// [`Session::record_attention`] is on.
+    pub density: Option<Vec<crate::nn::Density>>,
 }
 
 /// A model reading one stream: the memory state, the tokens of an unfinished segment, and the
@@ -208,6 +212,7 @@ impl Session {
                 tokens: segment,
                 logits,
                 attention: out.attention,
+                density: out.density,
             });
         }
         self.pending.extend_from_slice(rest);

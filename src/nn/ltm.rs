@@ -425,6 +425,37 @@ mod tests {
     }
 
     #[test]
+    fn the_drawn_density_holds_the_mass_the_histogram_counts() {
+        // The visualisation's curve (on_grid) integrated over [0, 1] equals the CDF mass the
+        // sticky histogram puts in one bin spanning [0, 1].
+        let device = Device::flex();
+        for (mu, var) in [(0.5f32, 0.01f32), (0.95, 0.04), (0.1, 1e-4), (0.5, 2.0)] {
+            let density = Density {
+                mu: Tensor::from_data([[[mu]]], &device),
+                variance: Tensor::from_data([[[var]]], &device),
+            };
+            let points = 20_001;
+            let curve = density
+                .on_grid(points)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
+            let h = 1.0 / (points - 1) as f64;
+            let integral: f64 = curve
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| v as f64 * if i == 0 || i == points - 1 { 0.5 } else { 1.0 })
+                .sum::<f64>()
+                * h;
+            let mass: f32 = density.histogram(1).into_scalar();
+            assert!(
+                (integral - mass as f64).abs() < 1e-3,
+                "mu {mu}, var {var}: curve holds {integral}, histogram {mass}"
+            );
+        }
+    }
+
+    #[test]
     fn sticky_positions_follow_a_sharp_density() {
         // All attention on one narrow spot at 0.3: most samples land near it, the rest spread.
         let device = Device::flex();
