@@ -235,8 +235,8 @@ mod tests {
     fn typos_and_bad_values_are_named() {
         let err = RunConfig::from_toml("[train]\nstpes = 3").unwrap_err();
         assert!(err.contains("stpes"), "{err}");
-        let err = RunConfig::from_toml("[task]\nkind = \"sort\"").unwrap_err();
-        assert!(err.contains("sort"), "{err}");
+        let err = RunConfig::from_toml("[task]\nkind = \"shuffle\"").unwrap_err();
+        assert!(err.contains("shuffle"), "{err}");
         let mut config = RunConfig::from_toml("[train]\nbatch_size = 0").unwrap();
         let err = config.resolve().unwrap_err().to_string();
         assert!(err.contains("train.batch_size"), "{err}");
