@@ -140,6 +140,14 @@ fn a_saved_session_continues_in_a_fresh_one_as_if_it_never_stopped() {
         before.save_file(&state_file).unwrap();
         drop(before);
 
+        // The same weights are the same model however they were loaded: from the file, from
+        // its bytes (as the browser does), or built in memory.
+        let bytes = std::fs::read(&path).unwrap();
+        let from_bytes = Session::from_checkpoint_bytes(&bytes, "c.remem", &device).unwrap();
+        let in_memory = Session::new(model(&config, 2, &device), &device).unwrap();
+        assert_eq!(from_bytes.model_id(), whole.model_id());
+        assert_eq!(in_memory.model_id(), whole.model_id(), "{kind:?}");
+
         let mut after = Session::from_checkpoint(&path, &device).unwrap();
         after.load_file(&state_file).unwrap();
         assert_eq!(after.consumed(), (2 * SEG) as u64);

@@ -11,6 +11,19 @@ use remem::model::ModelKind;
 
 use super::{parse_device, parse_enum};
 
+/// A comma-separated list of models; `none` (or nothing) for none.
+#[derive(Debug, Clone)]
+struct Models(Vec<ModelKind>);
+
+fn parse_models(s: &str) -> Result<Models, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty() && *m != "none")
+        .map(parse_enum::<ModelKind>)
+        .collect::<Result<_, _>>()
+        .map(Models)
+}
+
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// auto, wgpu, vulkan, metal, dx12 or cpu.
@@ -19,15 +32,16 @@ pub struct BenchArgs {
     /// Presets, comma-separated: copy-small, medium.
     #[arg(long, value_delimiter = ',', default_value = "copy-small,medium")]
     presets: Vec<String>,
-    /// Models to train, comma-separated (none: `--train-models ''`).
-    #[arg(long, value_delimiter = ',', default_value = "rmt,xl,memxl,transformer,infinity", value_parser = parse_enum::<ModelKind>)]
-    train_models: Vec<ModelKind>,
+    /// Models to train, comma-separated, or `none`.
+    #[arg(long, default_value = "rmt,xl,memxl,transformer,infinity", value_parser = parse_models)]
+    train_models: Models,
     /// Timed training steps per model.
     #[arg(long, default_value_t = 10)]
     train_steps: usize,
-    /// Models to stream (transformer = full attention over a growing cache, as far as it reaches).
-    #[arg(long, value_delimiter = ',', default_value = "rmt,xl,memxl,transformer,infinity", value_parser = parse_enum::<ModelKind>)]
-    stream_models: Vec<ModelKind>,
+    /// Models to stream, comma-separated, or `none` (transformer = full attention over a
+    /// growing cache, as far as it reaches).
+    #[arg(long, default_value = "rmt,xl,memxl,transformer,infinity", value_parser = parse_models)]
+    stream_models: Models,
     /// Stream lengths at which figures are taken.
     #[arg(
         long,
@@ -47,9 +61,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     stream_tokens.dedup();
     let options = BenchOptions {
         presets: args.presets,
-        train_models: args.train_models,
+        train_models: args.train_models.0,
         train_steps: args.train_steps,
-        stream_models: args.stream_models,
+        stream_models: args.stream_models.0,
         stream_tokens,
     };
     let selected = device::select(args.device)?;

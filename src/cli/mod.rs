@@ -1,4 +1,4 @@
-//! The command line: `remem train`, `eval`, `compare`, `stream` and `bench`.
+//! The command line: `remem train`, `eval`, `compare`, `stream`, `bench` and `export`.
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +36,8 @@ enum Command {
     Stream(stream::StreamArgs),
     /// Measure training and streaming speed, memory and FLOP/s (a table and JSON).
     Bench(bench::BenchArgs),
+    /// Write a checkpoint's model without its optimiser state (for inference: the web page).
+    Export(ExportArgs),
 }
 
 /// A checkpoint file, or the checkpoint inside a run folder.
@@ -182,6 +184,16 @@ struct EvalArgs {
     json: bool,
 }
 
+#[derive(Args, Debug)]
+struct ExportArgs {
+    /// The checkpoint file (runs/<name>/checkpoint.remem) or its run folder.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Where to write the model-only checkpoint.
+    #[arg(long)]
+    out: PathBuf,
+}
+
 impl TrainArgs {
     fn run_config(&self) -> Result<RunConfig> {
         let mut c = match &self.config {
@@ -323,6 +335,24 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+fn export_cmd(args: ExportArgs) -> Result<()> {
+    let path = checkpoint_path(&args.checkpoint);
+    let mut ck = Checkpoint::load(&path)?;
+    ck.optimizer.clear();
+    ck.save(&args.out)?;
+    let size = std::fs::metadata(&args.out)
+        .with_context(|| format!("reading back {}", args.out.display()))?
+        .len();
+    eprintln!(
+        "wrote {} ({} bytes: {:?} model, step {}, no optimiser state)",
+        args.out.display(),
+        size,
+        ck.config.model.kind,
+        ck.progress.step
+    );
+    Ok(())
+}
+
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -331,5 +361,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Compare(args) => compare::run(args),
         Command::Stream(args) => stream::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Export(args) => export_cmd(args),
     }
 }

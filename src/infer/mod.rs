@@ -78,42 +78,61 @@ pub struct Session {
 impl Session {
     /// A session over `model` (for inference: built on a device without autodiff), reading
     /// `model.config().segment_len` tokens per step.
+    ///
+    /// Reads the weights back once to identify the model, synchronously: in a browser on WebGPU
+    /// use [`Session::from_checkpoint_bytes`].
     pub fn new(model: Model, device: &Device) -> Result<Self> {
         let step_len = model.config().segment_len;
-        Self::with_step_len(model, device, step_len)
-    }
-
-    /// Load the model of a checkpoint file onto `device`. The full-attention Transformer reads
-    /// its whole training input per step (it keeps nothing between steps).
-    pub fn from_checkpoint(path: &Path, device: &Device) -> Result<Self> {
-        let checkpoint = Checkpoint::load(path)?;
-        let mut config = checkpoint.config.clone();
-        let task = config.resolve().map_err(|e| Error::Checkpoint {
-            path: path.to_path_buf(),
-            reason: format!("its config does not resolve: {e}"),
-        })?;
-        let model = train::load_model(&checkpoint, path, device)?;
-        let step_len = model.step_len(&task);
-        let mut session = Self::with_step_len(model, device, step_len)?;
-        // Checkpoints written before tokenizers were recorded get their task's.
-        session.tokenizer = config.model.tokenizer.unwrap_or_else(|| task.tokenizer());
-        Ok(session)
-    }
-
-    fn with_step_len(model: Model, device: &Device, step_len: usize) -> Result<Self> {
-        let config = model.config();
-        let tokenizer = config.tokenizer.clone().unwrap_or(Tokenizer::Ids);
-        // The id names the architecture and the weights, so a state saved from other weights of
-        // the same shape is refused too.
         let weights = model
             .clone()
             .into_record()
             .into_bytes()
             .map_err(|e| Error::State(format!("cannot serialise the weights: {e:?}")))?;
+        Self::with_step_len(model, device, step_len, &weights)
+    }
+
+    /// Load the model of a checkpoint file onto `device`. The full-attention Transformer reads
+    /// its whole training input per step (it keeps nothing between steps).
+    pub fn from_checkpoint(path: &Path, device: &Device) -> Result<Self> {
+        Self::from_loaded(&Checkpoint::load(path)?, path, device)
+    }
+
+    /// As [`Session::from_checkpoint`], from the bytes of a checkpoint file (`name` names it in
+    /// errors). Nothing is read back from the device, so this works on WebGPU in a browser.
+    pub fn from_checkpoint_bytes(bytes: &[u8], name: &str, device: &Device) -> Result<Self> {
+        let path = Path::new(name);
+        Self::from_loaded(&Checkpoint::from_bytes(bytes, path)?, path, device)
+    }
+
+    fn from_loaded(checkpoint: &Checkpoint, path: &Path, device: &Device) -> Result<Self> {
+        let mut config = checkpoint.config.clone();
+        let task = config.resolve().map_err(|e| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!("its config does not resolve: {e}"),
+        })?;
+        let model = train::load_model(checkpoint, path, device)?;
+        let step_len = model.step_len(&task);
+        let mut session = Self::with_step_len(model, device, step_len, &checkpoint.model)?;
+        // Checkpoints written before tokenizers were recorded get their task's.
+        session.tokenizer = config.model.tokenizer.unwrap_or_else(|| task.tokenizer());
+        Ok(session)
+    }
+
+    /// `weights` is the model's record as bytes (what a checkpoint stores), hashed into the id.
+    fn with_step_len(
+        model: Model,
+        device: &Device,
+        step_len: usize,
+        weights: &[u8],
+    ) -> Result<Self> {
+        let config = model.config();
+        let tokenizer = config.tokenizer.clone().unwrap_or(Tokenizer::Ids);
+        // The id names the architecture and the weights, so a state saved from other weights of
+        // the same shape is refused too.
         let id = format!(
             "{}-w{:016x}",
             config.fingerprint(),
-            train::checkpoint::fnv1a(&weights)
+            train::checkpoint::fnv1a(weights)
         );
         let state = model.init_state(1, device);
         Ok(Self {

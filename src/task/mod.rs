@@ -232,6 +232,61 @@ impl Task {
         debug_assert!(sample.tokens.len() <= self.input_len() + 1);
         sample
     }
+
+    /// The answer to `question` (everything before the answer, in this task's format), of any
+    /// length: what a model that solves the task writes next.
+    ///
+    /// # Errors
+    /// [`Error::Input`] when the question is not in the task's format, and for quadratic
+    /// equations, whose worked solutions only the generator writes.
+    pub fn answer(&self, question: &[u32]) -> Result<Vec<u32>> {
+        let c = &self.config;
+        let bad = |why: String| Err(Error::Input(why));
+        let symbol = |t: u32| (2..2 + c.symbols as u32).contains(&t);
+        match c.kind {
+            TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort => {
+                let Some((&SEP, x)) = question.split_last() else {
+                    return bad("the question must end with the separator".into());
+                };
+                if x.is_empty() {
+                    return bad("there is nothing before the separator".into());
+                }
+                if let Some(i) = x.iter().position(|&t| !symbol(t)) {
+                    return bad(format!(
+                        "token {} at position {i} is not one of the {} symbols",
+                        x[i], c.symbols
+                    ));
+                }
+                Ok(match c.kind {
+                    TaskKind::Copy => [x, x].concat(),
+                    TaskKind::Reverse => x.iter().rev().copied().collect(),
+                    _ => sort::sorted_by_frequency(x, c.symbols),
+                })
+            }
+            TaskKind::Associative => {
+                let key = |t: u32| (2..2 + associative::KEYS as u32).contains(&t);
+                let value = |t: u32| t >= 2 + associative::KEYS as u32;
+                let n = question.len();
+                if n < 4 || n % 2 != 0 || question[n - 2] != SEP {
+                    return bad("expected key-value pairs, the separator, then one key".into());
+                }
+                let pairs = &question[..n - 2];
+                let query = question[n - 1];
+                for (i, pair) in pairs.chunks(2).enumerate() {
+                    if !key(pair[0]) || !value(pair[1]) {
+                        return bad(format!("pair {i} is not a key followed by a value"));
+                    }
+                }
+                match pairs.chunks(2).rev().find(|p| p[0] == query) {
+                    Some(pair) if key(query) => Ok(vec![pair[1]]),
+                    _ => bad("the queried key is not among the pairs".into()),
+                }
+            }
+            TaskKind::Quadratic => {
+                bad("only the generator knows a quadratic equation's worked solution".into())
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -239,6 +294,42 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
+
+    #[test]
+    fn answers_match_the_generator_and_bad_questions_are_named() {
+        let mut rng = StdRng::seed_from_u64(3);
+        for kind in [
+            TaskKind::Copy,
+            TaskKind::Reverse,
+            TaskKind::Associative,
+            TaskKind::Sort,
+        ] {
+            let task = Task::new(
+                TaskConfig {
+                    kind,
+                    segments: 4,
+                    ..TaskConfig::default()
+                },
+                6,
+            )
+            .unwrap();
+            for _ in 0..20 {
+                let sample = task.sample(&mut rng);
+                let start = sample.answer.iter().position(|&a| a).unwrap();
+                let (question, answer) = sample.tokens.split_at(start);
+                assert_eq!(task.answer(question).unwrap(), answer, "{kind:?}");
+            }
+        }
+        let copy = Task::new(TaskConfig::default(), 8).unwrap();
+        assert!(
+            copy.answer(&[2, 3, 4])
+                .unwrap_err()
+                .to_string()
+                .contains("separator")
+        );
+        let err = copy.answer(&[2, 99, SEP]).unwrap_err().to_string();
+        assert!(err.contains("position 1"), "{err}");
+    }
 
     #[test]
     fn paper_sizes_fit() {

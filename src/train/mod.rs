@@ -229,6 +229,14 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
             },
         ),
         Some(ck) => {
+            if ck.optimizer.is_empty() {
+                return Err(Error::Checkpoint {
+                    path: ck_path.clone(),
+                    reason: "it holds no optimiser state (written by `remem export` for \
+                             inference); resume from the run's own checkpoint"
+                        .into(),
+                });
+            }
             let model = load_model(ck, &ck_path, &ad)?;
             optim = optim
                 .from_bytes(Bytes::from_bytes_vec(ck.optimizer.clone()))

@@ -1,0 +1,182 @@
+// Browser tests of the page, in headless Chromium driven by playwright-core: once with WebGPU
+// (a real adapter, `--enable-unsafe-webgpu`) and once without (the CPU fallback). Each loads
+// the page, plays a question of at least 8 segments, checks the answer shown is the truth, that
+// the attention heatmap is drawn, and saves a screenshot; then bad inputs must show a message.
+//
+// Run from the repository root after `bash web/build.sh`: `node web/tests/browser.mjs`.
+// CHROMIUM names the browser binary (default /usr/bin/chromium).
+import http from 'node:http';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const web = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const shots = path.join(web, 'screenshots');
+const types = {
+  '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.css': 'text/css',
+  '.wasm': 'application/wasm', '.json': 'application/json', '.png': 'image/png',
+};
+
+/** A static server over web/, on a free port. */
+function serve() {
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url, 'http://localhost');
+    const file = path.join(web, decodeURIComponent(url.pathname === '/' ? '/index.html' : url.pathname));
+    if (!file.startsWith(web) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
+      res.writeHead(404);
+      res.end('not found');
+      return;
+    }
+    res.writeHead(200, { 'content-type': types[path.extname(file)] ?? 'application/octet-stream' });
+    fs.createReadStream(file).pipe(res);
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
+function check(condition, what) {
+  if (!condition) throw new Error(`check failed: ${what}`);
+}
+
+async function launch(webgpu) {
+  const args = [
+    '--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage',
+  ];
+  if (webgpu) args.push('--enable-unsafe-webgpu', '--enable-features=Vulkan');
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    args,
+  });
+}
+
+/** Count distinct colours on a canvas: a drawn heatmap has many, a blank one has one. */
+async function colours(page, id) {
+  return page.evaluate((id) => {
+    const c = document.getElementById(id);
+    const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    const seen = new Set();
+    for (let i = 0; i < data.length; i += 4) seen.add((data[i] << 16) | (data[i + 1] << 8) | data[i + 2]);
+    return seen.size;
+  }, id);
+}
+
+async function play(page) {
+  await page.click('#play');
+  await page.waitForFunction(() => document.getElementById('verdict').textContent !== '' ||
+    window.remem.error, null, { timeout: 600_000 });
+  const error = await page.evaluate(() => window.remem.error ?? null);
+  check(error === null, `no error while playing (got: ${error})`);
+}
+
+async function runPath(base, name, webgpu) {
+  const browser = await launch(webgpu);
+  const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+  const logs = [];
+  page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => logs.push(`pageerror: ${e.message}`));
+  try {
+    const t0 = Date.now();
+    await page.goto(`${base}/?model=copy-rmt`);
+    await page.waitForFunction(() => window.remem.ready || window.remem.error, null, { timeout: 300_000 });
+    const device = await page.textContent('#device');
+    console.log(`[${name}] device: ${device}`);
+    check(webgpu ? /^WebGPU/.test(device) : /^CPU/.test(device),
+      `${name}: the page runs on ${webgpu ? 'WebGPU' : 'the CPU'} (device line: ${device})`);
+    if (!webgpu) check(/no WebGPU/.test(device), `the CPU fallback says why (device line: ${device})`);
+
+    await play(page);
+    const seconds = (Date.now() - t0) / 1000;
+    const answer = await page.textContent('#answer');
+    const truth = await page.textContent('#truth');
+    const verdict = await page.textContent('#verdict');
+    const segments = await page.locator('.segment').count();
+    console.log(`[${name}] ${segments} segments, answer ${answer}, truth ${truth}: ${verdict}`);
+    check(segments >= 8, `at least 8 segments were read (got ${segments})`);
+    check(answer === truth && answer.length > 0, `the answer shown equals the truth (${answer} vs ${truth})`);
+    check(verdict.startsWith('Correct'), `the verdict says correct (${verdict})`);
+    const attention = await colours(page, 'attention');
+    const memory = await colours(page, 'memory');
+    check(attention > 20, `the attention heatmap is drawn (${attention} colours)`);
+    check(memory > 5, `the memory change map is drawn (${memory} colours)`);
+    const times = await page.evaluate(() => window.remem);
+    fs.mkdirSync(shots, { recursive: true });
+    const shot = path.join(shots, `${name}.png`);
+    await page.screenshot({ path: shot, fullPage: true });
+
+    // Bad input: a character outside the alphabet, then an empty question.
+    await page.fill('#question', '12x4|');
+    await page.click('#step');
+    await page.waitForSelector('#error:not([hidden])');
+    const outside = await page.textContent('#error');
+    check(/outside|not in|unknown/i.test(outside), `a stray character is named (${outside})`);
+    await page.fill('#question', '');
+    await page.click('#step');
+    await page.waitForFunction(() => /empty/.test(document.getElementById('error').textContent));
+
+    console.log(JSON.stringify({
+      path: name, device, segments, load_ms: Math.round(times.loadedMs),
+      first_answer_ms: Math.round(times.firstAnswerMs), wall_s: seconds, screenshot: shot,
+    }));
+  } catch (e) {
+    console.error(`[${name}] browser log:\n${logs.join('\n')}`);
+    throw e;
+  } finally {
+    await browser.close();
+  }
+}
+
+/** The infinity-former draws its density over the continuous memory. */
+async function runInfinity(base) {
+  const browser = await launch(false);
+  const page = await browser.newPage({ viewport: { width: 1100, height: 1100 } });
+  try {
+    await page.goto(`${base}/?model=sort-infinity&cpu=1`);
+    await page.waitForFunction(() => window.remem.ready || window.remem.error, null, { timeout: 300_000 });
+    await play(page);
+    const density = await colours(page, 'density');
+    check(density > 20, `the infinity-former's density is drawn (${density} colours)`);
+    const shot = path.join(shots, 'infinity.png');
+    await page.screenshot({ path: shot, fullPage: true });
+    console.log(JSON.stringify({ path: 'infinity (cpu)', verdict: await page.textContent('#verdict'), screenshot: shot }));
+  } finally {
+    await browser.close();
+  }
+}
+
+/** A model asset that fails to load shows a message, not a blank page. */
+async function runMissingAsset(base) {
+  const browser = await launch(false);
+  const page = await browser.newPage();
+  try {
+    await page.route('**/assets/*.remem', (route) => route.fulfill({ status: 404, body: 'gone' }));
+    await page.goto(`${base}/?cpu=1`);
+    await page.waitForSelector('#error:not([hidden])', { timeout: 120_000 });
+    const text = await page.textContent('#error');
+    check(/could not be loaded/.test(text), `a missing model is reported (${text})`);
+    console.log(`[missing asset] ${text}`);
+  } finally {
+    await browser.close();
+  }
+}
+
+const server = await serve();
+const base = `http://127.0.0.1:${server.address().port}`;
+let failed = false;
+for (const [name, fn] of [
+  ['webgpu', () => runPath(base, 'webgpu', true)],
+  ['cpu', () => runPath(base, 'cpu', false)],
+  ['infinity', () => runInfinity(base)],
+  ['missing asset', () => runMissingAsset(base)],
+]) {
+  try {
+    await fn();
+    console.log(`ok: ${name}`);
+  } catch (e) {
+    failed = true;
+    console.error(`FAILED: ${name}: ${e.message}`);
+  }
+}
+server.close();
+process.exit(failed ? 1 : 0);
