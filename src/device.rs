@@ -9,8 +9,7 @@ use std::fmt;
 use std::sync::{Mutex, OnceLock};
 
 use burn::tensor::Device;
-use burn::tensor::DeviceKind;
-use burn::tensor::wgpu::{WgpuBackend, wgpu};
+use burn::tensor::wgpu::{WgpuBackend, WgpuSetup, wgpu};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -163,6 +162,23 @@ fn described(adapter: Adapter) -> SelectedDevice {
     }
 }
 
+/// Open the default wgpu adapter on `api`, blocking until it is ready.
+#[cfg(not(target_arch = "wasm32"))]
+fn init_wgpu(api: WgpuBackend) -> Result<(Device, WgpuSetup), String> {
+    use burn::tensor::DeviceKind;
+    Device::wgpu_options()
+        .device_kind(DeviceKind::DefaultDevice)
+        .graphics_api(api)
+        .init_with_setup()
+        .map_err(|e| e.to_string())
+}
+
+/// In a browser WebGPU can only be opened asynchronously (see `web/src/lib.rs`).
+#[cfg(target_arch = "wasm32")]
+fn init_wgpu(_api: WgpuBackend) -> Result<(Device, WgpuSetup), String> {
+    Err("in a browser, open WebGPU with `Device::wgpu_options().init_async().await`".into())
+}
+
 /// Open (once per process) the default wgpu adapter on `api`.
 fn open_wgpu(api: WgpuBackend) -> Result<Adapter> {
     static OPENED: OnceLock<Mutex<HashMap<String, Result<Adapter, String>>>> = OnceLock::new();
@@ -173,12 +189,7 @@ fn open_wgpu(api: WgpuBackend) -> Result<Adapter> {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let entry = opened.entry(key.clone()).or_insert_with(|| {
         // A driver that panics while being probed must not take the program down.
-        let attempt = std::panic::catch_unwind(|| {
-            Device::wgpu_options()
-                .device_kind(DeviceKind::DefaultDevice)
-                .graphics_api(api)
-                .init_with_setup()
-        });
+        let attempt = std::panic::catch_unwind(|| init_wgpu(api));
         match attempt {
             Ok(Ok((device, setup))) => {
                 let info = setup.adapter.get_info();

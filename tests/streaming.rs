@@ -10,7 +10,7 @@ use common::{max_abs_diff, state_values, values};
 use remem::infer::{Sampling, Session};
 use remem::model::{Model, ModelKind};
 use remem::nn::LtmSampling;
-use remem::train::{Checkpoint, RunConfig, checkpoint::Progress};
+use remem::train::{self, Checkpoint, RunConfig, checkpoint::Progress};
 
 const SEG: usize = 5;
 
@@ -144,7 +144,8 @@ fn a_saved_session_continues_in_a_fresh_one_as_if_it_never_stopped() {
         // its bytes (as the browser does), or built in memory.
         let bytes = std::fs::read(&path).unwrap();
         let from_bytes = Session::from_checkpoint_bytes(&bytes, "c.remem", &device).unwrap();
-        let in_memory = Session::new(model(&config, 2, &device), &device).unwrap();
+        let loaded = train::load_model(&Checkpoint::load(&path).unwrap(), &path, &device).unwrap();
+        let in_memory = Session::new(loaded, &device).unwrap();
         assert_eq!(from_bytes.model_id(), whole.model_id());
         assert_eq!(in_memory.model_id(), whole.model_id(), "{kind:?}");
 

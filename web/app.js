@@ -16,6 +16,7 @@ let info = null;
 let views = [];
 let selected = -1;
 let busy = false;
+let adapterName = '';
 
 function showError(message) {
   const box = $('error');
@@ -37,12 +38,42 @@ function message(e) {
 window.addEventListener('unhandledrejection', (e) => showError(`Unexpected error: ${message(e.reason)}`));
 window.addEventListener('error', (e) => showError(`Unexpected error: ${e.message}`));
 
+// Burn's WebGPU kernels read the subgroup size, so their WGSL says `enable subgroups;`, but wgpu
+// (30) does not ask the browser for the `subgroups` feature when it creates the device, and the
+// browser then refuses those shaders. Ask for it on every device this page creates.
+if (globalThis.GPUAdapter) {
+  const requestDevice = GPUAdapter.prototype.requestDevice;
+  GPUAdapter.prototype.requestDevice = function (descriptor = {}) {
+    const features = new Set(descriptor.requiredFeatures ?? []);
+    if (this.features.has('subgroups')) features.add('subgroups');
+    return requestDevice.call(this, { ...descriptor, requiredFeatures: [...features] });
+  };
+}
+// Some of those kernels call subgroup reductions under branches that Dawn's uniformity analysis
+// cannot prove subgroup-uniform (native drivers accept them); the browser tests check that the
+// answers computed this way are right.
+if (globalThis.GPUDevice) {
+  const createShaderModule = GPUDevice.prototype.createShaderModule;
+  GPUDevice.prototype.createShaderModule = function (descriptor) {
+    if (typeof descriptor?.code === 'string' && descriptor.code.includes('enable subgroups;')) {
+      descriptor = { ...descriptor, code: `diagnostic(off, subgroup_uniformity);\n${descriptor.code}` };
+    }
+    return createShaderModule.call(this, descriptor);
+  };
+}
+
 /** Why WebGPU cannot be used here, or null when an adapter is offered. */
 async function webgpuProblem() {
   if (!('gpu' in navigator)) return 'this browser offers no WebGPU';
   try {
     const adapter = await navigator.gpu.requestAdapter();
-    return adapter ? null : 'the browser offers no WebGPU adapter';
+    if (!adapter) return 'the browser offers no WebGPU adapter';
+    const info = adapter.info ?? {};
+    adapterName = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ');
+    if (!adapter.features.has('subgroups')) {
+      return "the WebGPU adapter lacks subgroups, which Burn's kernels need in a browser";
+    }
+    return null;
   } catch (e) {
     return `WebGPU failed: ${message(e)}`;
   }
@@ -76,8 +107,10 @@ async function loadModel() {
       }
     }
     if (demo === null) demo = await Demo.load(bytes, entry.file, true);
-    window.remem.device = demo.device();
-    $('device').textContent = problem ? `${demo.device()}: ${problem}` : demo.device();
+    let device = demo.device();
+    if (device === 'WebGPU' && adapterName) device = `WebGPU (${adapterName})`;
+    window.remem.device = device;
+    $('device').textContent = problem ? `${device}: ${problem}` : device;
     info = JSON.parse(demo.info());
     $('model-note').textContent =
       `${entry.title}: ${info.layers} layers, ${info.heads} heads, segments of ${info.segment_len} tokens` +
@@ -269,7 +302,9 @@ function drawAttention() {
   const rows = a.rows.length, cols = a.cols.length;
   const g = canvas.getContext('2d');
   const left = 44, top = 44;
-  const cell = Math.max(2, Math.floor(Math.min((canvas.width - left) / cols, (canvas.height - top) / rows)));
+  const cell = Math.max(2, Math.min(28, Math.floor((canvas.width - left) / cols)));
+  canvas.height = top + rows * cell + 16;
+  clear(canvas);
   // Scale so the largest weight is darkest: rows sum to 1, so raw weights are pale on long rows.
   let max = 0;
   for (const v of m) max = Math.max(max, v);

@@ -19,7 +19,7 @@ if [ "$(wasm-bindgen --version 2>/dev/null | cut -d' ' -f2)" != "$version" ]; th
   CARGO_TARGET_DIR="$target" cargo install wasm-bindgen-cli --version "$version"
 fi
 
-cargo build --release --locked -p remem-web --target wasm32-unknown-unknown --target-dir "$target"
+cargo build --profile wasm --locked -p remem-web --target wasm32-unknown-unknown --target-dir "$target"
 wasm-bindgen --target web --no-typescript --out-dir web/pkg \
-  "$target/wasm32-unknown-unknown/release/remem_web.wasm"
+  "$target/wasm32-unknown-unknown/wasm/remem_web.wasm"
 echo "built web/pkg ($(du -h web/pkg/remem_web_bg.wasm | cut -f1) of wasm)" >&2

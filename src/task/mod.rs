@@ -267,7 +267,7 @@ impl Task {
                 let key = |t: u32| (2..2 + associative::KEYS as u32).contains(&t);
                 let value = |t: u32| t >= 2 + associative::KEYS as u32;
                 let n = question.len();
-                if n < 4 || n % 2 != 0 || question[n - 2] != SEP {
+                if n < 4 || !n.is_multiple_of(2) || question[n - 2] != SEP {
                     return bad("expected key-value pairs, the separator, then one key".into());
                 }
                 let pairs = &question[..n - 2];

@@ -19,6 +19,10 @@ use remem::task::Task;
 use remem::train::Checkpoint;
 use remem::{Error, Result};
 
+/// Longest question the page accepts, in tokens (each segment is drawn, so a page over this
+/// length would be unreadable and slow).
+pub const MAX_QUESTION: usize = 4096;
+
 /// Points of `[0, 1]` at which the infinity-former's densities are drawn.
 pub const DENSITY_POINTS: usize = 64;
 
@@ -91,10 +95,11 @@ pub struct Attention {
 pub struct MemoryView {
     /// What the slots are.
     pub what: String,
-    /// Per slot: cosine similarity to its value before this segment (1 = untouched).
+    /// Per slot: cosine similarity to its value before this segment (1 = untouched; for the
+    /// first segment, to the memory the model starts from).
     pub change: Vec<f32>,
-    /// Per slot: cosine similarity to its value after the first segment (how long the first
-    /// write stays).
+    /// Per slot: cosine similarity to its first written value (how long the first write
+    /// stays); 1 until the memory holds anything.
     pub retention: Vec<f32>,
 }
 
@@ -251,6 +256,13 @@ impl Demo {
             .session
             .tokenizer()
             .encode(text, self.session.vocab_size())?;
+        if ids.len() > MAX_QUESTION {
+            return Err(Error::Input(format!(
+                "the question has {} tokens; the page reads at most {MAX_QUESTION} (the library \
+                 streams any length: see `remem stream`)",
+                ids.len()
+            )));
+        }
         let truth = self.task.answer(&ids)?;
         self.session.reset();
         self.run = Some(Run {
@@ -268,6 +280,15 @@ impl Demo {
     /// Read or write until one more segment has been processed, and return what it shows;
     /// `None` once the whole answer is written.
     pub async fn step(&mut self) -> Result<Option<SegmentView>> {
+        // The memory the run starts from (learned initial memory tokens, or an empty long-term
+        // memory), so the first segment's change is measured against it.
+        let fresh = self.run.as_ref().is_some_and(|r| r.previous.is_none());
+        if fresh && let Some((_, start)) = slots(self.session.memory()) {
+            let rows = slot_rows(start).await?;
+            if let Some(run) = self.run.as_mut() {
+                run.previous = Some(rows);
+            }
+        }
         loop {
             let run = self
                 .run
@@ -397,15 +418,20 @@ impl Demo {
         let Some((what, tensor)) = slots(self.session.memory()) else {
             return Ok(None);
         };
-        let [_, n, d] = tensor.dims();
-        let values = floats(tensor).await?;
-        let now: Vec<Vec<f32>> = values.chunks(d).take(n).map(<[f32]>::to_vec).collect();
+        let now = slot_rows(tensor).await?;
         let run = self.run.as_mut().expect("a run is on");
-        let first = run.first.get_or_insert_with(|| now.clone());
-        let retention = cosines(first, &now);
+        // The reference is the first memory that holds anything (the infinity-former's long-term
+        // memory is empty until states leave the cache).
+        if run.first.is_none() && now.iter().any(|row| row.iter().any(|&v| v != 0.0)) {
+            run.first = Some(now.clone());
+        }
+        let retention = match &run.first {
+            Some(first) => cosines(first, &now),
+            None => vec![1.0; now.len()],
+        };
         let change = match &run.previous {
             Some(previous) => cosines(previous, &now),
-            None => vec![0.0; n],
+            None => vec![0.0; now.len()],
         };
         run.previous = Some(now);
         Ok(Some(MemoryView {
@@ -444,14 +470,26 @@ fn slots(state: &State) -> Option<(&'static str, Tensor<3>)> {
     }
 }
 
+/// The first batch row's slots, each a vector of `d_model` values.
+async fn slot_rows(tensor: Tensor<3>) -> Result<Vec<Vec<f32>>> {
+    let [_, n, d] = tensor.dims();
+    let values = floats(tensor).await?;
+    Ok(values.chunks(d).take(n).map(<[f32]>::to_vec).collect())
+}
+
+/// Cosine similarity of each pair of rows: 1 where both are all zeros (nothing changed), 0
+/// where only one is.
 fn cosines(a: &[Vec<f32>], b: &[Vec<f32>]) -> Vec<f32> {
     a.iter()
         .zip(b)
         .map(|(x, y)| {
             let dot: f32 = x.iter().zip(y).map(|(p, q)| p * q).sum();
             let norm = |v: &[f32]| v.iter().map(|p| p * p).sum::<f32>().sqrt();
-            let n = norm(x) * norm(y);
-            if n > 0.0 { dot / n } else { 0.0 }
+            match (norm(x), norm(y)) {
+                (0.0, 0.0) => 1.0,
+                (nx, ny) if nx > 0.0 && ny > 0.0 => dot / (nx * ny),
+                _ => 0.0,
+            }
         })
         .collect()
 }

@@ -14,10 +14,44 @@ use burn::prelude::*;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::js_sys::Promise;
 
-/// Install the panic hook, so a Rust panic reaches the browser console with its message.
+/// Install the panic hook and a logger, so Rust panics and the GPU runtime's warnings (a shader
+/// WebGPU refuses is only logged, not returned) reach the browser console.
 #[wasm_bindgen(start)]
 pub fn start() {
     console_error_panic_hook::set_once();
+    if log::set_logger(&CONSOLE).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+}
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = console, js_name = warn)]
+    fn console_warn(message: &str);
+}
+
+/// Forwards `log` records at warning level and above to `console.warn`.
+struct Console;
+
+static CONSOLE: Console = Console;
+
+impl log::Log for Console {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            console_warn(&format!(
+                "{} {}: {}",
+                record.level(),
+                record.target(),
+                record.args()
+            ));
+        }
+    }
+
+    fn flush(&self) {}
 }
 
 /// A model loaded on a device, driven by the page.
@@ -45,13 +79,14 @@ async fn open(cpu: bool) -> Result<(Device, String), JsValue> {
         .init_with_setup_async()
         .await
         .map_err(|e| js(format!("WebGPU could not be opened: {e}")))?;
-    let info = setup.adapter.get_info();
-    let name = if info.name.is_empty() {
-        "adapter".to_string()
+    // Browsers often keep the adapter's name to themselves; the page then adds what it knows.
+    let name = setup.adapter.get_info().name;
+    let label = if name.is_empty() {
+        "WebGPU".to_string()
     } else {
-        info.name
+        format!("WebGPU ({name})")
     };
-    Ok((device, format!("WebGPU ({name})")))
+    Ok((device, label))
 }
 
 impl Demo {

@@ -114,6 +114,11 @@ fn the_infinity_former_shows_its_densities_over_the_long_term_memory() {
         last.memory.is_some(),
         "the long-term memory's coefficients are tracked"
     );
+    // The long-term memory is empty until states leave the cache: nothing changes at first,
+    // then the fits rewrite it.
+    let change = |k: usize| views[k].memory.as_ref().unwrap().change.clone();
+    assert!(change(0).iter().all(|&c| c == 1.0), "{:?}", change(0));
+    assert!((0..views.len()).any(|k| change(k).iter().any(|&c| c < 0.99)));
 }
 
 #[test]
