@@ -120,6 +120,48 @@ fn train_writes_metrics_and_a_checkpoint_that_eval_reads_and_resume_continues() 
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(train_losses(&cut), whole_losses);
 
+    // export keeps the weights (eval reports the same) and drops the optimiser state, and
+    // resuming from an exported checkpoint is refused by name.
+    let exported = tmp.path().join("exported");
+    std::fs::create_dir(&exported).unwrap();
+    let model_only = exported.join("checkpoint.remem");
+    let out = remem(&[
+        "export",
+        "--checkpoint",
+        whole.to_str().unwrap(),
+        "--out",
+        model_only.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    assert!(
+        size(&model_only) < size(&ck) / 2,
+        "the optimiser state is gone"
+    );
+    let out = remem(&[
+        "eval",
+        "--device",
+        "cpu",
+        "--samples",
+        "8",
+        "--json",
+        "--checkpoint",
+        model_only.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again, report);
+    let out = remem(&[
+        "train",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--resume",
+        "--run-dir",
+        exported.to_str().unwrap(),
+    ]);
+    fails_with(&out, "no optimiser state");
+
     // Training again into a folder with a checkpoint, without --resume, refuses and keeps it.
     let before = std::fs::read(&ck).unwrap();
     let out = run(&whole, &[]);
