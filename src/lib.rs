@@ -11,8 +11,13 @@
 //! - [`tokenizer`]: text to token ids and back (bytes, characters, ids).
 //! - [`bench`]: training and streaming figures, FLOPs counted from a config.
 //! - [`nn`]: attention that can return its weights, the transformer block, masks.
+//!
+//! The `train` feature (on by default) adds training, `bench`, `compare` and the command line,
+//! with Burn's autodiff; without it the library streams and infers only (the web page's build).
 
+#[cfg(feature = "train")]
 pub mod bench;
+#[cfg(feature = "train")]
 pub mod compare;
 pub mod device;
 pub mod error;

@@ -4,8 +4,10 @@
 //! the accuracies count those positions only. Token 0 is padding and 1 the separator.
 
 pub mod associative;
+#[cfg(feature = "train")]
 pub mod batch;
 pub mod copy;
+#[cfg(feature = "train")]
 pub mod dataset;
 pub mod quadratic;
 pub mod sort;
@@ -16,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
 
+#[cfg(feature = "train")]
 pub use batch::{Batch, SegmentBatcher};
+#[cfg(feature = "train")]
 pub use dataset::TaskDataset;
 
 /// Padding token id (never an answer, never in the loss).

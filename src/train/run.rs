@@ -1,0 +1,407 @@
+//! The training loop (needs the `train` feature: Burn's autodiff).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::Bytes;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::device::SelectedDevice;
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::task::{Batch, Sample, SegmentBatcher, Task, TaskDataset};
+
+use super::checkpoint::{Checkpoint, Progress};
+use super::config::RunConfig;
+use super::eval::{EvalReport, evaluate};
+use super::{
+    CHECKPOINT, METRICS, SUMMARY, clip, load_model, loss, metrics, record_error, schedule,
+};
+
+/// How a run starts.
+#[allow(clippy::large_enum_variant)] // built once per run
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// A new run with this config; the run folder must not hold a checkpoint yet.
+    Fresh(RunConfig),
+    /// Continue the run folder's checkpoint, optionally with a new total number of steps.
+    Resume {
+        /// New `train.steps`, if given.
+        steps: Option<usize>,
+    },
+}
+
+/// What [`train`] reports at the end.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Summary {
+    /// Steps done in total (including before a resume).
+    pub steps: usize,
+    /// The final held-out evaluation.
+    pub eval: EvalReport,
+    /// Training seconds in total (including before a resume).
+    pub elapsed_s: f64,
+    /// Mean training throughput of this invocation in input tokens per second.
+    pub tokens_per_s: f64,
+    /// Where the checkpoint is.
+    pub checkpoint: PathBuf,
+    /// Peak resident memory of the process in bytes, where the platform reports it (Linux).
+    pub peak_rss_bytes: Option<u64>,
+    /// Segments of the last training stage: fewer than the task's when a curriculum ran out of
+    /// steps before reaching it (0 in summaries written before this field existed).
+    #[serde(default)]
+    pub trained_segments: usize,
+}
+
+/// The process's peak resident set size (`VmHWM` in `/proc/self/status`), on Linux.
+pub fn peak_rss_bytes() -> Option<u64> {
+    proc_status_bytes("VmHWM:")
+}
+
+/// The process's resident set size now (`VmRSS`), on Linux.
+pub fn rss_bytes() -> Option<u64> {
+    proc_status_bytes("VmRSS:")
+}
+
+/// A `kB` line of `/proc/self/status`, in bytes.
+fn proc_status_bytes(key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Options that are not part of the run config.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// The run folder (created if missing).
+    pub run_dir: PathBuf,
+    /// Draw a progress bar (on a terminal).
+    pub progress: bool,
+    /// Stop after this many steps in this invocation without a final checkpoint, as a killed
+    /// run would (tests use it to check that `--resume` continues exactly).
+    pub stop_after: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct StepRecord {
+    event: &'static str,
+    step: usize,
+    loss: f64,
+    accuracy: f64,
+    lr: f64,
+    grad_norm: f64,
+    segments: usize,
+    tokens_per_s: f64,
+}
+
+#[derive(Serialize)]
+struct EvalRecord<'a> {
+    event: &'static str,
+    step: usize,
+    segments: usize,
+    #[serde(flatten)]
+    report: &'a EvalReport,
+}
+
+/// Print a line above the progress bar, or plainly when there is no bar.
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
+/// SplitMix64 of (seed, step): the dropout seed of one step, so a resumed run draws the same.
+fn step_seed(seed: u64, step: usize) -> u64 {
+    let mut z = seed.wrapping_add((step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// One optimiser step on `batch`: forward through the segments, backward, clip the global
+/// gradient norm to `grad_clip`, update. Returns the model, `[answer NLL sum, correct answer
+/// tokens]` and the gradient norm before clipping.
+pub fn optimise(
+    model: Model,
+    optim: &mut ModuleOptimizer,
+    batch: &Batch,
+    seg_len: usize,
+    lr: f64,
+    grad_clip: Option<f64>,
+) -> (Model, [f64; 2], f64) {
+    let out = loss::forward_batch(&model, batch, seg_len);
+    let stats = out.stats();
+    let mut grads = GradientsParams::from_grads(out.loss.backward(), &model);
+    let grad_norm = match grad_clip {
+        Some(max) => clip::clip_global_norm(&model, &mut grads, max),
+        None => clip::global_norm(&model, &grads),
+    };
+    (optim.step(lr, model, grads), stats, grad_norm)
+}
+
+/// Train a model as `start` says, in `options.run_dir`, on `device`.
+pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> Result<Summary> {
+    let dir = &options.run_dir;
+    let ck_path = dir.join(CHECKPOINT);
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let ad = device.device.clone().autodiff();
+
+    let (mut config, resumed) = match start {
+        Start::Fresh(config) => {
+            if ck_path.exists() {
+                return Err(Error::Checkpoint {
+                    path: ck_path,
+                    reason: "the run folder already holds a checkpoint: pass --resume to continue it, or choose another --run-dir".into(),
+                });
+            }
+            (config, None)
+        }
+        Start::Resume { steps } => {
+            let ck = Checkpoint::load(&ck_path)?;
+            let mut config = ck.config.clone();
+            if let Some(steps) = steps {
+                config.train.steps = steps;
+            }
+            (config, Some(ck))
+        }
+    };
+    let task = config.resolve()?;
+    let tc = config.train.clone();
+    // Probe that the folder is writable before spending time on training.
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"").map_err(|e| Error::io(dir, e))?;
+    let _ = std::fs::remove_file(&probe);
+    std::fs::write(dir.join("config.toml"), config.to_toml()).map_err(|e| Error::io(dir, e))?;
+
+    ad.seed(config.seed);
+    let mut optim: ModuleOptimizer = AdamWConfig::new()
+        .with_weight_decay(tc.weight_decay as f32)
+        .init();
+    let (mut model, mut progress) = match &resumed {
+        None => (
+            Model::new(&config.model, &ad),
+            Progress {
+                step: 0,
+                segments: tc
+                    .curriculum
+                    .as_ref()
+                    .map_or(task.config().segments, |c| c.start_segments),
+                recent_accuracy: Vec::new(),
+                elapsed_s: 0.0,
+            },
+        ),
+        Some(ck) => {
+            if ck.optimizer.is_empty() {
+                return Err(Error::Checkpoint {
+                    path: ck_path.clone(),
+                    reason: "it holds no optimiser state (written by `remem export` for \
+                             inference); resume from the run's own checkpoint"
+                        .into(),
+                });
+            }
+            let model = load_model(ck, &ck_path, &ad)?;
+            optim = optim
+                .from_bytes(Bytes::from_bytes_vec(ck.optimizer.clone()))
+                .map_err(|e| record_error(&ck_path, "unreadable optimiser state", e))?;
+            (model, ck.progress.clone())
+        }
+    };
+    let mut log =
+        metrics::MetricsLog::open(&dir.join(METRICS), resumed.as_ref().map(|_| progress.step))?;
+
+    let mut stage = task.with_segments(progress.segments)?;
+    let bar = if options.progress {
+        ProgressBar::new(tc.steps as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]",
+        )
+        .expect("valid template"),
+    );
+    bar.set_position(progress.step as u64);
+
+    let save = |model: &Model, optim: &ModuleOptimizer, progress: &Progress| -> Result<()> {
+        let model_bytes = model
+            .clone()
+            .into_record()
+            .into_bytes()
+            .map_err(|e| record_error(&ck_path, "cannot serialise weights", e))?;
+        let optim_bytes = optim
+            .into_bytes()
+            .map_err(|e| record_error(&ck_path, "cannot serialise optimiser", e))?;
+        Checkpoint {
+            config: config.clone(),
+            progress: progress.clone(),
+            model: model_bytes.to_vec(),
+            optimizer: optim_bytes.to_vec(),
+        }
+        .save(&ck_path)
+    };
+    let eval_now = |model: &Model, stage: &Task| {
+        evaluate(
+            &model.valid(),
+            stage,
+            config.seed,
+            tc.eval_samples,
+            tc.batch_size.max(64),
+            &device.device,
+        )
+    };
+
+    let began = Instant::now();
+    let elapsed_before = progress.elapsed_s;
+    let mut tokens_done = 0usize;
+    let mut steps_here = 0usize;
+    let mut last_eval: Option<EvalReport> = None;
+    let mut saved_at = progress.step;
+    while progress.step < tc.steps {
+        if options.stop_after.is_some_and(|n| steps_here >= n) {
+            // Behave like a killed process: whatever came after the last checkpoint is lost.
+            saved_at = progress.step;
+            break;
+        }
+        let step = progress.step;
+        let t0 = Instant::now();
+        ad.seed(step_seed(config.seed, step));
+        let batcher = SegmentBatcher::new(config.model.layout, stage.input_len());
+        let data = TaskDataset::new(stage.clone(), config.seed, tc.steps * tc.batch_size);
+        let items: Vec<Sample> = (0..tc.batch_size)
+            .map(|i| data.sample(step * tc.batch_size + i))
+            .collect();
+        let batch = batcher.batch(items, &ad);
+        let lr =
+            schedule::learning_rate(step, tc.steps, tc.lr, tc.min_lr, tc.warmup_steps, tc.decay);
+        let seg_len = model.step_len(&stage);
+        let (next, stats, grad_norm) =
+            optimise(model, &mut optim, &batch, seg_len, lr, tc.grad_clip);
+        model = next;
+
+        let tokens = tc.batch_size * stage.input_len();
+        tokens_done += tokens;
+        steps_here += 1;
+        let loss = stats[0] / batch.answer_tokens.max(1) as f64;
+        let accuracy = stats[1] / batch.answer_tokens.max(1) as f64;
+        let tps = tokens as f64 / t0.elapsed().as_secs_f64();
+        progress.step += 1;
+        progress.elapsed_s = elapsed_before + began.elapsed().as_secs_f64();
+        log.write(&StepRecord {
+            event: "train",
+            step: progress.step,
+            loss,
+            accuracy,
+            lr,
+            grad_norm,
+            segments: stage.config().segments,
+            tokens_per_s: tps,
+        })?;
+        bar.set_position(progress.step as u64);
+        bar.set_message(format!(
+            "loss {loss:.4} acc {accuracy:.3} {:.1}k tok/s seg {}",
+            tps / 1e3,
+            stage.config().segments
+        ));
+
+        if let Some(c) = &tc.curriculum {
+            progress.recent_accuracy.push(accuracy);
+            if progress.recent_accuracy.len() > c.window {
+                progress.recent_accuracy.remove(0);
+            }
+            let mean = progress.recent_accuracy.iter().sum::<f64>()
+                / progress.recent_accuracy.len() as f64;
+            let next = c.stages(&task).into_iter().find(|&s| s > progress.segments);
+            if let Some(next) = next
+                && progress.recent_accuracy.len() == c.window
+                && mean >= c.threshold
+            {
+                progress.segments = next;
+                progress.recent_accuracy.clear();
+                stage = task.with_segments(progress.segments)?;
+                say(
+                    &bar,
+                    format!(
+                        "step {}: curriculum moves to {} segments",
+                        progress.step, progress.segments
+                    ),
+                );
+            }
+        }
+
+        let last = progress.step == tc.steps;
+        if progress.step % tc.eval_every == 0 || last {
+            let report = eval_now(&model, &task);
+            log.write(&EvalRecord {
+                event: "eval",
+                step: progress.step,
+                segments: task.config().segments,
+                report: &report,
+            })?;
+            say(
+                &bar,
+                format!(
+                    "step {:>6}: eval loss {:.4}  token acc {:.4}  greedy exact {:.4}",
+                    progress.step, report.loss, report.token_accuracy, report.exact_match
+                ),
+            );
+            last_eval = Some(report);
+            if tc.target_exact.is_some_and(|t| report.exact_match >= t)
+                && progress.segments == task.config().segments
+            {
+                say(
+                    &bar,
+                    format!(
+                        "step {}: reached the target exact match, stopping",
+                        progress.step
+                    ),
+                );
+                break;
+            }
+        }
+        if progress.step % tc.checkpoint_every == 0 {
+            save(&model, &optim, &progress)?;
+            saved_at = progress.step;
+        }
+    }
+    bar.finish_and_clear();
+    if progress.step != saved_at {
+        save(&model, &optim, &progress)?;
+    }
+    let eval = match last_eval {
+        Some(e) => e,
+        None => eval_now(&model, &task),
+    };
+    let summary = Summary {
+        steps: progress.step,
+        eval,
+        elapsed_s: progress.elapsed_s,
+        tokens_per_s: tokens_done as f64 / began.elapsed().as_secs_f64().max(1e-9),
+        checkpoint: ck_path,
+        peak_rss_bytes: peak_rss_bytes(),
+        trained_segments: progress.segments,
+    };
+    if progress.segments < task.config().segments {
+        eprintln!(
+            "warning: the curriculum reached {} of {} segments: the model was never trained on the \
+             length it is evaluated on (more --steps, or a lower curriculum threshold)",
+            progress.segments,
+            task.config().segments
+        );
+    }
+    if options.stop_after.is_none() || progress.step == tc.steps {
+        let path = dir.join(SUMMARY);
+        let tmp = dir.join(format!("{SUMMARY}.tmp"));
+        let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
+        std::fs::write(&tmp, json)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| Error::io(&path, e))?;
+    }
+    Ok(summary)
+}
