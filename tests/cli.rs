@@ -88,19 +88,22 @@ fn train_writes_metrics_and_a_checkpoint_that_eval_reads_and_resume_continues() 
     assert_eq!(whole_losses.len(), 6);
 
     // eval reads the checkpoint back.
+    let eval = |checkpoint: &Path| -> serde_json::Value {
+        let out = remem(&[
+            "eval",
+            "--device",
+            "cpu",
+            "--samples",
+            "8",
+            "--json",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
     let ck = whole.join("checkpoint.remem");
-    let out = remem(&[
-        "eval",
-        "--device",
-        "cpu",
-        "--samples",
-        "8",
-        "--json",
-        "--checkpoint",
-        ck.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = eval(&ck);
     assert_eq!(report["samples"], 8);
     assert!(report["token_accuracy"].as_f64().unwrap() >= 0.0);
 
@@ -138,19 +141,7 @@ fn train_writes_metrics_and_a_checkpoint_that_eval_reads_and_resume_continues() 
         size(&model_only) < size(&ck) / 2,
         "the optimiser state is gone"
     );
-    let out = remem(&[
-        "eval",
-        "--device",
-        "cpu",
-        "--samples",
-        "8",
-        "--json",
-        "--checkpoint",
-        model_only.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(again, report);
+    assert_eq!(eval(&model_only), report);
     let out = remem(&[
         "train",
         "--device",
