@@ -111,15 +111,18 @@ fn train_writes_metrics_and_a_checkpoint_that_eval_reads_and_resume_continues() 
     // and then resumed ends with exactly the same losses as the uninterrupted run.
     let out = run(&cut, &["--stop-after", "3"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = remem(&[
-        "train",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--resume",
-        "--run-dir",
-        cut.to_str().unwrap(),
-    ]);
+    let resume = |dir: &Path| {
+        remem(&[
+            "train",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--resume",
+            "--run-dir",
+            dir.to_str().unwrap(),
+        ])
+    };
+    let out = resume(&cut);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(train_losses(&cut), whole_losses);
 
@@ -142,15 +145,7 @@ fn train_writes_metrics_and_a_checkpoint_that_eval_reads_and_resume_continues() 
         "the optimiser state is gone"
     );
     assert_eq!(eval(&model_only), report);
-    let out = remem(&[
-        "train",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--resume",
-        "--run-dir",
-        exported.to_str().unwrap(),
-    ]);
+    let out = resume(&exported);
     fails_with(&out, "no optimiser state");
 
     // Training again into a folder with a checkpoint, without --resume, refuses and keeps it.

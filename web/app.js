@@ -178,8 +178,6 @@ async function stepOnce() {
   if (text !== null) {
     const view = JSON.parse(text);
     views.push(view);
-    window.remem.segments = views.length;
-    window.remem.lastView = view;
     addSegment(view);
     select(views.length - 1);
     drawMemory();

@@ -88,7 +88,7 @@ impl Session {
             .into_record()
             .into_bytes()
             .map_err(|e| Error::State(format!("cannot serialise the weights: {e:?}")))?;
-        Self::with_step_len(model, device, step_len, &weights)
+        Ok(Self::with_step_len(model, device, step_len, &weights))
     }
 
     /// Load the model of a checkpoint file onto `device`. The full-attention Transformer reads
@@ -112,19 +112,14 @@ impl Session {
         })?;
         let model = train::load_model(checkpoint, path, device)?;
         let step_len = model.step_len(&task);
-        let mut session = Self::with_step_len(model, device, step_len, &checkpoint.model)?;
+        let mut session = Self::with_step_len(model, device, step_len, &checkpoint.model);
         // Checkpoints written before tokenizers were recorded get their task's.
         session.tokenizer = config.model.tokenizer.unwrap_or_else(|| task.tokenizer());
         Ok(session)
     }
 
     /// `weights` is the model's record as bytes (what a checkpoint stores), hashed into the id.
-    fn with_step_len(
-        model: Model,
-        device: &Device,
-        step_len: usize,
-        weights: &[u8],
-    ) -> Result<Self> {
+    fn with_step_len(model: Model, device: &Device, step_len: usize, weights: &[u8]) -> Self {
         let config = model.config();
         let tokenizer = config.tokenizer.clone().unwrap_or(Tokenizer::Ids);
         // The id names the architecture and the weights, so a state saved from other weights of
@@ -135,7 +130,7 @@ impl Session {
             train::checkpoint::fnv1a(weights)
         );
         let state = model.init_state(1, device);
-        Ok(Self {
+        Self {
             model,
             device: device.clone(),
             id,
@@ -146,7 +141,7 @@ impl Session {
             last: None,
             consumed: 0,
             attention: false,
-        })
+        }
     }
 
     /// Also return each segment's attention weights from [`Session::feed_with`].
