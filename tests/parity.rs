@@ -133,3 +133,65 @@ fn infinity_former_forward_and_gradients_agree_on_flex_and_wgpu() {
     c.ltm.kl_weight = 1e-2;
     parity_of(c);
 }
+
+/// Logits of every segment and the final state, stepping without autodiff.
+fn inference(model: &Model, device: &Device, return_attention: bool) -> Vec<f32> {
+    let cfg = model.config();
+    let (batch, seg) = (2, cfg.segment_len);
+    let ids: Vec<i64> = (0..batch * 5 * seg)
+        .map(|i| (i * 7 % cfg.vocab_size) as i64)
+        .collect();
+    let all = Tensor::<2, Int>::from_data(TensorData::new(ids, [batch, 5 * seg]), device);
+    let mut state = model.init_state(batch, device);
+    let mut outputs = Vec::new();
+    // Four full segments and a short last one (the mask then has fewer segment rows).
+    for (start, end) in [
+        (0, seg),
+        (seg, 2 * seg),
+        (2 * seg, 3 * seg),
+        (3 * seg, 4 * seg),
+    ]
+    .into_iter()
+    .chain([(4 * seg, 4 * seg + seg / 2)])
+    {
+        let tokens = all.clone().slice(s![.., start..end]);
+        let (out, next) = model.step(tokens, state, return_attention);
+        outputs.extend(common::values(out.logits));
+        state = next;
+    }
+    outputs.extend(common::state_values(&state));
+    outputs
+}
+
+/// Without autodiff and without attention weights asked for, attention runs as the backend's
+/// fused kernel; it must give what the materialised softmax path gives.
+fn fused_matches_materialised(device: &Device) {
+    for (kind, layout) in [
+        (ModelKind::Rmt, Layout::Decoder),
+        (ModelKind::Rmt, Layout::Encoder),
+        (ModelKind::Memxl, Layout::Decoder),
+        (ModelKind::Infinity, Layout::Decoder),
+    ] {
+        device.seed(5);
+        let model = Model::new(&config(kind, layout), device);
+        let fused = inference(&model, device, false);
+        let materialised = inference(&model, device, true);
+        let diff = common::max_abs_diff(&fused, &materialised);
+        assert!(
+            diff < 1e-5,
+            "{kind:?} {layout:?}: fused attention differs by {diff}"
+        );
+    }
+}
+
+#[test]
+fn fused_inference_attention_matches_the_materialised_path_on_flex() {
+    fused_matches_materialised(&Device::flex());
+}
+
+#[test]
+fn fused_inference_attention_matches_the_materialised_path_on_wgpu() {
+    if let Some(gpu) = common::wgpu_device() {
+        fused_matches_materialised(&gpu);
+    }
+}

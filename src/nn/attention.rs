@@ -4,10 +4,16 @@
 //! dropout; remem shares one mask across the batch (every sequence in a batch has the same
 //! segment layout), returns the weights only when asked (the visualisation), and needs the
 //! projections exposed for models that add their own positional terms.
+//!
+//! At inference, when no weights are asked for, the scores never leave the backend's fused
+//! attention kernel (`burn::tensor::module::attention`); training and the visualisation take the
+//! materialised softmax path. `tests/parity.rs` checks the two agree on flex and wgpu.
 
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, RotaryEncoding};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 
 /// Configuration of [`Attention`].
 #[derive(Config, Debug)]
@@ -103,12 +109,24 @@ impl Attention {
             k = rope.apply(k, 0);
         }
 
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .mul_scalar(1.0 / (self.d_head as f64).sqrt());
-        let weights = softmax(scores + bias.unsqueeze::<4>(), 3);
-        let returned = return_weights.then(|| weights.clone());
-        let mixed = self.dropout.forward(weights).matmul(v);
+        let scale = 1.0 / (self.d_head as f64).sqrt();
+        let (mixed, returned) = if return_weights || q.is_autodiff() {
+            // Weights are materialised: the page draws them, and autodiff needs them for the
+            // backward pass (Burn's fused attention has no backward and decomposes anyway).
+            let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+            let weights = softmax(scores + bias.unsqueeze::<4>(), 3);
+            let returned = return_weights.then(|| weights.clone());
+            (self.dropout.forward(weights).matmul(v), returned)
+        } else {
+            // Inference: the backend's fused kernel (one pass over scores on the CPU, flash
+            // attention on GPUs). The `[1, 1, q, k]` bias is read in place for every head.
+            let options = AttentionModuleOptions {
+                scale: Some(scale),
+                ..Default::default()
+            };
+            let bias = Some(bias.unsqueeze::<4>());
+            (attention(q, k, v, None, bias, options), None)
+        };
         let mixed = mixed.swap_dims(1, 2).reshape([batch, seq_q, d_model]);
         AttentionOutput {
             context: self.output.forward(mixed),
