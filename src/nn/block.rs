@@ -1,11 +1,12 @@
 //! The pre-norm transformer block: `x + attn(norm(x))`, then `x + ff(norm(x))`.
 
 use burn::nn::{
-    Dropout, DropoutConfig, Gelu, LayerNorm, LayerNormConfig, Linear, LinearConfig, RotaryEncoding,
+    Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, RotaryEncoding,
 };
 use burn::prelude::*;
 
 use super::attention::{Attention, AttentionConfig};
+use super::gelu::gelu;
 
 /// Configuration of [`Block`].
 #[derive(Config, Debug)]
@@ -29,7 +30,6 @@ pub struct Block {
     norm_ff: LayerNorm,
     ff_in: Linear,
     ff_out: Linear,
-    gelu: Gelu,
     dropout: Dropout,
 }
 
@@ -53,7 +53,6 @@ impl BlockConfig {
             norm_ff: LayerNormConfig::new(self.d_model).init(device),
             ff_in: LinearConfig::new(self.d_model, self.d_ff).init(device),
             ff_out: LinearConfig::new(self.d_ff, self.d_model).init(device),
-            gelu: Gelu::new(),
             dropout: DropoutConfig::new(self.dropout).init(),
         }
     }
@@ -128,10 +127,9 @@ impl Block {
             None => attn.context,
         };
         let x = x + self.dropout.forward(mixed);
-        let ff = self.ff_out.forward(
-            self.gelu
-                .forward(self.ff_in.forward(self.norm_ff.forward(x.clone()))),
-        );
+        let ff = self
+            .ff_out
+            .forward(gelu(self.ff_in.forward(self.norm_ff.forward(x.clone()))));
         BlockOutput {
             hidden: x + self.dropout.forward(ff),
             weights: attn.weights,

@@ -4,11 +4,13 @@
 pub mod attention;
 pub mod basis;
 pub mod block;
+pub mod gelu;
 pub mod ltm;
 pub mod mask;
 
 pub use attention::{Attention, AttentionConfig, AttentionOutput};
 pub use basis::Basis;
 pub use block::{Block, BlockConfig, BlockOutput};
+pub use gelu::gelu;
 pub use ltm::{Density, LongTermMemory, LtmConfig, LtmRead, LtmSampling};
 pub use mask::{Mask, causal_mask};
