@@ -190,6 +190,13 @@ mod tests {
         t.into_data().convert::<f32>().try_to_vec().unwrap()
     }
 
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
     /// -8..8 in steps of 1/64 and a row of zeros, as a transposed (non-contiguous) `[2, 1025]`
     /// view, so the kernel also meets a strided input.
     fn grid(device: &Device) -> Tensor<2> {
@@ -208,11 +215,7 @@ mod tests {
         // A tensor nothing else holds is overwritten in place: the same values.
         let owned = values(gelu(Tensor::<2>::from_data(x.into_data(), &device)));
         assert_eq!(owned, ours);
-        let diff = ours
-            .iter()
-            .zip(&burns)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+        let diff = max_diff(&ours, &burns);
         assert!(diff < 2e-6, "differs from libm's GELU by {diff}");
     }
 
@@ -228,11 +231,7 @@ mod tests {
         };
         let ours = grad_of(&|x| gelu(x));
         let burns = grad_of(&|x| burn::tensor::activation::gelu(x));
-        let diff = ours
-            .iter()
-            .zip(&burns)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+        let diff = max_diff(&ours, &burns);
         assert!(diff < 2e-6, "gradient differs from Burn's by {diff}");
         // Not trivially zero: GELU'(x) cos(x) reaches 1 in magnitude on this grid.
         assert!(ours.iter().any(|g| g.abs() > 0.5));
