@@ -23,15 +23,13 @@
 //! Transformer baseline with no recurrence.
 
 use burn::module::Param;
-use burn::nn::{
-    Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 
 use super::StepOutput;
 use super::config::{Layout, ModelConfig};
 use super::state::State;
-use crate::nn::{Block, Mask};
+use crate::nn::{Block, LayerNorm, LayerNormConfig, Mask, linear};
 
 /// The RMT attention mask for `memory` memory tokens and a segment of `seg_len` tokens.
 ///
@@ -213,7 +211,7 @@ impl Rmt {
             (segment, next)
         };
         debug_assert_eq!(segment.dims(), [batch, t, d]);
-        let logits = self.head.forward(segment);
+        let logits = linear(&self.head, segment);
         (
             StepOutput {
                 logits,

@@ -17,15 +17,16 @@
 
 use burn::module::Param;
 use burn::nn::{
-    Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, RotaryEncoding,
-    RotaryEncodingConfig,
+    Embedding, EmbeddingConfig, Linear, LinearConfig, RotaryEncoding, RotaryEncodingConfig,
 };
 use burn::prelude::*;
 
 use super::StepOutput;
 use super::config::{ModelConfig, ModelKind};
 use super::state::{LtmState, State};
-use crate::nn::{Block, Density, LongTermMemory, LtmRead, LtmSampling, Mask};
+use crate::nn::{
+    Block, Density, LayerNorm, LayerNormConfig, LongTermMemory, LtmRead, LtmSampling, Mask, linear,
+};
 
 /// Longest `cache + layout` a step may attend over.
 pub const MAX_POSITIONS: usize = 8192;
@@ -250,7 +251,7 @@ impl Xl {
             }
         }
         let h = self.norm.forward(h);
-        let logits = self.head.forward(h.clone().slice(s![.., m..m + t, ..]));
+        let logits = linear(&self.head, h.clone().slice(s![.., m..m + t, ..]));
 
         let next = if self.config.kind == ModelKind::Transformer {
             State::Empty

@@ -7,13 +7,16 @@
 //!
 //! At inference, when no weights are asked for, the scores never leave the backend's fused
 //! attention kernel (`burn::tensor::module::attention`); training and the visualisation take the
-//! materialised softmax path. `tests/parity.rs` checks the two agree on flex and wgpu.
+//! materialised path ([`masked_softmax`], one autodiff operation). `tests/parity.rs` checks
+//! the two agree on flex and wgpu.
 
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, RotaryEncoding};
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
+
+use super::linear::linear;
+use super::softmax::masked_softmax;
 
 /// Configuration of [`Attention`].
 #[derive(Config, Debug)]
@@ -101,9 +104,9 @@ impl Attention {
         return_weights: bool,
     ) -> AttentionOutput {
         let [batch, seq_q, d_model] = query.dims();
-        let mut q = self.heads(self.query.forward(query));
-        let mut k = self.heads(self.key.forward(context.clone()));
-        let v = self.heads(self.value.forward(context));
+        let mut q = self.heads(linear(&self.query, query));
+        let mut k = self.heads(linear(&self.key, context.clone()));
+        let v = self.heads(linear(&self.value, context));
         if let Some((rope, query_start)) = rotary {
             q = rope.apply(q, query_start);
             k = rope.apply(k, 0);
@@ -113,8 +116,7 @@ impl Attention {
         let (mixed, returned) = if return_weights || q.is_autodiff() {
             // Weights are materialised: the page draws them, and autodiff needs them for the
             // backward pass (Burn's fused attention has no backward and decomposes anyway).
-            let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
-            let weights = softmax(scores + bias.unsqueeze::<4>(), 3);
+            let weights = masked_softmax(q.matmul(k.swap_dims(2, 3)), bias, scale);
             let returned = return_weights.then(|| weights.clone());
             (self.dropout.forward(weights).matmul(v), returned)
         } else {
@@ -129,7 +131,7 @@ impl Attention {
         };
         let mixed = mixed.swap_dims(1, 2).reshape([batch, seq_q, d_model]);
         AttentionOutput {
-            context: self.output.forward(mixed),
+            context: linear(&self.output, mixed),
             weights: returned,
         }
     }

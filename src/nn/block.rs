@@ -1,12 +1,12 @@
 //! The pre-norm transformer block: `x + attn(norm(x))`, then `x + ff(norm(x))`.
 
-use burn::nn::{
-    Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig, RotaryEncoding,
-};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, RotaryEncoding};
 use burn::prelude::*;
 
 use super::attention::{Attention, AttentionConfig};
 use super::gelu::gelu;
+use super::linear::linear;
+use super::norm::{LayerNorm, LayerNormConfig};
 
 /// Configuration of [`Block`].
 #[derive(Config, Debug)]
@@ -127,9 +127,10 @@ impl Block {
             None => attn.context,
         };
         let x = x + self.dropout.forward(mixed);
-        let ff = self
-            .ff_out
-            .forward(gelu(self.ff_in.forward(self.norm_ff.forward(x.clone()))));
+        let ff = linear(
+            &self.ff_out,
+            gelu(linear(&self.ff_in, self.norm_ff.forward(x.clone()))),
+        );
         BlockOutput {
             hidden: x + self.dropout.forward(ff),
             weights: attn.weights,

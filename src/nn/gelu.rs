@@ -14,11 +14,11 @@ use burn::backend::autodiff::{
     grads::Gradients,
     ops::{Backward, Ops, OpsKind},
 };
-use burn::backend::flex::{FlexTensor, Layout};
 use burn::backend::ops::ActivationOps;
 use burn::backend::{Backend, Cube, Dispatch, Flex, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
-use burn::tensor::{Bytes, DType};
+
+use super::cpu;
 
 /// GELU as a backend operation, so that the CPU can run its own kernel.
 #[backend_extension(Flex, Cube, Autodiff: cfg(feature = "train"))]
@@ -46,22 +46,34 @@ impl GeluBackend for Cube {}
 
 impl GeluBackend for Flex {
     fn gelu_erf(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        if x.dtype() != DType::F32 {
+        if !cpu::is_f32(&x) {
             return Flex::gelu(x);
         }
-        map(x, None, |x, _| gelu_f32(x))
+        let mut x = cpu::owned(x);
+        cpu::for_chunks(cpu::f32s_mut(&mut x), CHUNK, |_, chunk| {
+            chunk.iter_mut().for_each(|v| *v = gelu_f32(*v))
+        });
+        x
     }
 
     fn gelu_erf_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        if x.dtype() != DType::F32
-            || grad.dtype() != DType::F32
-            || x.layout().shape() != grad.layout().shape()
-        {
+        if !cpu::is_f32(&x) || !cpu::is_f32(&grad) || x.layout().shape() != grad.layout().shape() {
             return Flex::gelu_backward(x, grad);
         }
-        map(grad, Some(x), |g, x| g * gelu_grad_f32(x))
+        let x = x.to_contiguous();
+        let xs = cpu::f32s(&x);
+        let mut grad = cpu::owned(grad);
+        cpu::for_chunks(cpu::f32s_mut(&mut grad), CHUNK, |start, chunk| {
+            for (g, x) in chunk.iter_mut().zip(&xs[start..]) {
+                *g *= gelu_grad_f32(*x);
+            }
+        });
+        grad
     }
 }
+
+/// Elements per task on the thread pool.
+const CHUNK: usize = 1 << 14;
 
 #[cfg(feature = "train")]
 impl<B: Backend + GeluBackend, C: CheckpointStrategy> GeluBackend for Autodiff<B, C> {
@@ -98,54 +110,6 @@ impl<B: Backend + GeluBackend, C: CheckpointStrategy> GeluBackend for Autodiff<B
             OpsKind::UnTracked(prep) => prep.finish(B::gelu_erf(x.into_primitive())),
         }
     }
-}
-
-/// `f(a, b)` over the elements of the f32 tensor `a` and the equally shaped `b` (0 when absent),
-/// in parallel chunks; written over `a`'s buffer when `a` owns it, as it does at inference.
-fn map(a: FlexTensor, b: Option<FlexTensor>, f: impl Fn(f32, f32) -> f32 + Sync) -> FlexTensor {
-    let b = b.map(|b| b.to_contiguous());
-    let b: Option<&[f32]> = b.as_ref().map(|b| {
-        let (start, end) = b.layout().contiguous_offsets().expect("contiguous");
-        &b.storage::<f32>()[start..end]
-    });
-    let at = |i: usize| b.map_or(0.0, |b| b[i]);
-    let mut a = a;
-    let in_place = a.is_unique() && a.layout().contiguous_offsets().is_some_and(|(s, _)| s == 0);
-    if in_place {
-        let n = a.layout().num_elements();
-        let out = &mut a.storage_mut::<f32>()[..n];
-        for_chunks(out, |i, v| *v = f(*v, at(i)));
-        return a;
-    }
-    let a = a.to_contiguous();
-    let shape = a.layout().shape().clone();
-    let (start, end) = a.layout().contiguous_offsets().expect("contiguous");
-    let src = &a.storage::<f32>()[start..end];
-    let mut out = vec![0.0f32; src.len()];
-    for_chunks(&mut out, |i, v| *v = f(src[i], at(i)));
-    FlexTensor::new(
-        Bytes::from_elems(out),
-        Layout::contiguous(shape),
-        DType::F32,
-    )
-}
-
-/// `g(index, element)` over `out`, in chunks on the thread pool (on one thread on wasm).
-fn for_chunks(out: &mut [f32], g: impl Fn(usize, &mut f32) + Sync) {
-    const CHUNK: usize = 1 << 14;
-    let run = |(c, chunk): (usize, &mut [f32])| {
-        for (j, v) in chunk.iter_mut().enumerate() {
-            g(c * CHUNK + j, v);
-        }
-    };
-    // One chunk runs on the calling thread: handing it to the pool costs more than it saves.
-    #[cfg(not(target_family = "wasm"))]
-    if out.len() > CHUNK {
-        use rayon::prelude::*;
-        out.par_chunks_mut(CHUNK).enumerate().for_each(run);
-        return;
-    }
-    out.chunks_mut(CHUNK).enumerate().for_each(run);
 }
 
 /// `erf(x / sqrt 2)` and `exp(-x^2 / 2)` (Abramowitz and Stegun 7.1.26, |error| <= 1.5e-7).
@@ -212,8 +176,12 @@ mod tests {
         let x = grid(&device);
         let ours = values(gelu(x.clone()));
         let burns = values(burn::tensor::activation::gelu(x.clone()));
-        // A tensor nothing else holds is overwritten in place: the same values.
-        let owned = values(gelu(Tensor::<2>::from_data(x.into_data(), &device)));
+        // A contiguous tensor held elsewhere is copied, one nothing else holds is overwritten
+        // in place: the same values either way.
+        let contiguous = Tensor::<2>::from_data(x.into_data(), &device);
+        let shared = values(gelu(contiguous.clone()));
+        let owned = values(gelu(contiguous));
+        assert_eq!(shared, ours);
         assert_eq!(owned, ours);
         let diff = max_diff(&ours, &burns);
         assert!(diff < 2e-6, "differs from libm's GELU by {diff}");

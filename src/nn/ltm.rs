@@ -16,6 +16,7 @@ use burn::tensor::activation::{sigmoid, softplus};
 use serde::{Deserialize, Serialize};
 
 use super::basis::Basis;
+use super::linear::linear;
 use crate::error::{Error, Result};
 
 /// Smallest variance of an attention density (a floor that keeps `r` finite).
@@ -259,9 +260,9 @@ impl LongTermMemory {
     /// - coeffs: `[batch, N, d_model]`
     pub fn read(&self, x: Tensor<3>, coeffs: Tensor<3>) -> LtmRead {
         let [batch, queries, d_model] = x.dims();
-        let q = self.heads(self.query.forward(x));
-        let k = self.heads(self.key.forward(coeffs.clone()));
-        let v = self.heads(self.value.forward(coeffs));
+        let q = self.heads(linear(&self.query, x));
+        let k = self.heads(linear(&self.key, coeffs.clone()));
+        let v = self.heads(linear(&self.value, coeffs));
         // scores [batch, heads, queries, N]
         let scores = q
             .matmul(k.swap_dims(2, 3))
@@ -276,7 +277,7 @@ impl LongTermMemory {
             .swap_dims(1, 2)
             .reshape([batch, queries, d_model]);
         LtmRead {
-            context: self.output.forward(mixed),
+            context: linear(&self.output, mixed),
             density: Density { mu, variance },
         }
     }

@@ -4,13 +4,20 @@
 pub mod attention;
 pub mod basis;
 pub mod block;
+mod cpu;
 pub mod gelu;
+pub mod linear;
 pub mod ltm;
 pub mod mask;
+pub mod norm;
+pub mod softmax;
 
 pub use attention::{Attention, AttentionConfig, AttentionOutput};
 pub use basis::Basis;
 pub use block::{Block, BlockConfig, BlockOutput};
 pub use gelu::gelu;
+pub use linear::linear;
 pub use ltm::{Density, LongTermMemory, LtmConfig, LtmRead, LtmSampling};
 pub use mask::{Mask, causal_mask};
+pub use norm::{LayerNorm, LayerNormConfig, layer_norm};
+pub use softmax::masked_softmax;

@@ -1,0 +1,410 @@
+//! Layer normalisation as one autodiff operation, with a CPU backward kernel.
+//!
+//! Burn's `LayerNorm` is fused on flex at inference, but under autodiff it is built from nine
+//! tracked operations (two means, subtract, square, add, sqrt, divide, scale, shift), each with
+//! its own pass over the activations forward and backward. [`LayerNorm`] here records one: the
+//! forward is the backend's own layer norm (flex's fused row kernel on the CPU), the backward
+//! gives the input, scale and shift gradients in one pass per row on the thread pool. GPU
+//! backends run Burn's layer norm and the same backward formula from Burn's ops. Parameters are
+//! named as in Burn's module (`gamma`, `beta`), so checkpoints load either way.
+
+#[cfg(feature = "train")]
+use burn::backend::Autodiff;
+#[cfg(feature = "train")]
+use burn::backend::autodiff::{
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::backend::{
+    Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension, tensor::FloatTensor,
+};
+use burn::module::Param;
+use burn::nn::Initializer;
+use burn::prelude::*;
+
+use super::cpu;
+
+/// Configuration of [`LayerNorm`].
+#[derive(Config, Debug)]
+pub struct LayerNormConfig {
+    /// Width of the last axis.
+    pub d_model: usize,
+    /// Added to the variance before the square root.
+    #[config(default = 1e-5)]
+    pub epsilon: f64,
+}
+
+/// `(x - mean) / sqrt(var + epsilon) * gamma + beta` over the last axis.
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    /// Scale, `[d_model]`, initially ones.
+    pub gamma: Param<Tensor<1>>,
+    /// Shift, `[d_model]`, initially zeros.
+    pub beta: Param<Tensor<1>>,
+    epsilon: f64,
+}
+
+impl LayerNormConfig {
+    /// Build the layer on `device`.
+    pub fn init(&self, device: &Device) -> LayerNorm {
+        LayerNorm {
+            gamma: Initializer::Ones.init([self.d_model], device),
+            beta: Initializer::Zeros.init([self.d_model], device),
+            epsilon: self.epsilon,
+        }
+    }
+}
+
+impl LayerNorm {
+    /// Normalise each row of `x` along the last axis, then scale and shift.
+    ///
+    /// # Shapes
+    /// - x: `[..., d_model]`
+    /// - output: as `x`
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        layer_norm(x, self.gamma.val(), self.beta.val(), self.epsilon)
+    }
+}
+
+/// Layer norm over the last axis as a backend operation, so that autodiff records one node.
+#[backend_extension(Flex, Cube, Autodiff: cfg(feature = "train"))]
+pub trait LayerNormBackend: Backend {
+    /// `(x - mean) / sqrt(var + epsilon) * gamma + beta` over the last axis.
+    fn layer_norm_last(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        Self::layer_norm(x, gamma, Some(beta), epsilon)
+    }
+
+    /// The gradients of `x`, `gamma` and `beta` from `x`, `gamma` and the output gradient.
+    fn layer_norm_last_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        backward_from_ops::<Self>(x, gamma, grad, epsilon)
+    }
+}
+
+/// Layer norm of `x` along its last axis with scale `gamma` and shift `beta`.
+///
+/// # Shapes
+/// - x: `[..., d_model]`
+/// - gamma, beta: `[d_model]`
+/// - output: as `x`
+pub fn layer_norm<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as LayerNormBackend>::layer_norm_last(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        epsilon,
+    ))
+}
+
+/// With `x̂ = (x - mean) rstd` and `h = g gamma`: `dx = rstd (h - mean(h) - x̂ mean(h x̂))`,
+/// `dgamma = Σ_rows g x̂`, `dbeta = Σ_rows g`, from the backend's tensor operations.
+fn backward_from_ops<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    epsilon: f64,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let shape = x.shape();
+    let d = shape[shape.num_dims() - 1];
+    let rows = shape.num_elements() / d.max(1);
+    let x = B::float_reshape(x, Shape::new([rows, d]));
+    let g = B::float_reshape(grad, Shape::new([rows, d]));
+    let mean = B::float_mean_dim(x.clone(), 1);
+    let centred = B::float_sub(x, mean);
+    let var = B::float_mean_dim(B::float_mul(centred.clone(), centred.clone()), 1);
+    let rstd = B::float_recip(B::float_sqrt(B::float_add_scalar(var, epsilon.into())));
+    let x_hat = B::float_mul(centred, rstd.clone());
+    let h = B::float_mul(g.clone(), B::float_reshape(gamma, Shape::new([1, d])));
+    let mean_h = B::float_mean_dim(h.clone(), 1);
+    let mean_hx = B::float_mean_dim(B::float_mul(h.clone(), x_hat.clone()), 1);
+    let dx = B::float_sub(
+        B::float_sub(h, mean_h),
+        B::float_mul(x_hat.clone(), mean_hx),
+    );
+    let dx = B::float_reshape(B::float_mul(dx, rstd), shape);
+    let dgamma = B::float_sum_dim(B::float_mul(g.clone(), x_hat), 0);
+    let dbeta = B::float_sum_dim(g, 0);
+    (
+        dx,
+        B::float_reshape(dgamma, Shape::new([d])),
+        B::float_reshape(dbeta, Shape::new([d])),
+    )
+}
+
+impl LayerNormBackend for Cube {}
+
+impl LayerNormBackend for Flex {
+    fn layer_norm_last_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let shape = x.layout().shape().clone();
+        let d = shape.last().copied().unwrap_or(0);
+        if d == 0
+            || ![&x, &gamma, &grad].into_iter().all(cpu::is_f32)
+            || &shape != grad.layout().shape()
+            || gamma.layout().num_elements() != d
+        {
+            return backward_from_ops::<Flex>(x, gamma, grad, epsilon);
+        }
+        let x = x.to_contiguous();
+        let xs = cpu::f32s(&x);
+        let gamma = gamma.to_contiguous();
+        let gs = cpu::f32s(&gamma);
+        let epsilon = epsilon as f32;
+        let n = d as f32;
+        // The output gradient becomes the input gradient in place; each chunk of rows adds up its
+        // own share of the scale and shift gradients, summed below in chunk order (the same
+        // numbers whatever the thread count).
+        let mut grad = cpu::owned(grad);
+        let partials = cpu::for_chunks(cpu::f32s_mut(&mut grad), cpu::rows_chunk(d, 1 << 14), {
+            |start, g| {
+                let mut dgamma = vec![0.0f32; d];
+                let mut dbeta = vec![0.0f32; d];
+                for (g, x) in g.chunks_mut(d).zip(xs[start..].chunks(d)) {
+                    let mean = x.iter().sum::<f32>() / n;
+                    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+                    let rstd = 1.0 / (var + epsilon).sqrt();
+                    let (mut sum_h, mut sum_hx) = (0.0f32, 0.0f32);
+                    for i in 0..d {
+                        let x_hat = (x[i] - mean) * rstd;
+                        let h = g[i] * gs[i];
+                        sum_h += h;
+                        sum_hx += h * x_hat;
+                        dgamma[i] += g[i] * x_hat;
+                        dbeta[i] += g[i];
+                    }
+                    let (mean_h, mean_hx) = (sum_h / n, sum_hx / n);
+                    for i in 0..d {
+                        let x_hat = (x[i] - mean) * rstd;
+                        g[i] = rstd * (g[i] * gs[i] - mean_h - x_hat * mean_hx);
+                    }
+                }
+                (dgamma, dbeta)
+            }
+        });
+        let (mut dgamma, mut dbeta) = (vec![0.0f32; d], vec![0.0f32; d]);
+        for (pg, pb) in partials {
+            dgamma.iter_mut().zip(pg).for_each(|(a, b)| *a += b);
+            dbeta.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
+        }
+        (grad, cpu::new(dgamma, &gamma), cpu::new(dbeta, &gamma))
+    }
+}
+
+#[cfg(feature = "train")]
+impl<B: Backend + LayerNormBackend, C: CheckpointStrategy> LayerNormBackend for Autodiff<B, C> {
+    fn layer_norm_last(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct LayerNormBackward;
+
+        impl<B: Backend + LayerNormBackend> Backward<B, 3> for LayerNormBackward {
+            /// The input, the scale and epsilon.
+            type State = (FloatTensor<B>, FloatTensor<B>, f64);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let [x_node, gamma_node, beta_node] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (x, gamma, epsilon) = ops.state;
+                let (dx, dgamma, dbeta) = B::layer_norm_last_backward(x, gamma, grad, epsilon);
+                for (node, grad) in [(x_node, dx), (gamma_node, dgamma), (beta_node, dbeta)] {
+                    if let Some(node) = node {
+                        grads.register::<B>(node.id, grad);
+                    }
+                }
+            }
+        }
+
+        match LayerNormBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (x, gamma) = (x.primitive().clone(), gamma.primitive().clone());
+                let y =
+                    B::layer_norm_last(x.clone(), gamma.clone(), beta.into_primitive(), epsilon);
+                prep.finish((x, gamma, epsilon), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::layer_norm_last(
+                x.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                epsilon,
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_to_vec().unwrap()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// Activations `[4, 300, 48]` (more rows than one chunk holds) with rows of different
+    /// offsets and spreads, and a scale and shift that are not ones and zeros.
+    fn inputs(device: &Device) -> (Tensor<3>, Tensor<1>, Tensor<1>) {
+        let xs: Vec<f32> = (0..4 * 300 * 48)
+            .map(|i| {
+                let row = (i / 48) as f32;
+                ((i * 7919) % 1000) as f32 / 250.0 * (1.0 + row % 5.0) + row % 3.0 - 1.0
+            })
+            .collect();
+        let x = Tensor::<3>::from_data(TensorData::new(xs, [4, 300, 48]), device);
+        let gamma = Tensor::<1>::from_data(
+            TensorData::new((0..48).map(|i| 0.5 + i as f32 / 32.0).collect(), [48]),
+            device,
+        );
+        let beta = Tensor::<1>::from_data(
+            TensorData::new((0..48).map(|i| (i as f32 / 7.0).sin()).collect(), [48]),
+            device,
+        );
+        (x, gamma, beta)
+    }
+
+    /// Burn's layer norm with the same parameters (its module's fields are public).
+    fn burns(x: Tensor<3>, gamma: Tensor<1>, beta: Tensor<1>) -> Tensor<3> {
+        burn::tensor::module::layer_norm(x, gamma, Some(beta), 1e-5)
+    }
+
+    #[test]
+    fn matches_burns_layer_norm_on_flex() {
+        let device = Device::flex();
+        let (x, gamma, beta) = inputs(&device);
+        let ours = values(layer_norm(x.clone(), gamma.clone(), beta.clone(), 1e-5));
+        let diff = max_diff(&ours, &values(burns(x, gamma, beta)));
+        assert!(diff < 1e-5, "differs from Burn's layer norm by {diff}");
+    }
+
+    #[cfg(feature = "train")]
+    #[test]
+    fn gradients_match_burns_layer_norm_on_flex() {
+        let device = Device::flex().autodiff();
+        let (x0, gamma0, beta0) = inputs(&device);
+        let weights = x0.clone().cos();
+        let grads_of = |f: &dyn Fn(Tensor<3>, Tensor<1>, Tensor<1>) -> Tensor<3>| {
+            // A strided input, as the block's inputs can be after a concatenation.
+            let x = x0.clone().swap_dims(0, 1).require_grad();
+            let gamma = gamma0.clone().require_grad();
+            let beta = beta0.clone().require_grad();
+            let y = f(x.clone().swap_dims(0, 1), gamma.clone(), beta.clone());
+            let grads = (y * weights.clone()).sum().backward();
+            [
+                values(x.grad(&grads).unwrap()),
+                values(gamma.grad(&grads).unwrap()),
+                values(beta.grad(&grads).unwrap()),
+            ]
+        };
+        let ours = grads_of(&|x, g, b| layer_norm(x, g, b, 1e-5));
+        let theirs = grads_of(&|x, g, b| burns(x, g, b));
+        for (name, (ours, theirs)) in ["x", "gamma", "beta"].iter().zip(ours.iter().zip(&theirs)) {
+            let scale = theirs.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            let diff = max_diff(ours, theirs) / scale;
+            assert!(
+                diff < 1e-5,
+                "{name} gradient differs from Burn's by {diff} (relative)"
+            );
+            assert!(
+                ours.iter().any(|g| g.abs() > 0.1),
+                "{name} gradient trivially small"
+            );
+        }
+    }
+
+    /// The f32 kernel's input and scale gradients against central finite differences of the
+    /// same loss in f64: the check that does not lean on Burn's own gradients.
+    #[cfg(feature = "train")]
+    #[test]
+    fn gradients_match_finite_differences() {
+        let device = Device::flex().autodiff();
+        let xs = [0.3f64, -1.2, 2.0, 0.1, 0.7, -0.4, 1.5, -2.2];
+        let gamma = [1.5f64, -0.5, 0.8, 2.0];
+        let beta = [0.1f64, 0.2, -0.3, 0.0];
+        let w = [0.5f64, -1.0, 2.0, 0.25, -0.75, 1.5, -0.5, 1.0];
+        let loss_of = |xs: &[f64], gamma: &[f64]| {
+            xs.chunks(4)
+                .zip(w.chunks(4))
+                .map(|(x, w)| {
+                    let mean = x.iter().sum::<f64>() / 4.0;
+                    let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 4.0;
+                    let rstd = 1.0 / (var + 1e-5).sqrt();
+                    (0..4)
+                        .map(|i| ((x[i] - mean) * rstd * gamma[i] + beta[i]) * w[i])
+                        .sum::<f64>()
+                })
+                .sum::<f64>()
+        };
+        let f32s = |v: &[f64]| v.iter().map(|&v| v as f32).collect::<Vec<f32>>();
+        let x = Tensor::<2>::from_data(TensorData::new(f32s(&xs), [2, 4]), &device).require_grad();
+        let g = Tensor::<1>::from_data(TensorData::new(f32s(&gamma), [4]), &device).require_grad();
+        let b = Tensor::<1>::from_data(TensorData::new(f32s(&beta), [4]), &device);
+        let wt = Tensor::<2>::from_data(TensorData::new(f32s(&w), [2, 4]), &device);
+        let grads = (layer_norm(x.clone(), g.clone(), b, 1e-5) * wt)
+            .sum()
+            .backward();
+        let dx = values(x.grad(&grads).unwrap());
+        let dgamma = values(g.grad(&grads).unwrap());
+        let numeric = |i: usize, of_x: bool| {
+            let (mut xh, mut xl, mut gh, mut gl) = (xs, xs, gamma, gamma);
+            if of_x {
+                xh[i] += 1e-4;
+                xl[i] -= 1e-4;
+            } else {
+                gh[i] += 1e-4;
+                gl[i] -= 1e-4;
+            }
+            (loss_of(&xh, &gh) - loss_of(&xl, &gl)) / 2e-4
+        };
+        for (i, dx) in dx.iter().enumerate() {
+            let want = numeric(i, true);
+            assert!(
+                (*dx as f64 - want).abs() < 1e-3,
+                "d/dx[{i}]: {dx} vs {want}"
+            );
+        }
+        for (i, dg) in dgamma.iter().enumerate() {
+            let want = numeric(i, false);
+            assert!(
+                (*dg as f64 - want).abs() < 1e-4,
+                "d/dgamma[{i}]: {dg} vs {want}"
+            );
+        }
+    }
+}
