@@ -69,3 +69,22 @@ pub(crate) fn for_chunks<R: Send>(
 pub(crate) fn rows_chunk(row_len: usize, target: usize) -> usize {
     row_len.max(1) * (target / row_len.max(1)).max(1)
 }
+
+/// What the kernels' tests share.
+#[cfg(test)]
+pub(crate) mod tests {
+    use burn::prelude::*;
+
+    /// The elements of `t` as f32.
+    pub(crate) fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_to_vec().unwrap()
+    }
+
+    /// The largest elementwise difference of `a` and `b`.
+    pub(crate) fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+}

@@ -149,17 +149,7 @@ fn gelu_grad_f32(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().convert::<f32>().try_to_vec().unwrap()
-    }
-
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
+    use crate::nn::cpu::tests::{max_diff, values};
 
     /// -8..8 in steps of 1/64 and a row of zeros, as a transposed (non-contiguous) `[2, 1025]`
     /// view, so the kernel also meets a strided input.

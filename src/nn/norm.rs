@@ -266,17 +266,7 @@ impl<B: Backend + LayerNormBackend, C: CheckpointStrategy> LayerNormBackend for 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().convert::<f32>().try_to_vec().unwrap()
-    }
-
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
+    use crate::nn::cpu::tests::{max_diff, values};
 
     /// Activations `[4, 300, 48]` (more rows than one chunk holds) with rows of different
     /// offsets and spreads, and a scale and shift that are not ones and zeros.

@@ -277,17 +277,7 @@ impl<B: Backend + SoftmaxBackend, C: CheckpointStrategy> SoftmaxBackend for Auto
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().convert::<f32>().try_to_vec().unwrap()
-    }
-
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
+    use crate::nn::cpu::tests::{max_diff, values};
 
     const SCALE: f64 = 0.125;
 
