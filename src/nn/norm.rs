@@ -289,7 +289,7 @@ mod tests {
         (x, gamma, beta)
     }
 
-    /// Burn's layer norm with the same parameters (its module's fields are public).
+    /// Burn's own layer norm op with the same parameters.
     fn burns(x: Tensor<3>, gamma: Tensor<1>, beta: Tensor<1>) -> Tensor<3> {
         burn::tensor::module::layer_norm(x, gamma, Some(beta), 1e-5)
     }
