@@ -64,10 +64,13 @@ pub(crate) fn for_chunks<R: Send>(
     out.chunks_mut(len).enumerate().map(run).collect()
 }
 
-/// A chunk length for [`for_chunks`] that holds whole rows of `row_len` and about `target`
+/// Elements per task on the thread pool: smaller chunks cost more in hand-offs than they gain.
+pub(crate) const CHUNK: usize = 1 << 14;
+
+/// A chunk length for [`for_chunks`] that holds whole rows of `row_len` and about [`CHUNK`]
 /// elements.
-pub(crate) fn rows_chunk(row_len: usize, target: usize) -> usize {
-    row_len.max(1) * (target / row_len.max(1)).max(1)
+pub(crate) fn rows_chunk(row_len: usize) -> usize {
+    row_len.max(1) * (CHUNK / row_len.max(1)).max(1)
 }
 
 /// What the kernels' tests share.

@@ -50,7 +50,7 @@ impl GeluBackend for Flex {
             return Flex::gelu(x);
         }
         let mut x = cpu::owned(x);
-        cpu::for_chunks(cpu::f32s_mut(&mut x), CHUNK, |_, chunk| {
+        cpu::for_chunks(cpu::f32s_mut(&mut x), cpu::CHUNK, |_, chunk| {
             chunk.iter_mut().for_each(|v| *v = gelu_f32(*v))
         });
         x
@@ -63,7 +63,7 @@ impl GeluBackend for Flex {
         let x = x.to_contiguous();
         let xs = cpu::f32s(&x);
         let mut grad = cpu::owned(grad);
-        cpu::for_chunks(cpu::f32s_mut(&mut grad), CHUNK, |start, chunk| {
+        cpu::for_chunks(cpu::f32s_mut(&mut grad), cpu::CHUNK, |start, chunk| {
             for (g, x) in chunk.iter_mut().zip(&xs[start..]) {
                 *g *= gelu_grad_f32(*x);
             }
@@ -71,9 +71,6 @@ impl GeluBackend for Flex {
         grad
     }
 }
-
-/// Elements per task on the thread pool.
-const CHUNK: usize = 1 << 14;
 
 #[cfg(feature = "train")]
 impl<B: Backend + GeluBackend, C: CheckpointStrategy> GeluBackend for Autodiff<B, C> {

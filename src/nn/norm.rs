@@ -174,7 +174,7 @@ impl LayerNormBackend for Flex {
         // own share of the scale and shift gradients, summed below in chunk order (the same
         // numbers whatever the thread count).
         let mut grad = cpu::owned(grad);
-        let partials = cpu::for_chunks(cpu::f32s_mut(&mut grad), cpu::rows_chunk(d, 1 << 14), {
+        let partials = cpu::for_chunks(cpu::f32s_mut(&mut grad), cpu::rows_chunk(d), {
             |start, g| {
                 let mut dgamma = vec![0.0f32; d];
                 let mut dbeta = vec![0.0f32; d];

@@ -119,16 +119,12 @@ impl SoftmaxBackend for Flex {
         // The scores become the weights in place (they are fresh from a matmul, nothing else
         // holds them).
         let mut x = cpu::owned(x);
-        cpu::for_chunks(
-            cpu::f32s_mut(&mut x),
-            cpu::rows_chunk(k, 1 << 14),
-            |start, rows| {
-                for (r, row) in rows.chunks_mut(k).enumerate() {
-                    let i = (start / k + r) % q;
-                    softmax_row(row, &bs[i * k..(i + 1) * k], scale);
-                }
-            },
-        );
+        cpu::for_chunks(cpu::f32s_mut(&mut x), cpu::rows_chunk(k), |start, rows| {
+            for (r, row) in rows.chunks_mut(k).enumerate() {
+                let i = (start / k + r) % q;
+                softmax_row(row, &bs[i * k..(i + 1) * k], scale);
+            }
+        });
         x
     }
 
@@ -147,18 +143,14 @@ impl SoftmaxBackend for Flex {
         let scale = scale as f32;
         // The output gradient becomes the input gradient in place, row by row.
         let mut grad = cpu::owned(grad);
-        cpu::for_chunks(
-            cpu::f32s_mut(&mut grad),
-            cpu::rows_chunk(n, 1 << 14),
-            |start, g| {
-                for (g, y) in g.chunks_mut(n).zip(ys[start..].chunks(n)) {
-                    let dot = sum8(g.iter().zip(y).map(|(g, y)| g * y));
-                    for (g, y) in g.iter_mut().zip(y) {
-                        *g = scale * y * (*g - dot);
-                    }
+        cpu::for_chunks(cpu::f32s_mut(&mut grad), cpu::rows_chunk(n), |start, g| {
+            for (g, y) in g.chunks_mut(n).zip(ys[start..].chunks(n)) {
+                let dot = sum8(g.iter().zip(y).map(|(g, y)| g * y));
+                for (g, y) in g.iter_mut().zip(y) {
+                    *g = scale * y * (*g - dot);
                 }
-            },
-        );
+            }
+        });
         grad
     }
 }
