@@ -6,6 +6,7 @@ use remem::device::{self, DeviceChoice};
 use remem::model::ModelKind;
 
 fn main() -> anyhow::Result<()> {
+    remem::heap::keep_freed_memory();
     let selected = device::select(DeviceChoice::Auto)?;
     let models = vec![
         ModelKind::Rmt,
