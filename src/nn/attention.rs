@@ -5,17 +5,26 @@
 //! segment layout), returns the weights only when asked (the visualisation), and needs the
 //! projections exposed for models that add their own positional terms.
 //!
-//! At inference, when no weights are asked for, the scores never leave the backend's fused
-//! attention kernel (`burn::tensor::module::attention`); training and the visualisation take the
-//! materialised path ([`masked_softmax`], one autodiff operation). `tests/parity.rs` checks
-//! the two agree on flex and wgpu.
+//! At inference the projections that read the same rows run as one product ([`linear_concat`]):
+//! query, key and value for self-attention, key and value when the keys come from a longer
+//! context.
+//!
+//! On GPUs at inference, when no weights are asked for, the scores never leave the backend's
+//! fused attention kernel (`burn::tensor::module::attention`, flash attention). Training, the
+//! visualisation and the CPU take the materialised path: one product for the scores, remem's
+//! softmax kernel over them in place ([`masked_softmax`], one autodiff operation), one product
+//! with the values. On the CPU that is faster than flex's fused kernel at remem's sizes
+//! (`copy-small` streaming about 1.3x): flex's takes `exp` one element at a time and through
+//! libm's slow path for every masked score. `tests/parity.rs` checks the two paths agree on flex
+//! and wgpu.
 
+use burn::backend::DispatchDevice;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, RotaryEncoding};
 use burn::prelude::*;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
-use super::linear::linear;
+use super::linear::{linear, linear_concat};
 use super::softmax::masked_softmax;
 
 /// Configuration of [`Attention`].
@@ -72,62 +81,75 @@ impl AttentionConfig {
 }
 
 impl Attention {
-    /// Attend from `query` to `context` under the additive `bias` (0 = allowed, very negative =
-    /// blocked, see [`crate::nn::Mask::bias`]).
+    /// Self-attention of `x` under the additive `bias` (0 = allowed, very negative = blocked,
+    /// see [`crate::nn::Mask::bias`]).
+    ///
+    /// # Shapes
+    /// - x: `[batch, seq, d_model]`
+    /// - bias: `[seq, seq]`
+    /// - output context: `[batch, seq, d_model]`, weights `[batch, n_heads, seq, seq]`
+    pub fn forward(&self, x: Tensor<3>, bias: Tensor<2>, return_weights: bool) -> AttentionOutput {
+        self.forward_rotary(x, None, bias, None, return_weights)
+    }
+
+    /// Attend from `query` to `context` (`None`: to `query` itself), with rotary positions when
+    /// `rotary = Some((encoding, query_start))`: keys sit at positions `0..seq_k` and queries at
+    /// `query_start..query_start + seq_q`.
     ///
     /// # Shapes
     /// - query: `[batch, seq_q, d_model]`
     /// - context: `[batch, seq_k, d_model]`
     /// - bias: `[seq_q, seq_k]`
     /// - output context: `[batch, seq_q, d_model]`, weights `[batch, n_heads, seq_q, seq_k]`
-    pub fn forward(
-        &self,
-        query: Tensor<3>,
-        context: Tensor<3>,
-        bias: Tensor<2>,
-        return_weights: bool,
-    ) -> AttentionOutput {
-        self.forward_rotary(query, context, bias, None, return_weights)
-    }
-
-    /// [`Attention::forward`] with rotary positions: keys sit at positions `0..seq_k` and
-    /// queries at `query_start..query_start + seq_q` (`rotary = Some((encoding, query_start))`).
-    ///
-    /// # Shapes
-    /// as [`Attention::forward`]
     pub fn forward_rotary(
         &self,
         query: Tensor<3>,
-        context: Tensor<3>,
+        context: Option<Tensor<3>>,
         bias: Tensor<2>,
         rotary: Option<(&RotaryEncoding, usize)>,
         return_weights: bool,
     ) -> AttentionOutput {
         let [batch, seq_q, d_model] = query.dims();
-        let mut q = self.heads(linear(&self.query, query));
-        let mut k = self.heads(linear(&self.key, context.clone()));
-        let v = self.heads(linear(&self.value, context));
+        let (mut q, mut k, v) = if query.is_autodiff() {
+            // Training keeps three products: splitting one product's output back up costs
+            // its backward a zero-filled gradient per piece, more than the wider product saves.
+            let context = context.unwrap_or_else(|| query.clone());
+            (
+                self.heads(linear(&self.query, query)),
+                self.heads(linear(&self.key, context.clone())),
+                self.heads(linear(&self.value, context)),
+            )
+        } else if let Some(context) = context {
+            let [k, v] = self.split_heads(linear_concat(&[&self.key, &self.value], context));
+            (self.heads(linear(&self.query, query)), k, v)
+        } else {
+            let projections = [&self.query, &self.key, &self.value];
+            let [q, k, v] = self.split_heads(linear_concat(&projections, query));
+            (q, k, v)
+        };
         if let Some((rope, query_start)) = rotary {
             q = rope.apply(q, query_start);
             k = rope.apply(k, 0);
         }
 
         let scale = 1.0 / (self.d_head as f64).sqrt();
-        let (mixed, returned) = if return_weights || q.is_autodiff() {
-            // Weights are materialised: the page draws them, and autodiff needs them for the
-            // backward pass (Burn's fused attention has no backward and decomposes anyway).
-            let weights = masked_softmax(q.matmul(k.swap_dims(2, 3)), bias, scale);
-            let returned = return_weights.then(|| weights.clone());
-            (self.dropout.forward(weights).matmul(v), returned)
-        } else {
-            // Inference: the backend's fused kernel (one pass over scores on the CPU, flash
-            // attention on GPUs). The `[1, 1, q, k]` bias is read in place for every head.
+        let fused = !(return_weights || q.is_autodiff() || on_cpu(&q.device()));
+        let (mixed, returned) = if fused {
+            // The backend's fused kernel (flash attention on GPUs). The `[1, 1, q, k]` bias is
+            // read in place for every head.
             let options = AttentionModuleOptions {
                 scale: Some(scale),
                 ..Default::default()
             };
             let bias = Some(bias.unsqueeze::<4>());
             (attention(q, k, v, None, bias, options), None)
+        } else {
+            // Weights are materialised: the page draws them, autodiff needs them for the
+            // backward pass (Burn's fused attention has no backward and decomposes anyway), and
+            // on the CPU this is the faster path (module docs).
+            let weights = masked_softmax(q.matmul(k.swap_dims(2, 3)), bias, scale);
+            let returned = return_weights.then(|| weights.clone());
+            (self.dropout.forward(weights).matmul(v), returned)
         };
         let mixed = mixed.swap_dims(1, 2).reshape([batch, seq_q, d_model]);
         AttentionOutput {
@@ -142,6 +164,24 @@ impl Attention {
         x.reshape([batch, seq, self.n_heads, self.d_head])
             .swap_dims(1, 2)
     }
+
+    /// `N` projections side by side, `[batch, seq, N · d_model]`, as `N` tensors
+    /// `[batch, n_heads, seq, d_head]` (views, nothing copied).
+    fn split_heads<const N: usize>(&self, x: Tensor<3>) -> [Tensor<4>; N] {
+        let [batch, seq, _] = x.dims();
+        let x = x.reshape([batch, seq, N, self.n_heads, self.d_head]);
+        std::array::from_fn(|i| {
+            x.clone()
+                .slice(s![.., .., i..i + 1, .., ..])
+                .squeeze_dim::<4>(2)
+                .swap_dims(1, 2)
+        })
+    }
+}
+
+/// Whether `device` is the CPU backend (flex), where the materialised path is the faster one.
+fn on_cpu(device: &Device) -> bool {
+    matches!(device.as_dispatch(), DispatchDevice::Flex(_))
 }
 
 #[cfg(test)]
@@ -154,7 +194,7 @@ mod tests {
         let device = Device::flex();
         let attn = AttentionConfig::new(8, 2).init(&device);
         let x = Tensor::<3>::random([2, 4, 8], burn::tensor::Distribution::Default, &device);
-        let out = attn.forward(x.clone(), x, causal_mask(4).bias(&device), true);
+        let out = attn.forward(x, causal_mask(4).bias(&device), true);
         let w = out
             .weights
             .unwrap()
@@ -185,9 +225,7 @@ mod tests {
         for i in 0..3 {
             mask.allow(i, 2);
         }
-        let out = attn
-            .forward(x.clone(), x, mask.bias(&device), false)
-            .context;
+        let out = attn.forward(x, mask.bias(&device), false).context;
         let rows = out.into_data().try_to_vec::<f32>().unwrap();
         for r in 0..3 {
             for c in 0..4 {

@@ -107,12 +107,14 @@ impl Block {
             Some(cache) => {
                 let offset = cache.dims()[1];
                 (
-                    self.norm_attn
-                        .forward(Tensor::cat(vec![cache, x.clone()], 1)),
+                    Some(
+                        self.norm_attn
+                            .forward(Tensor::cat(vec![cache, x.clone()], 1)),
+                    ),
                     offset,
                 )
             }
-            None => (normed.clone(), 0),
+            None => (None, 0),
         };
         let extra = side.map(|f| f(normed.clone()));
         let attn = self.attn.forward_rotary(

@@ -4,9 +4,15 @@
 //! sequence, each packing the same weight again (its policy folds the batch into the rows only
 //! when that makes the output squarer). remem's activations are contiguous rows, so folding is
 //! a free reshape, and one `[batch · seq, d_in] × [d_in, d_out]` product is faster on the CPU.
+//!
+//! [`linear_concat`] goes one step further for layers that read the same input (attention's
+//! query, key and value): their weights side by side make one wider product, which a GEMM runs
+//! closer to its peak than three narrow ones (on the CPU, `[288, 256] × [256, 768]` at about 1.5x
+//! the FLOP/s of `[288, 256] × [256, 256]`), and the input is packed once instead of three times.
 
 use burn::nn::Linear;
 use burn::prelude::*;
+use burn::tensor::module;
 
 /// `layer(x)` as one product over the rows of `x`.
 ///
@@ -21,4 +27,50 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let mut out = dims;
     out[D - 1] = y.dims()[1];
     y.reshape(out)
+}
+
+/// `layers[0](x)`, `layers[1](x)`, ... side by side along the last axis, as one product with the
+/// layers' weights (and biases) concatenated. The layers share `d_in`.
+///
+/// # Shapes
+/// - x: `[..., d_in]`
+/// - output: `[..., d_out_0 + d_out_1 + ...]`
+pub fn linear_concat<const D: usize>(layers: &[&Linear], x: Tensor<D>) -> Tensor<D> {
+    let weight = Tensor::cat(layers.iter().map(|l| l.weight.val()).collect(), 1);
+    // A layer without a bias adds zeros in its block.
+    let bias = layers.iter().any(|l| l.bias.is_some()).then(|| {
+        let biases = layers.iter().map(|l| match &l.bias {
+            Some(b) => b.val(),
+            None => Tensor::zeros([l.weight.dims()[1]], &weight.device()),
+        });
+        Tensor::cat(biases.collect(), 0)
+    });
+    let dims = x.dims();
+    let d_in = dims[D - 1];
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let y = module::linear(x.reshape([rows, d_in]), weight, bias);
+    let mut out = dims;
+    out[D - 1] = y.dims()[1];
+    y.reshape(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::cpu::tests::{max_diff, values};
+    use burn::nn::LinearConfig;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn concatenated_layers_equal_each_layer_alone() {
+        let device = Device::flex();
+        let a = LinearConfig::new(6, 4).init(&device);
+        let b = LinearConfig::new(6, 3).with_bias(false).init(&device);
+        let x = Tensor::<3>::random([2, 5, 6], Distribution::Default, &device);
+        let both = linear_concat(&[&a, &b], x.clone());
+        assert_eq!(both.dims(), [2, 5, 7]);
+        let alone = Tensor::cat(vec![a.forward(x.clone()), b.forward(x)], 2);
+        let diff = max_diff(&values(both), &values(alone));
+        assert!(diff < 1e-6, "max difference {diff}");
+    }
 }
