@@ -169,13 +169,9 @@ impl Attention {
     /// `[batch, n_heads, seq, d_head]` (views, nothing copied).
     fn split_heads<const N: usize>(&self, x: Tensor<3>) -> [Tensor<4>; N] {
         let [batch, seq, _] = x.dims();
-        let x = x.reshape([batch, seq, N, self.n_heads, self.d_head]);
-        std::array::from_fn(|i| {
-            x.clone()
-                .slice(s![.., .., i..i + 1, .., ..])
-                .squeeze_dim::<4>(2)
-                .swap_dims(1, 2)
-        })
+        let h = self.n_heads;
+        let x = x.reshape([batch, seq, N * h, self.d_head]).swap_dims(1, 2);
+        std::array::from_fn(|i| x.clone().slice(s![.., i * h..(i + 1) * h, .., ..]))
     }
 }
 

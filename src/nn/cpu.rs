@@ -1,5 +1,13 @@
 //! What remem's CPU kernels ([`super::gelu`], [`super::norm`], [`super::softmax`]) share: f32
-//! views of flex tensors and a loop over chunks on the thread pool.
+//! views of flex tensors, a loop over chunks on the thread pool, and the arithmetic that makes
+//! their loops vectorise.
+//!
+//! Vector code: the helpers below ([`exp`], [`sum8`], [`max8`], [`map_sum8`]) have no branches
+//! or library calls and keep eight partial results, so the compiler turns their loops into
+//! vector instructions. remem builds for the baseline x86-64 (SSE2, four lanes); on x86-64 CPUs
+//! with AVX2 (nearly all since 2013), [`for_chunks`] runs each chunk through a copy of the
+//! kernel compiled for AVX2's eight lanes, chosen at run time. Both copies do the same
+//! operations in the same order, so they give the same bits.
 
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::tensor::{Bytes, DType};
@@ -22,11 +30,26 @@ pub(crate) fn f32s(t: &FlexTensor) -> &[f32] {
 /// can be overwritten: `t` itself when it already is one (as at inference, and for most
 /// gradients), else a copy.
 pub(crate) fn owned(t: FlexTensor) -> FlexTensor {
-    let t = t.to_contiguous();
-    if t.is_unique() && t.layout().contiguous_offsets().is_some_and(|(s, _)| s == 0) {
+    // Checked on `t` itself: `FlexTensor::to_contiguous` borrows, so on a contiguous tensor it
+    // returns a second handle to the same buffer, which is then never unique.
+    if writable(&t) {
+        return t;
+    }
+    let t = {
+        let copy = t.to_contiguous();
+        drop(t);
+        copy
+    };
+    if writable(&t) {
         return t;
     }
     new(f32s(&t).to_vec(), &t)
+}
+
+/// Whether `t` is contiguous from element 0 and the only handle to its buffer.
+fn writable(t: &FlexTensor) -> bool {
+    let n = t.layout().num_elements();
+    t.is_unique() && t.layout().contiguous_offsets() == Some((0, n))
 }
 
 /// The elements of an [`owned`] tensor, to overwrite.
@@ -45,16 +68,23 @@ pub(crate) fn new(values: Vec<f32>, like: &FlexTensor) -> FlexTensor {
     )
 }
 
-/// `g(start, chunk)` over the chunks of `out` of `len` elements (the last may be shorter; `start`
-/// is the chunk's first index), on the thread pool when there is more than one chunk (always on
-/// the calling thread on wasm). Returns what each call returned, in chunk order.
-pub(crate) fn for_chunks<R: Send>(
-    out: &mut [f32],
-    len: usize,
-    g: impl Fn(usize, &mut [f32]) -> R + Sync,
-) -> Vec<R> {
+/// A pass over chunks of an f32 buffer, as [`for_chunks`] runs it. Implementations mark `run`
+/// `#[inline(always)]`: it is then compiled into both the baseline and the AVX2 copy of the
+/// loop (a closure would be inlined only when small, so the AVX2 copy would call the baseline
+/// code).
+pub(crate) trait Kernel: Sync {
+    /// What each chunk gives back.
+    type Out: Send;
+    /// Process `chunk`, whose first element is element `start` of the buffer.
+    fn run(&self, start: usize, chunk: &mut [f32]) -> Self::Out;
+}
+
+/// `kernel` over the chunks of `out` of `len` elements (the last may be shorter), on the thread
+/// pool when there is more than one chunk (always on the calling thread on wasm), compiled for
+/// AVX2 where the CPU has it. Returns what each chunk gave back, in chunk order.
+pub(crate) fn for_chunks<K: Kernel>(out: &mut [f32], len: usize, kernel: &K) -> Vec<K::Out> {
     let len = len.max(1);
-    let run = |(c, chunk): (usize, &mut [f32])| g(c * len, chunk);
+    let run = |(c, chunk): (usize, &mut [f32])| vectorised(kernel, c * len, chunk);
     // One chunk runs on the calling thread: handing it to the pool costs more than it saves.
     #[cfg(not(target_family = "wasm"))]
     if out.len() > len {
@@ -62,6 +92,24 @@ pub(crate) fn for_chunks<R: Send>(
         return out.par_chunks_mut(len).enumerate().map(run).collect();
     }
     out.chunks_mut(len).enumerate().map(run).collect()
+}
+
+/// `kernel.run(start, chunk)`, through [`avx2`] when the CPU has AVX2.
+#[inline]
+fn vectorised<K: Kernel>(kernel: &K, start: usize, chunk: &mut [f32]) -> K::Out {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, the only feature `avx2` is compiled for.
+        return unsafe { avx2(kernel, start, chunk) };
+    }
+    kernel.run(start, chunk)
+}
+
+/// `kernel.run(start, chunk)` compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn avx2<K: Kernel>(kernel: &K, start: usize, chunk: &mut [f32]) -> K::Out {
+    kernel.run(start, chunk)
 }
 
 /// Elements per task on the thread pool: smaller chunks cost more in hand-offs than they gain.
@@ -73,6 +121,83 @@ pub(crate) fn rows_chunk(row_len: usize) -> usize {
     row_len.max(1) * (CHUNK / row_len.max(1)).max(1)
 }
 
+/// `Σ f(x)` over `xs`: element `c` into partial sum `c % 8`, the eight then summed in order. A
+/// loop the compiler vectorises, and the same bits on every machine.
+#[inline(always)]
+pub(crate) fn sum8(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let mut blocks = xs.chunks_exact(8);
+    for block in &mut blocks {
+        for i in 0..8 {
+            acc[i] += f(block[i]);
+        }
+    }
+    for (i, &x) in blocks.remainder().iter().enumerate() {
+        acc[i] += f(x);
+    }
+    acc.iter().sum()
+}
+
+/// `Σ f(a_i, b_i)` over the pairs of `a` and `b`, added up as [`sum8`] does.
+#[inline(always)]
+pub(crate) fn sum8_zip(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0.0f32; 8];
+    let (mut blocks_a, mut blocks_b) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in (&mut blocks_a).zip(&mut blocks_b) {
+        for i in 0..8 {
+            acc[i] += f(x[i], y[i]);
+        }
+    }
+    let rest = blocks_a.remainder().iter().zip(blocks_b.remainder());
+    for (i, (&x, &y)) in rest.enumerate() {
+        acc[i] += f(x, y);
+    }
+    acc.iter().sum()
+}
+
+/// The largest element of `xs` (-inf when empty), in eight lanes.
+#[inline(always)]
+pub(crate) fn max8(xs: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; 8];
+    let mut blocks = xs.chunks_exact(8);
+    for block in &mut blocks {
+        for i in 0..8 {
+            m[i] = m[i].max(block[i]);
+        }
+    }
+    for (i, &x) in blocks.remainder().iter().enumerate() {
+        m[i] = m[i].max(x);
+    }
+    m.into_iter().fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// `e^x` in f32 without branches or library calls, so that loops over it vectorise: `2^n e^r`
+/// with `n = round(x / ln 2)`, `|r| <= ln 2 / 2`, and Cephes' degree-6 polynomial for `e^r`
+/// (within 2 ulp of `f32::exp`). Below -87.3 (the smallest normal result) it returns exactly 0,
+/// as masked attention scores need.
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5 · 2^23 rounds to the nearest integer.
+    const ROUND: f32 = 12_582_912.0;
+    let clamped = x.clamp(-87.3, 88.7);
+    let n = (clamped * LOG2E + ROUND) - ROUND;
+    let r = clamped - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_2e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let e_r = p * r * r + r + 1.0;
+    let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if x < -87.3 { 0.0 } else { e_r * two_n }
+}
+
 /// What the kernels' tests share.
 #[cfg(test)]
 pub(crate) mod tests {
@@ -81,6 +206,69 @@ pub(crate) mod tests {
     /// The elements of `t` as f32.
     pub(crate) fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data().convert::<f32>().try_to_vec().unwrap()
+    }
+
+    #[test]
+    fn owned_reuses_a_sole_contiguous_buffer_and_copies_a_shared_one() {
+        use super::{FlexTensor, Layout, f32s, f32s_mut, owned};
+        use burn::tensor::{Bytes, DType, Shape};
+        let tensor = || {
+            FlexTensor::new(
+                Bytes::from_elems(vec![1.0f32, 2.0, 3.0, 4.0]),
+                Layout::contiguous(Shape::new([2, 2])),
+                DType::F32,
+            )
+        };
+        let sole = tensor();
+        let at = f32s(&sole).as_ptr();
+        assert_eq!(f32s(&owned(sole)).as_ptr(), at, "a sole buffer is reused");
+
+        let shared = tensor();
+        let mut mine = owned(shared.clone());
+        assert_ne!(f32s(&mine).as_ptr(), f32s(&shared).as_ptr());
+        f32s_mut(&mut mine)[0] = 9.0;
+        assert_eq!(
+            f32s(&shared),
+            [1.0, 2.0, 3.0, 4.0],
+            "the other handle is untouched"
+        );
+    }
+
+    #[test]
+    fn exp_is_within_two_ulp_and_zero_below_the_normal_range() {
+        for i in 0..=175_000 {
+            let x = -87.0 + i as f32 / 1000.0;
+            let (ours, libm) = (super::exp(x), x.exp());
+            assert!(
+                ((ours - libm) / libm).abs() <= 2.5e-7,
+                "exp({x}) = {ours}, libm {libm}"
+            );
+        }
+        assert_eq!(super::exp(0.0), 1.0);
+        assert_eq!(super::exp(-88.0), 0.0);
+        assert_eq!(super::exp(-1e9), 0.0);
+        assert_eq!(super::exp(f32::NEG_INFINITY), 0.0);
+    }
+
+    #[test]
+    fn lane_sums_and_max_agree_with_plain_loops() {
+        // 8 full blocks and a remainder of 5, values spread over magnitudes.
+        let xs: Vec<f32> = (0..69).map(|i| ((i * 37) % 23) as f32 - 11.5).collect();
+        let ys: Vec<f32> = (0..69).map(|i| (i as f32 / 7.0).sin()).collect();
+        let plain: f64 = xs.iter().map(|&x| x as f64).sum();
+        assert!((super::sum8(&xs, |x| x) as f64 - plain).abs() < 1e-4);
+        let dot: f64 = xs.iter().zip(&ys).map(|(&x, &y)| x as f64 * y as f64).sum();
+        assert!((super::sum8_zip(&xs, &ys, |x, y| x * y) as f64 - dot).abs() < 1e-4);
+        assert_eq!(
+            super::sum8_zip(&xs, &ys[..5], |x, _| x),
+            xs[..5].iter().sum::<f32>()
+        );
+        assert_eq!(super::max8(&xs), 10.5);
+        assert_eq!(
+            super::max8(&xs[..3]),
+            xs[..3].iter().cloned().fold(f32::MIN, f32::max)
+        );
+        assert_eq!(super::max8(&[]), f32::NEG_INFINITY);
     }
 
     /// The largest elementwise difference of `a` and `b`.

@@ -165,47 +165,62 @@ impl LayerNormBackend for Flex {
             return backward_from_ops::<Flex>(x, gamma, grad, epsilon);
         }
         let x = x.to_contiguous();
-        let xs = cpu::f32s(&x);
         let gamma = gamma.to_contiguous();
-        let gs = cpu::f32s(&gamma);
-        let epsilon = epsilon as f32;
-        let n = d as f32;
+        let backward = BackwardKernel {
+            x: cpu::f32s(&x),
+            gamma: cpu::f32s(&gamma),
+            epsilon: epsilon as f32,
+        };
         // The output gradient becomes the input gradient in place; each chunk of rows adds up its
         // own share of the scale and shift gradients, summed below in chunk order (the same
         // numbers whatever the thread count).
         let mut grad = cpu::owned(grad);
-        let partials = cpu::for_chunks(cpu::f32s_mut(&mut grad), cpu::rows_chunk(d), {
-            |start, g| {
-                let mut dgamma = vec![0.0f32; d];
-                let mut dbeta = vec![0.0f32; d];
-                for (g, x) in g.chunks_mut(d).zip(xs[start..].chunks(d)) {
-                    let mean = x.iter().sum::<f32>() / n;
-                    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-                    let rstd = 1.0 / (var + epsilon).sqrt();
-                    let (mut sum_h, mut sum_hx) = (0.0f32, 0.0f32);
-                    for i in 0..d {
-                        let x_hat = (x[i] - mean) * rstd;
-                        let h = g[i] * gs[i];
-                        sum_h += h;
-                        sum_hx += h * x_hat;
-                        dgamma[i] += g[i] * x_hat;
-                        dbeta[i] += g[i];
-                    }
-                    let (mean_h, mean_hx) = (sum_h / n, sum_hx / n);
-                    for i in 0..d {
-                        let x_hat = (x[i] - mean) * rstd;
-                        g[i] = rstd * (g[i] * gs[i] - mean_h - x_hat * mean_hx);
-                    }
-                }
-                (dgamma, dbeta)
-            }
-        });
+        let partials = cpu::for_chunks(cpu::f32s_mut(&mut grad), cpu::rows_chunk(d), &backward);
         let (mut dgamma, mut dbeta) = (vec![0.0f32; d], vec![0.0f32; d]);
         for (pg, pb) in partials {
             dgamma.iter_mut().zip(pg).for_each(|(a, b)| *a += b);
             dbeta.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
         }
         (grad, cpu::new(dgamma, &gamma), cpu::new(dbeta, &gamma))
+    }
+}
+
+/// The backward kernel: rows of the output gradient become the input gradient, and each chunk
+/// gives back its share of the scale and shift gradients.
+struct BackwardKernel<'a> {
+    x: &'a [f32],
+    gamma: &'a [f32],
+    epsilon: f32,
+}
+
+impl cpu::Kernel for BackwardKernel<'_> {
+    /// The chunk's `(dgamma, dbeta)`.
+    type Out = (Vec<f32>, Vec<f32>);
+
+    #[inline(always)]
+    fn run(&self, start: usize, g: &mut [f32]) -> Self::Out {
+        let d = self.gamma.len();
+        let n = d as f32;
+        let gamma = self.gamma;
+        let mut dgamma = vec![0.0f32; d];
+        let mut dbeta = vec![0.0f32; d];
+        for (g, x) in g.chunks_mut(d).zip(self.x[start..].chunks(d)) {
+            let mean = cpu::sum8(x, |v| v) / n;
+            let var = cpu::sum8(x, |v| (v - mean) * (v - mean)) / n;
+            let rstd = 1.0 / (var + self.epsilon).sqrt();
+            for (((dg, db), g), x) in dgamma.iter_mut().zip(&mut dbeta).zip(&*g).zip(x) {
+                *dg += g * (x - mean) * rstd;
+                *db += g;
+            }
+            // h = g gamma; dx = rstd (h - mean(h) - x_hat mean(h x_hat)).
+            g.iter_mut().zip(gamma).for_each(|(g, gamma)| *g *= gamma);
+            let mean_h = cpu::sum8(g, |h| h) / n;
+            let mean_hx = cpu::sum8_zip(g, x, |h, x| h * (x - mean) * rstd) / n;
+            for (g, x) in g.iter_mut().zip(x) {
+                *g = rstd * (*g - mean_h - (x - mean) * rstd * mean_hx);
+            }
+        }
+        (dgamma, dbeta)
     }
 }
 

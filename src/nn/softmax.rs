@@ -112,19 +112,17 @@ impl SoftmaxBackend for Flex {
         {
             return forward_from_ops::<Flex>(x, bias, scale);
         }
-        let (q, k) = (shape[rank - 2], shape[rank - 1]);
         let bias = bias.to_contiguous();
-        let bs = cpu::f32s(&bias);
-        let scale = scale as f32;
+        let forward = ForwardKernel {
+            bias: cpu::f32s(&bias),
+            q: shape[rank - 2],
+            k: shape[rank - 1],
+            scale: scale as f32,
+        };
         // The scores become the weights in place (they are fresh from a matmul, nothing else
         // holds them).
         let mut x = cpu::owned(x);
-        cpu::for_chunks(cpu::f32s_mut(&mut x), cpu::rows_chunk(k), |start, rows| {
-            for (r, row) in rows.chunks_mut(k).enumerate() {
-                let i = (start / k + r) % q;
-                softmax_row(row, &bs[i * k..(i + 1) * k], scale);
-            }
-        });
+        cpu::for_chunks(cpu::f32s_mut(&mut x), cpu::rows_chunk(forward.k), &forward);
         x
     }
 
@@ -139,72 +137,73 @@ impl SoftmaxBackend for Flex {
             return backward_from_ops::<Flex>(y, grad, scale);
         }
         let y = y.to_contiguous();
-        let ys = cpu::f32s(&y);
-        let scale = scale as f32;
+        let backward = BackwardKernel {
+            y: cpu::f32s(&y),
+            n,
+            scale: scale as f32,
+        };
         // The output gradient becomes the input gradient in place, row by row.
         let mut grad = cpu::owned(grad);
-        cpu::for_chunks(cpu::f32s_mut(&mut grad), cpu::rows_chunk(n), |start, g| {
-            for (g, y) in g.chunks_mut(n).zip(ys[start..].chunks(n)) {
-                let dot = sum8(g.iter().zip(y).map(|(g, y)| g * y));
-                for (g, y) in g.iter_mut().zip(y) {
-                    *g = scale * y * (*g - dot);
-                }
-            }
-        });
+        cpu::for_chunks(cpu::f32s_mut(&mut grad), cpu::rows_chunk(n), &backward);
         grad
     }
 }
 
+/// The forward kernel: rows of `[..., q, k]` scores become their weights.
+struct ForwardKernel<'a> {
+    /// The `[q, k]` mask bias.
+    bias: &'a [f32],
+    q: usize,
+    k: usize,
+    scale: f32,
+}
+
+impl cpu::Kernel for ForwardKernel<'_> {
+    type Out = ();
+
+    #[inline(always)]
+    fn run(&self, start: usize, rows: &mut [f32]) {
+        let k = self.k;
+        for (r, row) in rows.chunks_mut(k).enumerate() {
+            let i = (start / k + r) % self.q;
+            softmax_row(row, &self.bias[i * k..(i + 1) * k], self.scale);
+        }
+    }
+}
+
+/// The backward kernel: rows of the output gradient become the input gradient.
+struct BackwardKernel<'a> {
+    /// The forward's output, the weights.
+    y: &'a [f32],
+    /// Row length.
+    n: usize,
+    scale: f32,
+}
+
+impl cpu::Kernel for BackwardKernel<'_> {
+    type Out = ();
+
+    #[inline(always)]
+    fn run(&self, start: usize, g: &mut [f32]) {
+        for (g, y) in g.chunks_mut(self.n).zip(self.y[start..].chunks(self.n)) {
+            let dot = cpu::sum8_zip(g, y, |g, y| g * y);
+            for (g, y) in g.iter_mut().zip(y) {
+                *g = self.scale * y * (*g - dot);
+            }
+        }
+    }
+}
+
 /// One row: `row = softmax(scale · row + bias)`.
-#[inline]
+#[inline(always)]
 fn softmax_row(row: &mut [f32], bias: &[f32], scale: f32) {
-    let mut max = [f32::NEG_INFINITY; 8];
-    for (c, (v, b)) in row.iter_mut().zip(bias).enumerate() {
+    for (v, b) in row.iter_mut().zip(bias) {
         *v = *v * scale + b;
-        max[c % 8] = max[c % 8].max(*v);
     }
-    let max = max.into_iter().fold(f32::NEG_INFINITY, f32::max);
-    let sum = sum8(row.iter_mut().map(|v| {
-        *v = exp(*v - max);
-        *v
-    }));
-    let inv = 1.0 / sum;
+    let max = cpu::max8(row);
+    row.iter_mut().for_each(|v| *v = cpu::exp(*v - max));
+    let inv = 1.0 / cpu::sum8(row, |v| v);
     row.iter_mut().for_each(|v| *v *= inv);
-}
-
-/// The sum of `values`, in eight interleaved partial sums (so the loop can use vector lanes).
-#[inline]
-fn sum8(values: impl Iterator<Item = f32>) -> f32 {
-    let mut acc = [0.0f32; 8];
-    for (c, v) in values.enumerate() {
-        acc[c % 8] += v;
-    }
-    acc.iter().sum()
-}
-
-/// `e^x` in f32 without branches or library calls, so that loops over it vectorise: `2^n e^r`
-/// with `n = round(x / ln 2)`, `|r| <= ln 2 / 2`, and Cephes' degree-6 polynomial for `e^r`
-/// (within 2 ulp of `f32::exp`). Below -87.3 (the smallest normal result) it returns exactly 0,
-/// as masked scores need.
-#[inline]
-fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding and subtracting 1.5 · 2^23 rounds to the nearest integer.
-    const ROUND: f32 = 12_582_912.0;
-    let clamped = x.clamp(-87.3, 88.7);
-    let n = (clamped * LOG2E + ROUND) - ROUND;
-    let r = clamped - n * LN2_HI - n * LN2_LO;
-    let mut p = 1.987_569_2e-4;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let e_r = p * r * r + r + 1.0;
-    let two_n = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    if x < -87.3 { 0.0 } else { e_r * two_n }
 }
 
 #[cfg(feature = "train")]
@@ -294,21 +293,6 @@ mod tests {
 
     fn burns<const D: usize>(x: Tensor<D>, bias: Tensor<2>) -> Tensor<D> {
         burn::tensor::activation::softmax(x.mul_scalar(SCALE) + bias.unsqueeze::<D>(), D - 1)
-    }
-
-    #[test]
-    fn exp_is_within_two_ulp_and_zero_below_the_normal_range() {
-        for i in 0..=175_000 {
-            let x = -87.0 + i as f32 / 1000.0;
-            let (ours, libm) = (exp(x), x.exp());
-            assert!(
-                ((ours - libm) / libm).abs() <= 2.5e-7,
-                "exp({x}) = {ours}, libm {libm}"
-            );
-        }
-        assert_eq!(exp(0.0), 1.0);
-        assert_eq!(exp(-88.0), 0.0);
-        assert_eq!(exp(-1e9), 0.0);
     }
 
     #[test]
