@@ -20,13 +20,7 @@ use burn::tensor::module;
 /// - x: `[..., d_in]`
 /// - output: `[..., d_out]`
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
-    let dims = x.dims();
-    let d_in = dims[D - 1];
-    let rows = dims[..D - 1].iter().product::<usize>();
-    let y = layer.forward(x.reshape([rows, d_in]));
-    let mut out = dims;
-    out[D - 1] = y.dims()[1];
-    y.reshape(out)
+    on_rows(x, |rows| layer.forward(rows))
 }
 
 /// `layers[0](x)`, `layers[1](x)`, ... side by side along the last axis, as one product with the
@@ -45,10 +39,16 @@ pub fn linear_concat<const D: usize>(layers: &[&Linear], x: Tensor<D>) -> Tensor
         });
         Tensor::cat(biases.collect(), 0)
     });
+    on_rows(x, |rows| module::linear(rows, weight, bias))
+}
+
+/// `f` over `x` with its leading axes folded into rows (a free reshape of contiguous rows), and
+/// unfolded again.
+fn on_rows<const D: usize>(x: Tensor<D>, f: impl FnOnce(Tensor<2>) -> Tensor<2>) -> Tensor<D> {
     let dims = x.dims();
     let d_in = dims[D - 1];
     let rows = dims[..D - 1].iter().product::<usize>();
-    let y = module::linear(x.reshape([rows, d_in]), weight, bias);
+    let y = f(x.reshape([rows, d_in]));
     let mut out = dims;
     out[D - 1] = y.dims()[1];
     y.reshape(out)
