@@ -25,6 +25,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
 use super::linear::{linear, linear_concat};
+use super::matmul::matmul;
 use super::softmax::masked_softmax;
 
 /// Configuration of [`Attention`].
@@ -147,9 +148,9 @@ impl Attention {
             // Weights are materialised: the page draws them, autodiff needs them for the
             // backward pass (Burn's fused attention has no backward and decomposes anyway), and
             // on the CPU this is the faster path (module docs).
-            let weights = masked_softmax(q.matmul(k.swap_dims(2, 3)), bias, scale);
+            let weights = masked_softmax(matmul(q, k.swap_dims(2, 3)), bias, scale);
             let returned = return_weights.then(|| weights.clone());
-            (self.dropout.forward(weights).matmul(v), returned)
+            (matmul(self.dropout.forward(weights), v), returned)
         };
         let mixed = mixed.swap_dims(1, 2).reshape([batch, seq_q, d_model]);
         AttentionOutput {

@@ -4,6 +4,8 @@
 //! sequence, each packing the same weight again (its policy folds the batch into the rows only
 //! when that makes the output squarer). remem's activations are contiguous rows, so folding is
 //! a free reshape, and one `[batch · seq, d_in] × [d_in, d_out]` product is faster on the CPU.
+//! The product goes through [`matmul`] (the CPU's GEMM without Burn's extra output passes), the
+//! bias is added after.
 //!
 //! [`linear_concat`] goes one step further for layers that read the same input (attention's
 //! query, key and value): their weights side by side make one wider product, which a GEMM runs
@@ -12,7 +14,8 @@
 
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::module;
+
+use super::matmul::matmul;
 
 /// `layer(x)` as one product over the rows of `x`.
 ///
@@ -20,7 +23,13 @@ use burn::tensor::module;
 /// - x: `[..., d_in]`
 /// - output: `[..., d_out]`
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
-    on_rows(x, |rows| layer.forward(rows))
+    on_rows(x, |rows| {
+        affine(
+            rows,
+            layer.weight.val(),
+            layer.bias.as_ref().map(|b| b.val()),
+        )
+    })
 }
 
 /// `layers[0](x)`, `layers[1](x)`, ... side by side along the last axis, as one product with the
@@ -39,7 +48,22 @@ pub fn linear_concat<const D: usize>(layers: &[&Linear], x: Tensor<D>) -> Tensor
         });
         Tensor::cat(biases.collect(), 0)
     });
-    on_rows(x, |rows| module::linear(rows, weight, bias))
+    on_rows(x, |rows| affine(rows, weight, bias))
+}
+
+/// `rows · weight + bias`, the product through [`matmul`].
+///
+/// # Shapes
+/// - rows: `[rows, d_in]`
+/// - weight: `[d_in, d_out]`
+/// - bias: `[d_out]`
+/// - output: `[rows, d_out]`
+fn affine(rows: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
+    let y = matmul(rows, weight);
+    match bias {
+        Some(bias) => y + bias.unsqueeze(),
+        None => y,
+    }
 }
 
 /// `f` over `x` with its leading axes folded into rows (a free reshape of contiguous rows), and

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::basis::Basis;
 use super::linear::linear;
+use super::matmul::matmul;
 use crate::error::{Error, Result};
 
 /// Smallest variance of an attention density (a floor that keeps `r` finite).
@@ -264,16 +265,13 @@ impl LongTermMemory {
         let k = self.heads(linear(&self.key, coeffs.clone()));
         let v = self.heads(linear(&self.value, coeffs));
         // scores [batch, heads, queries, N]
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .div_scalar((self.d_head as f64).sqrt());
+        let scores = matmul(q, k.swap_dims(2, 3)).div_scalar((self.d_head as f64).sqrt());
         let mu = sigmoid(self.mu.forward(scores.clone())).squeeze_dim::<3>(3);
         let variance = softplus(self.sigma.forward(scores), 1.0)
             .clamp_min(MIN_VARIANCE)
             .squeeze_dim::<3>(3);
         let r = self.basis.expectation(mu.clone(), variance.clone());
-        let mixed = r
-            .matmul(v)
+        let mixed = matmul(r, v)
             .swap_dims(1, 2)
             .reshape([batch, queries, d_model]);
         LtmRead {

@@ -9,6 +9,7 @@ pub mod gelu;
 pub mod linear;
 pub mod ltm;
 pub mod mask;
+pub mod matmul;
 pub mod norm;
 pub mod softmax;
 
@@ -19,5 +20,6 @@ pub use gelu::gelu;
 pub use linear::linear;
 pub use ltm::{Density, LongTermMemory, LtmConfig, LtmRead, LtmSampling};
 pub use mask::{Mask, causal_mask};
+pub use matmul::matmul;
 pub use norm::{LayerNorm, LayerNormConfig, layer_norm};
 pub use softmax::masked_softmax;
