@@ -164,20 +164,18 @@ impl Product {
                 }
             };
             let each = m * n * k;
-            let chunks = out.spare_capacity_mut()[..count * size].chunks_mut(size);
+            let dst = &mut out.spare_capacity_mut()[..count * size];
             if count > 1 && count * each >= SPLIT_BATCH && !(each >= SPLIT_PRODUCT && count < 4) {
-                let chunks: Vec<_> = chunks.collect();
-                chunks
-                    .into_par_iter()
-                    .enumerate()
-                    .for_each(|(b, dst)| one(b, dst, Parallelism::None));
+                let per_thread = |(b, dst)| one(b, dst, Parallelism::None);
+                dst.par_chunks_mut(size).enumerate().for_each(per_thread);
             } else {
                 let threads = if each >= SPLIT_PRODUCT {
                     Parallelism::Rayon(0)
                 } else {
                     Parallelism::None
                 };
-                chunks.enumerate().for_each(|(b, dst)| one(b, dst, threads));
+                let split = |(b, dst)| one(b, dst, threads);
+                dst.chunks_mut(size).enumerate().for_each(split);
             }
         }
         // SAFETY: the GEMMs above wrote all `count * size` elements.
