@@ -10,7 +10,7 @@
 //! operations in the same order, so they give the same bits.
 
 use burn::backend::flex::{FlexTensor, Layout};
-use burn::tensor::{Bytes, DType};
+use burn::tensor::{Bytes, DType, Shape};
 
 /// Whether the kernels in this crate can take `t`: f32. Other dtypes go to Burn's own ops.
 pub(crate) fn is_f32(t: &FlexTensor) -> bool {
@@ -60,7 +60,11 @@ pub(crate) fn f32s_mut(t: &mut FlexTensor) -> &mut [f32] {
 
 /// A contiguous f32 tensor of `values` with the shape of `like`.
 pub(crate) fn new(values: Vec<f32>, like: &FlexTensor) -> FlexTensor {
-    let shape = like.layout().shape().clone();
+    with_shape(values, like.layout().shape().clone())
+}
+
+/// A contiguous f32 tensor of `values`, row-major in `shape`, without copying them.
+pub(crate) fn with_shape(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::new(
         Bytes::from_elems(values),
         Layout::contiguous(shape),

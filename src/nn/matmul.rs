@@ -21,13 +21,7 @@ use burn::backend::ops::FloatTensorOps;
 use burn::backend::{Backend, Cube, Dispatch, Flex, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
 #[cfg(not(target_family = "wasm"))]
-use {
-    super::cpu,
-    burn::backend::flex::{FlexTensor, Layout},
-    burn::tensor::{Bytes, DType},
-    gemm::Parallelism,
-    rayon::prelude::*,
-};
+use {super::cpu, burn::backend::flex::FlexTensor, gemm::Parallelism, rayon::prelude::*};
 
 /// The matrix product as a backend operation, so that the CPU can run its own.
 #[backend_extension(Flex, Cube, Autodiff: cfg(feature = "train"))]
@@ -182,11 +176,7 @@ impl Product {
         unsafe { out.set_len(count * size) };
         let mut shape = self.batch.clone();
         shape.extend([m, n]);
-        FlexTensor::new(
-            Bytes::from_elems(out),
-            Layout::contiguous(shape.into()),
-            DType::F32,
-        )
+        cpu::with_shape(out, shape.into())
     }
 }
 
