@@ -197,3 +197,35 @@ fn inference_attention_matches_the_training_forward_on_wgpu() {
         inference_matches_training_forward(&gpu);
     }
 }
+
+/// The packed self-attention the CPU runs with its own kernels: GPUs run the same formulas
+/// from Burn's operations, and both give the same context and the same packed gradient.
+#[test]
+fn fused_attention_and_its_gradient_agree_on_flex_and_wgpu() {
+    let Some(gpu) = common::wgpu_device().map(Device::autodiff) else {
+        return;
+    };
+    let (batch, seq, width) = (2, 9, 24);
+    let xs: Vec<f32> = (0..batch * seq * width)
+        .map(|i| ((i * 7919) % 1013) as f32 / 300.0 - 1.7)
+        .collect();
+    let run = |device: &Device| {
+        let data = TensorData::new(xs.clone(), [batch, seq, width]);
+        let qkv = Tensor::<3>::from_data(data, device).require_grad();
+        let bias = remem::nn::causal_mask(seq).bias(device);
+        let out = remem::nn::fused_attention(qkv.clone(), bias, 2, 0.35);
+        let loss = (out.clone() * out.clone().cos()).sum();
+        let grad = qkv.grad(&loss.backward()).expect("qkv gradient");
+        (common::values(out), common::values(grad))
+    };
+    let (out_cpu, grad_cpu) = run(&Device::flex().autodiff());
+    let (out_gpu, grad_gpu) = run(&gpu);
+    let diff = common::max_abs_diff(&out_cpu, &out_gpu);
+    assert!(diff < 1e-5, "contexts differ by {diff}");
+    let diff = common::max_abs_diff(&grad_cpu, &grad_gpu);
+    assert!(diff < 1e-4, "gradients differ by {diff}");
+    assert!(
+        grad_cpu.iter().any(|g| g.abs() > 0.05),
+        "gradient trivially small"
+    );
+}

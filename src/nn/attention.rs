@@ -5,17 +5,22 @@
 //! segment layout), returns the weights only when asked (the visualisation), and needs the
 //! projections exposed for models that add their own positional terms.
 //!
-//! At inference the projections that read the same rows run as one product ([`linear_concat`]):
-//! query, key and value for self-attention, key and value when the keys come from a longer
-//! context.
+//! On the CPU, self-attention without rotary positions or dropout (RMT's, the segment
+//! baseline's) runs as one packed operation ([`fused_attention`]): query, key and value from one
+//! product ([`linear_concat`]), forward and backward, and kernels that read the heads in place
+//! and write the context with heads merged. About 1.1x on an attention layer's training step at
+//! `copy-small` and `medium` sizes, measured interleaved in one process.
 //!
-//! On GPUs at inference, when no weights are asked for, the scores never leave the backend's
-//! fused attention kernel (`burn::tensor::module::attention`, flash attention). Training, the
-//! visualisation and the CPU take the materialised path: one product for the scores, remem's
-//! softmax kernel over them in place ([`masked_softmax`], one autodiff operation), one product
-//! with the values. On the CPU that is faster than flex's fused kernel at remem's sizes
+//! Elsewhere, at inference the projections that read the same rows still run as one product:
+//! query, key and value for self-attention, key and value when the keys come from a longer
+//! context. On GPUs at inference, when no weights are asked for, the scores never leave the
+//! backend's fused attention kernel (`burn::tensor::module::attention`, flash attention).
+//! Training on GPUs, the visualisation there and the CPU's remaining cases (Transformer-XL's
+//! cached keys and rotary positions) take the materialised path: one product for the scores,
+//! remem's softmax kernel over them in place ([`masked_softmax`], one autodiff operation), one
+//! product with the values. On the CPU that is faster than flex's fused kernel at remem's sizes
 //! (`copy-small` streaming about 1.3x): flex's takes `exp` one element at a time and through
-//! libm's slow path for every masked score. `tests/parity.rs` checks the two paths agree on flex
+//! libm's slow path for every masked score. `tests/parity.rs` checks the paths agree on flex
 //! and wgpu.
 
 use burn::backend::DispatchDevice;
@@ -24,6 +29,7 @@ use burn::prelude::*;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
+use super::fused_attention::{fused_attention, fused_attention_with_weights};
 use super::linear::{linear, linear_concat};
 use super::matmul::matmul;
 use super::softmax::masked_softmax;
@@ -111,6 +117,25 @@ impl Attention {
         return_weights: bool,
     ) -> AttentionOutput {
         let [batch, seq_q, d_model] = query.dims();
+        let scale = 1.0 / (self.d_head as f64).sqrt();
+        if self.packed(
+            &query,
+            context.is_some() || rotary.is_some(),
+            return_weights,
+        ) {
+            let projections = [&self.query, &self.key, &self.value];
+            let qkv = linear_concat(&projections, query);
+            let (mixed, weights) = if return_weights {
+                let (mixed, weights) = fused_attention_with_weights(qkv, bias, self.n_heads, scale);
+                (mixed, Some(weights))
+            } else {
+                (fused_attention(qkv, bias, self.n_heads, scale), None)
+            };
+            return AttentionOutput {
+                context: linear(&self.output, mixed),
+                weights,
+            };
+        }
         let (mut q, mut k, v) = if query.is_autodiff() {
             // Training keeps three products: splitting one product's output back up costs
             // its backward a zero-filled gradient per piece, more than the wider product saves.
@@ -133,7 +158,6 @@ impl Attention {
             k = rope.apply(k, 0);
         }
 
-        let scale = 1.0 / (self.d_head as f64).sqrt();
         let fused = !(return_weights || q.is_autodiff() || on_cpu(&q.device()));
         let (mixed, returned) = if fused {
             // The backend's fused kernel (flash attention on GPUs). The `[1, 1, q, k]` bias is
@@ -159,6 +183,16 @@ impl Attention {
         }
     }
 
+    /// Whether [`fused_attention`] runs this call: self-attention without rotary positions
+    /// (`extended` false) on the CPU (not wasm: its kernels use the native GEMM and threads),
+    /// no dropout on the weights, and weights asked for only outside training (the packed
+    /// operation returns them for the visualisation, without a gradient path of their own).
+    fn packed(&self, query: &Tensor<3>, extended: bool, return_weights: bool) -> bool {
+        let cpu = on_cpu(&query.device()) && cfg!(not(target_family = "wasm"));
+        let training = query.is_autodiff();
+        cpu && !extended && !(training && (self.dropout.prob > 0.0 || return_weights))
+    }
+
     /// `[batch, seq, d_model]` -> `[batch, n_heads, seq, d_head]`.
     fn heads(&self, x: Tensor<3>) -> Tensor<4> {
         let [batch, seq, _] = x.dims();
@@ -176,9 +210,12 @@ impl Attention {
     }
 }
 
-/// Whether `device` is the CPU backend (flex), where the materialised path is the faster one.
+/// Whether `device` is the CPU backend (flex), with or without autodiff.
 fn on_cpu(device: &Device) -> bool {
-    matches!(device.as_dispatch(), DispatchDevice::Flex(_))
+    matches!(
+        device.as_dispatch().clone().inner(),
+        DispatchDevice::Flex(_)
+    )
 }
 
 #[cfg(test)]

@@ -100,7 +100,7 @@ pub(crate) fn for_chunks<K: Kernel>(out: &mut [f32], len: usize, kernel: &K) -> 
 
 /// `kernel.run(start, chunk)`, through [`avx2`] when the CPU has AVX2.
 #[inline]
-fn vectorised<K: Kernel>(kernel: &K, start: usize, chunk: &mut [f32]) -> K::Out {
+pub(crate) fn vectorised<K: Kernel>(kernel: &K, start: usize, chunk: &mut [f32]) -> K::Out {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, the only feature `avx2` is compiled for.

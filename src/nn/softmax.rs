@@ -150,12 +150,12 @@ impl SoftmaxBackend for Flex {
 }
 
 /// The forward kernel: rows of `[..., q, k]` scores become their weights.
-struct ForwardKernel<'a> {
+pub(crate) struct ForwardKernel<'a> {
     /// The `[q, k]` mask bias.
-    bias: &'a [f32],
-    q: usize,
-    k: usize,
-    scale: f32,
+    pub bias: &'a [f32],
+    pub q: usize,
+    pub k: usize,
+    pub scale: f32,
 }
 
 impl cpu::Kernel for ForwardKernel<'_> {
@@ -172,12 +172,12 @@ impl cpu::Kernel for ForwardKernel<'_> {
 }
 
 /// The backward kernel: rows of the output gradient become the input gradient.
-struct BackwardKernel<'a> {
+pub(crate) struct BackwardKernel<'a> {
     /// The forward's output, the weights.
-    y: &'a [f32],
+    pub y: &'a [f32],
     /// Row length.
-    n: usize,
-    scale: f32,
+    pub n: usize,
+    pub scale: f32,
 }
 
 impl cpu::Kernel for BackwardKernel<'_> {
