@@ -361,6 +361,14 @@ mod cpu {
         }
     }
 
+    /// Rows `i0..` of the transpose of the `[seq, seq]` matrix of pair `p` (its columns `i0..`).
+    fn square_t(x: &[f32], seq: usize, p: usize, i0: usize) -> Strided<'_> {
+        Strided {
+            start: p * seq * seq + i0,
+            ..t(square(x, seq, p, 0))
+        }
+    }
+
     /// Rows `i0..` of the `[seq, seq]` matrix of pair `p` in a `[batch, heads, seq, seq]`
     /// buffer.
     fn square(x: &[f32], seq: usize, p: usize, i0: usize) -> Strided<'_> {
@@ -506,19 +514,10 @@ mod cpu {
                         let d_s = square(&d_scores, seq, p, i0);
                         let k = packed(x, dims, b, 1, h);
                         product_into(&mut out[row..], 3 * d, [rows, seq, d_head], d_s, k);
-                        // Rows i0..i1 of dSᵀ are columns i0..i1 of dS.
-                        let d_s_t = t(square(&d_scores, seq, p, 0));
-                        let d_s_t = Strided {
-                            start: d_s_t.start + i0,
-                            ..d_s_t
-                        };
+                        let d_s_t = square_t(&d_scores, seq, p, i0);
                         let q = packed(x, dims, b, 0, h);
                         product_into(&mut out[row + d..], 3 * d, [rows, seq, d_head], d_s_t, q);
-                        let p_t = t(square(w, seq, p, 0));
-                        let p_t = Strided {
-                            start: p_t.start + i0,
-                            ..p_t
-                        };
+                        let p_t = square_t(w, seq, p, i0);
                         let dst = &mut out[row + 2 * d..];
                         product_into(dst, 3 * d, [rows, seq, d_head], p_t, d_out(b, h));
                     }
