@@ -15,7 +15,8 @@ pub struct Mask {
 }
 
 /// The score given to blocked positions before the softmax; exp() of it is exactly 0 in f32.
-const BLOCKED: f32 = -1.0e9;
+/// Kernels treat a bias at or below it as a blocked key and may skip it.
+pub(crate) const BLOCKED: f32 = -1.0e9;
 
 impl Mask {
     /// A mask where nothing may attend to anything; open it up with [`Mask::allow`].

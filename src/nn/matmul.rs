@@ -266,6 +266,14 @@ pub(crate) fn product_into(
         (m - 1) * dst_row_stride + n <= dst.len() && lhs.fits(m, k) && rhs.fits(k, n),
         "product_into: a {m}x{k}x{n} product does not fit its buffers"
     );
+    if k == 0 {
+        // An empty sum; the factors' starts may lie past their buffers, so the GEMM is not
+        // given them.
+        for i in 0..m {
+            dst[i * dst_row_stride..][..n].fill(std::mem::MaybeUninit::new(0.0));
+        }
+        return;
+    }
     // SAFETY: the assertion above keeps every element the GEMM reads inside `lhs.data` and
     // `rhs.data`, and every element it writes inside `dst`; it writes without reading
     // (`read_dst` false).

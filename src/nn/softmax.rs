@@ -150,12 +150,12 @@ impl SoftmaxBackend for Flex {
 }
 
 /// The forward kernel: rows of `[..., q, k]` scores become their weights.
-pub(crate) struct ForwardKernel<'a> {
+struct ForwardKernel<'a> {
     /// The `[q, k]` mask bias.
-    pub bias: &'a [f32],
-    pub q: usize,
-    pub k: usize,
-    pub scale: f32,
+    bias: &'a [f32],
+    q: usize,
+    k: usize,
+    scale: f32,
 }
 
 impl cpu::Kernel for ForwardKernel<'_> {
@@ -172,12 +172,12 @@ impl cpu::Kernel for ForwardKernel<'_> {
 }
 
 /// The backward kernel: rows of the output gradient become the input gradient.
-pub(crate) struct BackwardKernel<'a> {
+struct BackwardKernel<'a> {
     /// The forward's output, the weights.
-    pub y: &'a [f32],
+    y: &'a [f32],
     /// Row length.
-    pub n: usize,
-    pub scale: f32,
+    n: usize,
+    scale: f32,
 }
 
 impl cpu::Kernel for BackwardKernel<'_> {
@@ -186,17 +186,23 @@ impl cpu::Kernel for BackwardKernel<'_> {
     #[inline(always)]
     fn run(&self, start: usize, g: &mut [f32]) {
         for (g, y) in g.chunks_mut(self.n).zip(self.y[start..].chunks(self.n)) {
-            let dot = cpu::sum8_zip(g, y, |g, y| g * y);
-            for (g, y) in g.iter_mut().zip(y) {
-                *g = self.scale * y * (*g - dot);
-            }
+            softmax_backward_row(g, y, self.scale);
         }
+    }
+}
+
+/// One row of the backward: `g = scale · y (g - Σ g y)`.
+#[inline(always)]
+pub(crate) fn softmax_backward_row(g: &mut [f32], y: &[f32], scale: f32) {
+    let dot = cpu::sum8_zip(g, y, |g, y| g * y);
+    for (g, y) in g.iter_mut().zip(y) {
+        *g = scale * y * (*g - dot);
     }
 }
 
 /// One row: `row = softmax(scale · row + bias)`.
 #[inline(always)]
-fn softmax_row(row: &mut [f32], bias: &[f32], scale: f32) {
+pub(crate) fn softmax_row(row: &mut [f32], bias: &[f32], scale: f32) {
     for (v, b) in row.iter_mut().zip(bias) {
         *v = *v * scale + b;
     }
