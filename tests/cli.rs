@@ -484,6 +484,15 @@ fn bench_prints_a_table_and_writes_json() {
     let train = report["train"].as_array().unwrap();
     assert_eq!(train.len(), 1);
     assert!(train[0]["tokens_per_s"].as_f64().unwrap() > 0.0);
+    // Every figure carries the matmul sampled while it ran, and its fraction of it.
+    let stream = report["stream"].as_array().unwrap();
+    for figure in train.iter().chain(stream) {
+        let number = |key: &str| figure[key].as_f64().unwrap_or_else(|| panic!("{key}"));
+        let (matmul, achieved) = (number("matmul_flops"), number("achieved_flops"));
+        assert!(matmul > 1e8 && achieved > 0.0, "{figure}");
+        let fraction = number("matmul_fraction");
+        assert!((fraction - achieved / matmul).abs() < 1e-9, "{figure}");
+    }
     let points: Vec<(String, u64)> = report["stream"]
         .as_array()
         .unwrap()

@@ -1,6 +1,11 @@
 //! Benchmarks that print figures, never pass or fail: training throughput, streaming over long
 //! inputs (time and resident memory), and achieved FLOP/s against the device's measured matmul
 //! FLOP/s. Run by `remem bench` and `cargo bench`.
+//!
+//! The matmul is sampled during each figure, not only once at the start ([`MatmulProbe`]):
+//! between training steps and at each point of a stream, off the clock. A shared machine, or a
+//! laptop that throttles, changes speed from one minute to the next; each figure's fraction of
+//! the matmul is against the speed the device had while that figure was taken.
 
 pub mod flops;
 
@@ -101,7 +106,9 @@ pub struct TrainFigure {
     pub flops_per_token: f64,
     /// `flops_per_token * tokens_per_s`.
     pub achieved_flops: f64,
-    /// `achieved_flops` over the device's measured matmul FLOP/s.
+    /// The matmul's FLOP/s while the steps ran: the median of samples taken between them.
+    pub matmul_flops: f64,
+    /// `achieved_flops` over `matmul_flops`.
     pub matmul_fraction: f64,
 }
 
@@ -122,6 +129,10 @@ pub struct StreamFigure {
     pub ms_per_segment: f64,
     /// Forward FLOPs of the segments since the previous point, per second.
     pub achieved_flops: f64,
+    /// The matmul's FLOP/s over the same stretch: the mean of the samples at its two ends.
+    pub matmul_flops: f64,
+    /// `achieved_flops` over `matmul_flops`.
+    pub matmul_fraction: f64,
     /// Peak resident memory of the process during this stream (bytes, Linux).
     pub peak_rss_bytes: Option<u64>,
     /// Resident memory when this stream began: the peak's baseline, which includes what the
@@ -134,7 +145,8 @@ pub struct StreamFigure {
 pub struct BenchReport {
     /// The device, in words.
     pub device: String,
-    /// Measured FLOP/s of a 1024 x 1024 x 1024 f32 matmul.
+    /// Measured FLOP/s of a 1024 x 1024 x 1024 f32 matmul at the start (each figure has its
+    /// own, sampled while it was taken).
     pub matmul_flops: f64,
     /// Training throughput.
     pub train: Vec<TrainFigure>,
@@ -169,7 +181,8 @@ pub fn run(
                 })
         })
         .collect::<Result<_>>()?;
-    let matmul = matmul_flops(device);
+    let probe = MatmulProbe::new(device);
+    let matmul = probe.best_of(5);
     note(&format!("matmul: {:.1} GFLOP/s", matmul / 1e9));
     let mut report = BenchReport {
         device: description.to_string(),
@@ -179,7 +192,7 @@ pub fn run(
     };
     for preset in &presets {
         for &kind in &options.stream_models {
-            for fig in stream(preset, kind, &options.stream_tokens, device)? {
+            for fig in stream(preset, kind, &options.stream_tokens, device, &probe)? {
                 note(&format!(
                     "stream {} {} {} tokens: {:.0} tokens/s, {:.2} ms/segment",
                     fig.preset, fig.model, fig.tokens, fig.tokens_per_s, fig.ms_per_segment
@@ -189,7 +202,7 @@ pub fn run(
         }
         // Training after streaming, so the streams' memory baseline is not training's.
         for &kind in &options.train_models {
-            let fig = train_throughput(preset, kind, options.train_steps, device, matmul)?;
+            let fig = train_throughput(preset, kind, options.train_steps, device, &probe)?;
             note(&format!(
                 "train {} {}: {:.0} tokens/s, {:.1}% of matmul FLOP/s",
                 fig.preset,
@@ -205,19 +218,44 @@ pub fn run(
 
 /// FLOP/s of a 1024^3 f32 matmul on `device` (best of 5, after a warm-up).
 pub fn matmul_flops(device: &Device) -> f64 {
-    let n = 1024;
-    let a = Tensor::<2>::random([n, n], burn::tensor::Distribution::Default, device);
-    let b = Tensor::<2>::random([n, n], burn::tensor::Distribution::Default, device);
-    let run = || {
+    MatmulProbe::new(device).best_of(5)
+}
+
+/// The device's matmul speed, sampled as often as a benchmark asks: a 1024^3 f32 product
+/// through the same path the models' products take.
+pub struct MatmulProbe {
+    a: Tensor<2>,
+    b: Tensor<2>,
+}
+
+impl MatmulProbe {
+    const N: usize = 1024;
+
+    /// Factors on `device`, and one product to warm up (kernel compilation on wgpu).
+    pub fn new(device: &Device) -> Self {
+        let n = Self::N;
+        let random = || Tensor::<2>::random([n, n], burn::tensor::Distribution::Default, device);
+        let probe = Self {
+            a: random(),
+            b: random(),
+        };
+        probe.sample();
+        probe
+    }
+
+    /// FLOP/s of one product.
+    pub fn sample(&self) -> f64 {
         let t = Instant::now();
-        let c = a.clone().matmul(b.clone());
+        let c = crate::nn::matmul::matmul(self.a.clone(), self.b.clone());
         // Reading one value back waits for the device.
         let _ = c.slice(s![0..1, 0..1]).into_data();
-        t.elapsed().as_secs_f64()
-    };
-    run();
-    let best = (0..5).map(|_| run()).fold(f64::INFINITY, f64::min);
-    2.0 * (n * n * n) as f64 / best
+        2.0 * (Self::N as f64).powi(3) / t.elapsed().as_secs_f64()
+    }
+
+    /// The best of `n` samples.
+    pub fn best_of(&self, n: usize) -> f64 {
+        (0..n.max(1)).map(|_| self.sample()).fold(0.0, f64::max)
+    }
 }
 
 fn config_for(preset: &Preset, kind: ModelKind) -> ModelConfig {
@@ -247,7 +285,7 @@ fn train_throughput(
     kind: ModelKind,
     steps: usize,
     device: &Device,
-    matmul: f64,
+    probe: &MatmulProbe,
 ) -> Result<TrainFigure> {
     let config = config_for(preset, kind);
     config.validate()?;
@@ -262,6 +300,7 @@ fn train_throughput(
     let mut optim = AdamWConfig::new().init();
     let batch = random_batch(preset.batch, len, config.vocab_size, &ad);
     let mut timed = 0.0;
+    let mut samples = Vec::new();
     const WARM_UP: usize = 2;
     for step in 0..steps.max(1) + WARM_UP {
         let t = Instant::now();
@@ -269,7 +308,11 @@ fn train_throughput(
         if step >= WARM_UP {
             timed += t.elapsed().as_secs_f64();
         }
+        if step + 1 >= WARM_UP {
+            samples.push(probe.sample());
+        }
     }
+    let matmul = median(&mut samples);
     let per_step = timed / steps.max(1) as f64;
     let tokens_per_s = (preset.batch * len) as f64 / per_step;
     let flops_per_token = if kind.whole_input() {
@@ -285,8 +328,19 @@ fn train_throughput(
         ms_per_step: per_step * 1e3,
         flops_per_token,
         achieved_flops: achieved,
+        matmul_flops: matmul,
         matmul_fraction: achieved / matmul,
     })
+}
+
+/// The middle value (the mean of the middle two for an even count).
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    (xs[(n - 1) / 2] + xs[n / 2]) / 2.0
 }
 
 fn stream(
@@ -294,6 +348,7 @@ fn stream(
     kind: ModelKind,
     points: &[usize],
     device: &Device,
+    probe: &MatmulProbe,
 ) -> Result<Vec<StreamFigure>> {
     let mut config = config_for(preset, kind);
     let t = config.segment_len;
@@ -314,10 +369,14 @@ fn stream(
     session.feed(&chunk[..2 * t])?;
     session.predict()?;
     session.reset();
+    // Matmul samples at each point, off the clock; the first before the memory baseline.
+    let sample = || probe.best_of(3);
+    let mut last_matmul = sample();
     reset_peak_rss();
     let start_rss = train::rss_bytes();
     let mut figures = Vec::new();
     let began = Instant::now();
+    let mut off_clock = 0.0;
     let (mut fed, mut last_tokens, mut last_s) = (0usize, 0usize, 0.0);
     for &point in points {
         if kind == ModelKind::Transformer && point > reach {
@@ -330,8 +389,15 @@ fn stream(
         }
         // Wait for the device before reading the clock.
         session.predict()?;
-        let seconds = began.elapsed().as_secs_f64();
+        let seconds = began.elapsed().as_secs_f64() - off_clock;
         let rate = (fed - last_tokens) as f64 / (seconds - last_s);
+        let paused = Instant::now();
+        let now = sample();
+        let matmul = (last_matmul + now) / 2.0;
+        last_matmul = now;
+        off_clock += paused.elapsed().as_secs_f64();
+        let achieved =
+            (last_tokens / t..fed / t).map(segment_flops).sum::<f64>() / (seconds - last_s);
         figures.push(StreamFigure {
             preset: preset.name.into(),
             model: model_name(kind, true),
@@ -339,8 +405,9 @@ fn stream(
             seconds,
             tokens_per_s: rate,
             ms_per_segment: 1e3 * t as f64 / rate,
-            achieved_flops: (last_tokens / t..fed / t).map(segment_flops).sum::<f64>()
-                / (seconds - last_s),
+            achieved_flops: achieved,
+            matmul_flops: matmul,
+            matmul_fraction: achieved / matmul,
             peak_rss_bytes: train::peak_rss_bytes(),
             start_rss_bytes: start_rss,
         });
@@ -357,34 +424,35 @@ fn reset_peak_rss() {
 /// The report as Markdown tables, with the streaming ratios the README cites.
 pub fn markdown(report: &BenchReport) -> String {
     let mut out = format!(
-        "Device: {}; measured matmul (1024^3, f32): {:.1} GFLOP/s.\n\n",
+        "Device: {}; measured matmul (1024^3, f32) at the start: {:.1} GFLOP/s. Each row's \
+         \"of matmul\" is against the matmul sampled while it ran (the \"matmul GFLOP/s\" column).\n\n",
         report.device,
         report.matmul_flops / 1e9
     );
     if !report.train.is_empty() {
-        out +=
-            "| preset | model | train tokens/s | ms/step | GFLOP/token | GFLOP/s | of matmul |\n";
-        out += "|---|---|---:|---:|---:|---:|---:|\n";
+        out += "| preset | model | train tokens/s | ms/step | GFLOP/token | GFLOP/s | matmul GFLOP/s | of matmul |\n";
+        out += "|---|---|---:|---:|---:|---:|---:|---:|\n";
         for f in &report.train {
             out += &format!(
-                "| {} | {} | {:.0} | {:.1} | {:.4} | {:.1} | {:.0}% |\n",
+                "| {} | {} | {:.0} | {:.1} | {:.4} | {:.1} | {:.1} | {:.0}% |\n",
                 f.preset,
                 f.model,
                 f.tokens_per_s,
                 f.ms_per_step,
                 f.flops_per_token / 1e9,
                 f.achieved_flops / 1e9,
+                f.matmul_flops / 1e9,
                 100.0 * f.matmul_fraction
             );
         }
         out += "\n";
     }
     if !report.stream.is_empty() {
-        out += "| preset | model | tokens | seconds | tokens/s | ms/segment | GFLOP/s | peak RSS MiB | growth MiB |\n";
-        out += "|---|---|---:|---:|---:|---:|---:|---:|---:|\n";
+        out += "| preset | model | tokens | seconds | tokens/s | ms/segment | GFLOP/s | matmul GFLOP/s | of matmul | peak RSS MiB | growth MiB |\n";
+        out += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         for f in &report.stream {
             out += &format!(
-                "| {} | {} | {} | {:.2} | {:.0} | {:.2} | {:.1} | {} | {} |\n",
+                "| {} | {} | {} | {:.2} | {:.0} | {:.2} | {:.1} | {:.1} | {:.0}% | {} | {} |\n",
                 f.preset,
                 f.model,
                 f.tokens,
@@ -392,6 +460,8 @@ pub fn markdown(report: &BenchReport) -> String {
                 f.tokens_per_s,
                 f.ms_per_segment,
                 f.achieved_flops / 1e9,
+                f.matmul_flops / 1e9,
+                100.0 * f.matmul_fraction,
                 mib(f.peak_rss_bytes),
                 match (f.peak_rss_bytes, f.start_rss_bytes) {
                     (Some(p), Some(s)) => format!("{:.1}", (p as f64 - s as f64) / MIB),
