@@ -106,7 +106,8 @@ pub struct TrainFigure {
     pub flops_per_token: f64,
     /// `flops_per_token * tokens_per_s`.
     pub achieved_flops: f64,
-    /// The matmul's FLOP/s while the steps ran: the median of samples taken between them.
+    /// The matmul's FLOP/s while the steps ran: the median of samples (each the best of three
+    /// products) taken between them.
     pub matmul_flops: f64,
     /// `achieved_flops` over `matmul_flops`.
     pub matmul_fraction: f64,
@@ -309,7 +310,7 @@ fn train_throughput(
             timed += t.elapsed().as_secs_f64();
         }
         if step + 1 >= WARM_UP {
-            samples.push(probe.sample());
+            samples.push(probe.best_of(3));
         }
     }
     let matmul = median(&mut samples);
