@@ -294,8 +294,8 @@ mod cpu {
     const ROWS: usize = 64;
 
     /// The products skip blocked keys only when that leaves out at least this fraction of the
-    /// scores: below it, the smaller products cost more than they save (`copy-small`'s 44
-    /// rows would skip 20%, measured slower).
+    /// scores: below it, the smaller products cost more than they save (in blocks of 32 rows,
+    /// `copy-small`'s 44 would skip 20% and ran slower).
     const WORTH_SKIPPING: f64 = 0.25;
 
     /// Whether a call of `dims` runs its passes on the thread pool.
