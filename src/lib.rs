@@ -9,7 +9,7 @@
 //! - [`train`]: the training loop, evaluation, metrics and checkpoints.
 //! - [`device`]: choosing wgpu (any GPU vendor) or the CPU (`flex`) at run time.
 //! - [`tokenizer`]: text to token ids and back (bytes, characters, ids).
-//! - [`bench`]: training and streaming figures, FLOPs counted from a config.
+//! - [`bench`](mod@bench): training and streaming figures, FLOPs counted from a config.
 //! - [`heap`]: keeping freed memory in the process (fewer page faults on the CPU).
 //! - [`nn`]: attention that can return its weights, the transformer block, masks.
 //!

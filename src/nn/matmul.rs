@@ -6,7 +6,8 @@
 //! This backend extension calls the GEMM on an uninitialised f32 buffer instead, with the same
 //! threading policy (large products split across the pool, batches of small ones spread over
 //! it). The gradient is two more products through the same path. GPU backends run Burn's
-//! matmul. [`matmul`] is the entry point; [`super::linear`] and attention use it.
+//! matmul. [`matmul`] is the entry point; [`linear`](mod@super::linear) and attention use
+//! it.
 
 #[cfg(feature = "train")]
 use burn::backend::Autodiff;

@@ -12,7 +12,7 @@ use rand::Rng;
 use super::{SEP, Sample};
 
 const CHARS: &str = "0123456789+-*/^=();,xDN";
-/// Token ids: pad, sep, then [`CHARS`].
+/// Token ids: pad, sep, then the characters of `CHARS`.
 pub const VOCAB: usize = 2 + CHARS.len();
 /// The task's characters, `|` as separator.
 pub fn tokenizer() -> crate::tokenizer::Tokenizer {
