@@ -461,12 +461,35 @@ mod cpu {
         }
     }
 
-    /// Rows `i0..` of the `[seq, seq]` block of one pair, ready for the products: the keys
-    /// those rows cannot see (`keys..`) set to zero, the rest left for the product to write.
-    fn open_rows(out: &mut [MaybeUninit<f32>], seq: usize, i0: usize, i1: usize, keys: usize) {
-        for row in out[i0 * seq..i1 * seq].chunks_mut(seq) {
-            row[keys..].fill(MaybeUninit::new(0.0));
-        }
+    /// One pair's `[seq, seq]` block `out = lhs · rhsᵀ`, a block of rows at a time over the
+    /// keys those rows see (the rest of each row zero), each block of rows then finished in
+    /// place by the row kernel `finish(keys)`. `lhs(i0)` is the `[seq - i0, d_head]` left factor
+    /// from row `i0`, `rhs` the `[seq, d_head]` right one.
+    fn square_by_blocks<'a, K: Kernel>(
+        out: &mut [MaybeUninit<f32>],
+        reach: &Reach,
+        d_head: usize,
+        lhs: impl Fn(usize) -> Strided<'a>,
+        rhs: Strided<'a>,
+        finish: impl Fn(usize) -> K,
+    ) {
+        let seq = reach.extent.len();
+        reach.blocks(0, seq, |i0, i1| {
+            let keys = reach.keys(i0, i1);
+            for row in out[i0 * seq..i1 * seq].chunks_mut(seq) {
+                row[keys..].fill(MaybeUninit::new(0.0));
+            }
+            product_into(
+                &mut out[i0 * seq..],
+                seq,
+                [i1 - i0, d_head, keys],
+                lhs(i0),
+                t(rhs),
+            );
+            // SAFETY: the zeros and the product wrote rows `i0..i1` whole.
+            let rows = unsafe { written(&mut out[i0 * seq..i1 * seq]) };
+            vectorised(&finish(keys), i0 * seq, rows);
+        });
     }
 
     /// Rows of one pair's scores become weights, over the first `keys` columns (the rest are
@@ -539,22 +562,15 @@ mod cpu {
         let mut weights = buffer(total);
         chunks(&mut weights, total, square_len, parallel(dims), |p, out| {
             let (b, h) = (p / heads, p % heads);
+            let q = |i0| packed(x, dims, b, 0, h, i0);
             let k = packed(x, dims, b, 1, h, 0);
-            reach.blocks(0, seq, |i0, i1| {
-                let keys = reach.keys(i0, i1);
-                open_rows(out, seq, i0, i1, keys);
-                let q = packed(x, dims, b, 0, h, i0);
-                product_into(&mut out[i0 * seq..], seq, [i1 - i0, d_head, keys], q, t(k));
-                let softmax = Weights {
-                    bias,
-                    seq,
-                    keys,
-                    scale: scale as f32,
-                };
-                // SAFETY: `open_rows` and the product wrote rows `i0..i1` whole.
-                let rows = unsafe { written(&mut out[i0 * seq..i1 * seq]) };
-                vectorised(&softmax, i0 * seq, rows);
-            });
+            let softmax = |keys| Weights {
+                bias,
+                seq,
+                keys,
+                scale: scale as f32,
+            };
+            square_by_blocks(out, &reach, d_head, q, k, softmax);
         });
         // SAFETY: pass 1 wrote every pair's block.
         unsafe { weights.set_len(total) };
@@ -630,21 +646,13 @@ mod cpu {
             |p, out| {
                 let (b, h) = (p / heads, p % heads);
                 let v = packed(x, dims, b, 2, h, 0);
-                reach.blocks(0, seq, |i0, i1| {
-                    let keys = reach.keys(i0, i1);
-                    open_rows(out, seq, i0, i1, keys);
-                    let dst = &mut out[i0 * seq..];
-                    product_into(dst, seq, [i1 - i0, d_head, keys], d_out(b, h, i0), t(v));
-                    let softmax = ScoreGradient {
-                        y: &w[p * square_len..(p + 1) * square_len],
-                        seq,
-                        keys,
-                        scale: scale as f32,
-                    };
-                    // SAFETY: `open_rows` and the product wrote rows `i0..i1` whole.
-                    let rows = unsafe { written(&mut out[i0 * seq..i1 * seq]) };
-                    vectorised(&softmax, i0 * seq, rows);
-                });
+                let softmax = |keys| ScoreGradient {
+                    y: &w[p * square_len..(p + 1) * square_len],
+                    seq,
+                    keys,
+                    scale: scale as f32,
+                };
+                square_by_blocks(out, &reach, d_head, |i0| d_out(b, h, i0), v, softmax);
             },
         );
         // SAFETY: pass A wrote every pair's block.
