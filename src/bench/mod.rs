@@ -217,11 +217,6 @@ pub fn run(
     Ok(report)
 }
 
-/// FLOP/s of a 1024^3 f32 matmul on `device` (best of 5, after a warm-up).
-pub fn matmul_flops(device: &Device) -> f64 {
-    MatmulProbe::new(device).best_of(5)
-}
-
 /// The device's matmul speed, sampled as often as a benchmark asks: a 1024^3 f32 product
 /// through the same path the models' products take.
 pub struct MatmulProbe {

@@ -63,7 +63,9 @@ async function colours(page, id) {
 }
 
 async function play(page) {
-  await page.click('#play');
+  // After clicking, Playwright waits for the page's main thread, which software WebGPU
+  // (swiftshader) once kept busy past the default 30 s: give it the answer's budget.
+  await page.click('#play', { timeout: 600_000 });
   await page.waitForFunction(() => document.getElementById('verdict').textContent !== '' ||
     window.remem.error, null, { timeout: 600_000 });
   const error = await page.evaluate(() => window.remem.error ?? null);
