@@ -492,48 +492,27 @@ mod cpu {
         });
     }
 
-    /// Rows of one pair's scores become weights, over the first `keys` columns (the rest are
-    /// zero already).
-    struct Weights<'a> {
-        /// The `[seq, seq]` mask bias.
-        bias: &'a [f32],
+    /// Rows of one pair's `[seq, seq]` block finished in place over their first `keys` columns
+    /// (the rest are zero already) by `row(x, w, scale)`, `w` being the same row of `with`: of
+    /// the mask bias to turn scores into weights ([`softmax_row`]), of the weights to turn their
+    /// gradient into the scores' ([`softmax_backward_row`]).
+    struct Rows<'a, F> {
+        with: &'a [f32],
         seq: usize,
         keys: usize,
         scale: f32,
+        row: F,
     }
 
-    impl Kernel for Weights<'_> {
+    impl<F: Fn(&mut [f32], &[f32], f32) + Sync> Kernel for Rows<'_, F> {
         type Out = ();
 
         #[inline(always)]
         fn run(&self, start: usize, rows: &mut [f32]) {
             let (seq, keys) = (self.seq, self.keys);
-            for (r, row) in rows.chunks_mut(seq).enumerate() {
-                let bias = &self.bias[(start / seq + r) * seq..][..keys];
-                softmax_row(&mut row[..keys], bias, self.scale);
-            }
-        }
-    }
-
-    /// Rows of one pair's weight gradient become the scores' gradient, over the first `keys`
-    /// columns (the rest are zero already).
-    struct ScoreGradient<'a> {
-        /// The pair's `[seq, seq]` weights.
-        y: &'a [f32],
-        seq: usize,
-        keys: usize,
-        scale: f32,
-    }
-
-    impl Kernel for ScoreGradient<'_> {
-        type Out = ();
-
-        #[inline(always)]
-        fn run(&self, start: usize, rows: &mut [f32]) {
-            let (seq, keys) = (self.seq, self.keys);
-            for (r, row) in rows.chunks_mut(seq).enumerate() {
-                let y = &self.y[start + r * seq..][..keys];
-                softmax_backward_row(&mut row[..keys], y, self.scale);
+            for (r, x) in rows.chunks_mut(seq).enumerate() {
+                let with = &self.with[start + r * seq..][..keys];
+                (self.row)(&mut x[..keys], with, self.scale);
             }
         }
     }
@@ -564,11 +543,12 @@ mod cpu {
             let (b, h) = (p / heads, p % heads);
             let q = |i0| packed(x, dims, b, 0, h, i0);
             let k = packed(x, dims, b, 1, h, 0);
-            let softmax = |keys| Weights {
-                bias,
+            let softmax = |keys| Rows {
+                with: bias,
                 seq,
                 keys,
                 scale: scale as f32,
+                row: softmax_row,
             };
             square_by_blocks(out, &reach, d_head, q, k, softmax);
         });
@@ -646,11 +626,12 @@ mod cpu {
             |p, out| {
                 let (b, h) = (p / heads, p % heads);
                 let v = packed(x, dims, b, 2, h, 0);
-                let softmax = |keys| ScoreGradient {
-                    y: &w[p * square_len..(p + 1) * square_len],
+                let softmax = |keys| Rows {
+                    with: &w[p * square_len..(p + 1) * square_len],
                     seq,
                     keys,
                     scale: scale as f32,
+                    row: softmax_backward_row,
                 };
                 square_by_blocks(out, &reach, d_head, |i0| d_out(b, h, i0), v, softmax);
             },
