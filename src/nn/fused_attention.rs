@@ -309,7 +309,8 @@ mod cpu {
         /// Per query row, one past its last open key (a bias above [`BLOCKED`]); every key for a
         /// row with none open, whose softmax then weighs the blocked keys as the full one does.
         extent: Vec<usize>,
-        /// Per key, the first query row that sees it (`seq` for none).
+        /// Per key, the first query row that sees it (`seq` for none). Never decreasing: a row
+        /// that sees a key sees every key before it.
         first: Vec<usize>,
         /// Rows per product: [`ROWS`], or all of them when skipping would not pay.
         rows: usize,
@@ -362,11 +363,7 @@ mod cpu {
         /// The first query row that sees any of the keys from `key` on: rows before it have
         /// zero weight (and zero score gradient) on all of them.
         pub(super) fn first_row(&self, key: usize) -> usize {
-            self.first[key..]
-                .iter()
-                .copied()
-                .min()
-                .unwrap_or(self.extent.len())
+            self.first[key]
         }
     }
 
