@@ -98,6 +98,45 @@ pub(crate) fn for_chunks<K: Kernel>(out: &mut [f32], len: usize, kernel: &K) -> 
     out.chunks_mut(len).enumerate().map(run).collect()
 }
 
+/// A pass that writes two f32 buffers of the same length chunk by chunk, as
+/// [`for_chunk_pairs`] runs it; `run` is `#[inline(always)]` for the reason [`Kernel`] gives.
+pub(crate) trait PairKernel: Sync {
+    /// Fill `a` and `b`, whose first elements are element `start` of their buffers.
+    fn run(&self, start: usize, a: &mut [f32], b: &mut [f32]);
+}
+
+/// `kernel` over the chunks of `a` and `b` (the same length) of `len` elements side by side, as
+/// [`for_chunks`] runs a [`Kernel`].
+pub(crate) fn for_chunk_pairs<K: PairKernel>(a: &mut [f32], b: &mut [f32], len: usize, kernel: &K) {
+    assert_eq!(a.len(), b.len(), "paired buffers differ in length");
+    let len = len.max(1);
+    let run = |(c, (a, b)): (usize, (&mut [f32], &mut [f32]))| {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, the only feature `avx2_pair` is compiled for.
+            return unsafe { avx2_pair(kernel, c * len, a, b) };
+        }
+        kernel.run(c * len, a, b)
+    };
+    #[cfg(not(target_family = "wasm"))]
+    if a.len() > len {
+        use rayon::prelude::*;
+        let pairs = a.par_chunks_mut(len).zip(b.par_chunks_mut(len));
+        return pairs.enumerate().for_each(run);
+    }
+    a.chunks_mut(len)
+        .zip(b.chunks_mut(len))
+        .enumerate()
+        .for_each(run)
+}
+
+/// `kernel.run(start, a, b)` compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn avx2_pair<K: PairKernel>(kernel: &K, start: usize, a: &mut [f32], b: &mut [f32]) {
+    kernel.run(start, a, b)
+}
+
 /// `kernel.run(start, chunk)`, through [`avx2`] when the CPU has AVX2.
 #[inline]
 pub(crate) fn vectorised<K: Kernel>(kernel: &K, start: usize, chunk: &mut [f32]) -> K::Out {
