@@ -42,9 +42,11 @@ pub struct Summary {
     pub steps: usize,
     /// The final held-out evaluation.
     pub eval: EvalReport,
-    /// Training seconds in total (including before a resume).
+    /// Wall seconds in total (including before a resume), evaluations and checkpoints
+    /// included, up to the last step (the final evaluation comes after it).
     pub elapsed_s: f64,
-    /// Mean training throughput of this invocation in input tokens per second.
+    /// Mean training throughput of this invocation in input tokens per second: the time in
+    /// optimiser steps only, not the evaluations and checkpoints between them.
     pub tokens_per_s: f64,
     /// Where the checkpoint is.
     pub checkpoint: PathBuf,
@@ -260,6 +262,9 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
     let began = Instant::now();
     let elapsed_before = progress.elapsed_s;
     let mut tokens_done = 0usize;
+    // Seconds inside optimiser steps (batch, forward, backward, update): the throughput's
+    // denominator, without the evaluations and checkpoints between steps.
+    let mut step_s = 0.0f64;
     let mut steps_here = 0usize;
     let mut last_eval: Option<EvalReport> = None;
     let mut saved_at = progress.step;
@@ -290,7 +295,9 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
         steps_here += 1;
         let loss = stats[0] / batch.answer_tokens.max(1) as f64;
         let accuracy = stats[1] / batch.answer_tokens.max(1) as f64;
-        let tps = tokens as f64 / t0.elapsed().as_secs_f64();
+        let this_step_s = t0.elapsed().as_secs_f64();
+        step_s += this_step_s;
+        let tps = tokens as f64 / this_step_s;
         progress.step += 1;
         progress.elapsed_s = elapsed_before + began.elapsed().as_secs_f64();
         log.write(&StepRecord {
@@ -382,7 +389,7 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
         steps: progress.step,
         eval,
         elapsed_s: progress.elapsed_s,
-        tokens_per_s: tokens_done as f64 / began.elapsed().as_secs_f64().max(1e-9),
+        tokens_per_s: tokens_done as f64 / step_s.max(1e-9),
         checkpoint: ck_path,
         peak_rss_bytes: peak_rss_bytes(),
         trained_segments: progress.segments,
