@@ -87,6 +87,25 @@ fn train_writes_metrics_and_a_checkpoint_that_eval_reads_and_resume_continues() 
     let whole_losses = train_losses(&whole);
     assert_eq!(whole_losses.len(), 6);
 
+    // The summary's throughput is over the steps' own time, not the final evaluation: every
+    // step reads the same number of tokens, so it is the harmonic mean of the logged rates.
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(whole.join("summary.json")).unwrap())
+            .unwrap();
+    let rates: Vec<f64> = std::fs::read_to_string(whole.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "train")
+        .map(|v| v["tokens_per_s"].as_f64().unwrap())
+        .collect();
+    let harmonic = rates.len() as f64 / rates.iter().map(|r| 1.0 / r).sum::<f64>();
+    let reported = summary["tokens_per_s"].as_f64().unwrap();
+    assert!(
+        (reported / harmonic - 1.0).abs() < 1e-9,
+        "summary {reported} tokens/s, the steps' own {harmonic}"
+    );
+
     // eval reads the checkpoint back.
     let eval = |checkpoint: &Path| -> serde_json::Value {
         let out = remem(&[
