@@ -18,7 +18,7 @@ use burn::backend::autodiff::{
     grads::Gradients,
     ops::{Backward, Ops, OpsKind},
 };
-use burn::backend::ops::{ActivationOps, FloatTensorOps};
+use burn::backend::ops::ActivationOps;
 use burn::backend::{
     Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension, tensor::FloatTensor,
 };
@@ -37,9 +37,14 @@ pub trait GeluBackend: Backend {
     /// `(x Φ(x), d/dx [x Φ(x)])`, elementwise: the output and the slope its gradient is
     /// scaled by.
     fn gelu_erf_and_slope(x: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let ones = Self::float_ones(x.shape(), &x.device(), x.dtype().into());
-        (Self::gelu(x.clone()), Self::gelu_backward(x, ones))
+        burns_gelu_and_slope::<Self>(x)
     }
+}
+
+/// Burn's own GELU of `x`, and its slope as Burn's backward against a gradient of ones.
+fn burns_gelu_and_slope<B: Backend>(x: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>) {
+    let ones = B::float_ones(x.shape(), &x.device(), x.dtype().into());
+    (B::gelu(x.clone()), B::gelu_backward(x, ones))
 }
 
 /// GELU (erf form) of every element of `x`.
@@ -64,8 +69,7 @@ impl GeluBackend for Flex {
 
     fn gelu_erf_and_slope(x: FloatTensor<Self>) -> (FloatTensor<Self>, FloatTensor<Self>) {
         if !cpu::is_f32(&x) {
-            let ones = Flex::float_ones(x.shape(), &x.device(), x.dtype().into());
-            return (Flex::gelu(x.clone()), Flex::gelu_backward(x, ones));
+            return burns_gelu_and_slope::<Flex>(x);
         }
         let x = x.to_contiguous();
         let n = x.layout().num_elements();
