@@ -53,12 +53,19 @@ const TINY: &[&str] = &[
     "2",
 ];
 
-fn train_losses(dir: &Path) -> Vec<(u64, f64)> {
+/// The per-step records of a run's metrics.jsonl.
+fn train_records(dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|v| v["event"] == "train")
+        .collect()
+}
+
+fn train_losses(dir: &Path) -> Vec<(u64, f64)> {
+    train_records(dir)
+        .iter()
         .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
         .collect()
 }
@@ -92,11 +99,8 @@ fn train_writes_metrics_and_a_checkpoint_that_eval_reads_and_resume_continues() 
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(whole.join("summary.json")).unwrap())
             .unwrap();
-    let rates: Vec<f64> = std::fs::read_to_string(whole.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["event"] == "train")
+    let rates: Vec<f64> = train_records(&whole)
+        .iter()
         .map(|v| v["tokens_per_s"].as_f64().unwrap())
         .collect();
     let harmonic = rates.len() as f64 / rates.iter().map(|r| 1.0 / r).sum::<f64>();
