@@ -7,6 +7,10 @@ use remem::model::ModelKind;
 
 fn main() -> anyhow::Result<()> {
     remem::heap::keep_freed_memory();
+    remem::threads::run_on_pool(bench)
+}
+
+fn bench() -> anyhow::Result<()> {
     let selected = device::select(DeviceChoice::Auto)?;
     let models = vec![
         ModelKind::Rmt,

@@ -11,6 +11,7 @@
 //! - [`tokenizer`]: text to token ids and back (bytes, characters, ids).
 //! - [`bench`](mod@bench): training and streaming figures, FLOPs counted from a config.
 //! - [`heap`]: keeping freed memory in the process (fewer page faults on the CPU).
+//! - [`threads`]: running a command on the CPU thread pool's workers (fewer thread wake-ups).
 //! - [`nn`]: attention that can return its weights, the transformer block, masks.
 //!
 //! The `train` feature (on by default) adds training, `bench`, `compare` and the command line,
@@ -27,6 +28,7 @@ pub mod infer;
 pub mod model;
 pub mod nn;
 pub mod task;
+pub mod threads;
 pub mod tokenizer;
 pub mod train;
 

@@ -7,7 +7,7 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     remem::heap::keep_freed_memory();
     let args = cli::Cli::parse();
-    match cli::run(args) {
+    match remem::threads::run_on_pool(|| cli::run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
