@@ -10,9 +10,11 @@
 //! their own allocator; this is what the `remem` command line and `cargo bench` do.
 
 /// Keep freed memory in the process for reuse: blocks up to 32 MiB come from the heap rather
-/// than fresh mappings, and the heap is not trimmed. The resident size then stays at its peak
-/// instead of following each step's rise and fall. Only glibc (Linux) is tuned; elsewhere this
-/// does nothing.
+/// than fresh mappings, the heap is not trimmed, and every thread allocates from that one heap
+/// (glibc gives other threads heaps of their own, at most 64 MiB each, and unmaps each one
+/// that empties whatever the trim threshold; remem's work runs on the thread pool's workers).
+/// The resident size then stays at its peak instead of following each step's rise and fall.
+/// Only glibc (Linux) is tuned; elsewhere this does nothing.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `mallopt` only sets allocator parameters; it is called before any other thread
@@ -20,5 +22,19 @@ pub fn keep_freed_memory() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
+/// Hand the memory freed so far back to the system now (glibc's `malloc_trim`, every arena),
+/// so that the resident size falls to what is in use. [`keep_freed_memory`] keeps freed blocks
+/// for speed; a program that measures the memory of one part after another (as `remem bench`
+/// does for each stream) calls this between the parts. Only glibc (Linux) releases anything;
+/// elsewhere this does nothing.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns free memory to the system; any pad value is valid.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

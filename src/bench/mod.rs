@@ -355,6 +355,8 @@ fn stream(
         config.mem_len = Some(reach);
     }
     config.validate()?;
+    // What earlier streams freed goes back to the system, so this stream's peak is its own.
+    crate::heap::release_freed_memory();
     let mut session = Session::new(Model::new(&config, device), device)?;
     // Forward FLOPs of segment k, whose cache holds min(k t, cache_len) states.
     let segment_flops = |k: usize| flops::step_forward(&config, t, (k * t).min(config.cache_len()));
