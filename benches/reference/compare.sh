@@ -14,8 +14,18 @@ remem=${REMEM:-${CARGO_TARGET_DIR:-$here/../../target}/release/remem}
 python3 -c "import torch" 2>/dev/null || { echo "error: python3 cannot import torch" >&2; exit 1; }
 json=$(mktemp)
 trap 'rm -f "$json"' EXIT
-torch() { python3 "$here/rmt_torch.py" "$@" 2>&1 | grep "^torch"; }
-ours() { "$remem" bench --device cpu --json "$json" "$@" 2>&1 | grep -E "^(train|stream) "; }
+# Run a command and print its figure lines; if it fails or prints none, show all it said.
+figure() {
+  local pattern=$1 out
+  shift
+  if ! out=$("$@" 2>&1) || ! grep -E "$pattern" <<<"$out"; then
+    echo "error: '$*' gave no figure:" >&2
+    echo "$out" >&2
+    exit 1
+  fi
+}
+torch() { figure "^torch" python3 "$here/rmt_torch.py" "$@"; }
+ours() { figure "^(train|stream) " "$remem" bench --device cpu --json "$json" "$@"; }
 for round in $(seq "$rounds"); do
   echo "round $round"
   for preset in copy-small medium; do
