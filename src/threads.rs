@@ -11,18 +11,29 @@
 /// (deep autodiff graphs dropped recursively) gets as much room. Only touched pages cost memory.
 const STACK_BYTES: usize = 64 << 20;
 
-/// Run `f` on a worker of a new rayon thread pool with as many threads as rayon's global pool
-/// would have (`RAYON_NUM_THREADS` or the available cores), and return its result. Parallel
-/// operations inside `f` then run on that pool. On wasm, and if the pool cannot be built,
-/// `f` runs on the calling thread.
+/// Run `f` on a worker of remem's thread pool and return its result; parallel operations
+/// inside `f` then run on that pool. The pool is built on first use, once per process, with as
+/// many threads as rayon's global pool would have (`RAYON_NUM_THREADS` or the available
+/// cores), so a program may call this around each piece of work (each `feed` of a streaming
+/// session, say). Called from a worker of any rayon pool, `f` runs right there. On wasm, and if
+/// the pool cannot be built, `f` runs on the calling thread.
 pub fn run_on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     #[cfg(not(target_family = "wasm"))]
-    if let Ok(pool) = rayon::ThreadPoolBuilder::new()
-        .stack_size(STACK_BYTES)
-        .thread_name(|i| format!("remem-{i}"))
-        .build()
     {
-        return pool.install(f);
+        static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+        if rayon::current_thread_index().is_some() {
+            return f();
+        }
+        let pool = POOL.get_or_init(|| {
+            rayon::ThreadPoolBuilder::new()
+                .stack_size(STACK_BYTES)
+                .thread_name(|i| format!("remem-{i}"))
+                .build()
+                .ok()
+        });
+        if let Some(pool) = pool {
+            return pool.install(f);
+        }
     }
     f()
 }
@@ -39,5 +50,24 @@ mod tests {
             run_on_pool(|| (rayon::current_thread_index(), rayon::current_num_threads()));
         assert!(index.is_some(), "the closure ran outside the pool");
         assert_eq!(threads, outside);
+    }
+
+    #[test]
+    fn one_pool_serves_every_call_and_nested_calls_stay_put() {
+        let name = || std::thread::current().name().map(String::from);
+        let first = run_on_pool(name).expect("a named worker");
+        assert!(first.starts_with("remem-"), "ran on {first}");
+        let threads: std::collections::HashSet<_> = (0..64)
+            .map(|_| run_on_pool(|| std::thread::current().id()))
+            .collect();
+        assert!(
+            threads.len() <= rayon::current_num_threads(),
+            "a new pool per call"
+        );
+        let (outer, inner) = run_on_pool(|| {
+            let outer = std::thread::current().id();
+            (outer, run_on_pool(|| std::thread::current().id()))
+        });
+        assert_eq!(outer, inner, "a nested call moved threads");
     }
 }
