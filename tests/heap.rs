@@ -8,15 +8,7 @@
 fn main() {
     const MIB: usize = 1 << 20;
     remem::heap::keep_freed_memory();
-    let rss = || {
-        let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-        let line = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .expect("VmRSS");
-        let kb: usize = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-        kb * 1024
-    };
+    let rss = || remem::train::rss_bytes().expect("VmRSS in /proc/self/status") as usize;
     let minor_faults = || {
         // SAFETY: `getrusage` writes one `rusage` into the zeroed value it is given.
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
