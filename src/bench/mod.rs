@@ -359,7 +359,8 @@ fn stream(
     crate::heap::release_freed_memory();
     let mut session = Session::new(Model::new(&config, device), device)?;
     // Forward FLOPs of segment k, whose cache holds min(k t, cache_len) states.
-    let segment_flops = |k: usize| flops::step_forward(&config, t, (k * t).min(config.cache_len()));
+    let segment_flops =
+        |k: usize| flops::step_forward(&config, t, (k * t).min(config.cache_len()), true);
     let chunk: Vec<u32> = (0..t * 64)
         .map(|i| ((i * 2_654_435_761) % config.vocab_size) as u32)
         .collect();

@@ -251,9 +251,9 @@ impl Session {
                 Error::Input("nothing has been read: a prediction needs at least one token".into())
             });
         }
-        let (out, _) = self
+        let out = self
             .model
-            .step(self.ids(&self.pending), self.state.clone(), false);
+            .last_step(self.ids(&self.pending), self.state.clone());
         let n = self.pending.len();
         Ok(out
             .logits

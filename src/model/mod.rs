@@ -88,6 +88,19 @@ impl Model {
         }
     }
 
+    /// [`Model::step`] for a segment after which no state is needed (the last of a sequence, a
+    /// prediction from part of a segment): the same output, with the work for the next state
+    /// left out where the model can (RMT does not compute the memory it would write).
+    ///
+    /// # Shapes
+    /// as [`Model::step`]
+    pub fn last_step(&self, tokens: Tensor<2, Int>, state: State) -> StepOutput {
+        match self {
+            Model::Rmt(m) => m.last_step(tokens, state),
+            Model::Xl(m) => m.step(tokens, state, false).0,
+        }
+    }
+
     /// Tokens the model reads per step of `task`: a segment, or the whole input for the
     /// full-attention Transformer.
     pub fn step_len(&self, task: &crate::task::Task) -> usize {

@@ -116,7 +116,31 @@ impl Attention {
         rotary: Option<(&RotaryEncoding, usize)>,
         return_weights: bool,
     ) -> AttentionOutput {
+        self.attend(query, context, bias, rotary, return_weights, 0)
+    }
+
+    /// [`Attention::forward_rotary`] with the context returned for query rows `rows_from..`
+    /// only: every row still attends (the weights, when asked for, cover all rows), but the
+    /// output projection runs on the rows kept. For a model's last layer, whose other rows
+    /// nothing reads.
+    ///
+    /// # Shapes
+    /// as [`Attention::forward_rotary`], with output context `[batch, seq_q - rows_from, d_model]`
+    pub fn attend(
+        &self,
+        query: Tensor<3>,
+        context: Option<Tensor<3>>,
+        bias: Tensor<2>,
+        rotary: Option<(&RotaryEncoding, usize)>,
+        return_weights: bool,
+        rows_from: usize,
+    ) -> AttentionOutput {
         let [batch, seq_q, d_model] = query.dims();
+        assert!(rows_from < seq_q, "rows {rows_from}.. of {seq_q} keep none");
+        let keep = |mixed: Tensor<3>| match rows_from {
+            0 => mixed,
+            from => mixed.slice(s![.., from.., ..]),
+        };
         let scale = 1.0 / (self.d_head as f64).sqrt();
         if self.packed(
             &query,
@@ -132,7 +156,7 @@ impl Attention {
                 (fused_attention(qkv, bias, self.n_heads, scale), None)
             };
             return AttentionOutput {
-                context: linear(&self.output, mixed),
+                context: linear(&self.output, keep(mixed)),
                 weights,
             };
         }
@@ -178,7 +202,7 @@ impl Attention {
         };
         let mixed = mixed.swap_dims(1, 2).reshape([batch, seq_q, d_model]);
         AttentionOutput {
-            context: linear(&self.output, mixed),
+            context: linear(&self.output, keep(mixed)),
             weights: returned,
         }
     }

@@ -102,6 +102,39 @@ impl Block {
         return_weights: bool,
         side: Option<&mut dyn FnMut(Tensor<3>) -> Tensor<3>>,
     ) -> BlockOutput {
+        self.run(x, cache, bias, rotary, return_weights, side, 0)
+    }
+
+    /// Rows `rows_from..` of [`Block::forward`]'s output: every row is read as a key and value,
+    /// but the residual branches run on the rows kept only. For a model's last layer, whose other
+    /// rows nothing reads (RMT's read memory).
+    ///
+    /// # Shapes
+    /// - x: `[batch, seq, d_model]`
+    /// - bias: `[seq, seq]`
+    /// - output hidden: `[batch, seq - rows_from, d_model]`; weights as [`Block::forward`]
+    pub fn forward_rows(
+        &self,
+        x: Tensor<3>,
+        bias: Tensor<2>,
+        return_weights: bool,
+        rows_from: usize,
+    ) -> BlockOutput {
+        self.run(x, None, bias, None, return_weights, None, rows_from)
+    }
+
+    /// [`Block::forward_with`], the output kept from row `rows_from`.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &self,
+        x: Tensor<3>,
+        cache: Option<Tensor<3>>,
+        bias: Tensor<2>,
+        rotary: Option<&RotaryEncoding>,
+        return_weights: bool,
+        side: Option<&mut dyn FnMut(Tensor<3>) -> Tensor<3>>,
+        rows_from: usize,
+    ) -> BlockOutput {
         let normed = self.norm_attn.forward(x.clone());
         let (context, offset) = match cache {
             Some(cache) => {
@@ -116,19 +149,24 @@ impl Block {
             }
             None => (None, 0),
         };
-        let extra = side.map(|f| f(normed.clone()));
-        let attn = self.attn.forward_rotary(
+        let kept = |t: Tensor<3>| match rows_from {
+            0 => t,
+            from => t.slice(s![.., from.., ..]),
+        };
+        let extra = side.map(|f| kept(f(normed.clone())));
+        let attn = self.attn.attend(
             normed,
             context,
             bias,
             rotary.map(|r| (r, offset)),
             return_weights,
+            rows_from,
         );
         let mixed = match extra {
             Some(extra) => attn.context + extra,
             None => attn.context,
         };
-        let x = x + self.dropout.forward(mixed);
+        let x = kept(x) + self.dropout.forward(mixed);
         let ff = linear(
             &self.ff_out,
             gelu(linear(&self.ff_in, self.norm_ff.forward(x.clone()))),
@@ -136,6 +174,51 @@ impl Block {
         BlockOutput {
             hidden: x + self.dropout.forward(ff),
             weights: attn.weights,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Layout, attention_mask};
+    use crate::nn::cpu::tests::{max_diff, values};
+    use burn::tensor::Distribution;
+
+    /// `forward_rows` keeps rows of `forward`'s output, values and input gradients alike, on the
+    /// CPU's packed attention (inference) and its autodiff operation (training).
+    #[test]
+    fn forward_rows_equals_the_rows_of_forward() {
+        for (device, training) in [(Device::flex(), false), (Device::flex().autodiff(), true)] {
+            device.seed(3);
+            let block = BlockConfig::new(16, 2, 32).init(&device);
+            // RMT's decoder layout: 2 read rows, 3 segment rows, 2 write rows.
+            let bias = attention_mask(Layout::Decoder, 2, 3).bias(&device);
+            let mut x = Tensor::<3>::random([2, 7, 16], Distribution::Default, &device);
+            if training {
+                x = x.require_grad();
+            }
+            let all = block.forward(x.clone(), bias.clone(), false).hidden;
+            let kept = block.forward_rows(x.clone(), bias, false, 2).hidden;
+            assert_eq!(kept.dims(), [2, 5, 16]);
+            let expected = all.clone().slice(s![.., 2.., ..]);
+            let diff = max_diff(&values(kept.clone()), &values(expected.clone()));
+            assert!(diff < 1e-6, "outputs differ by {diff}");
+            if training {
+                // The same loss on the kept rows, through either path.
+                let w = Tensor::<3>::random([2, 5, 16], Distribution::Default, &device);
+                let grad = |y: Tensor<3>| {
+                    let grads = (y * w.clone()).sum().backward();
+                    values(x.grad(&grads).expect("gradient reaches the input"))
+                };
+                let (ours, theirs) = (grad(kept), grad(expected));
+                let diff = max_diff(&ours, &theirs);
+                assert!(diff < 1e-5, "input gradients differ by {diff}");
+                assert!(
+                    ours.iter().any(|g| g.abs() > 1e-3),
+                    "the gradient is not zero"
+                );
+            }
         }
     }
 }

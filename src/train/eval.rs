@@ -4,7 +4,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::loss::forward_batch;
-use crate::model::{Layout, Model, State};
+use crate::model::{Layout, Model};
 use crate::task::batch::Rows;
 use crate::task::{Sample, SegmentBatcher, Task, TaskDataset};
 use burn::data::dataloader::batcher::Batcher;
@@ -97,22 +97,19 @@ pub fn greedy(model: &Model, rows: &[Rows], seg_len: usize, device: &Device) -> 
     let mut state = model.init_state(n, device);
     for seg_start in (0..len).step_by(seg_len) {
         let seg_end = (seg_start + seg_len).min(len);
-        let run = |inputs: &[Vec<u32>], state: State| {
+        let tokens = |inputs: &[Vec<u32>]| {
             let flat: Vec<i64> = inputs
                 .iter()
                 .flat_map(|r| r[seg_start..seg_end].iter().map(|&t| t as i64))
                 .collect();
-            let tokens = Tensor::<2, Int>::from_data(
-                TensorData::new(flat, [n, seg_end - seg_start]),
-                device,
-            );
-            model.step(tokens, state, false)
+            Tensor::<2, Int>::from_data(TensorData::new(flat, [n, seg_end - seg_start]), device)
         };
         for p in seg_start..seg_end {
             if !rows.iter().any(|r| r.answer[p]) {
                 continue;
             }
-            let (out, _) = run(&inputs, state.clone());
+            // Only the logits are read: the step skips the next state.
+            let out = model.last_step(tokens(&inputs), state.clone());
             let j = p - seg_start;
             let best: Vec<i64> = out
                 .logits
@@ -130,7 +127,9 @@ pub fn greedy(model: &Model, rows: &[Rows], seg_len: usize, device: &Device) -> 
                 }
             }
         }
-        state = run(&inputs, state).1;
+        if seg_end < len {
+            state = model.step(tokens(&inputs), state, false).1;
+        }
     }
     preds
 }

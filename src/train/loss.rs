@@ -3,7 +3,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
-use crate::model::Model;
+use crate::model::{Model, State};
 use crate::task::Batch;
 
 /// The outcome of running a batch through all its segments.
@@ -62,8 +62,15 @@ pub fn forward_batch(model: &Model, batch: &Batch, seg_len: usize) -> BatchOutpu
         let tokens = batch.inputs.clone().slice(s![.., start..end]);
         let targets = batch.targets.clone().slice(s![.., start..end]);
         let weights = batch.weights.clone().slice(s![.., start..end]);
-        let (out, next) = model.step(tokens, state, false);
-        state = next;
+        // The last segment's next state is not needed: that step skips computing it.
+        let current = std::mem::replace(&mut state, State::Empty);
+        let out = if end < len {
+            let (out, next) = model.step(tokens, current, false);
+            state = next;
+            out
+        } else {
+            model.last_step(tokens, current)
+        };
         regulariser.extend(out.regulariser.clone());
         let logp = log_softmax(out.logits.clone(), 2);
         let picked = logp
