@@ -20,11 +20,6 @@ use remem::{DeviceChoice, device};
 const STATE: &str = "stream_embed.state";
 
 fn main() -> anyhow::Result<()> {
-    // On the CPU, the model's parallel work runs best from a thread of its own pool.
-    remem::threads::run_on_pool(run)
-}
-
-fn run() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let checkpoint = args
         .next()

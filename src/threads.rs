@@ -9,6 +9,7 @@
 
 /// Stack of each pool thread: a program's main thread usually has 8 MiB; the pool's work
 /// (deep autodiff graphs dropped recursively) gets as much room. Only touched pages cost memory.
+#[cfg(not(target_family = "wasm"))]
 const STACK_BYTES: usize = 64 << 20;
 
 /// Run `f` on a worker of remem's thread pool and return its result; parallel operations

@@ -24,6 +24,7 @@ use burn::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::model::{Layout, Model, State};
+use crate::threads::run_on_pool;
 use crate::tokenizer::Tokenizer;
 use crate::train::{self, Checkpoint};
 
@@ -58,6 +59,10 @@ pub struct Segment {
 ///
 /// Feeding a sequence in one call, segment by segment or in pieces of any size gives the same
 /// segments, logits and memory as the training-time loop over the same segments.
+///
+/// Each segment and each prediction runs on a thread of remem's pool
+/// ([`run_on_pool`]), whichever thread calls the session: on the CPU, parallel work started
+/// from outside the pool costs two thread wake-ups per operation.
 #[derive(Debug)]
 pub struct Session {
     model: Model,
@@ -214,7 +219,8 @@ impl Session {
             let mut segment = std::mem::take(&mut self.pending);
             segment.extend_from_slice(head);
             let state = std::mem::replace(&mut self.state, State::Empty);
-            let (out, next) = self.model.step(self.ids(&segment), state, self.attention);
+            let (ids, model, attention) = (self.ids(&segment), &self.model, self.attention);
+            let (out, next) = run_on_pool(|| model.step(ids, state, attention));
             self.state = next;
             let logits = out.logits.squeeze_dim::<2>(0);
             let n = segment.len();
@@ -251,9 +257,8 @@ impl Session {
                 Error::Input("nothing has been read: a prediction needs at least one token".into())
             });
         }
-        let out = self
-            .model
-            .last_step(self.ids(&self.pending), self.state.clone());
+        let (ids, state, model) = (self.ids(&self.pending), self.state.clone(), &self.model);
+        let out = run_on_pool(|| model.last_step(ids, state));
         let n = self.pending.len();
         Ok(out
             .logits
