@@ -223,6 +223,7 @@ impl Xl {
                         Some(&self.rope),
                         return_attention,
                         Some(&mut side),
+                        0,
                     );
                     let read = read.expect("the block reads the long-term memory");
                     let cfg = ltm.config();

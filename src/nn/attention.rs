@@ -96,37 +96,23 @@ impl Attention {
     /// - bias: `[seq, seq]`
     /// - output context: `[batch, seq, d_model]`, weights `[batch, n_heads, seq, seq]`
     pub fn forward(&self, x: Tensor<3>, bias: Tensor<2>, return_weights: bool) -> AttentionOutput {
-        self.forward_rotary(x, None, bias, None, return_weights)
+        self.forward_rotary(x, None, bias, None, return_weights, 0)
     }
 
     /// Attend from `query` to `context` (`None`: to `query` itself), with rotary positions when
     /// `rotary = Some((encoding, query_start))`: keys sit at positions `0..seq_k` and queries at
-    /// `query_start..query_start + seq_q`.
+    /// `query_start..query_start + seq_q`. The context is returned for query rows `rows_from..`
+    /// only: every row still attends (the weights, when asked for, cover all rows), but the
+    /// output projection runs on the rows kept (for a model's last layer, whose other rows
+    /// nothing reads; 0 keeps all).
     ///
     /// # Shapes
     /// - query: `[batch, seq_q, d_model]`
     /// - context: `[batch, seq_k, d_model]`
     /// - bias: `[seq_q, seq_k]`
-    /// - output context: `[batch, seq_q, d_model]`, weights `[batch, n_heads, seq_q, seq_k]`
+    /// - output context: `[batch, seq_q - rows_from, d_model]`, weights
+    ///   `[batch, n_heads, seq_q, seq_k]`
     pub fn forward_rotary(
-        &self,
-        query: Tensor<3>,
-        context: Option<Tensor<3>>,
-        bias: Tensor<2>,
-        rotary: Option<(&RotaryEncoding, usize)>,
-        return_weights: bool,
-    ) -> AttentionOutput {
-        self.attend(query, context, bias, rotary, return_weights, 0)
-    }
-
-    /// [`Attention::forward_rotary`] with the context returned for query rows `rows_from..`
-    /// only: every row still attends (the weights, when asked for, cover all rows), but the
-    /// output projection runs on the rows kept. For a model's last layer, whose other rows
-    /// nothing reads.
-    ///
-    /// # Shapes
-    /// as [`Attention::forward_rotary`], with output context `[batch, seq_q - rows_from, d_model]`
-    pub fn attend(
         &self,
         query: Tensor<3>,
         context: Option<Tensor<3>>,

@@ -84,25 +84,7 @@ impl Block {
         rotary: Option<&RotaryEncoding>,
         return_weights: bool,
     ) -> BlockOutput {
-        self.forward_with(x, cache, bias, rotary, return_weights, None)
-    }
-
-    /// [`Block::forward_cached`] with a second attention branch: `side` gets the layer-normed
-    /// `x` and its output is added to the attention output before the residual (the
-    /// infinity-former's long-term memory read).
-    ///
-    /// # Shapes
-    /// as [`Block::forward_cached`]; `side` maps `[batch, seq, d_model]` to the same shape
-    pub fn forward_with(
-        &self,
-        x: Tensor<3>,
-        cache: Option<Tensor<3>>,
-        bias: Tensor<2>,
-        rotary: Option<&RotaryEncoding>,
-        return_weights: bool,
-        side: Option<&mut dyn FnMut(Tensor<3>) -> Tensor<3>>,
-    ) -> BlockOutput {
-        self.run(x, cache, bias, rotary, return_weights, side, 0)
+        self.forward_with(x, cache, bias, rotary, return_weights, None, 0)
     }
 
     /// Rows `rows_from..` of [`Block::forward`]'s output: every row is read as a key and value,
@@ -120,12 +102,19 @@ impl Block {
         return_weights: bool,
         rows_from: usize,
     ) -> BlockOutput {
-        self.run(x, None, bias, None, return_weights, None, rows_from)
+        self.forward_with(x, None, bias, None, return_weights, None, rows_from)
     }
 
-    /// [`Block::forward_with`], the output kept from row `rows_from`.
+    /// [`Block::forward_cached`] with a second attention branch: `side` gets the layer-normed
+    /// `x` and its output is added to the attention output before the residual (the
+    /// infinity-former's long-term memory read); and the output kept from row `rows_from` (see
+    /// [`Block::forward_rows`]; 0 keeps all).
+    ///
+    /// # Shapes
+    /// as [`Block::forward_cached`], with output hidden `[batch, seq - rows_from, d_model]`;
+    /// `side` maps `[batch, seq, d_model]` to the same shape
     #[allow(clippy::too_many_arguments)]
-    fn run(
+    pub fn forward_with(
         &self,
         x: Tensor<3>,
         cache: Option<Tensor<3>>,
@@ -154,7 +143,7 @@ impl Block {
             from => t.slice(s![.., from.., ..]),
         };
         let extra = side.map(|f| kept(f(normed.clone())));
-        let attn = self.attn.attend(
+        let attn = self.attn.forward_rotary(
             normed,
             context,
             bias,
