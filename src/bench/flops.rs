@@ -3,8 +3,9 @@
 //! A multiply-add is 2 FLOPs. Counted as remem computes them: attention is dense over the whole
 //! layout (masked scores are computed, then zeroed by the softmax), Transformer-XL projects
 //! keys and values of its cache again at every step, and RMT leaves out the rows nothing reads
-//! (its last layer's read memory; the memory of a step whose next state is not needed). Layer norms, softmax and GELU are left out
-//! (a few FLOPs per element against `d_model` or more per element in the matmuls).
+//! (its last layer's read memory; the memory of a step whose next state is not needed). Layer
+//! norms, softmax and GELU are left out (a few FLOPs per element against `d_model` or more per
+//! element in the matmuls).
 
 use crate::model::{Layout, ModelConfig, ModelKind};
 
@@ -30,21 +31,21 @@ pub fn step_forward(config: &ModelConfig, t: usize, cached: usize, write: bool) 
         Layout::Encoder if rmt && !write => n - m,
         _ => n,
     };
-    let (n, keys) = (n as f64, (n + cached) as f64);
-    let layer = |rows: usize| {
-        let rows = rows as f64;
+    let (n, keys, last_rows) = (n as f64, (n + cached) as f64, last_rows as f64);
+    let ltm = match config.kind {
+        ModelKind::Infinity => long_term_memory(config, n, t as f64),
+        _ => 0.0,
+    };
+    // One layer whose output projection and feed-forward run on `rows` of its `n` positions.
+    let layer = |rows: f64| {
         let projections = 2.0 * d * d * (n + 2.0 * keys + rows); // q on n; k, v on keys; out
         let attention = 2.0 * 2.0 * n * keys * d; // scores and the weighted sum
         let feed_forward = 2.0 * 2.0 * d * ff * rows;
-        let ltm = match config.kind {
-            ModelKind::Infinity => long_term_memory(config, n, t as f64),
-            _ => 0.0,
-        };
         projections + attention + feed_forward + ltm
     };
     let head = 2.0 * d * config.vocab_size as f64 * t as f64;
     let layers = config.n_layers as f64;
-    (layers - 1.0) * layer(n as usize) + layer(last_rows) + head
+    (layers - 1.0) * layer(n) + layer(last_rows) + head
 }
 
 /// One layer's long-term memory: the read from `n` queries and the refit of `t` new states.
