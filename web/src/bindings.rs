@@ -1,0 +1,152 @@
+//! The wasm-bindgen layer the page's JavaScript calls: [`Demo`] wraps [`crate::demo::Demo`].
+
+use crate::demo;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use burn::prelude::*;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::js_sys::Promise;
+
+/// Install the panic hook and a logger, so Rust panics and the GPU runtime's warnings (a shader
+/// WebGPU refuses is only logged, not returned) reach the browser console.
+#[wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
+    if log::set_logger(&CONSOLE).is_ok() {
+        log::set_max_level(log::LevelFilter::Warn);
+    }
+}
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = console, js_name = warn)]
+    fn console_warn(message: &str);
+}
+
+/// Forwards `log` records at warning level and above to `console.warn`.
+struct Console;
+
+static CONSOLE: Console = Console;
+
+impl log::Log for Console {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::Level::Warn
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            console_warn(&format!(
+                "{} {}: {}",
+                record.level(),
+                record.target(),
+                record.args()
+            ));
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// A model loaded on a device, driven by the page.
+#[wasm_bindgen]
+pub struct Demo {
+    /// `None` while a step is running (a second call then fails with "busy", not a panic).
+    inner: Rc<RefCell<Option<demo::Demo>>>,
+    device: String,
+}
+
+fn js(e: impl std::fmt::Display) -> JsValue {
+    JsError::new(&e.to_string()).into()
+}
+
+fn json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("page data serialises")
+}
+
+/// Open WebGPU through wgpu, or the CPU (Burn's flex backend in WebAssembly).
+async fn open(cpu: bool) -> Result<(Device, String), JsValue> {
+    if cpu {
+        return Ok((Device::flex(), "CPU (flex, WebAssembly)".into()));
+    }
+    let (device, setup) = Device::wgpu_options()
+        .init_with_setup_async()
+        .await
+        .map_err(|e| js(format!("WebGPU could not be opened: {e}")))?;
+    // Browsers often keep the adapter's name to themselves; the page then adds what it knows.
+    let name = setup.adapter.get_info().name;
+    let label = if name.is_empty() {
+        "WebGPU".to_string()
+    } else {
+        format!("WebGPU ({name})")
+    };
+    Ok((device, label))
+}
+
+impl Demo {
+    fn with<T>(&self, f: impl FnOnce(&mut demo::Demo) -> T) -> Result<T, JsValue> {
+        let mut slot = self.inner.borrow_mut();
+        let demo = slot
+            .as_mut()
+            .ok_or_else(|| js("busy: a segment is being processed"))?;
+        Ok(f(demo))
+    }
+}
+
+#[wasm_bindgen]
+impl Demo {
+    /// Open the device (WebGPU, or the CPU when `cpu`) and load a checkpoint's bytes
+    /// (`name` names it in errors).
+    pub async fn load(bytes: Vec<u8>, name: String, cpu: bool) -> Result<Demo, JsValue> {
+        let (device, label) = open(cpu).await?;
+        let demo = demo::Demo::load(&bytes, &name, &device).map_err(js)?;
+        Ok(Demo {
+            inner: Rc::new(RefCell::new(Some(demo))),
+            device: label,
+        })
+    }
+
+    /// The device the model runs on, in words.
+    pub fn device(&self) -> String {
+        self.device.clone()
+    }
+
+    /// The model and task ([`demo::Info`]) as JSON.
+    pub fn info(&self) -> Result<String, JsValue> {
+        self.with(|d| json(d.info()))
+    }
+
+    /// A question of the trained length and its answer ([`demo::Example`]) as JSON.
+    pub fn example(&self, seed: u32) -> Result<String, JsValue> {
+        self.with(|d| json(&d.example(seed as u64)))
+    }
+
+    /// Start reading `question` from an empty memory.
+    pub fn start(&self, question: &str) -> Result<(), JsValue> {
+        self.with(|d| d.start(question))?.map_err(js)
+    }
+
+    /// Process one more segment: resolves to its [`demo::SegmentView`] as JSON, or to `null`
+    /// once the answer is written.
+    pub fn step(&self) -> Promise {
+        let inner = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let mut demo = inner
+                .borrow_mut()
+                .take()
+                .ok_or_else(|| js("busy: a segment is being processed"))?;
+            let result = demo.step().await;
+            *inner.borrow_mut() = Some(demo);
+            match result.map_err(js)? {
+                Some(view) => Ok(JsValue::from_str(&json(&view))),
+                None => Ok(JsValue::NULL),
+            }
+        })
+    }
+
+    /// The answer so far against the truth ([`demo::Outcome`]) as JSON, or `null` before a run.
+    pub fn outcome(&self) -> Result<Option<String>, JsValue> {
+        self.with(|d| d.outcome().map(|o| json(&o)))
+    }
+}
