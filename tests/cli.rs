@@ -328,7 +328,7 @@ fn a_checkpoint_whose_weights_do_not_fit_its_config_is_refused() {
     let mut other = config.model.clone();
     other.d_model = 32;
     let device = burn::tensor::Device::flex();
-    let weights = Model::new(&other, &device)
+    let weights = Model::new(&other, 0, &device)
         .into_record()
         .into_bytes()
         .unwrap();

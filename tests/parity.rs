@@ -31,7 +31,7 @@ fn config(kind: ModelKind, layout: Layout) -> ModelConfig {
 /// The same weights on another device.
 fn copy_to(model: &Model, device: &Device) -> Model {
     let bytes = model.clone().into_record().into_bytes().unwrap();
-    Model::new(model.config(), device).load_record(ModuleRecord::from_bytes(bytes).unwrap())
+    Model::new(model.config(), 0, device).load_record(ModuleRecord::from_bytes(bytes).unwrap())
 }
 
 struct Grads<'a>(&'a GradientsParams, Vec<Vec<f32>>);
@@ -86,8 +86,7 @@ fn parity_of(config: ModelConfig) {
         return;
     };
     let cpu = Device::flex().autodiff();
-    cpu.seed(11);
-    let model_cpu = Model::new(&config, &cpu);
+    let model_cpu = Model::new(&config, 11, &cpu);
     let model_gpu = copy_to(&model_cpu, &gpu);
 
     let (out_cpu, grads_cpu) = run(&model_cpu, &cpu);
@@ -174,8 +173,7 @@ fn inference_matches_training_forward(device: &Device) {
         (ModelKind::Memxl, Layout::Decoder),
         (ModelKind::Infinity, Layout::Decoder),
     ] {
-        training.seed(5);
-        let model = Model::new(&config(kind, layout), &training);
+        let model = Model::new(&config(kind, layout), 5, &training);
         let trained_path = inference(&model, &training, false);
         let inference_path = inference(&model.valid(), device, false);
         let diff = common::max_abs_diff(&inference_path, &trained_path);

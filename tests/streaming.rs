@@ -28,8 +28,7 @@ fn config(kind: ModelKind) -> RunConfig {
 }
 
 fn model(config: &RunConfig, seed: u64, device: &Device) -> Model {
-    device.seed(seed);
-    Model::new(&config.model, device)
+    Model::new(&config.model, seed, device)
 }
 
 /// Write a checkpoint of `model` (fresh weights are enough: streaming does not care if they

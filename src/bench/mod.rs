@@ -292,7 +292,7 @@ fn train_throughput(
     } else {
         config.segment_len
     };
-    let mut model = Model::new(&config, &ad);
+    let mut model = Model::new(&config, 0, &ad);
     let mut optim = AdamWConfig::new().init();
     let batch = random_batch(preset.batch, len, config.vocab_size, &ad);
     let mut timed = 0.0;
@@ -357,7 +357,7 @@ fn stream(
     config.validate()?;
     // What earlier streams freed goes back to the system, so this stream's peak is its own.
     crate::heap::release_freed_memory();
-    let mut session = Session::new(Model::new(&config, device), device)?;
+    let mut session = Session::new(Model::new(&config, 0, device), device)?;
     // Forward FLOPs of segment k, whose cache holds min(k t, cache_len) states.
     let segment_flops =
         |k: usize| flops::step_forward(&config, t, (k * t).min(config.cache_len()), true);

@@ -117,7 +117,8 @@ struct TrainArgs {
     /// Memory tokens (0 = no memory).
     #[arg(long)]
     memory_tokens: Option<usize>,
-    /// Gradient flows through at most this many memory transitions (`full` = unbounded).
+    /// Each segment's loss reaches back through the memory of at most this many earlier
+    /// segments, the last segment's through exactly this many (`full` = unbounded).
     #[arg(long, value_parser = parse_depth)]
     bptt_depth: Option<Depth>,
     /// Cached states per layer for xl and memxl (default: --memory-tokens).

@@ -70,8 +70,10 @@ pub struct ModelConfig {
     pub memory_tokens: usize,
     /// Tokens per segment T.
     pub segment_len: usize,
-    /// Gradient flows through at most this many memory transitions; `None` = full BPTT,
-    /// 0 = no gradient through memory.
+    /// Each segment's loss reaches back through the memory of at most this many earlier
+    /// segments, and the last segment's through exactly this many (windows counted back from
+    /// the last segment, see [`crate::model::cuts_before`]); `None` = full BPTT, 0 = no
+    /// gradient through memory.
     pub bptt_depth: Option<usize>,
     /// Cached states per layer (Transformer-XL, MemTr-XL); `None` = `memory_tokens`.
     pub mem_len: Option<usize>,
@@ -167,13 +169,13 @@ impl ModelConfig {
         Ok(())
     }
 
-    /// The transformer layers of this config.
-    pub fn blocks(&self, device: &burn::prelude::Device) -> Vec<crate::nn::Block> {
+    /// The transformer layers of this config, with weights from `init`.
+    pub fn blocks(&self, init: &mut crate::nn::Init) -> Vec<crate::nn::Block> {
         (0..self.n_layers)
             .map(|_| {
                 crate::nn::BlockConfig::new(self.d_model, self.n_heads, self.d_ff)
                     .with_dropout(self.dropout)
-                    .init(device)
+                    .init(init)
             })
             .collect()
     }
@@ -183,16 +185,10 @@ impl ModelConfig {
     /// layer-normed states that replace it after one segment.
     pub fn initial_memory(
         &self,
-        device: &burn::prelude::Device,
+        init: &mut crate::nn::Init,
     ) -> Option<burn::module::Param<burn::prelude::Tensor<2>>> {
         let m = self.memory_len();
-        (m > 0).then(|| {
-            burn::nn::Initializer::Normal {
-                mean: 0.0,
-                std: 1.0,
-            }
-            .init([m, self.d_model], device)
-        })
+        (m > 0).then(|| init.normal([m, self.d_model], 1.0))
     }
 
     /// Cached states per layer: `mem_len`, or `memory_tokens` when unset (XL kinds only).

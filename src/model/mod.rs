@@ -10,11 +10,11 @@ pub mod xl;
 
 use burn::prelude::*;
 
-use crate::nn::Density;
+use crate::nn::{Density, Init, Noise};
 
 pub use config::{Layout, ModelConfig, ModelKind};
 pub use rmt::{Rmt, attention_mask};
-pub use state::{LtmState, State};
+pub use state::{LtmState, State, cuts_before};
 pub use xl::Xl;
 
 /// What one segment step returns besides the next state.
@@ -53,13 +53,25 @@ pub enum Model {
 }
 
 impl Model {
-    /// Build the model `config` describes on `device`, with fresh weights.
-    pub fn new(config: &ModelConfig, device: &Device) -> Self {
+    /// Build the model `config` describes on `device`, with fresh weights drawn from `seed`
+    /// (see [`Init`]: the same seed gives the same weights on any device, whatever else the
+    /// process does).
+    pub fn new(config: &ModelConfig, seed: u64, device: &Device) -> Self {
+        let mut init = Init::new(seed, device);
         match config.kind {
-            ModelKind::Rmt => Model::Rmt(Rmt::new(config, device)),
+            ModelKind::Rmt => Model::Rmt(Rmt::new(config, &mut init)),
             ModelKind::Transformer | ModelKind::Xl | ModelKind::Memxl | ModelKind::Infinity => {
-                Model::Xl(Xl::new(config, device))
+                Model::Xl(Xl::new(config, &mut init))
             }
+        }
+    }
+
+    /// The generator the model's dropout layers draw from; the training loop reseeds it before
+    /// each step, so a step's masks depend on the run's seed and the step only.
+    pub fn noise(&self) -> &Noise {
+        match self {
+            Model::Rmt(m) => m.noise(),
+            Model::Xl(m) => m.noise(),
         }
     }
 

@@ -28,13 +28,13 @@
 //! Transformer baseline with no recurrence.
 
 use burn::module::Param;
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
+use burn::nn::{Embedding, Linear};
 use burn::prelude::*;
 
 use super::StepOutput;
 use super::config::{Layout, ModelConfig};
 use super::state::State;
-use crate::nn::{Block, LayerNorm, LayerNormConfig, Mask, linear};
+use crate::nn::{Block, Init, LayerNorm, LayerNormConfig, Mask, Noise, linear};
 
 /// The RMT attention mask for `memory` memory tokens and a segment of `seg_len` tokens.
 ///
@@ -81,35 +81,44 @@ pub struct Rmt {
     norm: LayerNorm,
     head: Linear,
     #[module(skip)]
+    noise: Noise,
+    #[module(skip)]
     config: ModelConfig,
 }
 
 impl Rmt {
-    /// Fresh weights for `config` (which must be valid) on `device`.
-    pub fn new(config: &ModelConfig, device: &Device) -> Self {
+    /// Fresh weights for `config` (which must be valid) from `init`.
+    pub fn new(config: &ModelConfig, init: &mut Init) -> Self {
         let (m, t, d) = (config.memory_tokens, config.segment_len, config.d_model);
         let layout_len = match config.layout {
             Layout::Decoder => 2 * m + t,
             Layout::Encoder => m + t,
         };
         Rmt {
-            tokens: EmbeddingConfig::new(config.vocab_size, d).init(device),
-            positions: Initializer::Normal {
-                mean: 0.0,
-                std: 0.02,
-            }
-            .init([layout_len, d], device),
-            memory: config.initial_memory(device),
-            blocks: config.blocks(device),
-            norm: LayerNormConfig::new(d).init(device),
-            head: LinearConfig::new(d, config.vocab_size).init(device),
+            tokens: init.embedding(config.vocab_size, d),
+            positions: init.normal([layout_len, d], 0.02),
+            memory: config.initial_memory(init),
+            blocks: config.blocks(init),
+            norm: LayerNormConfig::new(d).init(init.device()),
+            head: init.linear(d, config.vocab_size, true),
+            noise: init.noise(),
             config: config.clone(),
         }
+    }
+
+    /// The generator the model's dropout layers draw from.
+    pub fn noise(&self) -> &Noise {
+        &self.noise
     }
 
     /// The configuration this model was built from.
     pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    /// The token embedding table `[vocab, d_model]`.
+    pub fn token_embedding(&self) -> &Embedding {
+        &self.tokens
     }
 
     /// The learned initial memory, repeated over the batch.
@@ -118,15 +127,13 @@ impl Rmt {
             None => State::Empty,
             Some(memory) => State::Memory {
                 memory: memory.val().unsqueeze::<3>().repeat_dim(0, batch),
-                attached: 0,
             },
         }
     }
 
-    /// Read one segment with the memory in `state`; return the logits and the next memory.
-    ///
-    /// The memory passed on is detached once gradients through it would cross more than
-    /// `bptt_depth` memory transitions.
+    /// Read one segment with the memory in `state`; return the logits and the next memory
+    /// (attached to the autodiff graph: the caller detaches it where backpropagation through
+    /// time stops, see [`crate::train::loss::forward_batch`]).
     ///
     /// # Shapes
     /// - tokens: `[batch, t]`, `1 <= t <= segment_len`
@@ -175,9 +182,9 @@ impl Rmt {
         let device = tokens.device();
         let x = self.tokens.forward(tokens);
 
-        let (memory, attached) = match state {
-            State::Memory { memory, attached } => (Some(memory), attached),
-            State::Empty => (None, 0),
+        let memory = match state {
+            State::Memory { memory } => Some(memory),
+            State::Empty => None,
             State::Xl { .. } => panic!("RMT was given a Transformer-XL state"),
         };
         let layout = self.config.layout;
@@ -236,9 +243,7 @@ impl Rmt {
                 Layout::Decoder => h.slice(s![.., m + t - from..2 * m + t - from, ..]),
                 Layout::Encoder => h.slice(s![.., 0..m, ..]),
             };
-            let (memory, attached) =
-                super::state::pass_on(memory, attached, self.config.bptt_depth);
-            Some(State::Memory { memory, attached })
+            Some(State::Memory { memory })
         };
         debug_assert_eq!(segment.dims(), [batch, t, d]);
         let logits = linear(&self.head, segment);
@@ -288,7 +293,7 @@ mod tests {
             segment_len: 4,
             ..ModelConfig::default()
         };
-        let model = Rmt::new(&config, &device);
+        let model = Rmt::new(&config, &mut Init::new(5, &device));
         let state = model.init_state(2, &device);
         let mem = state.memory().unwrap().clone();
         assert_eq!(mem.dims(), [2, 3, config.d_model]);
@@ -320,7 +325,6 @@ mod last_step_tests {
     fn last_step_gives_the_logits_of_step() {
         let device = Device::flex();
         for layout in [Layout::Decoder, Layout::Encoder] {
-            device.seed(5);
             let config = ModelConfig {
                 vocab_size: 11,
                 d_model: 16,
@@ -331,7 +335,7 @@ mod last_step_tests {
                 layout,
                 ..ModelConfig::default()
             };
-            let model = Rmt::new(&config, &device);
+            let model = Rmt::new(&config, &mut Init::new(5, &device));
             let first = Tensor::<2, Int>::from_data([[1, 2, 3, 4], [5, 6, 7, 8]], &device);
             // A memory that is not the initial one.
             let (_, state) = model.step(first, model.init_state(2, &device), false);
@@ -345,60 +349,5 @@ mod last_step_tests {
                 assert!(diff < 1e-5, "{layout:?}: logits differ by {diff}");
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod bptt_tests {
-    use super::*;
-    use burn::optim::GradientsParams;
-
-    /// Gradient reaching the embeddings of tokens that occur only in the first of 3 segments,
-    /// from a loss on the last segment's logits alone.
-    fn first_segment_grad(bptt_depth: Option<usize>) -> f32 {
-        let device = Device::flex().autodiff();
-        device.seed(7);
-        let config = ModelConfig {
-            vocab_size: 12,
-            d_model: 16,
-            n_heads: 2,
-            d_ff: 32,
-            memory_tokens: 2,
-            segment_len: 3,
-            bptt_depth,
-            ..ModelConfig::default()
-        };
-        let model = Rmt::new(&config, &device);
-        // Ids 9..=11 appear only in segment 1.
-        let segments = [[9, 10, 11], [2, 3, 4], [5, 6, 7]];
-        let mut state = model.init_state(1, &device);
-        let mut last = None;
-        for seg in segments {
-            let tokens = Tensor::<2, Int>::from_data([seg], &device);
-            let (out, next) = model.step(tokens, state, false);
-            state = next;
-            last = Some(out.logits);
-        }
-        let loss = last.unwrap().powi_scalar(2).mean();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let g = grads
-            .get::<2>(model.tokens.weight.id)
-            .expect("embedding gradient");
-        g.slice(s![9..12, ..]).abs().sum().into_scalar::<f32>()
-    }
-
-    #[test]
-    fn bptt_depth_cuts_the_gradient_to_the_first_segment() {
-        let full = first_segment_grad(None);
-        let two = first_segment_grad(Some(2));
-        let one = first_segment_grad(Some(1));
-        let zero = first_segment_grad(Some(0));
-        assert!(full > 1e-6, "full BPTT must reach segment 1: {full}");
-        assert!(
-            two > 1e-6,
-            "depth 2 spans the 2 transitions back to segment 1: {two}"
-        );
-        assert_eq!(one, 0.0, "depth 1 over 3 segments must not reach segment 1");
-        assert_eq!(zero, 0.0, "depth 0 passes no gradient through memory");
     }
 }

@@ -17,8 +17,6 @@ pub enum State {
         /// # Shapes
         /// `[batch, memory_tokens, d_model]`
         memory: Tensor<3>,
-        /// How many memory transitions a gradient can cross through this tensor (0 = detached).
-        attached: usize,
     },
     /// Transformer-XL's per-layer cache, and MemTr-XL's memory tokens.
     Xl {
@@ -29,8 +27,6 @@ pub enum State {
         cache: Vec<Tensor<3>>,
         /// Memory tokens (MemTr-XL), `[batch, memory_tokens, d_model]`.
         memory: Option<Tensor<3>>,
-        /// As in [`State::Memory`].
-        attached: usize,
         /// Per layer, the infinity-former's long-term memory (empty for the other models).
         ltm: Vec<LtmState>,
     },
@@ -78,16 +74,12 @@ impl State {
     pub fn detach(self) -> Self {
         match self {
             State::Empty => State::Empty,
-            State::Memory { memory, .. } => State::Memory {
+            State::Memory { memory } => State::Memory {
                 memory: memory.detach(),
-                attached: 0,
             },
-            State::Xl {
-                cache, memory, ltm, ..
-            } => State::Xl {
+            State::Xl { cache, memory, ltm } => State::Xl {
                 cache: cache.into_iter().map(Tensor::detach).collect(),
                 memory: memory.map(Tensor::detach),
-                attached: 0,
                 ltm: ltm.into_iter().map(LtmState::detach).collect(),
             },
         }
@@ -191,7 +183,6 @@ impl State {
             0 => State::Empty,
             1 => State::Memory {
                 memory: r.tensor(device)?,
-                attached: 0,
             },
             2 => {
                 let layers = u32::from_le_bytes(r.array()?) as usize;
@@ -213,12 +204,7 @@ impl State {
                         })
                     })
                     .collect::<Result<Vec<_>>>()?;
-                State::Xl {
-                    cache,
-                    memory,
-                    attached: 0,
-                    ltm,
-                }
+                State::Xl { cache, memory, ltm }
             }
             tag => return Err(Error::State(format!("unknown state kind {tag}"))),
         };
@@ -258,17 +244,31 @@ fn write_tensor(out: &mut Vec<u8>, tensor: &Tensor<3>) -> Result<()> {
     Ok(())
 }
 
-/// Pass a freshly written memory on to the next segment, detaching it once gradients through it
-/// would cross more than `bptt_depth` memory transitions. `attached` is the count of the memory
-/// it was computed from; returns the memory to pass on and its count.
-pub fn pass_on(
-    memory: Tensor<3>,
-    attached: usize,
-    bptt_depth: Option<usize>,
-) -> (Tensor<3>, usize) {
+/// Whether truncated backpropagation through time cuts the state passed into segment `next`
+/// (`1..segments`) of a sequence of `segments`, for a depth of `bptt_depth` memory transitions
+/// (`None`: never cut).
+///
+/// The cuts are counted back from the last segment, as in the RMT paper's reference code: the
+/// sequence splits into windows of `k + 1` segments ending at the last one, joined inside by
+/// `k` transitions and cut between. Every segment's loss then reaches back through the memory of
+/// at most `k` earlier segments, and the last segment, where the tasks' answers are, through
+/// exactly `min(k, segments - 1)` of them. (Counting from the first segment instead leaves the
+/// last segment with no gradient through memory whenever `k + 1` divides `segments - 1`.)
+///
+/// ```
+/// use remem::model::cuts_before;
+/// // 4 segments, depth 2: the last segment reaches back to segment 1; the cut is before it.
+/// let cut: Vec<bool> = (1..4).map(|s| cuts_before(s, 4, Some(2))).collect();
+/// assert_eq!(cut, [true, false, false]);
+/// ```
+pub fn cuts_before(next: usize, segments: usize, bptt_depth: Option<usize>) -> bool {
     match bptt_depth {
-        Some(k) if attached + 1 > k => (memory.detach(), 0),
-        _ => (memory, attached + 1),
+        None => false,
+        Some(k) => {
+            // Transitions between `next` and the last segment.
+            let from_end = segments.saturating_sub(1).saturating_sub(next);
+            from_end % (k + 1) == k
+        }
     }
 }
 
@@ -343,7 +343,6 @@ mod tests {
         let memory = Tensor::<3>::random([2, 3, 4], burn::tensor::Distribution::Default, &device);
         let state = State::Memory {
             memory: memory.clone(),
-            attached: 0,
         };
         let bytes = state.to_bytes("rmt-a").unwrap();
         let back = State::from_bytes(&bytes, "rmt-a", &device).unwrap();

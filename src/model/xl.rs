@@ -16,16 +16,15 @@
 //! signal with Gaussian attention, added to the cache attention.
 
 use burn::module::Param;
-use burn::nn::{
-    Embedding, EmbeddingConfig, Linear, LinearConfig, RotaryEncoding, RotaryEncodingConfig,
-};
+use burn::nn::{Embedding, Linear, RotaryEncoding, RotaryEncodingConfig};
 use burn::prelude::*;
 
 use super::StepOutput;
 use super::config::{ModelConfig, ModelKind};
 use super::state::{LtmState, State};
 use crate::nn::{
-    Block, Density, LayerNorm, LayerNormConfig, LongTermMemory, LtmRead, LtmSampling, Mask, linear,
+    Block, Density, Init, LayerNorm, LayerNormConfig, LongTermMemory, LtmRead, LtmSampling, Mask,
+    Noise, linear,
 };
 
 /// Longest `cache + layout` a step may attend over.
@@ -68,28 +67,37 @@ pub struct Xl {
     norm: LayerNorm,
     head: Linear,
     #[module(skip)]
+    noise: Noise,
+    #[module(skip)]
     config: ModelConfig,
 }
 
 impl Xl {
-    /// Fresh weights for `config` (which must be valid) on `device`.
-    pub fn new(config: &ModelConfig, device: &Device) -> Self {
+    /// Fresh weights for `config` (which must be valid) from `init`.
+    pub fn new(config: &ModelConfig, init: &mut Init) -> Self {
         let d = config.d_model;
+        let device = init.device().clone();
         Xl {
-            tokens: EmbeddingConfig::new(config.vocab_size, d).init(device),
-            memory: config.initial_memory(device),
-            blocks: config.blocks(device),
+            tokens: init.embedding(config.vocab_size, d),
+            memory: config.initial_memory(init),
+            blocks: config.blocks(init),
             ltm: match config.kind {
                 ModelKind::Infinity => (0..config.n_layers)
-                    .map(|_| LongTermMemory::new(&config.ltm, d, config.n_heads, device))
+                    .map(|_| LongTermMemory::new(&config.ltm, d, config.n_heads, init))
                     .collect(),
                 _ => Vec::new(),
             },
-            rope: RotaryEncodingConfig::new(MAX_POSITIONS, d / config.n_heads).init(device),
-            norm: LayerNormConfig::new(d).init(device),
-            head: LinearConfig::new(d, config.vocab_size).init(device),
+            rope: RotaryEncodingConfig::new(MAX_POSITIONS, d / config.n_heads).init(&device),
+            norm: LayerNormConfig::new(d).init(&device),
+            head: init.linear(d, config.vocab_size, true),
+            noise: init.noise(),
             config: config.clone(),
         }
+    }
+
+    /// The generator the model's dropout layers draw from.
+    pub fn noise(&self) -> &Noise {
+        &self.noise
     }
 
     /// The configuration this model was built from.
@@ -109,7 +117,6 @@ impl Xl {
                 .memory
                 .as_ref()
                 .map(|m| m.val().unsqueeze::<3>().repeat_dim(0, batch)),
-            attached: 0,
             ltm: self
                 .ltm
                 .iter()
@@ -136,14 +143,9 @@ impl Xl {
         let [batch, t] = tokens.dims();
         let device = tokens.device();
         let (m, mem_len) = (self.config.memory_len(), self.config.cache_len());
-        let (cache, memory, attached, ltm_state) = match state {
-            State::Xl {
-                cache,
-                memory,
-                attached,
-                ltm,
-            } => (cache, memory, attached, ltm),
-            State::Empty => (Vec::new(), None, 0, Vec::new()),
+        let (cache, memory, ltm_state) = match state {
+            State::Xl { cache, memory, ltm } => (cache, memory, ltm),
+            State::Empty => (Vec::new(), None, Vec::new()),
             State::Memory { .. } => panic!("Transformer-XL was given an RMT state"),
         };
         let ltm_state = match (self.ltm.is_empty(), ltm_state.is_empty()) {
@@ -257,19 +259,10 @@ impl Xl {
         let next = if self.config.kind == ModelKind::Transformer {
             State::Empty
         } else {
-            let (memory, attached) = match memory {
-                None => (None, 0),
-                Some(_) => {
-                    let new = h.slice(s![.., m + t..2 * m + t, ..]);
-                    let (new, attached) =
-                        super::state::pass_on(new, attached, self.config.bptt_depth);
-                    (Some(new), attached)
-                }
-            };
+            let memory = memory.map(|_| h.slice(s![.., m + t..2 * m + t, ..]));
             State::Xl {
                 cache: next_cache,
                 memory,
-                attached,
                 ltm: next_ltm,
             }
         };
@@ -327,9 +320,12 @@ mod tests {
         // over both segments sees at those positions, and rotary positions make the offsets agree.
         let device = Device::flex();
         device.seed(3);
-        let xl = Xl::new(&config(ModelKind::Xl, 4), &device);
-        let full = Xl::new(&config(ModelKind::Transformer, 0), &device)
-            .load_record(xl.clone().into_record());
+        let xl = Xl::new(&config(ModelKind::Xl, 4), &mut Init::new(3, &device));
+        let full = Xl::new(
+            &config(ModelKind::Transformer, 0),
+            &mut Init::new(3, &device),
+        )
+        .load_record(xl.clone().into_record());
         let a = Tensor::<2, Int>::from_data([[1, 2, 3, 4], [5, 6, 7, 8]], &device);
         let b = Tensor::<2, Int>::from_data([[9, 10, 1, 2], [3, 4, 5, 6]], &device);
 
@@ -350,7 +346,7 @@ mod tests {
         // The loss on segment 2 must not reach the embeddings of tokens only in segment 1.
         let device = Device::flex().autodiff();
         device.seed(4);
-        let xl = Xl::new(&config(ModelKind::Xl, 4), &device);
+        let xl = Xl::new(&config(ModelKind::Xl, 4), &mut Init::new(3, &device));
         let state = xl.init_state(1, &device);
         let first = Tensor::<2, Int>::from_data([[7, 8, 9, 10]], &device);
         let (_, state) = xl.step(first, state, false);
@@ -380,7 +376,7 @@ mod tests {
             cfg.ltm.basis = 16;
             cfg.ltm.samples = 8;
             cfg.ltm.sampling = sampling;
-            let model = Xl::new(&cfg, &device);
+            let model = Xl::new(&cfg, &mut Init::new(4, &device));
             let mut state = model.init_state(2, &device);
             let tokens = Tensor::<2, Int>::from_data([[1, 2, 3, 4], [5, 6, 7, 8]], &device);
             let mut sizes = Vec::new();
@@ -419,7 +415,7 @@ mod tests {
         let device = Device::flex();
         let mut cfg = config(ModelKind::Memxl, 3);
         cfg.memory_tokens = 2;
-        let model = Xl::new(&cfg, &device);
+        let model = Xl::new(&cfg, &mut Init::new(4, &device));
         let mut state = model.init_state(2, &device);
         for _ in 0..3 {
             let tokens = Tensor::<2, Int>::from_data([[1, 2, 3, 4], [5, 6, 7, 8]], &device);

@@ -24,12 +24,14 @@
 //! and wgpu.
 
 use burn::backend::DispatchDevice;
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, RotaryEncoding};
+use burn::nn::{Linear, RotaryEncoding};
 use burn::prelude::*;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
+use super::dropout::Dropout;
 use super::fused_attention::{fused_attention, fused_attention_with_weights};
+use super::init::Init;
 use super::linear::{linear, linear_concat};
 use super::matmul::matmul;
 use super::softmax::masked_softmax;
@@ -68,19 +70,19 @@ pub struct AttentionOutput {
 }
 
 impl AttentionConfig {
-    /// Build the module on `device`.
-    pub fn init(&self, device: &Device) -> Attention {
+    /// Build the module with weights from `init`.
+    pub fn init(&self, init: &mut Init) -> Attention {
         assert!(
             self.n_heads > 0 && self.d_model.is_multiple_of(self.n_heads),
             "d_model must be a multiple of n_heads (validated in the model config)"
         );
-        let linear = || LinearConfig::new(self.d_model, self.d_model).init(device);
+        let d = self.d_model;
         Attention {
-            query: linear(),
-            key: linear(),
-            value: linear(),
-            output: linear(),
-            dropout: DropoutConfig::new(self.dropout).init(),
+            query: init.linear(d, d, true),
+            key: init.linear(d, d, true),
+            value: init.linear(d, d, true),
+            output: init.linear(d, d, true),
+            dropout: Dropout::new(self.dropout, init.noise()),
             n_heads: self.n_heads,
             d_head: self.d_model / self.n_heads,
         }
@@ -200,7 +202,7 @@ impl Attention {
     fn packed(&self, query: &Tensor<3>, extended: bool, return_weights: bool) -> bool {
         let cpu = on_cpu(&query.device()) && cfg!(not(target_family = "wasm"));
         let training = query.is_autodiff();
-        cpu && !extended && !(training && (self.dropout.prob > 0.0 || return_weights))
+        cpu && !extended && !(training && (self.dropout.prob() > 0.0 || return_weights))
     }
 
     /// `[batch, seq, d_model]` -> `[batch, n_heads, seq, d_head]`.
@@ -236,7 +238,7 @@ mod tests {
     #[test]
     fn blocked_keys_get_zero_weight_and_rows_sum_to_one() {
         let device = Device::flex();
-        let attn = AttentionConfig::new(8, 2).init(&device);
+        let attn = AttentionConfig::new(8, 2).init(&mut Init::new(1, &device));
         let x = Tensor::<3>::random([2, 4, 8], burn::tensor::Distribution::Default, &device);
         let out = attn.forward(x, causal_mask(4).bias(&device), true);
         let w = out
@@ -263,7 +265,7 @@ mod tests {
     fn a_single_allowed_key_copies_its_value() {
         // Every query may only see key 2, so every output row equals row 2's projected value.
         let device = Device::flex();
-        let attn = AttentionConfig::new(4, 1).init(&device);
+        let attn = AttentionConfig::new(4, 1).init(&mut Init::new(1, &device));
         let x = Tensor::<3>::random([1, 3, 4], burn::tensor::Distribution::Default, &device);
         let mut mask = Mask::blocked(3, 3);
         for i in 0..3 {

@@ -1,10 +1,12 @@
 //! The pre-norm transformer block: `x + attn(norm(x))`, then `x + ff(norm(x))`.
 
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, RotaryEncoding};
+use burn::nn::{Linear, RotaryEncoding};
 use burn::prelude::*;
 
 use super::attention::{Attention, AttentionConfig};
+use super::dropout::Dropout;
 use super::gelu::gelu;
+use super::init::Init;
 use super::linear::linear;
 use super::norm::{LayerNorm, LayerNormConfig};
 
@@ -43,17 +45,18 @@ pub struct BlockOutput {
 }
 
 impl BlockConfig {
-    /// Build the block on `device`.
-    pub fn init(&self, device: &Device) -> Block {
+    /// Build the block with weights from `init`.
+    pub fn init(&self, init: &mut Init) -> Block {
+        let device = init.device().clone();
         Block {
-            norm_attn: LayerNormConfig::new(self.d_model).init(device),
+            norm_attn: LayerNormConfig::new(self.d_model).init(&device),
             attn: AttentionConfig::new(self.d_model, self.n_heads)
                 .with_dropout(self.dropout)
-                .init(device),
-            norm_ff: LayerNormConfig::new(self.d_model).init(device),
-            ff_in: LinearConfig::new(self.d_model, self.d_ff).init(device),
-            ff_out: LinearConfig::new(self.d_ff, self.d_model).init(device),
-            dropout: DropoutConfig::new(self.dropout).init(),
+                .init(init),
+            norm_ff: LayerNormConfig::new(self.d_model).init(&device),
+            ff_in: init.linear(self.d_model, self.d_ff, true),
+            ff_out: init.linear(self.d_ff, self.d_model, true),
+            dropout: Dropout::new(self.dropout, init.noise()),
         }
     }
 }
@@ -180,7 +183,7 @@ mod tests {
     fn forward_rows_equals_the_rows_of_forward() {
         for (device, training) in [(Device::flex(), false), (Device::flex().autodiff(), true)] {
             device.seed(3);
-            let block = BlockConfig::new(16, 2, 32).init(&device);
+            let block = BlockConfig::new(16, 2, 32).init(&mut Init::new(3, &device));
             // RMT's decoder layout: 2 read rows, 3 segment rows, 2 write rows.
             let bias = attention_mask(Layout::Decoder, 2, 3).bias(&device);
             let mut x = Tensor::<3>::random([2, 7, 16], Distribution::Default, &device);

@@ -9,13 +9,14 @@
 //! or where the last queries attended ("sticky memories"), squeeze the samples into `(0, tau]`,
 //! put the new vectors on `(tau, 1]`, and refit. The memory is `N x d` however long the input.
 
-use burn::nn::conv::{Conv1d, Conv1dConfig};
-use burn::nn::{Linear, LinearConfig, PaddingConfig1d};
+use burn::nn::Linear;
+use burn::nn::conv::Conv1d;
 use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, softplus};
 use serde::{Deserialize, Serialize};
 
 use super::basis::Basis;
+use super::init::Init;
 use super::linear::linear;
 use super::matmul::matmul;
 use crate::error::{Error, Result};
@@ -215,22 +216,17 @@ pub struct LongTermMemory {
 }
 
 impl LongTermMemory {
-    /// Fresh weights for a model of width `d_model` with `n_heads` heads.
-    pub fn new(config: &LtmConfig, d_model: usize, n_heads: usize, device: &Device) -> Self {
-        let linear = |i, o| LinearConfig::new(i, o).init(device);
+    /// Fresh weights from `init` for a model of width `d_model` with `n_heads` heads.
+    pub fn new(config: &LtmConfig, d_model: usize, n_heads: usize, init: &mut Init) -> Self {
         let n = config.basis;
         LongTermMemory {
-            query: linear(d_model, d_model),
-            key: linear(d_model, d_model),
-            value: linear(d_model, d_model),
-            output: linear(d_model, d_model),
-            mu: linear(n, 1),
-            sigma: linear(n, 1),
-            gate: config.gate.then(|| {
-                Conv1dConfig::new(d_model, d_model, 3)
-                    .with_padding(PaddingConfig1d::Explicit(1, 1))
-                    .init(device)
-            }),
+            query: init.linear(d_model, d_model, true),
+            key: init.linear(d_model, d_model, true),
+            value: init.linear(d_model, d_model, true),
+            output: init.linear(d_model, d_model, true),
+            mu: init.linear(n, 1, true),
+            sigma: init.linear(n, 1, true),
+            gate: config.gate.then(|| init.conv1d_same(d_model, 3)),
             n_heads,
             d_head: d_model / n_heads,
             basis: Basis::new(n, &config.widths, config.ridge),
@@ -384,7 +380,7 @@ mod tests {
             basis: 8,
             ..LtmConfig::default()
         };
-        let ltm = LongTermMemory::new(&config, 8, 2, &device);
+        let ltm = LongTermMemory::new(&config, 8, 2, &mut Init::new(5, &device));
         let normal = burn::tensor::Distribution::Normal(0.0, 1.0);
         let x0 = Tensor::<3>::random([1, 3, 8], normal, &device).detach();
         let b0 = Tensor::<3>::random([1, 8, 8], normal, &device).detach();

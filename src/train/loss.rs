@@ -3,7 +3,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
-use crate::model::{Model, State};
+use crate::model::{Model, State, cuts_before};
 use crate::task::Batch;
 
 /// The outcome of running a batch through all its segments.
@@ -48,17 +48,23 @@ impl BatchOutput {
 /// Run `batch` segment by segment through `model`, carrying the state, and score the answer
 /// positions.
 ///
-/// Gradients flow back through the memory as the model's `bptt_depth` allows.
+/// Gradients flow back through the memory as the model's `bptt_depth` allows: the state is
+/// detached between segments where [`cuts_before`] says, counted back from the last segment.
 pub fn forward_batch(model: &Model, batch: &Batch, seg_len: usize) -> BatchOutput {
     let [n, len] = batch.inputs.dims();
     let device = batch.inputs.device();
+    let segments = len.div_ceil(seg_len);
+    let bptt_depth = model.config().bptt_depth;
     let mut state = model.init_state(n, &device);
     let mut nll = Vec::new();
     let mut correct = Vec::new();
     let mut predictions = Vec::new();
     let mut regulariser = Vec::new();
-    for start in (0..len).step_by(seg_len) {
+    for (segment, start) in (0..len).step_by(seg_len).enumerate() {
         let end = (start + seg_len).min(len);
+        if segment > 0 && cuts_before(segment, segments, bptt_depth) {
+            state = state.detach();
+        }
         let tokens = batch.inputs.clone().slice(s![.., start..end]);
         let targets = batch.targets.clone().slice(s![.., start..end]);
         let weights = batch.weights.clone().slice(s![.., start..end]);
@@ -92,5 +98,86 @@ pub fn forward_batch(model: &Model, batch: &Batch, seg_len: usize) -> BatchOutpu
         loss,
         summary: Tensor::cat(vec![nll.detach(), correct.detach()], 0),
         predictions: Tensor::cat(predictions, 1),
+    }
+}
+
+#[cfg(all(test, feature = "train"))]
+mod tests {
+    use super::*;
+    use crate::model::{Layout, ModelConfig};
+    use burn::optim::GradientsParams;
+
+    /// Per segment of a 4-segment batch whose loss is on the last segment only, how much
+    /// gradient reaches the embeddings of the token ids that occur in that segment alone: it
+    /// can only get there through the memory passed on from that segment.
+    fn gradient_per_segment(layout: Layout, bptt_depth: Option<usize>) -> Vec<f32> {
+        let device = Device::flex().autodiff();
+        let config = ModelConfig {
+            vocab_size: 16,
+            d_model: 16,
+            n_heads: 2,
+            d_ff: 32,
+            memory_tokens: 2,
+            segment_len: 3,
+            layout,
+            bptt_depth,
+            ..ModelConfig::default()
+        };
+        let model = Model::new(&config, 7, &device);
+        // Segment s holds ids 3s+1..=3s+3, each id in one segment only.
+        let inputs: Vec<i64> = (1..=12).collect();
+        let targets: Vec<i64> = (0..12).map(|i| (i * 5) % 16).collect();
+        let weights: Vec<f32> = (0..12).map(|i| if i >= 9 { 1.0 } else { 0.0 }).collect();
+        let batch = Batch {
+            inputs: Tensor::from_data(TensorData::new(inputs, [1, 12]), &device),
+            targets: Tensor::from_data(TensorData::new(targets, [1, 12]), &device),
+            weights: Tensor::from_data(TensorData::new(weights, [1, 12]), &device),
+            answer_tokens: 3,
+        };
+        let out = forward_batch(&model, &batch, 3);
+        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+        let Model::Rmt(rmt) = &model else {
+            unreachable!("an RMT config")
+        };
+        let g = grads
+            .get::<2>(rmt.token_embedding().weight.id)
+            .expect("embedding gradient");
+        (0..4)
+            .map(|s| {
+                g.clone()
+                    .slice(s![3 * s + 1..3 * s + 4, ..])
+                    .abs()
+                    .sum()
+                    .into_scalar::<f32>()
+            })
+            .collect()
+    }
+
+    /// `--bptt-depth k` lets the last segment's loss reach back through exactly `k` earlier
+    /// segments' memory: the segments it reaches get gradient, the ones before get none.
+    #[test]
+    fn the_last_segment_reaches_back_bptt_depth_segments() {
+        for layout in [Layout::Decoder, Layout::Encoder] {
+            for (depth, reached) in [
+                (None, 4),
+                (Some(3), 4),
+                (Some(2), 3),
+                (Some(1), 2),
+                (Some(0), 1),
+            ] {
+                let g = gradient_per_segment(layout, depth);
+                for (s, &v) in g.iter().enumerate() {
+                    let expect = s >= 4 - reached;
+                    assert_eq!(
+                        v > 1e-7,
+                        expect,
+                        "{layout:?}, depth {depth:?}: segment {s} got gradient {v} ({g:?})"
+                    );
+                    if !expect {
+                        assert_eq!(v, 0.0, "a cut path must carry exactly nothing");
+                    }
+                }
+            }
+        }
     }
 }

@@ -47,7 +47,7 @@ pub const METRICS: &str = "metrics.jsonl";
 pub fn load_model(checkpoint: &Checkpoint, path: &Path, device: &Device) -> Result<Model> {
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(checkpoint.model.clone()))
         .map_err(|e| record_error(path, "unreadable weights", e))?;
-    Model::new(&checkpoint.config.model, device)
+    Model::new(&checkpoint.config.model, checkpoint.config.seed, device)
         .try_load_record(record)
         .map_err(|e| record_error(path, "weights do not fit the model", e))
 }

@@ -118,12 +118,10 @@ fn say(bar: &ProgressBar, line: String) {
     }
 }
 
-/// SplitMix64 of (seed, step): the dropout seed of one step, so a resumed run draws the same.
+/// The dropout seed of one step, from the run's seed and the step alone, so a resumed run draws
+/// the same masks.
 fn step_seed(seed: u64, step: usize) -> u64 {
-    let mut z = seed.wrapping_add((step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    crate::nn::init::substream(seed, step as u64)
 }
 
 /// One optimiser step on `batch`: forward through the segments, backward, clip the global
@@ -181,13 +179,12 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
     let _ = std::fs::remove_file(&probe);
     std::fs::write(dir.join("config.toml"), config.to_toml()).map_err(|e| Error::io(dir, e))?;
 
-    ad.seed(config.seed);
     let mut optim: ModuleOptimizer = AdamWConfig::new()
         .with_weight_decay(tc.weight_decay as f32)
         .init();
     let (mut model, mut progress) = match &resumed {
         None => (
-            Model::new(&config.model, &ad),
+            Model::new(&config.model, config.seed, &ad),
             Progress {
                 step: 0,
                 segments: tc
@@ -276,7 +273,7 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
         }
         let step = progress.step;
         let t0 = Instant::now();
-        ad.seed(step_seed(config.seed, step));
+        model.noise().reseed(step_seed(config.seed, step));
         let batcher = SegmentBatcher::new(config.model.layout, stage.input_len());
         let data = TaskDataset::new(stage.clone(), config.seed, tc.steps * tc.batch_size);
         let items: Vec<Sample> = (0..tc.batch_size)
