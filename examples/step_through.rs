@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use burn::prelude::*;
 use rand::SeedableRng;
+use remem::SegmentModel;
 use remem::device::{self, DeviceChoice};
 use remem::model::Layout;
 use remem::task::SegmentBatcher;
@@ -34,13 +35,17 @@ fn main() -> anyhow::Result<()> {
     let predictions = train::eval::greedy(
         &model,
         std::slice::from_ref(&rows),
-        model.step_len(&task),
+        model.step_len(task.input_len()),
         &device,
     );
 
     // Step through the segments with the true input, printing how much each memory slot moved.
     let mut state = model.init_state(1, &device);
-    for (s, segment) in rows.inputs.chunks(model.step_len(&task)).enumerate() {
+    for (s, segment) in rows
+        .inputs
+        .chunks(model.step_len(task.input_len()))
+        .enumerate()
+    {
         let before = state.memory().cloned();
         let tokens = Tensor::<2, Int>::from_data(
             TensorData::new(

@@ -34,4 +34,4 @@ pub mod train;
 
 pub use device::{DeviceChoice, SelectedDevice};
 pub use error::{Error, Result};
-pub use model::{Model, ModelConfig, State, StepOutput};
+pub use model::{Model, ModelConfig, SegmentModel, State, StepOutput};

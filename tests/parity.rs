@@ -7,6 +7,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::store::ModuleRecord;
+use remem::SegmentModel;
 use remem::model::{Layout, Model, ModelConfig, ModelKind};
 use remem::nn::LtmSampling;
 use remem::task::{SegmentBatcher, Task, TaskConfig, TaskDataset};

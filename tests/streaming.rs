@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use common::{max_abs_diff, state_values, values};
+use remem::SegmentModel;
 use remem::infer::{Sampling, Session};
 use remem::model::{Model, ModelKind};
 use remem::nn::LtmSampling;

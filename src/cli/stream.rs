@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use remem::SegmentModel;
 use remem::device::{self, DeviceChoice};
 use remem::infer::{Sampling, Session};
 use remem::model::Layout;

@@ -23,7 +23,7 @@ use std::path::Path;
 use burn::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::model::{Layout, Model, State};
+use crate::model::{Layout, Model, SegmentModel, State};
 use crate::threads::run_on_pool;
 use crate::tokenizer::Tokenizer;
 use crate::train::{self, Checkpoint};
@@ -116,7 +116,7 @@ impl Session {
             reason: format!("its config does not resolve: {e}"),
         })?;
         let model = train::load_model(checkpoint, path, device)?;
-        let step_len = model.step_len(&task);
+        let step_len = model.step_len(task.input_len());
         let mut session = Self::with_step_len(model, device, step_len, &checkpoint.model);
         // Checkpoints written before tokenizers were recorded get their task's.
         session.tokenizer = config.model.tokenizer.unwrap_or_else(|| task.tokenizer());

@@ -10,8 +10,8 @@ use burn::prelude::*;
 
 use super::Session;
 use crate::error::{Error, Result};
-use crate::model::State;
 use crate::model::state::Reader;
+use crate::model::{SegmentModel, State};
 
 const MAGIC: &[u8; 8] = b"REMEMSS\0";
 const VERSION: u32 = 1;
@@ -101,14 +101,9 @@ pub(super) fn load(session: &mut Session, bytes: &[u8]) -> Result<()> {
             ))
         }
     };
-    // Checks the model id, the rest of the bytes, and then the shapes against a fresh state.
+    // Checks the model id and the rest of the bytes, then the kind, shapes and values.
     let state = State::from_bytes(r.rest(), &session.id, &session.device)?;
-    let fresh = session.model.init_state(1, &session.device);
-    if state.memory().map(|m| m.dims()) != fresh.memory().map(|m| m.dims()) {
-        return Err(Error::State(
-            "the memory's shape does not fit this model".into(),
-        ));
-    }
+    session.model.check_state(&state, 1, &session.device)?;
     session.check(&pending)?;
     session.state = state;
     session.pending = pending;

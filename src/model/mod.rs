@@ -1,7 +1,8 @@
 //! The sequence models behind one segment-step interface.
 //!
-//! Every model exposes `init_state` and `step` over one segment, so training, evaluation,
-//! streaming and the browser demo are written once (see `../DESIGN.md`, "One model interface").
+//! Every model implements [`SegmentModel`] (`init_state`, then `step` over one segment), so
+//! training, evaluation, streaming and the browser demo are written once; [`Model`] is any of
+//! them, chosen by the config.
 
 pub mod config;
 pub mod rmt;
@@ -10,6 +11,7 @@ pub mod xl;
 
 use burn::prelude::*;
 
+use crate::error::Result;
 use crate::nn::{Density, Init, Noise};
 
 pub use config::{Layout, ModelConfig, ModelKind};
@@ -66,29 +68,102 @@ impl Model {
         }
     }
 
+    /// The token embedding table `[vocab, d_model]`.
+    pub fn token_embedding(&self) -> &burn::nn::Embedding {
+        match self {
+            Model::Rmt(m) => m.token_embedding(),
+            Model::Xl(m) => m.token_embedding(),
+        }
+    }
+
+    /// Tokens the model reads per step of an input of `input_len` tokens: a segment, or the
+    /// whole input for the full-attention Transformer.
+    pub fn step_len(&self, input_len: usize) -> usize {
+        if self.config().kind.whole_input() {
+            input_len
+        } else {
+            self.config().segment_len
+        }
+    }
+}
+
+/// The segment step every remem model implements, so training, evaluation, streaming and the
+/// page are written once against it.
+///
+/// A model reads a long input one segment at a time: [`SegmentModel::init_state`] gives the
+/// state a sequence starts from, [`SegmentModel::step`] reads a segment and returns its logits
+/// and the next state. States are built by models only (from `init_state` and `step`, or read
+/// back with [`State::from_bytes`] and checked with [`SegmentModel::check_state`]).
+pub trait SegmentModel {
+    /// The configuration the model was built from.
+    fn config(&self) -> &ModelConfig;
+
     /// The generator the model's dropout layers draw from; the training loop reseeds it before
     /// each step, so a step's masks depend on the run's seed and the step only.
-    pub fn noise(&self) -> &Noise {
+    fn noise(&self) -> &Noise;
+
+    /// The state a fresh sequence of `batch` rows starts from.
+    fn init_state(&self, batch: usize, device: &Device) -> State;
+
+    /// Process one segment: tokens in, logits and the next state out. The next state is
+    /// attached to the autodiff graph; the caller detaches it where backpropagation through
+    /// time stops.
+    ///
+    /// # Shapes
+    /// - tokens: `[batch, seg_len]` with `1 <= seg_len <= segment_len`
+    /// - logits: `[batch, seg_len, vocab]`
+    fn step(
+        &self,
+        tokens: Tensor<2, Int>,
+        state: State,
+        return_attention: bool,
+    ) -> (StepOutput, State);
+
+    /// [`SegmentModel::step`] for a segment after which no state is needed (the last of a
+    /// sequence, a prediction from part of a segment): the same output, with the work for the
+    /// next state left out where the model can (RMT does not compute the memory it would
+    /// write).
+    ///
+    /// # Shapes
+    /// as [`SegmentModel::step`]
+    fn last_step(&self, tokens: Tensor<2, Int>, state: State) -> StepOutput {
+        self.step(tokens, state, false).0
+    }
+
+    /// Check that `state` fits this model for a batch of `batch`: its kind, its shapes and
+    /// finite values (see [`State::check_fits`]). Streaming sessions check every state they
+    /// load, so a wrong one is an error, not a failure inside a step.
+    fn check_state(&self, state: &State, batch: usize, device: &Device) -> Result<()> {
+        let c = self.config();
+        let fresh = self.init_state(batch, device);
+        let (cache, pending) = (c.cache_len(), c.segment_len);
+        state.check_fits(&fresh, [batch, c.d_model], cache, pending, c.ltm.bins)
+    }
+}
+
+impl SegmentModel for Model {
+    fn config(&self) -> &ModelConfig {
+        match self {
+            Model::Rmt(m) => m.config(),
+            Model::Xl(m) => m.config(),
+        }
+    }
+
+    fn noise(&self) -> &Noise {
         match self {
             Model::Rmt(m) => m.noise(),
             Model::Xl(m) => m.noise(),
         }
     }
 
-    /// The state a fresh sequence starts from.
-    pub fn init_state(&self, batch: usize, device: &Device) -> State {
+    fn init_state(&self, batch: usize, device: &Device) -> State {
         match self {
             Model::Rmt(m) => m.init_state(batch, device),
             Model::Xl(m) => m.init_state(batch, device),
         }
     }
 
-    /// Process one segment: tokens in, logits and the next state out.
-    ///
-    /// # Shapes
-    /// - tokens: `[batch, seg_len]` with `seg_len <= segment_len`
-    /// - logits: `[batch, seg_len, vocab]`
-    pub fn step(
+    fn step(
         &self,
         tokens: Tensor<2, Int>,
         state: State,
@@ -100,34 +175,10 @@ impl Model {
         }
     }
 
-    /// [`Model::step`] for a segment after which no state is needed (the last of a sequence, a
-    /// prediction from part of a segment): the same output, with the work for the next state
-    /// left out where the model can (RMT does not compute the memory it would write).
-    ///
-    /// # Shapes
-    /// as [`Model::step`]
-    pub fn last_step(&self, tokens: Tensor<2, Int>, state: State) -> StepOutput {
+    fn last_step(&self, tokens: Tensor<2, Int>, state: State) -> StepOutput {
         match self {
             Model::Rmt(m) => m.last_step(tokens, state),
-            Model::Xl(m) => m.step(tokens, state, false).0,
-        }
-    }
-
-    /// Tokens the model reads per step of `task`: a segment, or the whole input for the
-    /// full-attention Transformer.
-    pub fn step_len(&self, task: &crate::task::Task) -> usize {
-        if self.config().kind.whole_input() {
-            task.input_len()
-        } else {
-            task.segment_len()
-        }
-    }
-
-    /// The configuration the model was built from.
-    pub fn config(&self) -> &ModelConfig {
-        match self {
-            Model::Rmt(m) => m.config(),
-            Model::Xl(m) => m.config(),
+            Model::Xl(m) => m.last_step(tokens, state),
         }
     }
 }

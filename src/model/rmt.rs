@@ -31,9 +31,9 @@ use burn::module::Param;
 use burn::nn::{Embedding, Linear};
 use burn::prelude::*;
 
-use super::StepOutput;
 use super::config::{Layout, ModelConfig};
 use super::state::State;
+use super::{SegmentModel, StepOutput};
 use crate::nn::{Block, Init, LayerNorm, LayerNormConfig, Mask, Noise, linear};
 
 /// The RMT attention mask for `memory` memory tokens and a segment of `seg_len` tokens.
@@ -106,58 +106,9 @@ impl Rmt {
         }
     }
 
-    /// The generator the model's dropout layers draw from.
-    pub fn noise(&self) -> &Noise {
-        &self.noise
-    }
-
-    /// The configuration this model was built from.
-    pub fn config(&self) -> &ModelConfig {
-        &self.config
-    }
-
     /// The token embedding table `[vocab, d_model]`.
     pub fn token_embedding(&self) -> &Embedding {
         &self.tokens
-    }
-
-    /// The learned initial memory, repeated over the batch.
-    pub fn init_state(&self, batch: usize, _device: &Device) -> State {
-        match &self.memory {
-            None => State::Empty,
-            Some(memory) => State::Memory {
-                memory: memory.val().unsqueeze::<3>().repeat_dim(0, batch),
-            },
-        }
-    }
-
-    /// Read one segment with the memory in `state`; return the logits and the next memory
-    /// (attached to the autodiff graph: the caller detaches it where backpropagation through
-    /// time stops, see [`crate::train::loss::forward_batch`]).
-    ///
-    /// # Shapes
-    /// - tokens: `[batch, t]`, `1 <= t <= segment_len`
-    /// - logits: `[batch, t, vocab]`
-    /// - memory in `state`: `[batch, M, d_model]`
-    pub fn step(
-        &self,
-        tokens: Tensor<2, Int>,
-        state: State,
-        return_attention: bool,
-    ) -> (StepOutput, State) {
-        let (out, next) = self.run(tokens, state, return_attention, true);
-        (out, next.expect("a step that writes memory returns it"))
-    }
-
-    /// [`Rmt::step`] without the next memory, for a segment after which none is needed (the
-    /// last of a sequence, a prediction from part of a segment): the decoder's write rows are
-    /// left out, and so are the encoder's memory rows in the last layer. The logits are the
-    /// same, since no segment row attends to either.
-    ///
-    /// # Shapes
-    /// as [`Rmt::step`]
-    pub fn last_step(&self, tokens: Tensor<2, Int>, state: State) -> StepOutput {
-        self.run(tokens, state, false, false).0
     }
 
     /// [`Rmt::step`], the next memory computed only when `write`.
@@ -256,6 +207,57 @@ impl Rmt {
             },
             next,
         )
+    }
+}
+
+impl SegmentModel for Rmt {
+    /// The generator the model's dropout layers draw from.
+    fn noise(&self) -> &Noise {
+        &self.noise
+    }
+
+    /// The configuration this model was built from.
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The learned initial memory, repeated over the batch.
+    fn init_state(&self, batch: usize, _device: &Device) -> State {
+        match &self.memory {
+            None => State::Empty,
+            Some(memory) => State::Memory {
+                memory: memory.val().unsqueeze::<3>().repeat_dim(0, batch),
+            },
+        }
+    }
+
+    /// Read one segment with the memory in `state`; return the logits and the next memory
+    /// (attached to the autodiff graph: the caller detaches it where backpropagation through
+    /// time stops, see [`crate::train::loss::forward_batch`]).
+    ///
+    /// # Shapes
+    /// - tokens: `[batch, t]`, `1 <= t <= segment_len`
+    /// - logits: `[batch, t, vocab]`
+    /// - memory in `state`: `[batch, M, d_model]`
+    fn step(
+        &self,
+        tokens: Tensor<2, Int>,
+        state: State,
+        return_attention: bool,
+    ) -> (StepOutput, State) {
+        let (out, next) = self.run(tokens, state, return_attention, true);
+        (out, next.expect("a step that writes memory returns it"))
+    }
+
+    /// [`SegmentModel::step`] without the next memory, for a segment after which none is needed (the
+    /// last of a sequence, a prediction from part of a segment): the decoder's write rows are
+    /// left out, and so are the encoder's memory rows in the last layer. The logits are the
+    /// same, since no segment row attends to either.
+    ///
+    /// # Shapes
+    /// as [`SegmentModel::step`]
+    fn last_step(&self, tokens: Tensor<2, Int>, state: State) -> StepOutput {
+        self.run(tokens, state, false, false).0
     }
 }
 

@@ -114,6 +114,122 @@ impl State {
         }
     }
 
+    /// Check that this state fits a model whose fresh state for a batch of `batch` is `fresh`:
+    /// the same kind, every tensor of the shape the model reads (width `d`, caches up to
+    /// `max_cache` states per layer, pending long-term-memory states up to `max_pending`,
+    /// attention histograms over `bins`), and every value finite. A state from a file or another
+    /// model gets an error naming what is wrong instead of a failure inside a step. Reads the
+    /// tensors back to the host.
+    pub fn check_fits(
+        &self,
+        fresh: &State,
+        [batch, d]: [usize; 2],
+        max_cache: usize,
+        max_pending: usize,
+        bins: usize,
+    ) -> Result<()> {
+        let bad = |what: String| Err(Error::State(what));
+        let same = |what: &str, got: &Tensor<3>, want: &Tensor<3>| -> Result<()> {
+            if got.dims() != want.dims() {
+                return bad(format!(
+                    "the {what} has shape {:?}, this model's is {:?}",
+                    got.dims(),
+                    want.dims()
+                ));
+            }
+            Ok(())
+        };
+        match (self, fresh) {
+            (State::Empty, State::Empty) => {}
+            (State::Memory { memory }, State::Memory { memory: want }) => {
+                same("memory", memory, want)?
+            }
+            (
+                State::Xl { cache, memory, ltm },
+                State::Xl {
+                    memory: want_memory,
+                    ltm: want_ltm,
+                    ..
+                },
+            ) => {
+                let lengths: Vec<usize> = cache.iter().map(|c| c.dims()[1]).collect();
+                if cache.iter().any(|c| {
+                    let [b, n, w] = c.dims();
+                    b != batch || w != d || n > max_cache
+                }) || lengths.windows(2).any(|w| w[0] != w[1])
+                {
+                    return bad(format!(
+                        "the cache's layers have shapes {:?}, this model caches up to \
+                         {max_cache} states of width {d} per layer",
+                        cache.iter().map(|c| c.dims()).collect::<Vec<_>>()
+                    ));
+                }
+                match (memory, want_memory) {
+                    (Some(m), Some(w)) => same("memory", m, w)?,
+                    (None, None) => {}
+                    _ => return bad("the memory tokens do not fit this model".into()),
+                }
+                if ltm.len() != want_ltm.len() {
+                    return bad(format!(
+                        "{} layers of long-term memory, this model has {}",
+                        ltm.len(),
+                        want_ltm.len()
+                    ));
+                }
+                for (layer, want) in ltm.iter().zip(want_ltm) {
+                    same("long-term memory", &layer.coeffs, &want.coeffs)?;
+                    if let Some(p) = &layer.pending {
+                        let [b, e, w] = p.dims();
+                        if b != batch || w != d || e == 0 || e > max_pending {
+                            return bad(format!(
+                                "pending long-term-memory states of shape {:?} do not fit \
+                                 (at most {max_pending} of width {d})",
+                                p.dims()
+                            ));
+                        }
+                    }
+                    if let Some(a) = &layer.attended
+                        && a.dims() != [batch, bins]
+                    {
+                        return bad(format!(
+                            "an attention histogram of shape {:?}, this model's is {:?}",
+                            a.dims(),
+                            [batch, bins]
+                        ));
+                    }
+                }
+            }
+            _ => {
+                return bad(format!(
+                    "a {} state, this model keeps a {} state",
+                    self.kind(),
+                    fresh.kind()
+                ));
+            }
+        }
+        for tensor in self.tensors() {
+            let finite = tensor
+                .is_finite()
+                .all()
+                .into_data()
+                .iter::<bool>()
+                .all(|ok| ok);
+            if !finite {
+                return bad("the state holds infinite or NaN values".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// What kind of state this is, in words.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            State::Empty => "stateless",
+            State::Memory { .. } => "memory-token (RMT)",
+            State::Xl { .. } => "cache (Transformer-XL family)",
+        }
+    }
+
     /// Serialise the state: a header (format version, `model_id`, shape) then little-endian f32s.
     ///
     /// `model_id` names the model the state belongs to (see

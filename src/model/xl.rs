@@ -19,9 +19,9 @@ use burn::module::Param;
 use burn::nn::{Embedding, Linear, RotaryEncoding, RotaryEncodingConfig};
 use burn::prelude::*;
 
-use super::StepOutput;
 use super::config::{ModelConfig, ModelKind};
 use super::state::{LtmState, State};
+use super::{SegmentModel, StepOutput};
 use crate::nn::{
     Block, Density, Init, LayerNorm, LayerNormConfig, LongTermMemory, LtmRead, LtmSampling, Mask,
     Noise, linear,
@@ -94,20 +94,29 @@ impl Xl {
             config: config.clone(),
         }
     }
+}
 
+impl Xl {
+    /// The token embedding table `[vocab, d_model]`.
+    pub fn token_embedding(&self) -> &Embedding {
+        &self.tokens
+    }
+}
+
+impl SegmentModel for Xl {
     /// The generator the model's dropout layers draw from.
-    pub fn noise(&self) -> &Noise {
+    fn noise(&self) -> &Noise {
         &self.noise
     }
 
     /// The configuration this model was built from.
-    pub fn config(&self) -> &ModelConfig {
+    fn config(&self) -> &ModelConfig {
         &self.config
     }
 
     /// An empty cache, MemTr-XL's learned memory repeated over the batch, and the
     /// infinity-former's empty (zero) long-term memories.
-    pub fn init_state(&self, batch: usize, device: &Device) -> State {
+    fn init_state(&self, batch: usize, device: &Device) -> State {
         if self.config.kind == ModelKind::Transformer {
             return State::Empty;
         }
@@ -134,7 +143,7 @@ impl Xl {
     /// # Shapes
     /// - tokens: `[batch, t]`
     /// - logits: `[batch, t, vocab]`
-    pub fn step(
+    fn step(
         &self,
         tokens: Tensor<2, Int>,
         state: State,

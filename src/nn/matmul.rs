@@ -17,7 +17,7 @@ use burn::backend::autodiff::{
     grads::Gradients,
     ops::{Backward, Ops, OpsKind},
 };
-#[cfg(feature = "train")]
+#[cfg(any(feature = "train", not(target_family = "wasm")))]
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::{Backend, Cube, Dispatch, Flex, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;

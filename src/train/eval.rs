@@ -4,7 +4,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::loss::forward_batch;
-use crate::model::{Layout, Model};
+use crate::model::{Layout, Model, SegmentModel};
 use crate::task::batch::Rows;
 use crate::task::{Sample, SegmentBatcher, Task, TaskDataset};
 use burn::data::dataloader::batcher::Batcher;
@@ -50,7 +50,7 @@ pub fn evaluate(
             .collect();
         start += items.len();
         let batch = batcher.batch(items.clone(), device);
-        let out = forward_batch(model, &batch, model.step_len(task));
+        let out = forward_batch(model, &batch, model.step_len(task.input_len()));
         let stats = out.stats();
         nll += stats[0];
         correct += stats[1];
@@ -58,7 +58,7 @@ pub fn evaluate(
 
         let rows: Vec<Rows> = items.iter().map(|s| batcher.rows(s)).collect();
         let predictions = match layout {
-            Layout::Decoder => greedy(model, &rows, model.step_len(task), device),
+            Layout::Decoder => greedy(model, &rows, model.step_len(task.input_len()), device),
             // The encoder never sees answer tokens: its teacher-forced predictions are greedy.
             Layout::Encoder => out.predictions(),
         };

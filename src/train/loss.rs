@@ -3,7 +3,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
-use crate::model::{Model, State, cuts_before};
+use crate::model::{Model, SegmentModel, State, cuts_before};
 use crate::task::Batch;
 
 /// The outcome of running a batch through all its segments.

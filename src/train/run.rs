@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::device::SelectedDevice;
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{Model, SegmentModel};
 use crate::task::{Batch, Sample, SegmentBatcher, Task, TaskDataset};
 
 use super::checkpoint::{Checkpoint, Progress};
@@ -282,7 +282,7 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
         let batch = batcher.batch(items, &ad);
         let lr =
             schedule::learning_rate(step, tc.steps, tc.lr, tc.min_lr, tc.warmup_steps, tc.decay);
-        let seg_len = model.step_len(&stage);
+        let seg_len = model.step_len(stage.input_len());
         let (next, stats, grad_norm) =
             optimise(model, &mut optim, &batch, seg_len, lr, tc.grad_clip);
         model = next;

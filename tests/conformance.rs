@@ -1,0 +1,263 @@
+//! One conformance suite for every segment model (RMT in both layouts, the segment-level
+//! Transformer, Transformer-XL, MemTr-XL and the infinity-former): what the `SegmentModel`
+//! interface promises, checked the same way for each.
+
+mod common;
+
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use common::max_abs_diff;
+use remem::SegmentModel;
+use remem::infer::Session;
+use remem::model::{Layout, Model, ModelConfig, ModelKind, State};
+use remem::nn::LtmSampling;
+use remem::task::Batch;
+use remem::train::loss::forward_batch;
+
+const SEG: usize = 4;
+const VOCAB: usize = 16;
+
+/// Every model of the suite, by name.
+fn models() -> Vec<(&'static str, ModelConfig)> {
+    let base = ModelConfig {
+        vocab_size: VOCAB,
+        d_model: 16,
+        n_heads: 2,
+        d_ff: 32,
+        memory_tokens: 2,
+        segment_len: SEG,
+        ..ModelConfig::default()
+    };
+    let with = |kind, layout, memory_tokens| ModelConfig {
+        kind,
+        layout,
+        memory_tokens,
+        ..base.clone()
+    };
+    let mut infinity = with(ModelKind::Infinity, Layout::Decoder, 0);
+    infinity.mem_len = Some(3);
+    infinity.ltm.basis = 8;
+    infinity.ltm.samples = 6;
+    infinity.ltm.sampling = LtmSampling::Sticky;
+    vec![
+        ("rmt decoder", with(ModelKind::Rmt, Layout::Decoder, 2)),
+        ("rmt encoder", with(ModelKind::Rmt, Layout::Encoder, 2)),
+        (
+            "segment transformer",
+            with(ModelKind::Rmt, Layout::Decoder, 0),
+        ),
+        ("transformer-xl", with(ModelKind::Xl, Layout::Decoder, 3)),
+        ("memtr-xl", with(ModelKind::Memxl, Layout::Decoder, 2)),
+        ("infinity-former", infinity),
+    ]
+}
+
+/// Each id occurs once, so a gradient on an id's embedding comes from its one position.
+fn tokens(n: usize) -> Vec<i64> {
+    (0..n).map(|i| (i % VOCAB) as i64).collect()
+}
+
+fn ids(tokens: &[i64], device: &Device) -> Tensor<2, Int> {
+    Tensor::from_data(TensorData::new(tokens.to_vec(), [1, tokens.len()]), device)
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+/// Streaming in a session gives the logits of the training loop's segment loop: the loss
+/// `forward_batch` computes over 3 segments equals the one from the session's logits, and so
+/// do its argmax predictions.
+#[test]
+fn streaming_equals_the_training_loop() {
+    let device = Device::flex();
+    for (name, config) in models() {
+        let model = Model::new(&config, 1, &device);
+        let input = tokens(3 * SEG);
+        let targets: Vec<i64> = input.iter().map(|&t| (t * 5 + 3) % VOCAB as i64).collect();
+        let batch = Batch {
+            inputs: ids(&input, &device),
+            targets: ids(&targets, &device),
+            weights: Tensor::ones([1, input.len()], &device),
+            answer_tokens: input.len(),
+        };
+        let out = forward_batch(&model, &batch, SEG);
+        let [nll, _] = out.stats();
+
+        let mut session = Session::new(model, &device).unwrap();
+        let mut logits = Vec::new();
+        let streamed: Vec<u32> = input.iter().map(|&t| t as u32).collect();
+        session
+            .feed_with(&streamed, |segment| logits.extend(host(segment.logits)))
+            .unwrap();
+        assert_eq!(logits.len(), input.len() * VOCAB, "{name}");
+        let mut session_nll = 0.0f64;
+        let mut argmax = Vec::new();
+        for (row, &target) in logits.chunks(VOCAB).zip(&targets) {
+            let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let lse = max as f64
+                + row
+                    .iter()
+                    .map(|&v| ((v - max) as f64).exp())
+                    .sum::<f64>()
+                    .ln();
+            session_nll += lse - row[target as usize] as f64;
+            argmax.push(row.iter().position(|&v| v == max).unwrap() as u32);
+        }
+        assert!(
+            (nll - session_nll).abs() < 1e-3 * nll.abs().max(1.0),
+            "{name}: training loop {nll}, session {session_nll}"
+        );
+        assert_eq!(out.predictions(), vec![argmax], "{name}");
+    }
+}
+
+/// `last_step` gives `step`'s logits, for a full and a partial segment after a first one.
+#[test]
+fn last_step_equals_step() {
+    let device = Device::flex();
+    for (name, config) in models() {
+        let model = Model::new(&config, 2, &device);
+        let first = ids(&tokens(SEG), &device);
+        let (_, state) = model.step(first, model.init_state(1, &device), false);
+        for len in [SEG, 2] {
+            let next = ids(&tokens(SEG + len)[SEG..], &device);
+            let (full, _) = model.step(next.clone(), state.clone(), false);
+            let last = model.last_step(next, state.clone());
+            let diff = max_abs_diff(&host(full.logits), &host(last.logits));
+            assert!(diff < 1e-5, "{name}, {len} tokens: logits differ by {diff}");
+        }
+    }
+}
+
+/// A state written to bytes and read back continues exactly as the original.
+#[test]
+fn a_saved_state_round_trips() {
+    let device = Device::flex();
+    for (name, config) in models() {
+        let model = Model::new(&config, 3, &device);
+        let mut state = model.init_state(1, &device);
+        for s in 0..2 {
+            let seg = ids(&tokens(3 * SEG)[s * SEG..(s + 1) * SEG], &device);
+            state = model.step(seg, state, false).1;
+        }
+        let bytes = state.to_bytes("m").unwrap();
+        let back = State::from_bytes(&bytes, "m", &device).unwrap();
+        model.check_state(&back, 1, &device).unwrap();
+        let next = ids(&tokens(3 * SEG)[2 * SEG..], &device);
+        let a = model.step(next.clone(), state, false).0.logits;
+        let b = model.step(next, back, false).0.logits;
+        assert_eq!(host(a), host(b), "{name}");
+    }
+}
+
+/// Detaching the state cuts every gradient path into earlier segments: the embeddings of ids
+/// that only the first segment holds get none from a loss on the second. Without the detach,
+/// models whose state carries gradient (memory tokens) pass some back.
+#[test]
+fn detaching_cuts_the_gradient() {
+    let device = Device::flex().autodiff();
+    for (name, config) in models() {
+        let carries = config.kind != ModelKind::Xl
+            && config.kind != ModelKind::Infinity
+            && config.memory_tokens > 0;
+        for detach in [true, false] {
+            let model = Model::new(&config, 4, &device);
+            let input = tokens(2 * SEG);
+            let (_, state) = model.step(
+                ids(&input[..SEG], &device),
+                model.init_state(1, &device),
+                false,
+            );
+            let state = if detach { state.detach() } else { state };
+            let out = model.last_step(ids(&input[SEG..], &device), state);
+            let loss = out.logits.powi_scalar(2).mean();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let g = grads
+                .get::<2>(model.token_embedding().weight.id)
+                .expect("embedding gradient");
+            let first_segment = g.slice(s![0..SEG, ..]).abs().sum().into_scalar::<f32>();
+            if detach {
+                assert_eq!(
+                    first_segment, 0.0,
+                    "{name}: the detached state passed gradient"
+                );
+            } else if carries {
+                assert!(first_segment > 0.0, "{name}: the state passed no gradient");
+            }
+        }
+    }
+}
+
+/// A state that does not fit the model is an error that says why, never a panic: another
+/// model's state, another batch size, another width, infinite values.
+#[test]
+fn a_wrong_state_is_an_error() {
+    let device = Device::flex();
+    let all = models();
+    let states: Vec<(&str, State)> = all
+        .iter()
+        .map(|(name, config)| {
+            let model = Model::new(config, 5, &device);
+            let seg = ids(&tokens(SEG), &device);
+            (
+                *name,
+                model.step(seg, model.init_state(1, &device), false).1,
+            )
+        })
+        .collect();
+    for (name, config) in &all {
+        let model = Model::new(config, 5, &device);
+        for (other, state) in &states {
+            let result = model.check_state(state, 1, &device);
+            if other == name {
+                result.unwrap_or_else(|e| panic!("{name} refused its own state: {e}"));
+            } else if let Err(e) = result {
+                assert!(!e.to_string().is_empty(), "{name} <- {other}");
+            } else {
+                // Only models with the same kind of state and the same shapes may share one:
+                // the segment-level Transformer's empty state fits nothing else.
+                let fits = |s: &State| {
+                    format!(
+                        "{:?}",
+                        s.tensors().iter().map(|t| t.dims()).collect::<Vec<_>>()
+                    )
+                };
+                let own = &states.iter().find(|(n, _)| n == name).unwrap().1;
+                assert_eq!(
+                    (own.kind(), fits(own)),
+                    (state.kind(), fits(state)),
+                    "{name} accepted {other}'s state"
+                );
+            }
+        }
+        let own = states.iter().find(|(n, _)| n == name).unwrap().1.clone();
+        if own.tensors().is_empty() {
+            continue;
+        }
+        let err = model.check_state(&own, 2, &device).unwrap_err().to_string();
+        assert!(err.contains("shape"), "{name}, batch 2: {err}");
+        let wide = Model::new(
+            &ModelConfig {
+                d_model: 24,
+                n_heads: 2,
+                ..config.clone()
+            },
+            5,
+            &device,
+        );
+        let err = wide.check_state(&own, 1, &device).unwrap_err().to_string();
+        assert!(
+            err.contains("shape") || err.contains("width"),
+            "{name}, width 24: {err}"
+        );
+        // The state's first value made infinite, in its bytes.
+        let mut bytes = own.to_bytes("m").unwrap();
+        let first = host(own.tensors()[0].clone())[0].to_le_bytes();
+        let at = bytes.windows(4).position(|w| w == first).unwrap();
+        bytes[at..at + 4].copy_from_slice(&f32::INFINITY.to_le_bytes());
+        let bad = State::from_bytes(&bytes, "m", &device).unwrap();
+        let err = model.check_state(&bad, 1, &device).unwrap_err().to_string();
+        assert!(err.contains("infinite"), "{name}, infinite value: {err}");
+    }
+}
