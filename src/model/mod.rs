@@ -5,6 +5,7 @@
 //! them, chosen by the config.
 
 pub mod config;
+pub mod infinity;
 pub mod rmt;
 pub mod state;
 pub mod xl;

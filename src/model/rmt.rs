@@ -34,7 +34,7 @@ use burn::prelude::*;
 use super::config::{Layout, ModelConfig};
 use super::state::State;
 use super::{SegmentModel, StepOutput};
-use crate::nn::{Block, Init, LayerNorm, LayerNormConfig, Mask, Noise, linear};
+use crate::nn::{BiasCache, Block, Init, LayerNorm, LayerNormConfig, Mask, Noise, linear};
 
 /// The RMT attention mask for `memory` memory tokens and a segment of `seg_len` tokens.
 ///
@@ -82,6 +82,9 @@ pub struct Rmt {
     head: Linear,
     #[module(skip)]
     noise: Noise,
+    /// The attention masks' biases, built once per segment length.
+    #[module(skip)]
+    masks: BiasCache,
     #[module(skip)]
     config: ModelConfig,
 }
@@ -102,6 +105,7 @@ impl Rmt {
             norm: LayerNormConfig::new(d).init(init.device()),
             head: init.linear(d, config.vocab_size, true),
             noise: init.noise(),
+            masks: BiasCache::default(),
             config: config.clone(),
         }
     }
@@ -160,11 +164,13 @@ impl Rmt {
         };
         let mut h = h + pos.unsqueeze::<3>();
 
-        let bias = if m > 0 {
-            layout_mask(layout, m, t, write).bias(&device)
-        } else {
-            crate::nn::causal_mask(t).bias(&device)
-        };
+        let bias = self.masks.get(&[t, usize::from(write)], &device, || {
+            if m > 0 {
+                layout_mask(layout, m, t, write)
+            } else {
+                crate::nn::causal_mask(t)
+            }
+        });
         // The first layout row the last layer's output is read from.
         let from = match layout {
             Layout::Decoder => m,

@@ -6,19 +6,27 @@ use crate::error::{Error, Result};
 
 /// What crosses a segment boundary.
 ///
+/// Only models build states (`init_state`, `step`) and [`State::from_bytes`] reads them back;
+/// outside remem the variants can be read but not constructed, and a state from elsewhere is
+/// checked with [`crate::model::SegmentModel::check_state`] before use.
+///
 /// Moved once per segment, so the size difference between variants does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum State {
     /// Nothing: models without memory (RMT with `memory_tokens = 0`).
+    #[non_exhaustive]
     Empty,
     /// Memory tokens (RMT).
+    #[non_exhaustive]
     Memory {
         /// # Shapes
         /// `[batch, memory_tokens, d_model]`
         memory: Tensor<3>,
     },
     /// Transformer-XL's per-layer cache, and MemTr-XL's memory tokens.
+    #[non_exhaustive]
     Xl {
         /// Per layer, the cached input states of the previous segments (always detached).
         ///
@@ -34,6 +42,7 @@ pub enum State {
 
 /// One layer's long-term memory between segments (the infinity-former).
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct LtmState {
     /// Coefficients of the continuous signal, detached.
     ///

@@ -10,10 +10,8 @@
 //! MemTr-XL's segment layout is RMT's `[read memory | segment | write memory]` with RMT's mask;
 //! segment and write rows also see the whole cache, read rows do not.
 //!
-//! The infinity-former (Martins et al., ACL 2022) is Transformer-XL plus a long-term memory per
-//! layer ([`crate::nn::LongTermMemory`]): the states that leave a layer's cache are fitted into
-//! its continuous signal at the start of the next segment, and the layer's queries read that
-//! signal with Gaussian attention, added to the cache attention.
+//! The infinity-former is Transformer-XL plus a long-term memory per layer: its layer lives in
+//! [`super::infinity`], and this file's step calls it for each layer that has one.
 
 use burn::module::Param;
 use burn::nn::{Embedding, Linear, RotaryEncoding, RotaryEncodingConfig};
@@ -23,8 +21,7 @@ use super::config::{ModelConfig, ModelKind};
 use super::state::{LtmState, State};
 use super::{SegmentModel, StepOutput};
 use crate::nn::{
-    Block, Density, Init, LayerNorm, LayerNormConfig, LongTermMemory, LtmRead, LtmSampling, Mask,
-    Noise, linear,
+    BiasCache, Block, Init, LayerNorm, LayerNormConfig, LongTermMemory, Mask, Noise, linear,
 };
 
 /// Longest `cache + layout` a step may attend over.
@@ -54,6 +51,19 @@ pub fn attention_mask(memory: usize, seg_len: usize, cached: usize) -> Mask {
     mask
 }
 
+/// What one layer of a step reads: the hidden states, the layer's cache, the mask bias and the
+/// rotary encoding.
+pub(super) struct Input<'a> {
+    /// `[batch, layout, d_model]`.
+    pub h: Tensor<3>,
+    /// `[batch, cached, d_model]`.
+    pub cache: Option<Tensor<3>>,
+    /// `[layout, cached + layout]`.
+    pub bias: Tensor<2>,
+    pub rope: &'a RotaryEncoding,
+    pub return_attention: bool,
+}
+
 /// Transformer-XL, MemTr-XL or the plain Transformer (see [`ModelKind`]).
 #[derive(Module, Debug)]
 pub struct Xl {
@@ -68,6 +78,9 @@ pub struct Xl {
     head: Linear,
     #[module(skip)]
     noise: Noise,
+    /// The attention masks' biases, built once per segment and cache length.
+    #[module(skip)]
+    masks: BiasCache,
     #[module(skip)]
     config: ModelConfig,
 }
@@ -91,6 +104,7 @@ impl Xl {
             norm: LayerNormConfig::new(d).init(&device),
             head: init.linear(d, config.vocab_size, true),
             noise: init.noise(),
+            masks: BiasCache::default(),
             config: config.clone(),
         }
     }
@@ -174,7 +188,9 @@ impl SegmentModel for Xl {
             Some(mem) => Tensor::cat(vec![mem.clone(), x, mem.clone()], 1),
             None => x,
         };
-        let bias = attention_mask(m, t, cached).bias(&device);
+        let bias = self
+            .masks
+            .get(&[t, cached], &device, || attention_mask(m, t, cached));
 
         let mut next_cache = Vec::with_capacity(self.blocks.len());
         let mut next_ltm = Vec::with_capacity(self.ltm.len());
@@ -209,52 +225,25 @@ impl SegmentModel for Xl {
                     return_attention,
                 ),
                 Some(ltm) => {
-                    let LtmState {
-                        coeffs,
-                        pending,
-                        attended,
-                    } = ltm_state[l].clone();
-                    // Last segment's evictions enter the signal now, inside this step's graph.
-                    let coeffs = match pending {
-                        Some(new) => ltm.write(coeffs, attended, new),
-                        None => coeffs,
-                    };
-                    let mut read: Option<LtmRead> = None;
-                    // (The infinity-former has no memory tokens: every row is a segment token.)
-                    let mut side = |normed: Tensor<3>| {
-                        let r = ltm.read(normed, coeffs.clone());
-                        let context = r.context.clone();
-                        read = Some(r);
-                        context
-                    };
-                    let out = block.forward_with(
-                        h,
-                        layer_cache,
-                        bias.clone(),
-                        Some(&self.rope),
-                        return_attention,
-                        Some(&mut side),
-                        0,
+                    let layer = super::infinity::layer(
+                        block,
+                        ltm,
+                        ltm_state[l].clone(),
+                        evicted,
+                        Input {
+                            h,
+                            cache: layer_cache,
+                            bias: bias.clone(),
+                            rope: &self.rope,
+                            return_attention,
+                        },
                     );
-                    let read = read.expect("the block reads the long-term memory");
-                    let cfg = ltm.config();
-                    if cfg.kl_weight > 0.0 {
-                        regulariser
-                            .push(read.density.kl_to(cfg.kl_sigma).mul_scalar(cfg.kl_weight));
+                    regulariser.extend(layer.regulariser);
+                    next_ltm.push(layer.state);
+                    if let (Some(all), Some(d)) = (density.as_mut(), layer.density) {
+                        all.push(d);
                     }
-                    next_ltm.push(LtmState {
-                        coeffs: coeffs.detach(),
-                        pending: evicted,
-                        attended: (cfg.sampling == LtmSampling::Sticky)
-                            .then(|| read.density.histogram(cfg.bins).detach()),
-                    });
-                    if let Some(all) = density.as_mut() {
-                        all.push(Density {
-                            mu: read.density.mu.detach(),
-                            variance: read.density.variance.detach(),
-                        });
-                    }
-                    out
+                    layer.out
                 }
             };
             h = out.hidden;

@@ -1,5 +1,7 @@
 //! Attention masks. Convention everywhere in remem: `true` means "may attend".
 
+use std::sync::{Arc, Mutex};
+
 use burn::prelude::*;
 
 /// A square or rectangular attention mask kept on the host (rows = queries, columns = keys).
@@ -77,6 +79,48 @@ impl Mask {
     }
 }
 
+/// Attention biases a model has built, by shape: each mask is built on the host and uploaded
+/// once per shape and device, not once per segment. A model's clones share its cache.
+#[derive(Debug, Clone, Default)]
+pub struct BiasCache(Arc<Mutex<Vec<CachedBias>>>);
+
+#[derive(Debug)]
+struct CachedBias {
+    key: Vec<usize>,
+    device: Device,
+    autodiff: bool,
+    bias: Tensor<2>,
+}
+
+/// Distinct shapes kept; a stream has at most a few (full segments, one partial last segment).
+const CACHED_SHAPES: usize = 16;
+
+impl BiasCache {
+    /// The bias of the mask `build` makes for shape `key`, on `device`: built and uploaded the
+    /// first time, then reused.
+    pub fn get(&self, key: &[usize], device: &Device, build: impl FnOnce() -> Mask) -> Tensor<2> {
+        let autodiff = device.is_autodiff();
+        let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let hit = cache
+            .iter()
+            .find(|c| c.key == key && c.autodiff == autodiff && &c.device == device);
+        if let Some(c) = hit {
+            return c.bias.clone();
+        }
+        let bias = build().bias(device);
+        if cache.len() == CACHED_SHAPES {
+            cache.remove(0);
+        }
+        cache.push(CachedBias {
+            key: key.to_vec(),
+            device: device.clone(),
+            autodiff,
+            bias: bias.clone(),
+        });
+        bias
+    }
+}
+
 /// The usual causal mask over `len` positions: position `i` sees `0..=i`.
 pub fn causal_mask(len: usize) -> Mask {
     let mut mask = Mask::blocked(len, len);
@@ -91,6 +135,26 @@ pub fn causal_mask(len: usize) -> Mask {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_builds_each_shape_once_per_device() {
+        let cache = BiasCache::default();
+        let device = Device::flex();
+        let mut built = 0;
+        for len in [3, 3, 2, 3] {
+            let bias = cache.get(&[len], &device, || {
+                built += 1;
+                causal_mask(len)
+            });
+            assert_eq!(bias.into_data(), causal_mask(len).bias(&device).into_data());
+        }
+        assert_eq!(built, 2, "shapes 3 and 2, once each");
+        cache.get(&[3], &device.clone().autodiff(), || {
+            built += 1;
+            causal_mask(3)
+        });
+        assert_eq!(built, 3, "an autodiff device gets its own tensor");
+    }
 
     #[test]
     fn causal_mask_is_lower_triangular() {

@@ -466,7 +466,7 @@ fn slots(state: &State) -> Option<(&'static str, Tensor<3>)> {
                 layer.coeffs.clone(),
             )
         }),
-        State::Empty => None,
+        _ => None,
     }
 }
 
