@@ -20,6 +20,12 @@ use remem::{DeviceChoice, device};
 const STATE: &str = "stream_embed.state";
 
 fn main() -> anyhow::Result<()> {
+    // Run on remem's CPU thread pool: the library never builds threads a program did not ask
+    // for, and parallel work started from outside the pool costs two wake-ups per operation.
+    remem::threads::run_on_pool(run)
+}
+
+fn run() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let checkpoint = args
         .next()

@@ -12,16 +12,22 @@
 #[cfg(not(target_family = "wasm"))]
 const STACK_BYTES: usize = 64 << 20;
 
+/// remem's pool, once a program has asked for it.
+#[cfg(not(target_family = "wasm"))]
+static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+
 /// Run `f` on a worker of remem's thread pool and return its result; parallel operations
-/// inside `f` then run on that pool. The pool is built on first use, once per process, with as
-/// many threads as rayon's global pool would have (`RAYON_NUM_THREADS` or the available
+/// inside `f` then run on that pool. The pool is built on the first call, once per process,
+/// with as many threads as rayon's global pool would have (`RAYON_NUM_THREADS` or the available
 /// cores), so a program may call this around each piece of work (each `feed` of a streaming
-/// session, say). Called from a worker of any rayon pool, `f` runs right there. On wasm, and if
-/// the pool cannot be built, `f` runs on the calling thread.
+/// session, say) or once around all of it (as the command line does). Called from a worker of
+/// any rayon pool, `f` runs right there. On wasm, and if the pool cannot be built, `f` runs on
+/// the calling thread.
+///
+/// The library never builds the pool itself: this call is the program's choice.
 pub fn run_on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     #[cfg(not(target_family = "wasm"))]
     {
-        static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
         if rayon::current_thread_index().is_some() {
             return f();
         }
@@ -39,9 +45,34 @@ pub fn run_on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     f()
 }
 
+/// Run `f` on remem's pool if the program has built it (by calling [`run_on_pool`]), else on
+/// the calling thread. The library's own entry points (a streaming session's steps) go through
+/// this, so a program that chose the pool gets it everywhere and one that did not gets no
+/// threads it did not ask for.
+pub fn on_pool_if_started<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    #[cfg(not(target_family = "wasm"))]
+    if rayon::current_thread_index().is_none()
+        && let Some(Some(pool)) = POOL.get()
+    {
+        return pool.install(f);
+    }
+    f()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_library_runs_on_the_pool_only_once_the_program_built_it() {
+        // Tests in this module share one process: the pool may already exist. Either way, a
+        // call from outside any pool runs where the pool's existence says.
+        let started = POOL.get().is_some_and(Option::is_some);
+        let index = on_pool_if_started(rayon::current_thread_index);
+        assert_eq!(index.is_some(), started);
+        run_on_pool(|| ());
+        assert!(on_pool_if_started(rayon::current_thread_index).is_some());
+    }
 
     #[test]
     fn runs_on_a_worker_with_the_global_pools_threads() {

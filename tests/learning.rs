@@ -60,6 +60,7 @@ fn train_cpu(config: RunConfig) -> (train::Summary, tempfile::TempDir) {
         run_dir: dir.path().join("run"),
         progress: false,
         stop_after: None,
+        report: false,
     };
     let summary = train::train(Start::Fresh(config), &device::cpu(), &options).unwrap();
     eprintln!("{:?}", summary.eval);

@@ -61,6 +61,7 @@ fn losses(seed: u64, kind: &str) -> Vec<String> {
         run_dir: dir.path().join("run"),
         progress: false,
         stop_after: None,
+        report: false,
     };
     train::train(Start::Fresh(config), &device::cpu(), &options).unwrap();
     metrics(&dir.path().join("run"))

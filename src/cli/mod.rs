@@ -278,6 +278,7 @@ fn train_cmd(args: TrainArgs) -> Result<()> {
         run_dir,
         progress: !args.quiet,
         stop_after: args.stop_after,
+        report: true,
     };
     let summary = train::train(start, &device, &options)?;
     println!(

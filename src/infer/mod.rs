@@ -24,7 +24,7 @@ use burn::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::model::{Layout, Model, SegmentModel, State};
-use crate::threads::run_on_pool;
+use crate::threads::on_pool_if_started;
 use crate::tokenizer::Tokenizer;
 use crate::train::{self, Checkpoint};
 
@@ -60,9 +60,10 @@ pub struct Segment {
 /// Feeding a sequence in one call, segment by segment or in pieces of any size gives the same
 /// segments, logits and memory as the training-time loop over the same segments.
 ///
-/// Each segment and each prediction runs on a thread of remem's pool
-/// ([`run_on_pool`]), whichever thread calls the session: on the CPU, parallel work started
-/// from outside the pool costs two thread wake-ups per operation.
+/// Once the program has built remem's thread pool ([`crate::threads::run_on_pool`]), each
+/// segment and each prediction runs on it, whichever thread calls the session: on the CPU,
+/// parallel work started from outside the pool costs two thread wake-ups per operation. A
+/// program that never asks for the pool gets no threads from the session beyond Burn's own.
 #[derive(Debug)]
 pub struct Session {
     model: Model,
@@ -220,7 +221,7 @@ impl Session {
             segment.extend_from_slice(head);
             let state = std::mem::replace(&mut self.state, State::Empty);
             let (ids, model, attention) = (self.ids(&segment), &self.model, self.attention);
-            let (out, next) = run_on_pool(|| model.step(ids, state, attention));
+            let (out, next) = on_pool_if_started(|| model.step(ids, state, attention));
             self.state = next;
             let logits = out.logits.squeeze_dim::<2>(0);
             let n = segment.len();
@@ -258,7 +259,7 @@ impl Session {
             });
         }
         let (ids, state, model) = (self.ids(&self.pending), self.state.clone(), &self.model);
-        let out = run_on_pool(|| model.last_step(ids, state));
+        let out = on_pool_if_started(|| model.last_step(ids, state));
         let n = self.pending.len();
         Ok(out
             .logits

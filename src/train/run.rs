@@ -86,6 +86,10 @@ pub struct TrainOptions {
     /// Stop after this many steps in this invocation without a final checkpoint, as a killed
     /// run would (tests use it to check that `--resume` continues exactly).
     pub stop_after: Option<usize>,
+    /// Print each evaluation, curriculum move and warning to stderr (the command line does).
+    /// Off, training prints nothing: a program reads the same from the run folder's
+    /// `metrics.jsonl` and the returned [`Summary`].
+    pub report: bool,
 }
 
 #[derive(Serialize)]
@@ -109,8 +113,12 @@ struct EvalRecord<'a> {
     report: &'a EvalReport,
 }
 
-/// Print a line above the progress bar, or plainly when there is no bar.
-fn say(bar: &ProgressBar, line: String) {
+/// Print a line above the progress bar, or plainly when there is no bar; nothing unless
+/// `report`.
+fn say(report: bool, bar: &ProgressBar, line: String) {
+    if !report {
+        return;
+    }
     if bar.is_hidden() {
         eprintln!("{line}");
     } else {
@@ -330,6 +338,7 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
                 progress.recent_accuracy.clear();
                 stage = task.with_segments(progress.segments)?;
                 say(
+                    options.report,
                     &bar,
                     format!(
                         "step {}: curriculum moves to {} segments",
@@ -349,6 +358,7 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
                 report: &report,
             })?;
             say(
+                options.report,
                 &bar,
                 format!(
                     "step {:>6}: eval loss {:.4}  token acc {:.4}  greedy exact {:.4}",
@@ -360,6 +370,7 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
                 && progress.segments == task.config().segments
             {
                 say(
+                    options.report,
                     &bar,
                     format!(
                         "step {}: reached the target exact match, stopping",
@@ -391,7 +402,7 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
         peak_rss_bytes: peak_rss_bytes(),
         trained_segments: progress.segments,
     };
-    if progress.segments < task.config().segments {
+    if options.report && progress.segments < task.config().segments {
         eprintln!(
             "warning: the curriculum reached {} of {} segments: the model was never trained on the \
              length it is evaluated on (more --steps, or a lower curriculum threshold)",
