@@ -274,16 +274,12 @@ mod cpu {
     use rayon::prelude::*;
 
     use super::Dims;
+    use crate::nn::checked::{all_written, buffer, invariant, set_written};
     pub(super) use crate::nn::cpu::is_f32;
     use crate::nn::cpu::{Kernel, f32s, vectorised, with_shape};
     use crate::nn::mask::BLOCKED;
     use crate::nn::matmul::{Strided, product_into};
     use crate::nn::softmax::{softmax_backward_row, softmax_row};
-
-    /// A fresh buffer of `len` elements that the passes below write whole before it is read.
-    fn buffer(len: usize) -> Vec<f32> {
-        Vec::with_capacity(len)
-    }
 
     /// Calls of at least this many multiply-adds per product run their passes on the thread
     /// pool (below it, the hand-offs cost more than they save).
@@ -395,8 +391,9 @@ mod cpu {
     /// # Safety
     /// every element of `x` must have been written.
     unsafe fn written(x: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+        invariant(all_written(x), "rows read before a pass wrote them");
         // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the caller vouches that every
-        // element is initialised.
+        // element is initialised (checked above when checks are on).
         unsafe { &mut *(x as *mut [MaybeUninit<f32>] as *mut [f32]) }
     }
 
@@ -549,8 +546,8 @@ mod cpu {
             };
             square_by_blocks(out, &reach, d_head, q, k, softmax);
         });
-        // SAFETY: pass 1 wrote every pair's block.
-        unsafe { weights.set_len(total) };
+        // Pass 1 wrote every pair's block.
+        set_written(&mut weights, total);
 
         // Pass 2, per block of rows: P V for every head, into the merged rows.
         let block = rows_per_block(dims);
@@ -570,8 +567,8 @@ mod cpu {
                 });
             });
         });
-        // SAFETY: pass 2 wrote every head's columns of every row.
-        unsafe { context.set_len(total) };
+        // Pass 2 wrote every head's columns of every row.
+        set_written(&mut context, total);
         (
             with_shape(context, [batch, seq, d].into()),
             with_shape(weights, [batch, heads, seq, seq].into()),
@@ -633,8 +630,8 @@ mod cpu {
                 square_by_blocks(out, &reach, d_head, |i0| d_out(b, h, i0), v, softmax);
             },
         );
-        // SAFETY: pass A wrote every pair's block.
-        unsafe { d_scores.set_len(total) };
+        // Pass A wrote every pair's block.
+        set_written(&mut d_scores, total);
 
         // Pass B, per block of rows: dQ = dS K, dK = dSᵀ Q, dV = Pᵀ dO, into the packed rows.
         // Row `i` of dK and dV sums over the query rows that see key `i`: from
@@ -673,8 +670,8 @@ mod cpu {
                 });
             },
         );
-        // SAFETY: pass B wrote the query, key and value columns of every head in every row.
-        unsafe { packed_grad.set_len(total) };
+        // Pass B wrote the query, key and value columns of every head in every row.
+        set_written(&mut packed_grad, total);
         with_shape(packed_grad, [batch, seq, 3 * d].into())
     }
 }

@@ -22,7 +22,10 @@ use burn::backend::ops::FloatTensorOps;
 use burn::backend::{Backend, Cube, Dispatch, Flex, backend_extension, tensor::FloatTensor};
 use burn::prelude::*;
 #[cfg(not(target_family = "wasm"))]
-use {super::cpu, burn::backend::flex::FlexTensor, gemm::Parallelism, rayon::prelude::*};
+use {
+    super::checked, super::cpu, burn::backend::flex::FlexTensor, gemm::Parallelism,
+    rayon::prelude::*,
+};
 
 /// The matrix product as a backend operation, so that the CPU can run its own.
 #[backend_extension(Flex, Cube, Autodiff: cfg(feature = "train"))]
@@ -162,16 +165,33 @@ impl Product {
         let (m, k, n) = (self.m, self.k, self.n);
         let count = self.lhs_starts.len();
         let size = m * n;
-        let mut out = Vec::<f32>::with_capacity(count * size);
+        let mut out = checked::buffer(count * size);
         if size > 0 {
             let (l, r) = (lhs.storage::<f32>(), rhs.storage::<f32>());
             let [l_rs, l_cs] = last_two(lhs);
             let [r_rs, r_cs] = last_two(rhs);
             let one = |b: usize, dst: &mut [std::mem::MaybeUninit<f32>], threads: Parallelism| {
+                checked::invariant(
+                    dst.len() == size
+                        && (k == 0
+                            || checked::matrix_fits(
+                                l.len(),
+                                self.lhs_starts[b],
+                                [m, k],
+                                [l_rs, l_cs],
+                            ) && checked::matrix_fits(
+                                r.len(),
+                                self.rhs_starts[b],
+                                [k, n],
+                                [r_rs, r_cs],
+                            )),
+                    "a batched product's factors or output lie outside their buffers",
+                );
                 // SAFETY: the offsets and strides come from the tensors' layouts, so every
                 // element the GEMM reads lies in their buffers; `dst` holds exactly the m × n
                 // row-major output, which the GEMM writes whole without reading it
-                // (`read_dst` false; with k = 0 it writes zeros).
+                // (`read_dst` false; with k = 0 it writes zeros). Checked above when checks
+                // are on.
                 unsafe {
                     gemm::gemm(
                         m,
@@ -217,8 +237,8 @@ impl Product {
                 dst.chunks_mut(size).enumerate().for_each(split);
             }
         }
-        // SAFETY: the GEMMs above wrote all `count * size` elements.
-        unsafe { out.set_len(count * size) };
+        // The GEMMs above wrote all `count * size` elements.
+        checked::set_written(&mut out, count * size);
         let mut shape = self.batch.clone();
         shape.extend([m, n]);
         cpu::with_shape(out, shape.into())

@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod basis;
 pub mod block;
+mod checked;
 mod cpu;
 pub mod dropout;
 pub mod fused_attention;
@@ -25,7 +26,7 @@ pub use gelu::gelu;
 pub use init::{Init, Noise};
 pub use linear::linear;
 pub use ltm::{Density, LongTermMemory, LtmConfig, LtmRead, LtmSampling};
-pub use mask::{Mask, causal_mask};
+pub use mask::{BiasCache, Mask, causal_mask};
 pub use matmul::matmul;
 pub use norm::{LayerNorm, LayerNormConfig, layer_norm};
 pub use softmax::masked_softmax;
