@@ -170,6 +170,70 @@ fn train_writes_metrics_and_a_checkpoint_that_eval_reads_and_resume_continues() 
     assert_eq!(eval(&model_only), report);
     let out = resume(&exported);
     fails_with(&out, "no optimiser state");
+    // A resume refuses flags that would change the run, and --steps below its step; a failed
+    // resume changes nothing on disk and creates no folder.
+    let files = |dir: &Path| -> Vec<(String, Vec<u8>)> {
+        let mut all: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+            .collect();
+        all.sort();
+        all
+    };
+    let before = files(&whole);
+    for (extra, culprit) in [
+        (&["--lr", "0.1"][..], "--lr"),
+        (&["--d-model", "32"][..], "--d-model"),
+        (&["--seed", "9"][..], "--seed"),
+        (&["--steps", "2"][..], "--steps 2 is below"),
+    ] {
+        let mut args = vec![
+            "train",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--resume",
+            "--run-dir",
+        ];
+        args.push(whole.to_str().unwrap());
+        args.extend(extra);
+        fails_with(&remem(&args), culprit);
+        assert_eq!(
+            files(&whole),
+            before,
+            "a refused resume changed the run folder"
+        );
+    }
+    let missing = tmp.path().join("missing");
+    let out = remem(&[
+        "train",
+        "--device",
+        "cpu",
+        "--resume",
+        "--run-dir",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(!missing.exists(), "a failed resume created the run folder");
+
+    // Exporting over a run's checkpoint (its own, or another's) is refused and changes nothing.
+    let kept = std::fs::read(&ck).unwrap();
+    for target in [ck.clone(), whole.join(".").join("checkpoint.remem")] {
+        let out = remem(&[
+            "export",
+            "--checkpoint",
+            whole.to_str().unwrap(),
+            "--out",
+            target.to_str().unwrap(),
+        ]);
+        fails_with(&out, "is a run's checkpoint");
+        assert_eq!(
+            std::fs::read(&ck).unwrap(),
+            kept,
+            "export replaced the checkpoint"
+        );
+    }
 
     // Training again into a folder with a checkpoint, without --resume, refuses and keeps it.
     let before = std::fs::read(&ck).unwrap();
@@ -582,5 +646,36 @@ fn bptt_depth_takes_a_number_or_full() {
     fails_with(
         &remem(&["train", "--bptt-depth", "deep"]),
         "`deep` is not a number or `full`",
+    );
+}
+
+/// `remem stream ... | head`: a reader that closes the pipe ends the command quietly (the
+/// default action of SIGPIPE), not with a panic about a failed write.
+#[cfg(unix)]
+#[test]
+fn a_closed_output_pipe_ends_stream_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out = remem(&[TINY, &["--steps", "2", "--run-dir", run.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_remem"))
+        .args(["stream", "--device", "cpu", "--quiet", "--checkpoint"])
+        .arg(&run)
+        .args(["--text", "012", "--generate", "64"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before anything is written
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        out.status.signal(),
+        Some(13),
+        "ended by SIGPIPE: {:?} {err}",
+        out.status
     );
 }

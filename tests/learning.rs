@@ -96,6 +96,9 @@ fn the_curriculum_adds_segments_as_the_model_learns() {
     // Reverse over segments of 4: every stage (1, 2, 3 segments) is a whole task.
     let mut config = copy_run(4, Layout::Decoder, 2);
     config.task.kind = remem::task::TaskKind::Reverse;
+    // 500 steps reached the last stage on 3 seeds of 4 (seed 2 stayed at 2 segments); 800
+    // reached it on every seed tried, with token accuracy 0.88-0.99.
+    config.train.steps = 800;
     config.train.curriculum = Some(remem::train::Curriculum {
         start_segments: 1,
         threshold: 0.9,
@@ -120,7 +123,7 @@ fn the_curriculum_adds_segments_as_the_model_learns() {
         "reaches the full length: {stages:?}"
     );
     assert_eq!(summary.trained_segments, 3);
-    // Chance is 0.25; the last stage gets only part of the 500 steps.
+    // Chance is 0.25; the last stage gets only part of the 800 steps.
     assert!(summary.eval.token_accuracy > 0.6, "{:?}", summary.eval);
 }
 

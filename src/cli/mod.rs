@@ -245,6 +245,40 @@ impl TrainArgs {
     }
 }
 
+impl TrainArgs {
+    /// The first flag given that would change a run's settings (all but `--steps`, which
+    /// extends it), for refusing it with `--resume`.
+    fn changes_the_run(&self) -> Option<&'static str> {
+        [
+            ("--config", self.config.is_some()),
+            ("--seed", self.seed.is_some()),
+            ("--batch-size", self.batch_size.is_some()),
+            ("--lr", self.lr.is_some()),
+            ("--task", self.task.is_some()),
+            ("--segments", self.segments.is_some()),
+            ("--segment-len", self.segment_len.is_some()),
+            ("--model", self.model.is_some()),
+            ("--layout", self.layout.is_some()),
+            ("--memory-tokens", self.memory_tokens.is_some()),
+            ("--bptt-depth", self.bptt_depth.is_some()),
+            ("--mem-len", self.mem_len.is_some()),
+            ("--ltm-sampling", self.ltm_sampling.is_some()),
+            ("--ltm-basis", self.ltm_basis.is_some()),
+            ("--d-model", self.d_model.is_some()),
+            ("--layers", self.layers.is_some()),
+            ("--heads", self.heads.is_some()),
+            ("--d-ff", self.d_ff.is_some()),
+            ("--eval-every", self.eval_every.is_some()),
+            ("--eval-samples", self.eval_samples.is_some()),
+            ("--checkpoint-every", self.checkpoint_every.is_some()),
+            ("--target-exact", self.target_exact.is_some()),
+            ("--curriculum-from", self.curriculum_from.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(flag, given)| given.then_some(flag))
+    }
+}
+
 /// `runs/<task>-<model>-N` for the first N not taken.
 fn fresh_run_dir(config: &RunConfig) -> PathBuf {
     let base = format!("{:?}-{:?}", config.task.kind, config.model.kind).to_lowercase();
@@ -256,6 +290,12 @@ fn fresh_run_dir(config: &RunConfig) -> PathBuf {
 
 fn train_cmd(args: TrainArgs) -> Result<()> {
     let (start, run_dir) = if args.resume {
+        if let Some(flag) = args.changes_the_run() {
+            bail!(
+                "{flag} cannot change a run being resumed (it continues with the settings it \
+                 started with; only --steps extends it): start a new run instead"
+            );
+        }
         let dir = args
             .run_dir
             .clone()
@@ -340,6 +380,23 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
 fn export_cmd(args: ExportArgs) -> Result<()> {
     let path = checkpoint_path(&args.checkpoint);
     let mut ck = Checkpoint::load(&path)?;
+    // A weights-only file over a run's checkpoint (its own, or another run's) would end that
+    // run's ability to resume.
+    let same = |a: &std::path::Path, b: &std::path::Path| {
+        std::fs::canonicalize(a)
+            .ok()
+            .zip(std::fs::canonicalize(b).ok())
+            .is_some_and(|(a, b)| a == b)
+    };
+    if same(&args.out, &path)
+        || (args.out.exists() && Checkpoint::load(&args.out).is_ok_and(|c| !c.optimizer.is_empty()))
+    {
+        bail!(
+            "--out {} is a run's checkpoint, which a weights-only export would replace (the run \
+             could no longer resume): choose another file",
+            args.out.display()
+        );
+    }
     ck.optimizer.clear();
     ck.save(&args.out)?;
     let size = std::fs::metadata(&args.out)

@@ -19,6 +19,23 @@ use burn::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// What a run's seed is drawn for: each purpose gets its own family of streams, so no weight
+/// shares a stream with a dropout mask of some step or with a data sample (the data's streams
+/// come from another mix of the seed, `task::TaskDataset`).
+#[derive(Debug, Clone, Copy)]
+#[repr(u64)]
+pub enum Purpose {
+    /// Fresh weights ([`Init`]).
+    Weights = 0x5745_4947_4854,
+    /// Dropout masks ([`Noise`], reseeded per training step).
+    Dropout = 0x4452_4f50,
+}
+
+/// The seed of `purpose`'s family of streams of the run seed `seed`.
+pub fn purpose_seed(seed: u64, purpose: Purpose) -> u64 {
+    substream(substream(seed, purpose as u64), u64::MAX)
+}
+
 /// SplitMix64 of `(seed, index)`: independent 64-bit seeds for numbered streams of one seed.
 pub fn substream(seed: u64, index: u64) -> u64 {
     let mut z = seed.wrapping_add((index + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -81,13 +98,13 @@ pub struct Init {
 }
 
 impl Init {
-    /// Parameters for `device`, drawn from `seed`.
+    /// Parameters for `device`, drawn from the run seed `seed`.
     pub fn new(seed: u64, device: &Device) -> Self {
         Init {
-            seed,
+            seed: purpose_seed(seed, Purpose::Weights),
             next: 0,
             device: device.clone(),
-            noise: Noise::new(substream(seed, u64::MAX - 1)),
+            noise: Noise::new(purpose_seed(seed, Purpose::Dropout)),
         }
     }
 
@@ -221,6 +238,34 @@ mod tests {
         let (a3, _) = draw(12);
         assert_ne!(a1, a3);
         assert!(b1.iter().all(|v| v.abs() <= 0.5));
+    }
+
+    /// No weight draws from the stream of a data sample or of a step's dropout mask. (Before
+    /// the purposes were separated, weight `n` of seed 1 drew from the very stream of training
+    /// sample `n + 1` whenever `n` was odd, and RMT's associative retrieval stayed at chance on
+    /// two seeds of three.)
+    #[test]
+    fn weights_data_and_dropout_draw_from_disjoint_streams() {
+        use std::collections::HashSet;
+        for seed in [0u64, 1, 2, 3, 42, u64::MAX] {
+            let weights = purpose_seed(seed, Purpose::Weights);
+            let dropout = purpose_seed(seed, Purpose::Dropout);
+            let mut seen = HashSet::new();
+            for i in 0..4096u64 {
+                assert!(
+                    seen.insert(substream(weights, i)),
+                    "seed {seed}: weight {i}"
+                );
+                assert!(seen.insert(substream(dropout, i)), "seed {seed}: step {i}");
+            }
+            for i in 0..65_536u64 {
+                let data = crate::task::dataset::mix(seed, i);
+                assert!(
+                    !seen.contains(&data),
+                    "seed {seed}: sample {i} shares a stream"
+                );
+            }
+        }
     }
 
     #[test]

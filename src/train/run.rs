@@ -129,7 +129,8 @@ fn say(report: bool, bar: &ProgressBar, line: String) {
 /// The dropout seed of one step, from the run's seed and the step alone, so a resumed run draws
 /// the same masks.
 fn step_seed(seed: u64, step: usize) -> u64 {
-    crate::nn::init::substream(seed, step as u64)
+    use crate::nn::init::{Purpose, purpose_seed, substream};
+    substream(purpose_seed(seed, Purpose::Dropout), step as u64)
 }
 
 /// One optimiser step on `batch`: forward through the segments, backward, clip the global
@@ -157,7 +158,10 @@ pub fn optimise(
 pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> Result<Summary> {
     let dir = &options.run_dir;
     let ck_path = dir.join(CHECKPOINT);
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    // A resumed run's folder must exist already (its checkpoint is read first).
+    if matches!(start, Start::Fresh(_)) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
     let ad = device.device.clone().autodiff();
 
     let (mut config, resumed) = match start {
@@ -174,6 +178,16 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
             let ck = Checkpoint::load(&ck_path)?;
             let mut config = ck.config.clone();
             if let Some(steps) = steps {
+                if steps < ck.progress.step {
+                    return Err(Error::config(
+                        "train.steps",
+                        format!(
+                            "--steps {steps} is below the {} steps the run has done: a resume can \
+                             only extend it",
+                            ck.progress.step
+                        ),
+                    ));
+                }
                 config.train.steps = steps;
             }
             (config, Some(ck))
@@ -185,7 +199,12 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
     let probe = dir.join(".write-test");
     std::fs::write(&probe, b"").map_err(|e| Error::io(dir, e))?;
     let _ = std::fs::remove_file(&probe);
-    std::fs::write(dir.join("config.toml"), config.to_toml()).map_err(|e| Error::io(dir, e))?;
+    // Written whole or not at all: a reader never sees half a config.
+    let config_path = dir.join("config.toml");
+    let tmp = dir.join("config.toml.tmp");
+    std::fs::write(&tmp, config.to_toml())
+        .and_then(|()| std::fs::rename(&tmp, &config_path))
+        .map_err(|e| Error::io(&config_path, e))?;
 
     let mut optim: ModuleOptimizer = AdamWConfig::new()
         .with_weight_decay(tc.weight_decay as f32)
