@@ -32,6 +32,12 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// Another process is training in the run folder (it holds the folder's lock).
+    #[error(
+        "run folder {} is in use by another remem process: wait for it to end, or choose another --run-dir",
+        .0.display()
+    )]
+    Busy(PathBuf),
     /// A serialised memory state cannot be read or does not fit the model.
     #[error("state: {0}")]
     State(String),

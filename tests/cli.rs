@@ -679,3 +679,59 @@ fn a_closed_output_pipe_ends_stream_quietly() {
         out.status
     );
 }
+
+/// A run folder belongs to one process at a time: a second training there, fresh or resumed,
+/// is refused with a message that says the folder is in use, and the first one is unharmed.
+#[test]
+fn a_run_folder_in_use_is_refused() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let mut first = Command::new(env!("CARGO_BIN_EXE_remem"))
+        .args([TINY, &["--steps", "1000000", "--run-dir", run_s]].concat())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(run.join("metrics.jsonl")).is_ok_and(|m| m.lines().count() > 2) {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "the first run never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let fresh = remem(&[TINY, &["--steps", "4", "--run-dir", run_s]].concat());
+    let resumed = remem(&[
+        "train",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--resume",
+        "--run-dir",
+        run_s,
+    ]);
+    let still_running = first.try_wait().unwrap().is_none();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(still_running, "the first run ended before the check");
+    fails_with(&fresh, "is in use by another remem process");
+    fails_with(&resumed, "is in use by another remem process");
+    // Once the first process is gone (killed), the folder is free again.
+    let out = remem(&[
+        "train",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--resume",
+        "--run-dir",
+        run_s,
+        "--steps",
+        "1000000",
+        "--stop-after",
+        "1",
+    ]);
+    let err = stderr(&out);
+    assert!(!err.contains("in use"), "{err}");
+}

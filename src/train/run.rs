@@ -133,6 +133,32 @@ fn step_seed(seed: u64, step: usize) -> u64 {
     substream(purpose_seed(seed, Purpose::Dropout), step as u64)
 }
 
+/// The lock file inside a run folder.
+const LOCK: &str = ".lock";
+
+/// An exclusive operating-system lock on a run folder's lock file, released when dropped or
+/// when the process ends however it ends (so a killed run never leaves its folder locked).
+#[derive(Debug)]
+struct RunLock {
+    _file: std::fs::File,
+}
+
+/// Take `dir` for this process, or fail with [`Error::Busy`] if another process holds it.
+fn lock_run_dir(dir: &std::path::Path) -> Result<RunLock> {
+    let path = dir.join(LOCK);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(RunLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Busy(dir.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
 /// One optimiser step on `batch`: forward through the segments, backward, clip the global
 /// gradient norm to `grad_clip`, update. Returns the model, `[answer NLL sum, correct answer
 /// tokens]` and the gradient norm before clipping.
@@ -162,6 +188,11 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
     if matches!(start, Start::Fresh(_)) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
+    // Held until training returns: a second process in this folder gets Error::Busy.
+    let _lock = match dir.is_dir() {
+        true => Some(lock_run_dir(dir)?),
+        false => None,
+    };
     let ad = device.device.clone().autodiff();
 
     let (mut config, resumed) = match start {
