@@ -180,8 +180,21 @@ fn a_state_from_another_model_or_a_damaged_file_is_refused() {
     for cut in [0, 7, 20, bytes.len() / 2, bytes.len() - 1] {
         let err = session.load(&bytes[..cut]).unwrap_err().to_string();
         assert!(
-            err.contains("truncated") || err.contains("magic"),
+            err.contains("truncated") || err.contains("magic") || err.contains("checksum"),
             "cut {cut}: {err}"
+        );
+    }
+    // A flipped bit anywhere after the magic bytes (the token count, the pending tokens, the
+    // logits, the memory, the checksum itself) is caught.
+    for at in (8..bytes.len()).step_by(7) {
+        let mut flipped = bytes.clone();
+        flipped[at] ^= 0x10;
+        let err = session.load(&flipped).unwrap_err().to_string();
+        assert!(
+            err.contains("checksum")
+                || err.contains("earlier remem build")
+                || err.contains("format"),
+            "bit flipped at byte {at}: {err}"
         );
     }
     let err = session.load(b"hello, world, not a state").unwrap_err();

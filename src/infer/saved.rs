@@ -4,7 +4,8 @@
 //! UTF-8, checked first so a state from another model gets that error), tokens consumed (u64),
 //! tokens per step (u32), the unfinished segment (u32 count, u32 ids), the next-token logits
 //! after the last full segment (u8 present, u32 count, f32s), then the memory state as
-//! [`State::to_bytes`] writes it, whose header names the model it belongs to.
+//! [`State::to_bytes`] writes it, whose header names the model it belongs to; then the FNV-1a
+//! checksum (u64) of everything before it, checked before anything is read.
 
 use burn::prelude::*;
 
@@ -12,9 +13,11 @@ use super::Session;
 use crate::error::{Error, Result};
 use crate::model::state::Reader;
 use crate::model::{SegmentModel, State};
+use crate::train::checkpoint::fnv1a;
 
 const MAGIC: &[u8; 8] = b"REMEMSS\0";
-const VERSION: u32 = 1;
+/// 2 added the checksum; files of format 1 are refused with a message saying so.
+const VERSION: u32 = 2;
 
 pub(super) fn save(session: &Session) -> Result<Vec<u8>> {
     let mut out = Vec::new();
@@ -45,22 +48,42 @@ pub(super) fn save(session: &Session) -> Result<Vec<u8>> {
         }
     }
     out.extend_from_slice(&session.state.to_bytes(&session.id)?);
+    let sum = fnv1a(&out);
+    out.extend_from_slice(&sum.to_le_bytes());
     Ok(out)
 }
 
 pub(super) fn load(session: &mut Session, bytes: &[u8]) -> Result<()> {
-    let mut r = Reader::new(bytes);
-    if r.take(8)? != MAGIC {
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
         return Err(Error::State(
             "not a remem session state (bad magic bytes)".into(),
         ));
     }
+    let mut r = Reader::new(bytes);
+    r.take(MAGIC.len())?;
     let version = u32::from_le_bytes(r.array()?);
+    if version == 1 {
+        return Err(Error::State(format!(
+            "saved by an earlier remem build (session state format 1, without a checksum; this \
+             build reads {VERSION}): save the session again"
+        )));
+    }
+    if bytes.len() < MAGIC.len() + 4 + 8 {
+        return Err(Error::State("truncated state".into()));
+    }
+    let (body, sum) = bytes.split_at(bytes.len() - 8);
+    if fnv1a(body) != u64::from_le_bytes(sum.try_into().expect("8 bytes")) {
+        return Err(Error::State(
+            "checksum mismatch: the state file is truncated or corrupt".into(),
+        ));
+    }
     if version != VERSION {
         return Err(Error::State(format!(
             "session state format {version}, this build reads {VERSION}"
         )));
     }
+    let mut r = Reader::new(body);
+    r.take(MAGIC.len() + 4)?;
     let id_len = u32::from_le_bytes(r.array()?) as usize;
     let id = String::from_utf8_lossy(r.take(id_len)?);
     if id != session.id {

@@ -92,15 +92,23 @@ impl Checkpoint {
         }
         let (body, sum) = bytes.split_at(bytes.len() - 8);
         let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
-        if version != VERSION {
+        // The checksum first: a damaged file's version field is as damaged as the rest.
+        let intact = fnv1a(body) == u64::from_le_bytes(sum.try_into().expect("8 bytes"));
+        if (1..VERSION).contains(&version) {
             return Err(bad(format!(
-                "checkpoint format {version}, this build reads {VERSION}"
+                "written by an earlier remem build (checkpoint format {version}; this build \
+                 reads {VERSION}): retrain, or export it with the build that wrote it"
             )));
         }
-        if fnv1a(body) != u64::from_le_bytes(sum.try_into().expect("8 bytes")) {
+        if !intact {
             return Err(bad(
                 "checksum mismatch: the file is truncated or corrupt".into()
             ));
+        }
+        if version != VERSION {
+            return Err(bad(format!(
+                "checkpoint format {version}, this build reads {VERSION} (written by a newer remem?)"
+            )));
         }
         let mut pos = 12;
         let mut parts = Vec::new();
