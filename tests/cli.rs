@@ -649,8 +649,10 @@ fn bptt_depth_takes_a_number_or_full() {
     );
 }
 
-/// `remem stream ... | head`: a reader that closes the pipe ends the command quietly (the
-/// default action of SIGPIPE), not with a panic about a failed write.
+/// `remem stream --generate <huge> | head`: tokens are printed as they are made (the reader
+/// gets them although the generation would never finish), no memory is reserved for all of
+/// them, and a reader that closes the pipe ends the command quietly (the default action of
+/// SIGPIPE), not with a panic about a failed write.
 #[cfg(unix)]
 #[test]
 fn a_closed_output_pipe_ends_stream_quietly() {
@@ -663,12 +665,15 @@ fn a_closed_output_pipe_ends_stream_quietly() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_remem"))
         .args(["stream", "--device", "cpu", "--quiet", "--checkpoint"])
         .arg(&run)
-        .args(["--text", "012", "--generate", "64"])
+        .args(["--text", "012", "--generate", &u64::MAX.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    drop(child.stdout.take()); // the reader is gone before anything is written
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout); // the reader has seen enough
     let out = child.wait_with_output().unwrap();
     let err = stderr(&out);
     assert!(!err.contains("panicked"), "{err}");

@@ -1,7 +1,7 @@
 //! `remem stream`: read a file (or stdin) of any size through a trained model, a chunk at a
 //! time, and print what it predicts next.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -13,6 +13,7 @@ use remem::SegmentModel;
 use remem::device::{self, DeviceChoice};
 use remem::infer::{Sampling, Session};
 use remem::model::Layout;
+use remem::tokenizer::Tokenizer;
 use remem::train;
 
 use super::{checkpoint_path, parse_device};
@@ -145,8 +146,31 @@ pub fn run(args: StreamArgs) -> Result<()> {
             top_k: args.top_k,
             seed: args.seed,
         };
-        let ids = session.generate(generate, &sampling)?;
-        println!("{}", tokenizer.decode(&ids));
+        // Each token is printed as it is made: a long generation shows its progress, and a
+        // reader that has seen enough can close the pipe.
+        let mut out = std::io::stdout().lock();
+        let mut failed = None;
+        let mut first = true;
+        session.generate_with(generate, &sampling, |id| {
+            let piece = match &tokenizer {
+                // Bytes go out as bytes (a character may span several tokens).
+                Tokenizer::Bytes => vec![u8::try_from(id).unwrap_or(b'?')],
+                Tokenizer::Ids if !first => format!(" {id}").into_bytes(),
+                _ => tokenizer.decode(&[id]).into_bytes(),
+            };
+            first = false;
+            match out.write_all(&piece).and_then(|()| out.flush()) {
+                Ok(()) => std::ops::ControlFlow::Continue(()),
+                Err(e) => {
+                    failed = Some(e);
+                    std::ops::ControlFlow::Break(())
+                }
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e).context("writing the generated text");
+        }
+        writeln!(out).context("writing the generated text")?;
     }
     Ok(())
 }

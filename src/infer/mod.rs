@@ -275,8 +275,24 @@ impl Session {
 
     /// Generate `n` tokens, each fed back as input: greedy, or sampled as `sampling` says.
     pub fn generate(&mut self, n: usize, sampling: &Sampling) -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        self.generate_with(n, sampling, |token| {
+            out.push(token);
+            std::ops::ControlFlow::Continue(())
+        })?;
+        Ok(out)
+    }
+
+    /// [`Session::generate`], handing each token to `on_token` as soon as it is made (to print
+    /// it, say) instead of collecting them; `on_token` may stop the generation early by
+    /// returning `Break`. Uses no memory per token, so `n` may be as large as the caller likes.
+    pub fn generate_with(
+        &mut self,
+        n: usize,
+        sampling: &Sampling,
+        mut on_token: impl FnMut(u32) -> std::ops::ControlFlow<()>,
+    ) -> Result<()> {
         let mut sampler = sampling.sampler();
-        let mut out = Vec::with_capacity(n);
         for _ in 0..n {
             let token = if sampling.is_greedy() {
                 self.predict()?
@@ -290,9 +306,11 @@ impl Session {
                 sampler.draw(&logits)
             };
             self.feed(&[token])?;
-            out.push(token);
+            if on_token(token).is_break() {
+                break;
+            }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The session as bytes: format version, model id, memory state, unfinished segment.
