@@ -740,3 +740,30 @@ fn a_run_folder_in_use_is_refused() {
     let err = stderr(&out);
     assert!(!err.contains("in use"), "{err}");
 }
+
+/// A model or batch too large for the machine is refused before anything is allocated, with
+/// the setting named and the estimate given, not an abort in the allocator.
+#[test]
+fn a_run_too_large_for_memory_names_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let run_s = run.to_str().unwrap();
+    for (flags, setting) in [
+        (
+            &["--d-model", "1048576", "--heads", "1"][..],
+            "model.d_model",
+        ),
+        (&["--batch-size", "100000000"][..], "train.batch_size"),
+    ] {
+        let out = remem(
+            &[
+                &["train", "--device", "cpu", "--quiet", "--run-dir", run_s][..],
+                flags,
+            ]
+            .concat(),
+        );
+        let err = fails_with(&out, setting);
+        assert!(err.contains("GiB"), "{err}");
+        assert!(!run.join("checkpoint.remem").exists());
+    }
+}

@@ -12,6 +12,8 @@ pub mod config;
 #[cfg(feature = "train")]
 pub mod eval;
 #[cfg(feature = "train")]
+pub mod footprint;
+#[cfg(feature = "train")]
 pub mod loss;
 #[cfg(feature = "train")]
 pub mod metrics;

@@ -225,6 +225,13 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
         }
     };
     let task = config.resolve()?;
+    // On the CPU, a model or batch that cannot fit is an error naming the setting, not an
+    // abort in the allocator. (A GPU's free memory is not known before allocating.)
+    if !device.wgpu
+        && let Some(available) = super::footprint::available_memory()
+    {
+        super::footprint::Footprint::of(&config).check(&config, available)?;
+    }
     let tc = config.train.clone();
     // Probe that the folder is writable before spending time on training.
     let probe = dir.join(".write-test");
