@@ -184,27 +184,9 @@ pub fn optimise(
 pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> Result<Summary> {
     let dir = &options.run_dir;
     let ck_path = dir.join(CHECKPOINT);
-    // A resumed run's folder must exist already (its checkpoint is read first).
-    if matches!(start, Start::Fresh(_)) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    // Held until training returns: a second process in this folder gets Error::Busy.
-    let _lock = match dir.is_dir() {
-        true => Some(lock_run_dir(dir)?),
-        false => None,
-    };
-    let ad = device.device.clone().autodiff();
-
+    let fresh = matches!(start, Start::Fresh(_));
     let (mut config, resumed) = match start {
-        Start::Fresh(config) => {
-            if ck_path.exists() {
-                return Err(Error::Checkpoint {
-                    path: ck_path,
-                    reason: "the run folder already holds a checkpoint: pass --resume to continue it, or choose another --run-dir".into(),
-                });
-            }
-            (config, None)
-        }
+        Start::Fresh(config) => (config, None),
         Start::Resume { steps } => {
             let ck = Checkpoint::load(&ck_path)?;
             let mut config = ck.config.clone();
@@ -232,6 +214,20 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
     {
         super::footprint::Footprint::of(&config).check(&config, available)?;
     }
+    // Nothing is written before here: a run refused above leaves no folder behind. A resumed
+    // run's folder exists (its checkpoint was read).
+    if fresh {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    // Held until training returns: a second process in this folder gets Error::Busy.
+    let _lock = lock_run_dir(dir)?;
+    if fresh && ck_path.exists() {
+        return Err(Error::Checkpoint {
+            path: ck_path,
+            reason: "the run folder already holds a checkpoint: pass --resume to continue it, or choose another --run-dir".into(),
+        });
+    }
+    let ad = device.device.clone().autodiff();
     let tc = config.train.clone();
     // Probe that the folder is writable before spending time on training.
     let probe = dir.join(".write-test");
