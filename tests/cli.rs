@@ -53,6 +53,21 @@ const TINY: &[&str] = &[
     "2",
 ];
 
+/// `remem train --resume` on `dir` (on the CPU, quietly) with `extra` flags.
+fn resume_run(dir: &Path, extra: &[&str]) -> Output {
+    let dir = dir.to_str().unwrap();
+    let base = [
+        "train",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--resume",
+        "--run-dir",
+        dir,
+    ];
+    remem(&[&base[..], extra].concat())
+}
+
 /// The per-step records of a run's metrics.jsonl.
 fn train_records(dir: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(dir.join("metrics.jsonl"))
@@ -134,17 +149,7 @@ fn train_writes_metrics_and_a_checkpoint_that_eval_reads_and_resume_continues() 
     // and then resumed ends with exactly the same losses as the uninterrupted run.
     let out = run(&cut, &["--stop-after", "3"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let resume = |dir: &Path| {
-        remem(&[
-            "train",
-            "--device",
-            "cpu",
-            "--quiet",
-            "--resume",
-            "--run-dir",
-            dir.to_str().unwrap(),
-        ])
-    };
+    let resume = |dir: &Path| resume_run(dir, &[]);
     let out = resume(&cut);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(train_losses(&cut), whole_losses);
@@ -188,17 +193,7 @@ fn train_writes_metrics_and_a_checkpoint_that_eval_reads_and_resume_continues() 
         (&["--seed", "9"][..], "--seed"),
         (&["--steps", "2"][..], "--steps 2 is below"),
     ] {
-        let mut args = vec![
-            "train",
-            "--device",
-            "cpu",
-            "--quiet",
-            "--resume",
-            "--run-dir",
-        ];
-        args.push(whole.to_str().unwrap());
-        args.extend(extra);
-        fails_with(&remem(&args), culprit);
+        fails_with(&resume_run(&whole, extra), culprit);
         assert_eq!(
             files(&whole),
             before,
@@ -206,14 +201,7 @@ fn train_writes_metrics_and_a_checkpoint_that_eval_reads_and_resume_continues() 
         );
     }
     let missing = tmp.path().join("missing");
-    let out = remem(&[
-        "train",
-        "--device",
-        "cpu",
-        "--resume",
-        "--run-dir",
-        missing.to_str().unwrap(),
-    ]);
+    let out = resume_run(&missing, &[]);
     assert!(!out.status.success());
     assert!(!missing.exists(), "a failed resume created the run folder");
 
@@ -708,15 +696,7 @@ fn a_run_folder_in_use_is_refused() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let fresh = remem(&[TINY, &["--steps", "4", "--run-dir", run_s]].concat());
-    let resumed = remem(&[
-        "train",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--resume",
-        "--run-dir",
-        run_s,
-    ]);
+    let resumed = resume_run(&run, &[]);
     let still_running = first.try_wait().unwrap().is_none();
     first.kill().unwrap();
     first.wait().unwrap();
@@ -724,19 +704,7 @@ fn a_run_folder_in_use_is_refused() {
     fails_with(&fresh, "is in use by another remem process");
     fails_with(&resumed, "is in use by another remem process");
     // Once the first process is gone (killed), the folder is free again.
-    let out = remem(&[
-        "train",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--resume",
-        "--run-dir",
-        run_s,
-        "--steps",
-        "1000000",
-        "--stop-after",
-        "1",
-    ]);
+    let out = resume_run(&run, &["--steps", "1000000", "--stop-after", "1"]);
     let err = stderr(&out);
     assert!(!err.contains("in use"), "{err}");
 }
