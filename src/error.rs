@@ -75,5 +75,29 @@ impl Error {
     }
 }
 
+/// `text` on one line, cut to `max` characters with a note of how many were left out, so an
+/// error quoting a long list (every tensor of a record, say) stays readable.
+pub fn summarise(text: &str, max: usize) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let len = line.chars().count();
+    if len <= max {
+        return line;
+    }
+    let cut: String = line.chars().take(max).collect();
+    format!("{cut}... ({} more characters)", len - max)
+}
+
 /// `Result` with remem's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn summarise_keeps_short_text_and_cuts_long_text() {
+        assert_eq!(super::summarise("a\n  b", 10), "a b");
+        let long = "x".repeat(1000);
+        let short = super::summarise(&long, 100);
+        assert!(short.starts_with(&"x".repeat(100)), "{short}");
+        assert!(short.ends_with("(900 more characters)"), "{short}");
+    }
+}

@@ -12,7 +12,7 @@ fn main() -> std::process::ExitCode {
     match remem::threads::run_on_pool(|| cli::run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", remem::error::summarise(&format!("{e:#}"), 600));
             std::process::ExitCode::FAILURE
         }
     }

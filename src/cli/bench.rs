@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use remem::bench::{self, BenchOptions};
@@ -56,6 +56,28 @@ pub struct BenchArgs {
 
 /// Run `remem bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
+    if args.stream_tokens.contains(&0) {
+        bail!("--stream-tokens: each stream length must be at least 1 token");
+    }
+    if args.train_steps == 0 && !args.train_models.0.is_empty() {
+        bail!("--train-steps must be at least 1 (or pass --train-models none)");
+    }
+    // Found out before the measurements, not after them.
+    if args.json.is_dir() {
+        bail!("--json {} is a folder: name a file", args.json.display());
+    }
+    if let Some(file) = args
+        .json
+        .ancestors()
+        .skip(1)
+        .find(|a| a.exists() && !a.is_dir())
+    {
+        bail!(
+            "--json {}: {} is not a folder",
+            args.json.display(),
+            file.display()
+        );
+    }
     let mut stream_tokens = args.stream_tokens.clone();
     stream_tokens.sort_unstable();
     stream_tokens.dedup();

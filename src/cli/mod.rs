@@ -180,6 +180,9 @@ struct EvalArgs {
     /// Evaluate on this many segments instead of the trained number.
     #[arg(long)]
     segments: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -246,36 +249,103 @@ impl TrainArgs {
 }
 
 impl TrainArgs {
-    /// The first flag given that would change a run's settings (all but `--steps`, which
-    /// extends it), for refusing it with `--resume`.
-    fn changes_the_run(&self) -> Option<&'static str> {
+    /// Every flag that sets a run's setting: the flag, the config field it sets, and whether
+    /// it was given. `--steps` is left out: it extends a resumed run rather than changing it.
+    fn settings(&self) -> [(&'static str, &'static str, bool); 23] {
         [
-            ("--config", self.config.is_some()),
-            ("--seed", self.seed.is_some()),
-            ("--batch-size", self.batch_size.is_some()),
-            ("--lr", self.lr.is_some()),
-            ("--task", self.task.is_some()),
-            ("--segments", self.segments.is_some()),
-            ("--segment-len", self.segment_len.is_some()),
-            ("--model", self.model.is_some()),
-            ("--layout", self.layout.is_some()),
-            ("--memory-tokens", self.memory_tokens.is_some()),
-            ("--bptt-depth", self.bptt_depth.is_some()),
-            ("--mem-len", self.mem_len.is_some()),
-            ("--ltm-sampling", self.ltm_sampling.is_some()),
-            ("--ltm-basis", self.ltm_basis.is_some()),
-            ("--d-model", self.d_model.is_some()),
-            ("--layers", self.layers.is_some()),
-            ("--heads", self.heads.is_some()),
-            ("--d-ff", self.d_ff.is_some()),
-            ("--eval-every", self.eval_every.is_some()),
-            ("--eval-samples", self.eval_samples.is_some()),
-            ("--checkpoint-every", self.checkpoint_every.is_some()),
-            ("--target-exact", self.target_exact.is_some()),
-            ("--curriculum-from", self.curriculum_from.is_some()),
+            ("--config", "", self.config.is_some()),
+            ("--seed", "seed", self.seed.is_some()),
+            (
+                "--batch-size",
+                "train.batch_size",
+                self.batch_size.is_some(),
+            ),
+            ("--lr", "train.lr", self.lr.is_some()),
+            ("--task", "task.kind", self.task.is_some()),
+            ("--segments", "task.segments", self.segments.is_some()),
+            (
+                "--segment-len",
+                "model.segment_len",
+                self.segment_len.is_some(),
+            ),
+            ("--model", "model.kind", self.model.is_some()),
+            ("--layout", "model.layout", self.layout.is_some()),
+            (
+                "--memory-tokens",
+                "model.memory_tokens",
+                self.memory_tokens.is_some(),
+            ),
+            (
+                "--bptt-depth",
+                "model.bptt_depth",
+                self.bptt_depth.is_some(),
+            ),
+            ("--mem-len", "model.mem_len", self.mem_len.is_some()),
+            (
+                "--ltm-sampling",
+                "model.ltm.sampling",
+                self.ltm_sampling.is_some(),
+            ),
+            ("--ltm-basis", "model.ltm.basis", self.ltm_basis.is_some()),
+            ("--d-model", "model.d_model", self.d_model.is_some()),
+            ("--layers", "model.n_layers", self.layers.is_some()),
+            ("--heads", "model.n_heads", self.heads.is_some()),
+            ("--d-ff", "model.d_ff", self.d_ff.is_some()),
+            (
+                "--eval-every",
+                "train.eval_every",
+                self.eval_every.is_some(),
+            ),
+            (
+                "--eval-samples",
+                "train.eval_samples",
+                self.eval_samples.is_some(),
+            ),
+            (
+                "--checkpoint-every",
+                "train.checkpoint_every",
+                self.checkpoint_every.is_some(),
+            ),
+            (
+                "--target-exact",
+                "train.target_exact",
+                self.target_exact.is_some(),
+            ),
+            (
+                "--curriculum-from",
+                "train.curriculum.start_segments",
+                self.curriculum_from.is_some(),
+            ),
         ]
-        .into_iter()
-        .find_map(|(flag, given)| given.then_some(flag))
+    }
+
+    /// The first flag given that would change a run's settings, for refusing it with
+    /// `--resume`.
+    fn changes_the_run(&self) -> Option<&'static str> {
+        self.settings()
+            .into_iter()
+            .find_map(|(flag, _, given)| given.then_some(flag))
+    }
+
+    /// `error`, led by the flag that set the field it names, if a flag did (`--segment-len:
+    /// invalid config: model.segment_len: must be at least 1`).
+    fn blame(&self, error: remem::Error) -> anyhow::Error {
+        let flag = match &error {
+            remem::Error::Config { field, .. }
+                if field == "train.steps" && self.steps.is_some() =>
+            {
+                Some("--steps")
+            }
+            remem::Error::Config { field, .. } => self
+                .settings()
+                .into_iter()
+                .find_map(|(flag, f, given)| (given && f == field).then_some(flag)),
+            _ => None,
+        };
+        match flag {
+            Some(flag) => anyhow::Error::new(error).context(flag),
+            None => error.into(),
+        }
     }
 }
 
@@ -304,7 +374,7 @@ fn train_cmd(args: TrainArgs) -> Result<()> {
     } else {
         let mut config = args.run_config()?;
         // Validate before opening a device or creating folders.
-        config.resolve()?;
+        config.resolve().map_err(|e| args.blame(e))?;
         let dir = args
             .run_dir
             .clone()
@@ -313,14 +383,13 @@ fn train_cmd(args: TrainArgs) -> Result<()> {
     };
     let device = device::select(args.device)?;
     eprintln!("device: {}", device.description);
-    eprintln!("run folder: {}", run_dir.display());
     let options = TrainOptions {
         run_dir,
         progress: !args.quiet,
         stop_after: args.stop_after,
         report: true,
     };
-    let summary = train::train(start, &device, &options)?;
+    let summary = train::train(start, &device, &options).map_err(|e| args.blame(e))?;
     println!(
         "done: {} steps in {:.1} s ({:.0} tokens/s); held-out: token accuracy {:.4}, greedy exact match {:.4} ({} samples); checkpoint {}",
         summary.steps,
@@ -341,21 +410,53 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
     if let Some(s) = args.segments {
         config.task.segments = s;
     }
-    let task = config.resolve()?;
+    let task = config.resolve().map_err(|e| match (&e, args.segments) {
+        (remem::Error::Config { .. }, Some(s)) => {
+            anyhow::Error::new(e).context(format!("--segments {s}"))
+        }
+        _ => e.into(),
+    })?;
     if args.samples == 0 {
         bail!("--samples must be at least 1");
+    }
+    let batch = train::eval::batch_for(task.input_len()).min(args.samples);
+    let needed = train::footprint::evaluation(&config, batch);
+    if let Some(available) = train::footprint::available_memory()
+        && needed > available
+    {
+        bail!(
+            "--segments {}: evaluating {} tokens per sequence would need about {}, more than the \
+             {} of memory available",
+            config.task.segments,
+            task.input_len(),
+            train::footprint::gib(needed),
+            train::footprint::gib(available)
+        );
     }
     let device = device::select(args.device)?;
     eprintln!("device: {}", device.description);
     let model = train::load_model(&ck, &path, &device.device)?;
-    let report = train::evaluate(
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(args.samples as u64).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} eval [{elapsed_precise}] {bar:30} {pos}/{len} sequences (eta {eta})",
+            )
+            .expect("a valid template"),
+        )
+    };
+    bar.tick();
+    let report = train::eval::evaluate_with(
         &model,
         &task,
         config.seed,
         args.samples,
-        128,
+        batch,
         &device.device,
+        |done| bar.set_position(done as u64),
     );
+    bar.finish_and_clear();
     if args.json {
         println!(
             "{}",

@@ -2,7 +2,7 @@
 //! time, and print what it predicts next.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -67,6 +67,9 @@ pub fn run(args: StreamArgs) -> Result<()> {
         bail!("--top-k must be at least 1");
     }
     let path = checkpoint_path(&args.checkpoint);
+    if let Some(out) = &args.save_state {
+        check_state_path(out, &path)?;
+    }
     let device = device::select(args.device)?;
     eprintln!("device: {}", device.description);
     let mut session = Session::from_checkpoint(&path, &device.device)?;
@@ -99,7 +102,14 @@ pub fn run(args: StreamArgs) -> Result<()> {
     let mut tokens = 0u64;
     let mut buf = vec![0u8; CHUNK];
     loop {
-        let n = reader.read(&mut buf).context("cannot read the input")?;
+        let n = reader.read(&mut buf).with_context(|| {
+            format!(
+                "cannot read the input {}",
+                args.input
+                    .as_ref()
+                    .map_or("(stdin)".into(), |p| p.display().to_string())
+            )
+        })?;
         let ids = if n == 0 {
             encoder.finish()
         } else {
@@ -171,6 +181,35 @@ pub fn run(args: StreamArgs) -> Result<()> {
             return Err(e).context("writing the generated text");
         }
         writeln!(out).context("writing the generated text")?;
+    }
+    Ok(())
+}
+
+/// Refuse a `--save-state` path the state could not be written to, before the input is read
+/// (so a long stream is not lost at the end), or one that would replace the checkpoint.
+fn check_state_path(out: &Path, checkpoint: &Path) -> Result<()> {
+    if out.is_dir() {
+        bail!("--save-state {} is a folder: name a file", out.display());
+    }
+    let same = std::fs::canonicalize(out)
+        .ok()
+        .zip(std::fs::canonicalize(checkpoint).ok())
+        .is_some_and(|(a, b)| a == b);
+    if same {
+        bail!(
+            "--save-state {} is the checkpoint being read: name another file",
+            out.display()
+        );
+    }
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent
+        && !parent.is_dir()
+    {
+        bail!(
+            "--save-state {}: the folder {} does not exist",
+            out.display(),
+            parent.display()
+        );
     }
     Ok(())
 }

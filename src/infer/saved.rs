@@ -102,6 +102,12 @@ pub(super) fn load(session: &mut Session, bytes: &[u8]) -> Result<()> {
             session.step_len
         )));
     }
+    if !consumed.is_multiple_of(step_len as u64) {
+        return Err(Error::State(format!(
+            "{consumed} tokens read in full segments is not a multiple of the {step_len} tokens \
+             per step: the state is damaged"
+        )));
+    }
     let pending: Vec<u32> = (0..pending_len)
         .map(|_| r.array().map(u32::from_le_bytes))
         .collect::<Result<_>>()?;
@@ -118,12 +124,24 @@ pub(super) fn load(session: &mut Session, bytes: &[u8]) -> Result<()> {
             let values: Vec<f32> = (0..n)
                 .map(|_| r.array().map(f32::from_le_bytes))
                 .collect::<Result<_>>()?;
+            if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+                return Err(Error::State(format!(
+                    "the saved next-token logits hold {bad}: the state is damaged"
+                )));
+            }
             Some(Tensor::<1>::from_data(
                 TensorData::new(values, [n]),
                 &session.device,
             ))
         }
     };
+    if last.is_some() != (consumed > 0) {
+        return Err(Error::State(format!(
+            "{consumed} tokens read in full segments but {} next-token logits: the state is \
+             damaged",
+            if last.is_some() { "saved" } else { "no" }
+        )));
+    }
     // Checks the model id and the rest of the bytes, then the kind, shapes and values.
     let state = State::from_bytes(r.rest(), &session.id, &session.device)?;
     session.model.check_state(&state, 1, &session.device)?;

@@ -161,8 +161,13 @@ impl ModelConfig {
         }
         const MAX_LAYOUT: usize = 1 << 16;
         if 2 * self.memory_tokens + self.segment_len > MAX_LAYOUT {
+            let field = if 2 * self.memory_tokens > self.segment_len {
+                "model.memory_tokens"
+            } else {
+                "model.segment_len"
+            };
             return Err(Error::config(
-                "model.segment_len",
+                field,
                 format!("2 * memory_tokens + segment_len must stay below {MAX_LAYOUT}"),
             ));
         }

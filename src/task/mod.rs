@@ -100,6 +100,9 @@ impl Task {
 
     fn validate(&self) -> Result<()> {
         let c = &self.config;
+        if self.segment_len == 0 {
+            return Err(Error::config("model.segment_len", "must be at least 1"));
+        }
         if c.segments == 0 {
             return Err(Error::config("task.segments", "must be at least 1"));
         }

@@ -38,6 +38,26 @@ pub fn evaluate(
     batch_size: usize,
     device: &Device,
 ) -> EvalReport {
+    evaluate_with(model, task, seed, samples, batch_size, device, |_| {})
+}
+
+/// Sequences per evaluation batch for inputs of `input_len` tokens: up to 128, fewer as inputs
+/// grow (about 64 Ki tokens a batch), so a long evaluation reports progress often and holds
+/// one modest batch at a time.
+pub fn batch_for(input_len: usize) -> usize {
+    (65_536 / input_len.max(1)).clamp(1, 128)
+}
+
+/// [`evaluate`], calling `on_progress` with the number of sequences done after each batch.
+pub fn evaluate_with(
+    model: &Model,
+    task: &Task,
+    seed: u64,
+    samples: usize,
+    batch_size: usize,
+    device: &Device,
+    mut on_progress: impl FnMut(usize),
+) -> EvalReport {
     let layout = model.config().layout;
     let batcher = SegmentBatcher::new(layout, task.input_len());
     let data = TaskDataset::new(task.clone(), eval_seed(seed), samples);
@@ -75,6 +95,7 @@ pub fn evaluate(
             }
             exact += all as usize;
         }
+        on_progress(start);
     }
     let answers = answers.max(1) as f64;
     EvalReport {

@@ -76,7 +76,11 @@ impl Footprint {
                 "model.d_model"
             }
         } else if m.segment_len + 2 * m.memory_tokens > 64 * config.train.batch_size {
-            "model.segment_len"
+            if 2 * m.memory_tokens > m.segment_len {
+                "model.memory_tokens"
+            } else {
+                "model.segment_len"
+            }
         } else {
             "train.batch_size"
         };
@@ -94,8 +98,22 @@ impl Footprint {
     }
 }
 
+/// Bytes an evaluation of `config` (resolved) in batches of `batch` sequences needs: the
+/// weights once, every segment's logits (the loss reads them all), the host's copy of the rows
+/// (inputs, targets, answer flags and greedy predictions) and one segment's activations.
+pub fn evaluation(config: &RunConfig, batch: usize) -> f64 {
+    let m = &config.model;
+    let tokens = (config.task.segments * m.segment_len) as f64;
+    let rows = m.segment_len as f64 + 2.0 * m.memory_len() as f64 + m.cache_len() as f64;
+    let per_segment = m.n_layers as f64
+        * rows
+        * (12.0 * m.d_model as f64 + 3.0 * m.d_ff as f64 + 2.0 * m.n_heads as f64 * rows);
+    F32 * parameter_count(m)
+        + batch as f64 * (tokens * (F32 * m.vocab_size as f64 + 4.0 * 4.0) + F32 * per_segment)
+}
+
 /// `bytes` in GiB, for messages.
-fn gib(bytes: f64) -> String {
+pub fn gib(bytes: f64) -> String {
     format!("{:.1} GiB", bytes / (1u64 << 30) as f64)
 }
 

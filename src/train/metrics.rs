@@ -1,6 +1,6 @@
 //! Metrics as JSON lines in the run folder (`metrics.jsonl`), one object per event.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
@@ -37,7 +37,8 @@ impl MetricsLog {
             if !text.is_empty() {
                 text.push('\n');
             }
-            fs::write(path, text).map_err(|e| Error::io(path, e))?;
+            // Whole or not at all: a run killed here keeps its metrics.
+            super::checkpoint::write_atomic(path, text.as_bytes())?;
         }
         let file = OpenOptions::new()
             .create(true)

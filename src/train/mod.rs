@@ -42,6 +42,8 @@ pub const CHECKPOINT: &str = "checkpoint.remem";
 /// File name of the end-of-run summary inside a run folder (written last: a run folder with
 /// it is finished).
 pub const SUMMARY: &str = "summary.json";
+/// File name of the run's settings inside a run folder (written atomically before training).
+pub const CONFIG: &str = "config.toml";
 /// File name of the metrics log inside a run folder.
 pub const METRICS: &str = "metrics.jsonl";
 
@@ -57,6 +59,6 @@ pub fn load_model(checkpoint: &Checkpoint, path: &Path, device: &Device) -> Resu
 pub(crate) fn record_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
     Error::Checkpoint {
         path: path.to_path_buf(),
-        reason: format!("{what}: {e}"),
+        reason: crate::error::summarise(&format!("{what}: {e}"), 300),
     }
 }

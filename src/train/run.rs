@@ -19,7 +19,7 @@ use super::checkpoint::{Checkpoint, Progress};
 use super::config::RunConfig;
 use super::eval::{EvalReport, evaluate};
 use super::{
-    CHECKPOINT, METRICS, SUMMARY, clip, load_model, loss, metrics, record_error, schedule,
+    CHECKPOINT, CONFIG, METRICS, SUMMARY, clip, load_model, loss, metrics, record_error, schedule,
 };
 
 /// How a run starts.
@@ -187,6 +187,23 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
     let fresh = matches!(start, Start::Fresh(_));
     let (mut config, resumed) = match start {
         Start::Fresh(config) => (config, None),
+        // Killed before its first checkpoint: the run starts again from its config.
+        Start::Resume { steps } if !ck_path.exists() && dir.join(CONFIG).exists() => {
+            let mut config = RunConfig::load(&dir.join(CONFIG))?;
+            if let Some(steps) = steps {
+                config.train.steps = steps;
+            }
+            (config, None)
+        }
+        Start::Resume { .. } if !ck_path.exists() => {
+            return Err(Error::Checkpoint {
+                path: ck_path,
+                reason: format!(
+                    "missing, and the folder holds no {CONFIG} either: nothing to resume (start \
+                     the run without --resume)"
+                ),
+            });
+        }
         Start::Resume { steps } => {
             let ck = Checkpoint::load(&ck_path)?;
             let mut config = ck.config.clone();
@@ -214,35 +231,13 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
     {
         super::footprint::Footprint::of(&config).check(&config, available)?;
     }
-    // Nothing is written before here: a run refused above leaves no folder behind. A resumed
-    // run's folder exists (its checkpoint was read).
-    if fresh {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    // Held until training returns: a second process in this folder gets Error::Busy.
-    let _lock = lock_run_dir(dir)?;
-    if fresh && ck_path.exists() {
-        return Err(Error::Checkpoint {
-            path: ck_path,
-            reason: "the run folder already holds a checkpoint: pass --resume to continue it, or choose another --run-dir".into(),
-        });
-    }
     let ad = device.device.clone().autodiff();
     let tc = config.train.clone();
-    // Probe that the folder is writable before spending time on training.
-    let probe = dir.join(".write-test");
-    std::fs::write(&probe, b"").map_err(|e| Error::io(dir, e))?;
-    let _ = std::fs::remove_file(&probe);
-    // Written whole or not at all: a reader never sees half a config.
-    let config_path = dir.join("config.toml");
-    let tmp = dir.join("config.toml.tmp");
-    std::fs::write(&tmp, config.to_toml())
-        .and_then(|()| std::fs::rename(&tmp, &config_path))
-        .map_err(|e| Error::io(&config_path, e))?;
-
     let mut optim: ModuleOptimizer = AdamWConfig::new()
         .with_weight_decay(tc.weight_decay as f32)
         .init();
+    // The model and optimiser are built (a resumed run's read and checked) before anything is
+    // written, so a checkpoint that cannot resume changes nothing.
     let (mut model, mut progress) = match &resumed {
         None => (
             Model::new(&config.model, config.seed, &ad),
@@ -272,8 +267,30 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
             (model, ck.progress.clone())
         }
     };
-    let mut log =
-        metrics::MetricsLog::open(&dir.join(METRICS), resumed.as_ref().map(|_| progress.step))?;
+    // Nothing is written before here: a run refused above leaves no folder behind. A resumed
+    // run's folder exists (its checkpoint was read).
+    if fresh {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    // Held until training returns: a second process in this folder gets Error::Busy.
+    let _lock = lock_run_dir(dir)?;
+    if fresh && ck_path.exists() {
+        return Err(Error::Checkpoint {
+            path: ck_path,
+            reason: "the run folder already holds a checkpoint: pass --resume to continue it, or choose another --run-dir".into(),
+        });
+    }
+    // Probe that the folder is writable before spending time on training.
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"").map_err(|e| Error::io(dir, e))?;
+    let _ = std::fs::remove_file(&probe);
+    // Written whole or not at all: a reader never sees half a config.
+    super::checkpoint::write_atomic(&dir.join(CONFIG), config.to_toml().as_bytes())?;
+
+    if options.report {
+        eprintln!("run folder: {}", dir.display());
+    }
+    let mut log = metrics::MetricsLog::open(&dir.join(METRICS), Some(progress.step))?;
 
     let mut stage = task.with_segments(progress.segments)?;
     let bar = if options.progress {
