@@ -278,6 +278,19 @@ impl Fixture {
             &std::fs::read(d.join("export.remem")).unwrap(),
         );
         write("a-file", b"x");
+        std::fs::create_dir(d.join("short-text")).unwrap();
+        for name in ["a.txt", "b.txt", "c.txt", "d.txt"] {
+            write(&format!("short-text/{name}"), b"tiny text\n");
+        }
+        std::fs::create_dir(d.join("some-text")).unwrap();
+        for name in ["a.txt", "b.txt", "c.txt", "d.txt"] {
+            write(
+                &format!("some-text/{name}"),
+                "Some text. ".repeat(20).as_bytes(),
+            );
+        }
+        std::fs::create_dir(d.join("hidden-only")).unwrap();
+        write("hidden-only/.notes", b"not a document");
         std::fs::create_dir(d.join("a-folder")).unwrap();
 
         // Damaged states.
@@ -633,6 +646,56 @@ fn flag_cases() -> Vec<Case> {
         1,
         &["a-folder"],
     ));
+
+    // Text data.
+    let text = |flags: &[&str], code: i32, expect: &[&str]| {
+        train(&[flags, &["--steps", "1"][..]].concat(), code, expect)
+    };
+    cases.extend([
+        text(&["--data"], 2, &["--data"]),
+        text(&["--data", "missing.txt"], 1, &["missing.txt"]),
+        text(
+            &["--data", "empty.state"],
+            1,
+            &["--data", "0 non-empty document"],
+        ),
+        text(&["--data", "a-folder"], 1, &["a-folder", "holds no file"]),
+        text(
+            &["--data", "hidden-only"],
+            1,
+            &["hidden-only", "holds no file"],
+        ),
+        text(&["--data", "a-file"], 1, &["--data", "at least 3"]),
+        text(
+            &["--data", "short-text"],
+            1,
+            &["--data", "longer than every training document"],
+        ),
+        text(
+            &["--data", "some-text", "--task", "copy"],
+            1,
+            &["--data", "--task text"],
+        ),
+        text(
+            &["--data", "some-text", "--layout", "encoder"],
+            1,
+            &["--layout"],
+        ),
+        text(&["--task", "text"], 1, &["task.data", "--data PATH"]),
+        case(
+            &[
+                "eval",
+                "--device",
+                "cpu",
+                "--checkpoint",
+                "run",
+                "--data",
+                "short-text",
+            ],
+            1,
+            &["--data", "not on text"],
+        ),
+    ]);
 
     // Checkpoints, through every command that reads one.
     let damaged = [

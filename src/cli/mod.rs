@@ -158,6 +158,9 @@ struct TrainArgs {
     /// passes the threshold.
     #[arg(long)]
     curriculum_from: Option<usize>,
+    /// Text files or folders to model byte by byte (the text task; implies `--task text`).
+    #[arg(long, num_args = 1..)]
+    data: Vec<PathBuf>,
     /// Stop after N steps of this invocation (leaves a resumable checkpoint).
     #[arg(long, hide = true)]
     stop_after: Option<usize>,
@@ -174,7 +177,10 @@ struct EvalArgs {
     /// auto, wgpu, vulkan, metal, dx12 or cpu.
     #[arg(long, default_value = "auto", value_parser = parse_device)]
     device: DeviceChoice,
-    /// Held-out samples.
+    /// Text files or folders to evaluate on (text models; default: the run's own data).
+    #[arg(long, num_args = 1..)]
+    data: Vec<PathBuf>,
+    /// Held-out samples (synthetic tasks).
     #[arg(long, default_value_t = 1000)]
     samples: usize,
     /// Evaluate on this many segments instead of the trained number.
@@ -216,6 +222,12 @@ impl TrainArgs {
         set!(c.train.batch_size, self.batch_size);
         set!(c.train.lr, self.lr);
         set!(c.task.kind, self.task);
+        if !self.data.is_empty() {
+            c.task.data = self.data.clone();
+            if self.task.is_none() {
+                c.task.kind = TaskKind::Text;
+            }
+        }
         set!(c.task.segments, self.segments);
         set!(c.model.segment_len, self.segment_len);
         set!(c.model.kind, self.model);
@@ -251,7 +263,7 @@ impl TrainArgs {
 impl TrainArgs {
     /// Every flag that sets a run's setting: the flag, the config field it sets, and whether
     /// it was given. `--steps` is left out: it extends a resumed run rather than changing it.
-    fn settings(&self) -> [(&'static str, &'static str, bool); 23] {
+    fn settings(&self) -> [(&'static str, &'static str, bool); 24] {
         [
             ("--config", "", self.config.is_some()),
             ("--seed", "seed", self.seed.is_some()),
@@ -262,6 +274,7 @@ impl TrainArgs {
             ),
             ("--lr", "train.lr", self.lr.is_some()),
             ("--task", "task.kind", self.task.is_some()),
+            ("--data", "task.data", !self.data.is_empty()),
             ("--segments", "task.segments", self.segments.is_some()),
             (
                 "--segment-len",
@@ -390,14 +403,21 @@ fn train_cmd(args: TrainArgs) -> Result<()> {
         report: true,
     };
     let summary = train::train(start, &device, &options).map_err(|e| args.blame(e))?;
+    let held_out = match summary.eval.bits_per_byte {
+        Some(bpb) => format!(
+            "{bpb:.4} bits per byte, next-byte accuracy {:.4} ({} validation documents)",
+            summary.eval.token_accuracy, summary.eval.samples
+        ),
+        None => format!(
+            "token accuracy {:.4}, greedy exact match {:.4} ({} samples)",
+            summary.eval.token_accuracy, summary.eval.exact_match, summary.eval.samples
+        ),
+    };
     println!(
-        "done: {} steps in {:.1} s ({:.0} tokens/s); held-out: token accuracy {:.4}, greedy exact match {:.4} ({} samples); checkpoint {}",
+        "done: {} steps in {:.1} s ({:.0} tokens/s); held-out: {held_out}; checkpoint {}",
         summary.steps,
         summary.elapsed_s,
         summary.tokens_per_s,
-        summary.eval.token_accuracy,
-        summary.eval.exact_match,
-        summary.eval.samples,
         summary.checkpoint.display()
     );
     Ok(())
@@ -409,6 +429,15 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
     let mut config = ck.config.clone();
     if let Some(s) = args.segments {
         config.task.segments = s;
+    }
+    if !args.data.is_empty() {
+        if config.task.kind != TaskKind::Text {
+            bail!(
+                "--data: this checkpoint's model was trained on {:?}, not on text",
+                config.task.kind
+            );
+        }
+        config.task.data = args.data.clone();
     }
     let task = config.resolve().map_err(|e| match (&e, args.segments) {
         (remem::Error::Config { .. }, Some(s)) => {
@@ -436,6 +465,16 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
     let device = device::select(args.device)?;
     eprintln!("device: {}", device.description);
     let model = train::load_model(&ck, &path, &device.device)?;
+    if let Some(corpus) = task.corpus() {
+        return eval_text(
+            &args,
+            &model,
+            &task,
+            corpus,
+            &device.device,
+            ck.progress.step,
+        );
+    }
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
     } else {
@@ -473,6 +512,52 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
             report.token_accuracy,
             report.greedy_token_accuracy,
             report.exact_match
+        );
+    }
+    Ok(())
+}
+
+/// `remem eval` of a text model: bits per byte on every test document, streamed whole.
+fn eval_text(
+    args: &EvalArgs,
+    model: &remem::Model,
+    task: &remem::task::Task,
+    corpus: &remem::task::text::Corpus,
+    device: &burn::tensor::Device,
+    step: usize,
+) -> Result<()> {
+    use remem::task::text::Split;
+    let total = corpus.bytes(Split::Test);
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(total).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} eval [{elapsed_precise}] {bar:30} {bytes}/{total_bytes} (eta {eta})",
+            )
+            .expect("a valid template"),
+        )
+    };
+    bar.tick();
+    let report = train::eval::evaluate_text(
+        model,
+        model.step_len(task.input_len()),
+        corpus,
+        Split::Test,
+        u64::MAX,
+        device,
+        |read| bar.set_position(read),
+    )?;
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "text, {} test documents ({total} bytes; step {step}): {:.4} bits per byte, next-byte \
+             accuracy {:.4}",
+            report.samples,
+            report.bits_per_byte.unwrap_or(f64::NAN),
+            report.token_accuracy
         );
     }
     Ok(())

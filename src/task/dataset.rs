@@ -29,6 +29,12 @@ impl TaskDataset {
         self.task.sample(&mut rng)
     }
 
+    /// Sample `index`, or the error of a text file that can no longer be read.
+    pub fn try_sample(&self, index: usize) -> crate::error::Result<Sample> {
+        let mut rng = StdRng::seed_from_u64(mix(self.seed, index as u64));
+        self.task.try_sample(&mut rng)
+    }
+
     /// The task the samples come from.
     pub fn task(&self) -> &Task {
         &self.task

@@ -1,7 +1,9 @@
-//! Synthetic tasks from the RMT paper, generated from a seed, as Burn datasets with a batcher.
+//! Synthetic tasks from the RMT paper, generated from a seed, and next-byte language modelling
+//! on real text ([`text`]), as Burn datasets with a batcher.
 //!
 //! Every task writes a token sequence and marks the positions that are the answer; the loss and
-//! the accuracies count those positions only. Token 0 is padding and 1 the separator.
+//! the accuracies count those positions only (for text, every position). In the synthetic tasks
+//! token 0 is padding and 1 the separator; text is bytes.
 
 pub mod associative;
 #[cfg(feature = "train")]
@@ -11,6 +13,10 @@ pub mod copy;
 pub mod dataset;
 pub mod quadratic;
 pub mod sort;
+pub mod text;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -44,6 +50,8 @@ pub enum TaskKind {
     /// Symbols drawn from a drifting distribution, a separator, then every symbol sorted by
     /// decreasing frequency (the infinity-former paper's sorting task).
     Sort,
+    /// Next-byte language modelling on text files (`task.data`): every position is predicted.
+    Text,
 }
 
 /// A task and its size. Unknown keys in a config file are an error.
@@ -58,6 +66,10 @@ pub struct TaskConfig {
     pub symbols: usize,
     /// Key-value pairs (associative retrieval).
     pub pairs: usize,
+    /// Text files or folders (the text task), split by document into train, validation and
+    /// test as [`text`] describes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub data: Vec<PathBuf>,
 }
 
 impl Default for TaskConfig {
@@ -67,6 +79,7 @@ impl Default for TaskConfig {
             segments: 3,
             symbols: 10,
             pairs: 4,
+            data: Vec::new(),
         }
     }
 }
@@ -85,14 +98,36 @@ pub struct Sample {
 pub struct Task {
     config: TaskConfig,
     segment_len: usize,
+    /// The text task's documents (opened once, shared by the curriculum's stages).
+    corpus: Option<Arc<text::Corpus>>,
 }
 
 impl Task {
     /// Bind `config` to segments of `segment_len` tokens, checking that the task fits.
     pub fn new(config: TaskConfig, segment_len: usize) -> Result<Self> {
+        let corpus = match config.kind {
+            TaskKind::Text if config.data.is_empty() => {
+                return Err(Error::config(
+                    "task.data",
+                    "the text task needs text files or folders (--data PATH)",
+                ));
+            }
+            TaskKind::Text => Some(Arc::new(text::Corpus::open(&config.data)?)),
+            _ if !config.data.is_empty() => {
+                return Err(Error::config(
+                    "task.data",
+                    format!(
+                        "{:?} does not read files; --data goes with --task text",
+                        config.kind
+                    ),
+                ));
+            }
+            _ => None,
+        };
         let task = Task {
             config,
             segment_len,
+            corpus,
         };
         task.validate()?;
         Ok(task)
@@ -155,6 +190,20 @@ impl Task {
                     ));
                 }
             }
+            TaskKind::Text => {
+                let longest = self.corpus.as_ref().map_or(0, |c| c.longest_train());
+                if capacity as u64 + 1 > longest {
+                    return Err(Error::config(
+                        "task.data",
+                        format!(
+                            "a training window of segments * segment_len + 1 = {} bytes is longer \
+                             than every training document (the longest has {longest}): give \
+                             longer documents, or fewer or shorter segments",
+                            capacity + 1
+                        ),
+                    ));
+                }
+            }
             TaskKind::Quadratic => {
                 if quadratic::MAX_LEN - 1 > capacity {
                     return Err(Error::config(
@@ -191,6 +240,7 @@ impl Task {
             TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort => 2 + self.config.symbols,
             TaskKind::Associative => associative::VOCAB,
             TaskKind::Quadratic => quadratic::VOCAB,
+            TaskKind::Text => 256,
         }
     }
 
@@ -202,6 +252,7 @@ impl Task {
             }
             TaskKind::Associative => associative::tokenizer(),
             TaskKind::Quadratic => quadratic::tokenizer(),
+            TaskKind::Text => Tokenizer::Bytes,
         }
     }
 
@@ -211,24 +262,59 @@ impl Task {
             TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort => 1.0 / self.config.symbols as f64,
             TaskKind::Associative => 1.0 / associative::VALUES as f64,
             TaskKind::Quadratic => 1.0 / (quadratic::VOCAB - 2) as f64,
+            TaskKind::Text => 1.0 / 256.0,
         }
     }
 
     /// The same task with another number of segments (the curriculum's stages).
     pub fn with_segments(&self, segments: usize) -> Result<Self> {
-        Task::new(
-            TaskConfig {
+        let task = Task {
+            config: TaskConfig {
                 segments,
                 ..self.config.clone()
             },
-            self.segment_len,
-        )
+            segment_len: self.segment_len,
+            corpus: self.corpus.clone(),
+        };
+        task.validate()?;
+        Ok(task)
+    }
+
+    /// The text task's documents.
+    pub fn corpus(&self) -> Option<&text::Corpus> {
+        self.corpus.as_deref()
+    }
+
+    /// Draw one sample: for text, a window of `input_len + 1` bytes of a training document,
+    /// every position but the first an answer.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a text file can no longer be read.
+    pub fn try_sample(&self, rng: &mut impl Rng) -> Result<Sample> {
+        match &self.corpus {
+            Some(corpus) => {
+                let bytes = corpus.window(self.input_len() + 1, rng)?;
+                Ok(Sample {
+                    answer: vec![true; bytes.len()],
+                    tokens: bytes.into_iter().map(u32::from).collect(),
+                })
+            }
+            None => Ok(self.sample(rng)),
+        }
     }
 
     /// Draw one sample.
+    ///
+    /// # Panics
+    /// For the text task, when a file can no longer be read: use [`Task::try_sample`].
     pub fn sample(&self, rng: &mut impl Rng) -> Sample {
         let c = &self.config;
         let sample = match c.kind {
+            TaskKind::Text => {
+                return self
+                    .try_sample(rng)
+                    .unwrap_or_else(|e| panic!("text sample: {e}"));
+            }
             TaskKind::Copy => copy::copy(rng, self.input_len() / 3, c.symbols),
             TaskKind::Reverse => copy::reverse(rng, self.input_len() / 2, c.symbols),
             TaskKind::Associative => associative::sample(rng, c.pairs),
@@ -292,6 +378,7 @@ impl Task {
             TaskKind::Quadratic => {
                 bad("only the generator knows a quadratic equation's worked solution".into())
             }
+            TaskKind::Text => bad("text has no single right continuation".into()),
         }
     }
 }

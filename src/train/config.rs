@@ -159,6 +159,14 @@ impl RunConfig {
             self.model.tokenizer = Some(task.tokenizer());
         }
         self.model.validate()?;
+        if task.config().kind == crate::task::TaskKind::Text
+            && self.model.layout == crate::model::Layout::Encoder
+        {
+            return Err(Error::config(
+                "model.layout",
+                "text is next-byte prediction: use the decoder layout",
+            ));
+        }
         let t = &self.train;
         for (field, value) in [
             ("train.steps", t.steps),

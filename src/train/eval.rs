@@ -4,12 +4,14 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::loss::forward_batch;
+use crate::error::Result;
 use crate::model::{Layout, Model, SegmentModel};
 use crate::task::batch::Rows;
+use crate::task::text::{Corpus, Split};
 use crate::task::{Sample, SegmentBatcher, Task, TaskDataset};
 use burn::data::dataloader::batcher::Batcher;
 
-/// Accuracies on the answer positions of a held-out split.
+/// Accuracies on the answer positions of a held-out split (for text: on every byte).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
     /// Mean cross-entropy on answer tokens, teacher-forced.
@@ -20,8 +22,12 @@ pub struct EvalReport {
     pub greedy_token_accuracy: f64,
     /// Fraction of sequences whose whole answer is right when the model reads its own answers.
     pub exact_match: f64,
-    /// Sequences evaluated.
+    /// Sequences evaluated (for text: held-out documents read).
     pub samples: usize,
+    /// Text only: bits per byte on the held-out documents, `-log2 p(byte | everything
+    /// before it in its document)` averaged over every byte predicted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bits_per_byte: Option<f64>,
 }
 
 /// The held-out seed stream: disjoint from training's `seed` stream.
@@ -46,6 +52,31 @@ pub fn evaluate(
 /// one modest batch at a time.
 pub fn batch_for(input_len: usize) -> usize {
     (65_536 / input_len.max(1)).clamp(1, 128)
+}
+
+/// The held-out evaluation of `task`: [`evaluate_with`] for the synthetic tasks;
+/// [`evaluate_text`] on the validation split for text, reading up to `samples * input_len`
+/// bytes.
+pub fn evaluate_task(
+    model: &Model,
+    task: &Task,
+    seed: u64,
+    samples: usize,
+    batch_size: usize,
+    device: &Device,
+) -> Result<EvalReport> {
+    match task.corpus() {
+        Some(corpus) => evaluate_text(
+            model,
+            model.step_len(task.input_len()),
+            corpus,
+            Split::Validation,
+            (samples * task.input_len()) as u64,
+            device,
+            |_| {},
+        ),
+        None => Ok(evaluate(model, task, seed, samples, batch_size, device)),
+    }
 }
 
 /// [`evaluate`], calling `on_progress` with the number of sequences done after each batch.
@@ -104,7 +135,84 @@ pub fn evaluate_with(
         greedy_token_accuracy: greedy_correct as f64 / answers,
         exact_match: exact as f64 / samples.max(1) as f64,
         samples,
+        bits_per_byte: None,
     }
+}
+
+/// Bits per byte of `model` (reading `seg_len` bytes a step) on the documents of `split`, each streamed from its start with the
+/// memory carried through the whole document, segment by segment as `remem stream` reads it.
+/// Reading stops after `max_bytes` bytes in all (the evaluations during training read a
+/// budget; `remem eval` reads everything). The first byte of a document is context only: there
+/// is nothing before it to predict it from.
+///
+/// `on_progress` gets the bytes read so far after every document. The report's `loss` is in
+/// nats per byte, `token_accuracy` and `greedy_token_accuracy` are both the fraction of bytes
+/// whose most likely prediction is right, and `exact_match` is 0 (text has no single answer).
+pub fn evaluate_text(
+    model: &Model,
+    seg_len: usize,
+    corpus: &Corpus,
+    split: Split,
+    max_bytes: u64,
+    device: &Device,
+    mut on_progress: impl FnMut(u64),
+) -> Result<EvalReport> {
+    let (mut nll, mut correct, mut predicted, mut read, mut documents) =
+        (0.0, 0usize, 0u64, 0u64, 0);
+    for doc in corpus.split(split) {
+        if read >= max_bytes {
+            break;
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(Corpus::reader(doc)?, max_bytes - read),
+            &mut bytes,
+        )
+        .map_err(|e| crate::error::Error::io(&doc.path, e))?;
+        read += bytes.len() as u64;
+        documents += 1;
+        let mut state = model.init_state(1, device);
+        let last = bytes.len().saturating_sub(1);
+        for start in (0..last).step_by(seg_len) {
+            let end = (start + seg_len).min(last);
+            let ids = |range: std::ops::Range<usize>| {
+                let v: Vec<i64> = bytes[range].iter().map(|&b| b as i64).collect();
+                let n = v.len();
+                Tensor::<2, Int>::from_data(TensorData::new(v, [1, n]), device)
+            };
+            let (tokens, targets) = (ids(start..end), ids(start + 1..end + 1));
+            let current = std::mem::replace(&mut state, crate::model::State::Empty);
+            let out = if end < last {
+                let (out, next) = model.step(tokens, current, false);
+                state = next;
+                out
+            } else {
+                model.last_step(tokens, current)
+            };
+            let logp = burn::tensor::activation::log_softmax(out.logits.clone(), 2);
+            let picked = logp.gather(2, targets.clone().unsqueeze_dim::<3>(2));
+            let right = out
+                .logits
+                .argmax(2)
+                .equal(targets.unsqueeze_dim::<3>(2))
+                .int()
+                .sum();
+            nll -= picked.sum().into_scalar::<f32>() as f64;
+            correct += right.into_scalar::<i64>() as usize;
+            predicted += (end - start) as u64;
+        }
+        on_progress(read);
+    }
+    let n = predicted.max(1) as f64;
+    let accuracy = correct as f64 / n;
+    Ok(EvalReport {
+        loss: nll / n,
+        token_accuracy: accuracy,
+        greedy_token_accuracy: accuracy,
+        exact_match: 0.0,
+        samples: documents,
+        bits_per_byte: Some(nll / n / std::f64::consts::LN_2),
+    })
 }
 
 /// Decode answers greedily: each answer position's input is the model's own previous answer.
@@ -153,4 +261,73 @@ pub fn greedy(model: &Model, rows: &[Rows], seg_len: usize, device: &Device) -> 
         }
     }
     preds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelConfig;
+    use burn::module::{Module, ModuleMapper, Param};
+
+    /// Sets every weight to zero: the logits are all zero, so the model predicts every byte
+    /// with probability 1/256.
+    struct Zero;
+
+    impl ModuleMapper for Zero {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            param.map(|t| t.zeros_like())
+        }
+    }
+
+    /// A uniform predictor scores exactly 8 bits per byte, over every byte but each
+    /// document's first, and streams each document in segments (the last one partial).
+    #[test]
+    fn a_uniform_predictor_scores_eight_bits_per_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        // 40 documents so every split has some; lengths not multiples of the segment.
+        for i in 0..40 {
+            let text: Vec<u8> = (0..50 + i).map(|j| b'a' + ((i + j) % 26) as u8).collect();
+            std::fs::write(dir.path().join(format!("{i}.txt")), text).unwrap();
+        }
+        let corpus = Corpus::open(&[dir.path().to_path_buf()]).unwrap();
+        let device = Device::flex();
+        let config = ModelConfig {
+            vocab_size: 256,
+            d_model: 16,
+            n_heads: 2,
+            d_ff: 32,
+            memory_tokens: 2,
+            segment_len: 8,
+            ..ModelConfig::default()
+        };
+        let model = Model::new(&config, 0, &device).map(&mut Zero);
+        let mut progress = Vec::new();
+        let report = evaluate_text(&model, 8, &corpus, Split::Test, u64::MAX, &device, |read| {
+            progress.push(read)
+        })
+        .unwrap();
+        let test: Vec<_> = corpus.split(Split::Test).collect();
+        assert_eq!(report.samples, test.len());
+        assert_eq!(
+            progress.last().copied(),
+            Some(test.iter().map(|d| d.len).sum::<u64>())
+        );
+        let bpb = report.bits_per_byte.unwrap();
+        assert!((bpb - 8.0).abs() < 1e-4, "{bpb}");
+        // Every argmax is byte 0, which the text never holds.
+        assert_eq!(report.token_accuracy, 0.0);
+
+        // A byte budget stops reading early.
+        let short = evaluate_text(&model, 8, &corpus, Split::Train, 100, &device, |_| {}).unwrap();
+        let mut read = 0;
+        let spanned = corpus
+            .split(Split::Train)
+            .take_while(|d| {
+                let before = read;
+                read += d.len;
+                before < 100
+            })
+            .count();
+        assert_eq!(short.samples, spanned);
+    }
 }

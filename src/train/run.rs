@@ -17,7 +17,7 @@ use crate::task::{Batch, Sample, SegmentBatcher, Task, TaskDataset};
 
 use super::checkpoint::{Checkpoint, Progress};
 use super::config::RunConfig;
-use super::eval::{EvalReport, evaluate};
+use super::eval::{EvalReport, evaluate_task};
 use super::{
     CHECKPOINT, CONFIG, METRICS, SUMMARY, clip, load_model, loss, metrics, record_error, schedule,
 };
@@ -324,7 +324,7 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
         .save(&ck_path)
     };
     let eval_now = |model: &Model, stage: &Task| {
-        evaluate(
+        evaluate_task(
             &model.valid(),
             stage,
             config.seed,
@@ -355,8 +355,8 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
         let batcher = SegmentBatcher::new(config.model.layout, stage.input_len());
         let data = TaskDataset::new(stage.clone(), config.seed, tc.steps * tc.batch_size);
         let items: Vec<Sample> = (0..tc.batch_size)
-            .map(|i| data.sample(step * tc.batch_size + i))
-            .collect();
+            .map(|i| data.try_sample(step * tc.batch_size + i))
+            .collect::<Result<_>>()?;
         let batch = batcher.batch(items, &ad);
         let lr =
             schedule::learning_rate(step, tc.steps, tc.lr, tc.min_lr, tc.warmup_steps, tc.decay);
@@ -420,7 +420,7 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
 
         let last = progress.step == tc.steps;
         if progress.step % tc.eval_every == 0 || last {
-            let report = eval_now(&model, &task);
+            let report = eval_now(&model, &task)?;
             log.write(&EvalRecord {
                 event: "eval",
                 step: progress.step,
@@ -430,10 +430,16 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
             say(
                 options.report,
                 &bar,
-                format!(
-                    "step {:>6}: eval loss {:.4}  token acc {:.4}  greedy exact {:.4}",
-                    progress.step, report.loss, report.token_accuracy, report.exact_match
-                ),
+                match report.bits_per_byte {
+                    Some(bpb) => format!(
+                        "step {:>6}: validation {bpb:.4} bits per byte  next-byte acc {:.4}",
+                        progress.step, report.token_accuracy
+                    ),
+                    None => format!(
+                        "step {:>6}: eval loss {:.4}  token acc {:.4}  greedy exact {:.4}",
+                        progress.step, report.loss, report.token_accuracy, report.exact_match
+                    ),
+                },
             );
             last_eval = Some(report);
             if tc.target_exact.is_some_and(|t| report.exact_match >= t)
@@ -461,7 +467,7 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
     }
     let eval = match last_eval {
         Some(e) => e,
-        None => eval_now(&model, &task),
+        None => eval_now(&model, &task)?,
     };
     let summary = Summary {
         steps: progress.step,
@@ -482,11 +488,8 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
     }
     if options.stop_after.is_none() || progress.step == tc.steps {
         let path = dir.join(SUMMARY);
-        let tmp = dir.join(format!("{SUMMARY}.tmp"));
         let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
-        std::fs::write(&tmp, json)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|e| Error::io(&path, e))?;
+        super::checkpoint::write_atomic(&path, json.as_bytes())?;
     }
     Ok(summary)
 }
