@@ -682,6 +682,21 @@ fn flag_cases() -> Vec<Case> {
             &["--layout"],
         ),
         text(&["--task", "text"], 1, &["task.data", "--data PATH"]),
+        text(&["--task", "memorize"], 1, &["task.data", "book text"]),
+        text(
+            &[
+                "--task",
+                "qa2",
+                "--data",
+                "some-text",
+                "--segments",
+                "2",
+                "--segment-len",
+                "8",
+            ],
+            1,
+            &["--segments", "story needs"],
+        ),
         case(
             &[
                 "eval",
@@ -693,7 +708,7 @@ fn flag_cases() -> Vec<Case> {
                 "short-text",
             ],
             1,
-            &["--data", "not on text"],
+            &["--data", "reads no text"],
         ),
     ]);
 

@@ -130,9 +130,10 @@ fn a_small_model_learns_to_predict_held_out_text() {
         report["samples"]
     );
     assert!(report["samples"].as_u64().unwrap() >= 1);
+    // 4.60 is the best a model that ignores context does: the byte frequencies of the books.
     assert!(
-        bpb < 5.0,
-        "{bpb} bits per byte: no better than a unigram guess"
+        bpb < 4.6,
+        "{bpb} bits per byte: no better than byte frequencies"
     );
 
     let out = remem(&[
@@ -155,3 +156,125 @@ fn a_small_model_learns_to_predict_held_out_text() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.trim_end_matches('\n').len() >= 40, "{text:?}");
 }
+
+/// Memory carries a fact through book text: on memorize over 4 segments (the fact opens the
+/// first, the question ends the last), RMT with memory tokens answers far above chance (1/6)
+/// after brief training, while the same model with no memory stays near chance.
+#[test]
+fn memory_carries_a_fact_through_book_text() {
+    let Some(books) = common::books_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("slice");
+    std::fs::create_dir(&data).unwrap();
+    slice(&books, &data);
+    let exact = |memory: &str| {
+        let run = tmp.path().join(format!("run-{memory}"));
+        let out = remem(&[
+            "train",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--task",
+            "memorize",
+            "--data",
+            data.to_str().unwrap(),
+            "--segments",
+            "4",
+            "--segment-len",
+            "32",
+            "--d-model",
+            "32",
+            "--layers",
+            "2",
+            "--heads",
+            "2",
+            "--d-ff",
+            "64",
+            "--memory-tokens",
+            memory,
+            "--batch-size",
+            "32",
+            "--steps",
+            STEPS,
+            "--eval-every",
+            STEPS,
+            "--eval-samples",
+            "200",
+            "--lr",
+            "3e-3",
+            "--run-dir",
+            run.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+        summary["eval"]["exact_match"].as_f64().unwrap()
+    };
+    let (with, without) = (exact("4"), exact("0"));
+    eprintln!("memorize exact match: {with:.3} with memory, {without:.3} without");
+    assert!(with > 0.5, "with memory: {with}");
+    assert!(without < 0.3, "without memory: {without}");
+}
+
+/// `remem compare --data` trains each model on the text and tabulates bits per byte.
+#[test]
+fn compare_tabulates_bits_per_byte_on_text() {
+    let Some(books) = common::books_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("slice");
+    std::fs::create_dir(&data).unwrap();
+    slice(&books, &data);
+    let config = tmp.path().join("base.toml");
+    std::fs::write(
+        &config,
+        "[model]\nd_model = 16\nn_layers = 1\nn_heads = 2\nd_ff = 32\n\
+         [train]\nsteps = 20\nbatch_size = 4\neval_every = 20\neval_samples = 4\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let run = remem(&[
+        "compare",
+        "--device",
+        "cpu",
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--models",
+        "rmt,xl",
+        "--segments",
+        "2",
+        "--segment-len",
+        "16",
+        "--seeds",
+        "1",
+        "--memory-tokens",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let table = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(table.contains("bits per byte mean"), "{table}");
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    for line in csv.lines().skip(1) {
+        let bpb: f64 = line.split(',').nth(11).unwrap().parse().unwrap();
+        assert!(bpb > 0.0 && bpb < 8.5, "{line}");
+    }
+    assert!(out.join("accuracy.png").exists());
+}
+
+/// Optimiser steps of the memorize runs.
+const STEPS: &str = "600";

@@ -51,6 +51,9 @@ pub struct CompareArgs {
     /// Transformer-XL's cache length (default: --memory-tokens).
     #[arg(long)]
     mem_len: Option<usize>,
+    /// Text files or folders: the text task (or a retention task's noise with --task).
+    #[arg(long, num_args = 1..)]
+    data: Vec<PathBuf>,
     /// Output folder (default: runs/compare-<task>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -77,6 +80,12 @@ pub fn run(args: CompareArgs) -> Result<()> {
     };
     if let Some(task) = args.task {
         base.task.kind = task;
+    }
+    if !args.data.is_empty() {
+        base.task.data = args.data.clone();
+        if args.task.is_none() {
+            base.task.kind = TaskKind::Text;
+        }
     }
     if let Some(steps) = args.steps {
         base.train.steps = steps;
@@ -275,11 +284,23 @@ pub fn run(args: CompareArgs) -> Result<()> {
         .with_context(|| format!("{}", md.display()))?;
     std::fs::write(&csv, compare::table::csv(&results))
         .with_context(|| format!("{}", csv.display()))?;
-    compare::plot::accuracy_png(
-        &results,
-        ("TOKEN ACCURACY", |s| s.eval.token_accuracy),
-        &png,
-    )?;
+    if base.task.kind == TaskKind::Text {
+        compare::plot::accuracy_png(
+            &results,
+            ("BITS PER BYTE", |s| {
+                s.eval.bits_per_byte.unwrap_or(f64::NAN)
+            }),
+            8.0,
+            &png,
+        )?;
+    } else {
+        compare::plot::accuracy_png(
+            &results,
+            ("TOKEN ACCURACY", |s| s.eval.token_accuracy),
+            1.0,
+            &png,
+        )?;
+    }
     print!("{}", compare::table::markdown(&results));
     println!(
         "wrote {}, {} and {}",

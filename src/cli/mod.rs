@@ -431,9 +431,9 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
         config.task.segments = s;
     }
     if !args.data.is_empty() {
-        if config.task.kind != TaskKind::Text {
+        if config.task.data.is_empty() {
             bail!(
-                "--data: this checkpoint's model was trained on {:?}, not on text",
+                "--data: this checkpoint's model was trained on {:?}, which reads no text",
                 config.task.kind
             );
         }
@@ -465,7 +465,10 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
     let device = device::select(args.device)?;
     eprintln!("device: {}", device.description);
     let model = train::load_model(&ck, &path, &device.device)?;
-    if let Some(corpus) = task.corpus() {
+    if let Some(corpus) = task
+        .corpus()
+        .filter(|_| task.config().kind == TaskKind::Text)
+    {
         return eval_text(
             &args,
             &model,

@@ -108,10 +108,12 @@ fn label(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-/// Draw `metric` (mean line, min-max bar and each seed's point) against the segment counts.
+/// Draw `metric` (mean line, min-max bar and each seed's point) against the segment counts,
+/// on a y axis from 0 to `top` (1 for accuracies, 8 for bits per byte).
 pub fn accuracy_png(
     results: &[RunResult],
     metric: (&str, fn(&crate::train::Summary) -> f64),
+    top: f64,
     path: &Path,
 ) -> Result<()> {
     let mut c = Canvas(RgbImage::from_pixel(W, H, Rgb([255, 255, 255])));
@@ -121,6 +123,7 @@ pub fn accuracy_png(
     for k in 0..=4 {
         let v = k as f64 / 4.0;
         let y = y0 + ((y1 - y0) as f64 * v) as i64;
+        let v = v * top;
         c.line((x0, y), (x1, y), grey);
         c.text(x0 - 8 - 8 * label(v).len() as i64, y - 5, &label(v), black);
     }
@@ -142,7 +145,7 @@ pub fn accuracy_png(
             black,
         );
     }
-    let to_y = |v: f64| y0 + ((y1 - y0) as f64 * v.clamp(0.0, 1.0)) as i64;
+    let to_y = |v: f64| y0 + ((y1 - y0) as f64 * (v / top).clamp(0.0, 1.0)) as i64;
 
     for (m, model) in distinct(results, |s| s.model).into_iter().enumerate() {
         let color = COLORS[m % COLORS.len()];

@@ -12,6 +12,7 @@ pub mod copy;
 #[cfg(feature = "train")]
 pub mod dataset;
 pub mod quadratic;
+pub mod retention;
 pub mod sort;
 pub mod text;
 
@@ -52,6 +53,25 @@ pub enum TaskKind {
     Sort,
     /// Next-byte language modelling on text files (`task.data`): every position is predicted.
     Text,
+    /// RMT-1M's memorize: one fact at the start of book text, the question at the end
+    /// ([`retention`]; the noise comes from `task.data`).
+    Memorize,
+    /// RMT-1M's detect and memorize: one fact at a random place in the text.
+    Detect,
+    /// RMT-1M's reasoning: two facts at random places, both needed.
+    Reasoning,
+    /// BABILong qa1: one supporting fact among several moves.
+    Qa1,
+    /// BABILong qa2: two supporting facts (a pick-up and the holder's moves).
+    Qa2,
+    /// BABILong qa3: three supporting facts (where an object was before a place).
+    Qa3,
+    /// RULER's needle in a haystack: one key and its number.
+    Needle,
+    /// RULER's multi-key needles: four keys, one asked.
+    Needles,
+    /// RULER's variable tracking: which variables a chain of assignments gives a value.
+    Variables,
 }
 
 /// A task and its size. Unknown keys in a config file are an error.
@@ -113,11 +133,21 @@ impl Task {
                 ));
             }
             TaskKind::Text => Some(Arc::new(text::Corpus::open(&config.data)?)),
+            kind if retention::is_retention(kind) && config.data.is_empty() => {
+                return Err(Error::config(
+                    "task.data",
+                    format!("{kind:?} hides facts in book text: give it with --data PATH"),
+                ));
+            }
+            kind if retention::is_retention(kind) => {
+                Some(Arc::new(text::Corpus::open(&config.data)?))
+            }
             _ if !config.data.is_empty() => {
                 return Err(Error::config(
                     "task.data",
                     format!(
-                        "{:?} does not read files; --data goes with --task text",
+                        "{:?} does not read files; --data goes with --task text or a \
+                         retention task",
                         config.kind
                     ),
                 ));
@@ -204,6 +234,38 @@ impl Task {
                     ));
                 }
             }
+            kind @ (TaskKind::Memorize
+            | TaskKind::Detect
+            | TaskKind::Reasoning
+            | TaskKind::Qa1
+            | TaskKind::Qa2
+            | TaskKind::Qa3
+            | TaskKind::Needle
+            | TaskKind::Needles
+            | TaskKind::Variables) => {
+                // The longest story of 64 drawn from a fixed seed, with room to spare.
+                let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+                let need = (0..64)
+                    .map(|_| {
+                        let s = retention::story(kind, &mut rng);
+                        s.facts.iter().map(|f| f.len() + 1).sum::<usize>()
+                            + s.question.len()
+                            + retention::answer_width(kind)
+                    })
+                    .max()
+                    .unwrap_or(0)
+                    + 64;
+                if capacity + 1 < need {
+                    return Err(Error::config(
+                        "task.segments",
+                        format!(
+                            "a {kind:?} story needs about {need} bytes; segments * segment_len + 1 \
+                             is only {}",
+                            capacity + 1
+                        ),
+                    ));
+                }
+            }
             TaskKind::Quadratic => {
                 if quadratic::MAX_LEN - 1 > capacity {
                     return Err(Error::config(
@@ -240,7 +302,7 @@ impl Task {
             TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort => 2 + self.config.symbols,
             TaskKind::Associative => associative::VOCAB,
             TaskKind::Quadratic => quadratic::VOCAB,
-            TaskKind::Text => 256,
+            _ => 256,
         }
     }
 
@@ -252,7 +314,7 @@ impl Task {
             }
             TaskKind::Associative => associative::tokenizer(),
             TaskKind::Quadratic => quadratic::tokenizer(),
-            TaskKind::Text => Tokenizer::Bytes,
+            _ => Tokenizer::Bytes,
         }
     }
 
@@ -263,6 +325,7 @@ impl Task {
             TaskKind::Associative => 1.0 / associative::VALUES as f64,
             TaskKind::Quadratic => 1.0 / (quadratic::VOCAB - 2) as f64,
             TaskKind::Text => 1.0 / 256.0,
+            kind => retention::chance(kind),
         }
     }
 
@@ -292,6 +355,9 @@ impl Task {
     /// [`Error::Io`] when a text file can no longer be read.
     pub fn try_sample(&self, rng: &mut impl Rng) -> Result<Sample> {
         match &self.corpus {
+            Some(corpus) if self.config.kind != TaskKind::Text => {
+                retention::sample(self.config.kind, corpus, self.input_len() + 1, rng)
+            }
             Some(corpus) => {
                 let bytes = corpus.window(self.input_len() + 1, rng)?;
                 Ok(Sample {
@@ -310,7 +376,7 @@ impl Task {
     pub fn sample(&self, rng: &mut impl Rng) -> Sample {
         let c = &self.config;
         let sample = match c.kind {
-            TaskKind::Text => {
+            _ if self.corpus.is_some() => {
                 return self
                     .try_sample(rng)
                     .unwrap_or_else(|e| panic!("text sample: {e}"));
@@ -321,6 +387,18 @@ impl Task {
             TaskKind::Quadratic => quadratic::sample(rng),
             // The sequence fills the input: L = input_len - symbols, then sep and the answer.
             TaskKind::Sort => sort::sample(rng, self.input_len() - c.symbols, c.symbols),
+            TaskKind::Text
+            | TaskKind::Memorize
+            | TaskKind::Detect
+            | TaskKind::Reasoning
+            | TaskKind::Qa1
+            | TaskKind::Qa2
+            | TaskKind::Qa3
+            | TaskKind::Needle
+            | TaskKind::Needles
+            | TaskKind::Variables => {
+                unreachable!("a task with a corpus returned above")
+            }
         };
         debug_assert!(sample.tokens.len() <= self.input_len() + 1);
         sample
@@ -379,6 +457,9 @@ impl Task {
                 bad("only the generator knows a quadratic equation's worked solution".into())
             }
             TaskKind::Text => bad("text has no single right continuation".into()),
+            _ => {
+                bad("a retention task's answer follows from its facts, not from a question".into())
+            }
         }
     }
 }

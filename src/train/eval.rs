@@ -54,7 +54,7 @@ pub fn batch_for(input_len: usize) -> usize {
     (65_536 / input_len.max(1)).clamp(1, 128)
 }
 
-/// The held-out evaluation of `task`: [`evaluate_with`] for the synthetic tasks;
+/// The held-out evaluation of `task`: [`evaluate_with`] for the synthetic and retention tasks;
 /// [`evaluate_text`] on the validation split for text, reading up to `samples * input_len`
 /// bytes.
 pub fn evaluate_task(
@@ -66,7 +66,7 @@ pub fn evaluate_task(
     device: &Device,
 ) -> Result<EvalReport> {
     match task.corpus() {
-        Some(corpus) => evaluate_text(
+        Some(corpus) if task.config().kind == crate::task::TaskKind::Text => evaluate_text(
             model,
             model.step_len(task.input_len()),
             corpus,
@@ -75,7 +75,7 @@ pub fn evaluate_task(
             device,
             |_| {},
         ),
-        None => Ok(evaluate(model, task, seed, samples, batch_size, device)),
+        _ => Ok(evaluate(model, task, seed, samples, batch_size, device)),
     }
 }
 
