@@ -448,10 +448,19 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
     if args.samples == 0 {
         bail!("--samples must be at least 1");
     }
-    let batch = train::eval::batch_for(task.input_len()).min(args.samples);
+    // Retention tasks are streamed segment by segment in constant memory; the others hold
+    // whole batches.
+    let streamed = remem::task::retention::is_retention(task.config().kind)
+        && config.model.layout == remem::model::Layout::Decoder;
+    let batch = if streamed {
+        32.min(args.samples)
+    } else {
+        train::eval::batch_for(task.input_len()).min(args.samples)
+    };
     let needed = train::footprint::evaluation(&config, batch);
     if let Some(available) = train::footprint::available_memory()
         && needed > available
+        && !streamed
     {
         bail!(
             "--segments {}: evaluating {} tokens per sequence would need about {}, more than the \
@@ -489,15 +498,28 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
         )
     };
     bar.tick();
-    let report = train::eval::evaluate_with(
-        &model,
-        &task,
-        config.seed,
-        args.samples,
-        batch,
-        &device.device,
-        |done| bar.set_position(done as u64),
-    );
+    let progress = |done: usize| bar.set_position(done as u64);
+    let report = if streamed {
+        train::eval::evaluate_retention(
+            &model,
+            &task,
+            config.seed,
+            args.samples,
+            batch,
+            &device.device,
+            progress,
+        )?
+    } else {
+        train::eval::evaluate_with(
+            &model,
+            &task,
+            config.seed,
+            args.samples,
+            batch,
+            &device.device,
+            progress,
+        )
+    };
     bar.finish_and_clear();
     if args.json {
         println!(

@@ -249,24 +249,6 @@ pub fn story(kind: TaskKind, rng: &mut impl Rng) -> Story {
     }
 }
 
-/// `len` bytes of book text from the corpus's training documents: pieces of up to 64 KiB from
-/// randomly drawn documents, joined by a newline, with every word a story uses masked.
-pub fn noise(corpus: &Corpus, len: usize, rng: &mut impl Rng) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(len);
-    let longest = corpus.longest_train() as usize;
-    while out.len() < len {
-        let want = (len - out.len()).min(PIECE).min(longest);
-        let mut piece = corpus.window(want, rng)?;
-        mask(&mut piece);
-        out.extend_from_slice(&piece);
-        if out.len() < len {
-            out.push(b'\n');
-        }
-    }
-    out.truncate(len);
-    Ok(out)
-}
-
 /// Replace every whole-word occurrence (any case) of a story word in `text` by `x`s.
 fn mask(text: &mut [u8]) {
     let words: Vec<&str> = PLACES
@@ -297,61 +279,182 @@ fn mask(text: &mut [u8]) {
     }
 }
 
-/// A sample of `kind` for `total` bytes (question, answer and all): the story's facts inserted
-/// into book noise at sentence boundaries. The answer ends `answer_width - answer.len()` bytes
-/// before `total` (see [`answer_width`]).
+/// One sample, made as it is read: book noise in pieces of up to 64 KiB from random training
+/// documents (joined by a newline, story words masked), each fact going in, in order, at the
+/// first sentence boundary (after `.`, `!` or `?` and a space or newline) at or after a point
+/// drawn uniformly over the noise (memorize: its fact opens the text), then the question and
+/// the answer. Only the current piece is held, so a sample of any length takes constant
+/// memory: the long evaluations read it segment by segment.
+#[derive(Debug)]
+pub struct Stream<'a, R: Rng> {
+    corpus: &'a Corpus,
+    rng: R,
+    /// Facts not yet written, with the noise offset from which each may go in.
+    facts: std::collections::VecDeque<(usize, String)>,
+    /// Noise bytes still to write.
+    noise_left: usize,
+    /// Noise bytes written.
+    noise_done: usize,
+    /// The current noise piece and the read position in it.
+    piece: Vec<u8>,
+    at: usize,
+    /// The last noise byte written (for sentence boundaries).
+    last: u8,
+    /// Bytes ready to be read (a fact, or the question and answer at the end).
+    ready: std::collections::VecDeque<u8>,
+    /// Whether the question and answer have been queued.
+    ended: bool,
+    /// Bytes of the whole sample, and where the answer starts and ends.
+    len: usize,
+    answer: std::ops::Range<usize>,
+    question: String,
+    answer_text: String,
+    read: usize,
+}
+
+impl<'a, R: Rng> Stream<'a, R> {
+    /// A sample of `kind` for `total` bytes, drawn with `rng` (see [`sample`]).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `total` cannot hold the story.
+    pub fn new(kind: TaskKind, corpus: &'a Corpus, total: usize, mut rng: R) -> Result<Self> {
+        let story = story(kind, &mut rng);
+        let facts: usize = story.facts.iter().map(|f| f.len() + 1).sum();
+        let fixed = facts + story.question.len() + answer_width(kind);
+        if fixed > total {
+            return Err(Error::config(
+                "task.segments",
+                format!(
+                    "a {kind:?} story needs {fixed} bytes; segments * segment_len + 1 is only \
+                     {total}"
+                ),
+            ));
+        }
+        let noise = total - fixed;
+        let mut starts: Vec<usize> = (0..story.facts.len())
+            .map(|_| rng.random_range(0..=noise))
+            .collect();
+        if story.first_at_start {
+            starts[0] = 0;
+        }
+        starts.sort_unstable();
+        let answer_start = total - answer_width(kind);
+        Ok(Stream {
+            corpus,
+            rng,
+            facts: starts.into_iter().zip(story.facts).collect(),
+            noise_left: noise,
+            noise_done: 0,
+            piece: Vec::new(),
+            at: 0,
+            last: b'.',
+            ready: Default::default(),
+            ended: false,
+            len: answer_start + story.answer.len(),
+            answer: answer_start..answer_start + story.answer.len(),
+            question: story.question,
+            answer_text: story.answer,
+            read: 0,
+        })
+    }
+
+    /// Bytes in the whole sample.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the sample is empty (never: it holds at least its question and answer).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Where the answer lies in the sample.
+    pub fn answer(&self) -> std::ops::Range<usize> {
+        self.answer.clone()
+    }
+
+    /// Append the next `n` bytes (fewer at the end) to `out`.
+    pub fn read(&mut self, n: usize, out: &mut Vec<u8>) -> Result<()> {
+        let goal = self.read.saturating_add(n).min(self.len);
+        while self.read < goal {
+            if let Some(b) = self.ready.pop_front() {
+                out.push(b);
+                self.read += 1;
+                continue;
+            }
+            // A fact goes in at its point, at a sentence boundary (or at once at the start).
+            let boundary = self.noise_done == 0
+                || (matches!(self.last, b'.' | b'!' | b'?')
+                    && self
+                        .next_noise_byte()?
+                        .is_some_and(|b| b.is_ascii_whitespace()));
+            if let Some((from, _)) = self.facts.front()
+                && (self.noise_left == 0 || (*from <= self.noise_done && boundary))
+            {
+                let (_, fact) = self.facts.pop_front().expect("a fact");
+                if self.noise_done == 0 {
+                    self.ready.extend(fact.bytes());
+                    self.ready.push_back(b' ');
+                } else {
+                    self.ready.push_back(b' ');
+                    self.ready.extend(fact.bytes());
+                }
+                continue;
+            }
+            if self.noise_left > 0 {
+                let b = self.next_noise_byte()?.expect("noise is left");
+                self.at += 1;
+                self.noise_left -= 1;
+                self.noise_done += 1;
+                self.last = b;
+                out.push(b);
+                self.read += 1;
+                continue;
+            }
+            if !self.ended {
+                self.ended = true;
+                self.ready.extend(self.question.bytes());
+                self.ready.extend(self.answer_text.bytes());
+                continue;
+            }
+            unreachable!("the sample's length counts every byte");
+        }
+        Ok(())
+    }
+
+    /// The next noise byte, reading a new piece when the current one is done.
+    fn next_noise_byte(&mut self) -> Result<Option<u8>> {
+        if self.noise_left == 0 {
+            return Ok(None);
+        }
+        if self.at == self.piece.len() {
+            let longest = self.corpus.longest_train() as usize;
+            let want = self.noise_left.min(PIECE).min(longest);
+            self.piece = self.corpus.window(want, &mut self.rng)?;
+            mask(&mut self.piece);
+            if self.noise_done > 0 {
+                // Pieces are joined by a newline, counted in the noise.
+                self.piece.insert(0, b'\n');
+                self.piece.truncate(want);
+            }
+            self.at = 0;
+        }
+        Ok(Some(self.piece[self.at]))
+    }
+}
+
+/// A sample of `kind` for `total` bytes (question, answer and all), whole: the [`Stream`]
+/// collected. The answer ends `answer_width - answer.len()` bytes before `total` (see
+/// [`answer_width`]).
 ///
 /// # Errors
 /// [`Error::Config`] when `total` cannot hold the story; the corpus's read errors.
 pub fn sample(kind: TaskKind, corpus: &Corpus, total: usize, rng: &mut impl Rng) -> Result<Sample> {
-    let story = story(kind, rng);
-    let facts: usize = story.facts.iter().map(|f| f.len() + 1).sum();
-    let fixed = facts + story.question.len() + answer_width(kind);
-    if fixed > total {
-        return Err(Error::config(
-            "task.segments",
-            format!(
-                "a {kind:?} story needs {fixed} bytes; segments * segment_len + 1 is only {total}"
-            ),
-        ));
-    }
-    let noise = noise(corpus, total - fixed, rng)?;
-    // Sentence boundaries: after `.`, `!` or `?` followed by whitespace, and the very start.
-    let mut bounds: Vec<usize> = vec![0];
-    bounds.extend(
-        noise
-            .windows(2)
-            .enumerate()
-            .filter(|(_, w)| matches!(w[0], b'.' | b'!' | b'?') && w[1].is_ascii_whitespace())
-            .map(|(i, _)| i + 1),
-    );
-    let mut at: Vec<usize> = (0..story.facts.len())
-        .map(|_| bounds[rng.random_range(0..bounds.len())])
-        .collect();
-    if story.first_at_start {
-        at[0] = 0;
-    }
-    at.sort_unstable();
-    let mut text = Vec::with_capacity(total);
-    let mut from = 0;
-    for (fact, &pos) in story.facts.iter().zip(&at) {
-        text.extend_from_slice(&noise[from..pos]);
-        if pos > 0 {
-            text.push(b' ');
-        }
-        text.extend_from_slice(fact.as_bytes());
-        if pos == 0 {
-            text.push(b' ');
-        }
-        from = pos;
-    }
-    text.extend_from_slice(&noise[from..]);
-    text.extend_from_slice(story.question.as_bytes());
-    let answer_start = text.len();
-    text.extend_from_slice(story.answer.as_bytes());
-    debug_assert_eq!(text.len() + answer_width(kind) - story.answer.len(), total);
+    let mut stream = Stream::new(kind, corpus, total, rng)?;
+    let mut text = Vec::with_capacity(stream.len());
+    stream.read(stream.len(), &mut text)?;
     let mut answer = vec![false; text.len()];
-    answer[answer_start..].fill(true);
+    answer[stream.answer()].fill(true);
     Ok(Sample {
         tokens: text.into_iter().map(u32::from).collect(),
         answer,

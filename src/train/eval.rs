@@ -54,6 +54,135 @@ pub fn batch_for(input_len: usize) -> usize {
     (65_536 / input_len.max(1)).clamp(1, 128)
 }
 
+/// A retention task's held-out evaluation, streamed: each batch of samples is generated and
+/// read segment by segment ([`crate::task::retention::Stream`]), the memory carried, and only
+/// the segments that hold the answer are kept, for the teacher-forced answer loss and the
+/// greedy answer. Memory stays constant whatever the input length (a million bytes and more).
+/// The samples are those [`evaluate`] draws (the same seeds), so the figures are the same.
+///
+/// Decoder layout only: the encoder layout's inputs hide the answer, which [`evaluate`] does.
+pub fn evaluate_retention(
+    model: &Model,
+    task: &Task,
+    seed: u64,
+    samples: usize,
+    batch_size: usize,
+    device: &Device,
+    mut on_progress: impl FnMut(usize),
+) -> Result<EvalReport> {
+    use crate::task::retention::Stream;
+    use rand::SeedableRng;
+    let corpus = task
+        .corpus()
+        .expect("a retention task reads its noise from a corpus");
+    let kind = task.config().kind;
+    let (input_len, total) = (task.input_len(), task.input_len() + 1);
+    let seg_len = model.step_len(input_len);
+    let (mut nll, mut correct, mut greedy_correct, mut exact, mut answers) =
+        (0.0, 0usize, 0usize, 0usize, 0usize);
+    let mut start = 0;
+    while start < samples {
+        let n = batch_size.min(samples - start);
+        let mut streams = (start..start + n)
+            .map(|i| {
+                let rng = rand::rngs::StdRng::seed_from_u64(crate::task::dataset::mix(
+                    eval_seed(seed),
+                    i as u64,
+                ));
+                Stream::new(kind, corpus, total, rng)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        start += n;
+        // The input position that predicts the first answer byte, and its segment: every
+        // segment before that one only moves the memory on.
+        let first = streams[0].answer().start - 1;
+        let tail_start = first / seg_len * seg_len;
+        let mut state = model.init_state(n, device);
+        let mut buf = Vec::with_capacity(seg_len);
+        let mut flat: Vec<i64> = Vec::with_capacity(n * seg_len);
+        for seg in (0..tail_start).step_by(seg_len) {
+            flat.clear();
+            for stream in &mut streams {
+                buf.clear();
+                stream.read(seg_len, &mut buf)?;
+                flat.extend(buf.iter().map(|&b| b as i64));
+            }
+            let tokens =
+                Tensor::<2, Int>::from_data(TensorData::new(flat.clone(), [n, seg_len]), device);
+            let current = std::mem::replace(&mut state, crate::model::State::Empty);
+            state = model.step(tokens, current, false).1;
+            debug_assert!(seg + seg_len <= tail_start);
+        }
+        // The tail, as rows of its own: input position p reads byte p, predicts byte p + 1.
+        let tail_len = input_len - tail_start;
+        let rows: Vec<Rows> = streams
+            .iter_mut()
+            .map(|stream| {
+                let answer = stream.answer();
+                let mut bytes = Vec::with_capacity(tail_len + 1);
+                stream.read(usize::MAX, &mut bytes)?;
+                let token = |i: usize| bytes.get(i).map_or(crate::task::PAD, |&b| b as u32);
+                Ok(Rows {
+                    inputs: (0..tail_len).map(token).collect(),
+                    targets: (0..tail_len).map(|i| token(i + 1)).collect(),
+                    answer: (0..tail_len)
+                        .map(|i| answer.contains(&(tail_start + i + 1)))
+                        .collect(),
+                })
+            })
+            .collect::<Result<_>>()?;
+        // Teacher-forced: the tail with the true answers as input.
+        let ints = |f: fn(&Rows) -> &Vec<u32>| {
+            let flat: Vec<i64> = rows
+                .iter()
+                .flat_map(|r| f(r).iter().map(|&t| t as i64))
+                .collect();
+            Tensor::<2, Int>::from_data(TensorData::new(flat, [n, tail_len]), device)
+        };
+        let weights: Vec<f32> = rows
+            .iter()
+            .flat_map(|r| r.answer.iter().map(|&a| if a { 1.0 } else { 0.0 }))
+            .collect();
+        let batch = crate::task::Batch {
+            inputs: ints(|r| &r.inputs),
+            targets: ints(|r| &r.targets),
+            weights: Tensor::<2>::from_data(TensorData::new(weights, [n, tail_len]), device),
+            answer_tokens: rows
+                .iter()
+                .map(|r| r.answer.iter().filter(|&&a| a).count())
+                .sum(),
+        };
+        let stats = super::loss::forward_batch_from(model, &batch, seg_len, state.clone()).stats();
+        nll += stats[0];
+        correct += stats[1] as usize;
+        answers += batch.answer_tokens;
+        let predictions = greedy_from(model, &rows, seg_len, state, device);
+        for (row, pred) in rows.iter().zip(&predictions) {
+            let mut all = true;
+            for ((&answer, &target), &guess) in row.answer.iter().zip(&row.targets).zip(pred) {
+                if answer {
+                    if guess == target {
+                        greedy_correct += 1;
+                    } else {
+                        all = false;
+                    }
+                }
+            }
+            exact += all as usize;
+        }
+        on_progress(start);
+    }
+    let answers = answers.max(1) as f64;
+    Ok(EvalReport {
+        loss: nll / answers,
+        token_accuracy: correct as f64 / answers,
+        greedy_token_accuracy: greedy_correct as f64 / answers,
+        exact_match: exact as f64 / samples.max(1) as f64,
+        samples,
+        bits_per_byte: None,
+    })
+}
+
 /// The held-out evaluation of `task`: [`evaluate_with`] for the synthetic and retention tasks;
 /// [`evaluate_text`] on the validation split for text, reading up to `samples * input_len`
 /// bytes.
@@ -75,6 +204,9 @@ pub fn evaluate_task(
             device,
             |_| {},
         ),
+        Some(_) if model.config().layout == Layout::Decoder => {
+            evaluate_retention(model, task, seed, samples, batch_size, device, |_| {})
+        }
         _ => Ok(evaluate(model, task, seed, samples, batch_size, device)),
     }
 }
@@ -219,11 +351,27 @@ pub fn evaluate_text(
 ///
 /// Returns, per row, the prediction at every position (only answer positions are filled).
 pub fn greedy(model: &Model, rows: &[Rows], seg_len: usize, device: &Device) -> Vec<Vec<u32>> {
+    greedy_from(
+        model,
+        rows,
+        seg_len,
+        model.init_state(rows.len(), device),
+        device,
+    )
+}
+
+/// [`greedy`] from `state`: `rows` continue an input whose earlier segments `state` holds.
+pub fn greedy_from(
+    model: &Model,
+    rows: &[Rows],
+    seg_len: usize,
+    mut state: crate::model::State,
+    device: &Device,
+) -> Vec<Vec<u32>> {
     let n = rows.len();
     let len = rows[0].inputs.len();
     let mut inputs: Vec<Vec<u32>> = rows.iter().map(|r| r.inputs.clone()).collect();
     let mut preds = vec![vec![0u32; len]; n];
-    let mut state = model.init_state(n, device);
     for seg_start in (0..len).step_by(seg_len) {
         let seg_end = (seg_start + seg_len).min(len);
         let tokens = |inputs: &[Vec<u32>]| {
@@ -329,5 +477,63 @@ mod tests {
             })
             .count();
         assert_eq!(short.samples, spanned);
+    }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+    use crate::task::{TaskConfig, TaskKind};
+    use crate::train::RunConfig;
+
+    /// The streamed evaluation reads the same samples as the whole-sample one and scores them
+    /// the same, for an answer that starts mid-segment and for one at a segment's start.
+    #[test]
+    fn the_streamed_evaluation_equals_the_whole_sample_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = "It was a bright cold day in April. The clocks were striking thirteen. ";
+        for i in 0..8 {
+            std::fs::write(dir.path().join(format!("{i}.txt")), line.repeat(30 + i)).unwrap();
+        }
+        let device = Device::flex();
+        for (kind, segments, segment_len) in [
+            (TaskKind::Memorize, 8, 16),
+            // The first answer byte is predicted at the start of a segment.
+            (TaskKind::Memorize, 14, 9),
+            (TaskKind::Qa1, 20, 16),
+            (TaskKind::Needle, 12, 15),
+        ] {
+            let mut config = RunConfig {
+                task: TaskConfig {
+                    kind,
+                    segments,
+                    data: vec![dir.path().to_path_buf()],
+                    ..TaskConfig::default()
+                },
+                ..RunConfig::default()
+            };
+            config.model.segment_len = segment_len;
+            config.model.d_model = 16;
+            config.model.n_heads = 2;
+            config.model.d_ff = 32;
+            config.model.memory_tokens = 2;
+            let task = config.resolve().unwrap();
+            let model = Model::new(&config.model, 3, &device);
+            let whole = evaluate(&model, &task, 5, 10, 4, &device);
+            let streamed = evaluate_retention(&model, &task, 5, 10, 4, &device, |_| {}).unwrap();
+            assert_eq!(whole.samples, streamed.samples);
+            assert_eq!(whole.exact_match, streamed.exact_match, "{kind:?}");
+            assert_eq!(
+                whole.greedy_token_accuracy, streamed.greedy_token_accuracy,
+                "{kind:?}"
+            );
+            assert!(
+                (whole.loss - streamed.loss).abs() < 1e-4 * whole.loss.max(1.0),
+                "{kind:?}: {} against {}",
+                whole.loss,
+                streamed.loss
+            );
+            assert!((whole.token_accuracy - streamed.token_accuracy).abs() < 1e-9);
+        }
     }
 }

@@ -51,11 +51,22 @@ impl BatchOutput {
 /// Gradients flow back through the memory as the model's `bptt_depth` allows: the state is
 /// detached between segments where [`cuts_before`] says, counted back from the last segment.
 pub fn forward_batch(model: &Model, batch: &Batch, seg_len: usize) -> BatchOutput {
-    let [n, len] = batch.inputs.dims();
-    let device = batch.inputs.device();
+    let [n, _] = batch.inputs.dims();
+    let state = model.init_state(n, &batch.inputs.device());
+    forward_batch_from(model, batch, seg_len, state)
+}
+
+/// [`forward_batch`] from `state`: the batch continues an input whose earlier segments the
+/// state holds (the streamed evaluations read only the segments that hold the answer).
+pub fn forward_batch_from(
+    model: &Model,
+    batch: &Batch,
+    seg_len: usize,
+    mut state: State,
+) -> BatchOutput {
+    let [_, len] = batch.inputs.dims();
     let segments = len.div_ceil(seg_len);
     let bptt_depth = model.config().bptt_depth;
-    let mut state = model.init_state(n, &device);
     let mut nll = Vec::new();
     let mut correct = Vec::new();
     let mut predictions = Vec::new();
