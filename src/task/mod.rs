@@ -243,23 +243,12 @@ impl Task {
             | TaskKind::Needle
             | TaskKind::Needles
             | TaskKind::Variables) => {
-                // The longest story of 64 drawn from a fixed seed, with room to spare.
-                let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
-                let need = (0..64)
-                    .map(|_| {
-                        let s = retention::story(kind, &mut rng);
-                        s.facts.iter().map(|f| f.len() + 1).sum::<usize>()
-                            + s.question.len()
-                            + retention::answer_width(kind)
-                    })
-                    .max()
-                    .unwrap_or(0)
-                    + 64;
+                let need = retention::max_story_len(kind);
                 if capacity + 1 < need {
                     return Err(Error::config(
                         "task.segments",
                         format!(
-                            "a {kind:?} story needs about {need} bytes; segments * segment_len + 1 \
+                            "a {kind:?} story needs up to {need} bytes; segments * segment_len + 1 \
                              is only {}",
                             capacity + 1
                         ),

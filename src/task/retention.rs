@@ -82,6 +82,49 @@ pub fn answer_width(kind: TaskKind) -> usize {
     }
 }
 
+/// The longest story `kind` can draw, in bytes: its facts (each with the space that joins it
+/// to the text), its question and its widest answer. A sample needs at least this many.
+pub fn max_story_len(kind: TaskKind) -> usize {
+    let longest = |words: &[&str]| words.iter().map(|w| w.len()).max().unwrap_or(0);
+    let (person, place, object, key) = (
+        longest(&PEOPLE),
+        longest(&PLACES),
+        longest(&OBJECTS),
+        longest(&KEYS),
+    );
+    // "<person> <verb> to the <place>.", "<person> picked up the <object>."
+    let moved = person + 1 + longest(&MOVES) + " to the .".len() + place;
+    let picked = person + " picked up the .".len() + object;
+    let needle = "The special magic number for  is 1234567.".len() + key;
+    let (facts, question) = match kind {
+        TaskKind::Memorize | TaskKind::Detect => (moved + 1, "\nWhere is ? ".len() + person),
+        TaskKind::Reasoning => (moved + picked + 2, "\nWhere is the ? ".len() + object),
+        TaskKind::Qa1 => (6 * (moved + 1), "\nWhere is ? ".len() + person),
+        TaskKind::Qa2 => (
+            6 * (moved + 1) + picked + 1,
+            "\nWhere is the ? ".len() + object,
+        ),
+        TaskKind::Qa3 => (
+            3 * (moved + 1) + picked + 1,
+            "\nWhere was the  before the ? ".len() + object + place,
+        ),
+        TaskKind::Needle => (
+            needle + 1,
+            "\nWhat is the special magic number for ? ".len() + key,
+        ),
+        TaskKind::Needles => (
+            4 * (needle + 1),
+            "\nWhat is the special magic number for ? ".len() + key,
+        ),
+        TaskKind::Variables => (
+            2 * "VAR XX = 12345.".len() + 6 * "VAR XX = VAR XX.".len() + 8,
+            "\nWhich variables equal 12345? ".len(),
+        ),
+        _ => (0, 0),
+    };
+    facts + question + answer_width(kind)
+}
+
 /// The story of one sample: facts in order, the question, the answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Story {
@@ -627,6 +670,27 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn every_story_fits_the_longest_story_bound() {
+        let mut rng = StdRng::seed_from_u64(11);
+        for kind in ALL {
+            let bound = max_story_len(kind);
+            let mut longest = 0;
+            for _ in 0..2000 {
+                let s = story(kind, &mut rng);
+                let len = s.facts.iter().map(|f| f.len() + 1).sum::<usize>()
+                    + s.question.len()
+                    + answer_width(kind);
+                assert!(len <= bound, "{kind:?}: {len} > {bound}");
+                longest = longest.max(len);
+            }
+            assert!(
+                longest + 12 >= bound,
+                "{kind:?}: the bound {bound} is loose ({longest})"
+            );
         }
     }
 
