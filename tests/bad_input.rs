@@ -278,6 +278,15 @@ impl Fixture {
             &std::fs::read(d.join("export.remem")).unwrap(),
         );
         write("a-file", b"x");
+        // A checkpoint whose weights belong to another model (the Transformer-XL run's).
+        let run = remem::train::Checkpoint::load(&d.join("run/checkpoint.remem")).unwrap();
+        let xl = remem::train::Checkpoint::load(&d.join("xl/checkpoint.remem")).unwrap();
+        remem::train::Checkpoint {
+            model: xl.model,
+            ..run
+        }
+        .save(&d.join("mismatch.remem"))
+        .unwrap();
         std::fs::create_dir(d.join("short-text")).unwrap();
         for name in ["a.txt", "b.txt", "c.txt", "d.txt"] {
             write(&format!("short-text/{name}"), b"tiny text\n");
@@ -373,6 +382,7 @@ const CONFIGS: &[(&str, &str)] = &[
     ("[model]\nmemory_tokens = 100000\n", "model.memory_tokens"),
     ("[model]\ndropout = 1.5\n", "model.dropout"),
     ("[model]\nvocab_size = 2\n", "model.vocab_size"),
+    ("[model]\nvocab_size = 4000000000\n", "model.vocab_size"),
     (
         "[model]\nkind = \"xl\"\nlayout = \"encoder\"\n",
         "model.layout",
@@ -722,6 +732,7 @@ fn flag_cases() -> Vec<Case> {
         ("missing.remem", "No such file"),
         ("empty-run", "No such file"),
         ("good.state", "not a remem checkpoint"),
+        ("mismatch.remem", "weights do not fit the model"),
     ];
     for (file, expect) in damaged {
         cases.push(case(
@@ -1097,6 +1108,35 @@ fn bad_input_fails_clearly_and_changes_nothing() {
         }
     }
     drop(lock);
+    // Output to a full device: an error saying so, not a panic.
+    #[cfg(target_os = "linux")]
+    {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = bin()
+            .current_dir(d)
+            .args([
+                "stream",
+                "--device",
+                "cpu",
+                "--quiet",
+                "--checkpoint",
+                "run",
+            ])
+            .args(["--text", "0123", "--generate", "5"])
+            .stdout(full)
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        if out.status.code() != Some(1)
+            || !err.contains("No space left on device")
+            || err.contains("panicked")
+        {
+            failures.push(format!("output to /dev/full: {:?} {err}", out.status));
+        }
+    }
     assert_eq!(snapshot(d), before, "a locked-folder case changed a file");
     assert!(
         failures.is_empty(),

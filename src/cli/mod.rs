@@ -608,6 +608,9 @@ fn export_cmd(args: ExportArgs) -> Result<()> {
             args.out.display()
         );
     }
+    // Only a checkpoint that loads is exported: its config validates and its weights fit it.
+    ck.config.clone().resolve()?;
+    train::load_model(&ck, &path, &burn::tensor::Device::flex())?;
     ck.optimizer.clear();
     ck.save(&args.out)?;
     let size = std::fs::metadata(&args.out)

@@ -17,6 +17,8 @@ pub struct Footprint {
     pub parameters: f64,
     /// What one training step keeps for its backward pass, over every segment.
     pub activations: f64,
+    /// The part of `activations` that is logits (rows times the vocabulary).
+    pub logits: f64,
 }
 
 impl Footprint {
@@ -47,11 +49,12 @@ impl Footprint {
         // and the feed-forward's hidden values and slopes; per head, the attention weights.
         let per_layer = rows * (12.0 * d + 3.0 * ff) + 2.0 * heads * rows * keys;
         let batch = config.train.batch_size as f64;
-        let activations =
-            F32 * batch * segments * (m.n_layers as f64 * per_layer + rows * m.vocab_size as f64);
+        let logits = F32 * batch * segments * rows * m.vocab_size as f64;
+        let activations = F32 * batch * segments * m.n_layers as f64 * per_layer + logits;
         Footprint {
             parameters: 4.0 * F32 * parameter_count(m),
             activations,
+            logits,
         }
     }
 
@@ -75,8 +78,13 @@ impl Footprint {
             } else {
                 "model.d_model"
             }
-        } else if m.segment_len + 2 * m.memory_tokens > 64 * config.train.batch_size {
-            if 2 * m.memory_tokens > m.segment_len {
+        } else if self.parameters + self.activations / config.train.batch_size as f64 > available
+            || m.segment_len + 2 * m.memory_tokens > 64 * config.train.batch_size
+        {
+            // One sequence alone is too large: its logits, or its rows.
+            if self.logits >= self.activations / 2.0 {
+                "model.vocab_size"
+            } else if 2 * m.memory_tokens > m.segment_len {
                 "model.memory_tokens"
             } else {
                 "model.segment_len"

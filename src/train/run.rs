@@ -420,6 +420,11 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
 
         let last = progress.step == tc.steps;
         if progress.step % tc.eval_every == 0 || last {
+            // A large evaluation takes a while: say so instead of freezing the bar.
+            bar.set_message(format!(
+                "evaluating {} held-out samples at step {}",
+                tc.eval_samples, progress.step
+            ));
             let report = eval_now(&model, &task)?;
             log.write(&EvalRecord {
                 event: "eval",
