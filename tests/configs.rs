@@ -1,5 +1,7 @@
 //! Every shipped config parses and describes a model and task that fit together.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use remem::train::RunConfig;
@@ -23,6 +25,15 @@ fn every_config_in_configs_resolves() {
     let configs = tomls(&Path::new(env!("CARGO_MANIFEST_DIR")).join("configs"));
     for path in &configs {
         let mut config = RunConfig::load(path).unwrap_or_else(|e| panic!("{e}"));
+        // Text configs leave the files to --data: they are checked against the book corpus.
+        if config.task.kind == remem::task::TaskKind::Text
+            || remem::task::retention::is_retention(config.task.kind)
+        {
+            let Some(books) = common::books_dir() else {
+                continue;
+            };
+            config.task.data = vec![books];
+        }
         config
             .resolve()
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
