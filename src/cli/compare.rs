@@ -18,7 +18,8 @@ pub struct CompareArgs {
     /// Base run config (model sizes, training budget); the grid overrides model, segments, seed.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// copy, reverse, associative, quadratic or sort.
+    /// copy, reverse, associative, quadratic, sort, text, or a retention task (memorize, detect,
+    /// reasoning, qa1, qa2, qa3, needle, needles, variables; these need --data).
     #[arg(long, value_parser = parse_enum::<TaskKind>)]
     task: Option<TaskKind>,
     /// Input tokens in total, split evenly into each segment count (default: the base config's

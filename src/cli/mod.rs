@@ -98,7 +98,8 @@ struct TrainArgs {
     /// Peak learning rate.
     #[arg(long)]
     lr: Option<f64>,
-    /// copy, reverse, associative, quadratic or sort.
+    /// copy, reverse, associative, quadratic, sort, text, or a retention task (memorize, detect,
+    /// reasoning, qa1, qa2, qa3, needle, needles, variables; these need --data).
     #[arg(long, value_parser = parse_enum::<TaskKind>)]
     task: Option<TaskKind>,
     /// Number of segments the input is split into.

@@ -473,12 +473,13 @@ impl<'a, R: Rng> Stream<'a, R> {
         if self.at == self.piece.len() {
             let longest = self.corpus.longest_train() as usize;
             let want = self.noise_left.min(PIECE).min(longest);
-            self.piece = self.corpus.window(want, &mut self.rng)?;
+            self.corpus
+                .window_into(want, &mut self.rng, &mut self.piece)?;
             mask(&mut self.piece);
             if self.noise_done > 0 {
                 // Pieces are joined by a newline, counted in the noise.
+                self.piece.pop();
                 self.piece.insert(0, b'\n');
-                self.piece.truncate(want);
             }
             self.at = 0;
         }

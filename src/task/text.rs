@@ -153,6 +153,14 @@ impl Corpus {
     /// [`Error::Input`] when no training document holds `len` bytes; [`Error::Io`] when a
     /// file cannot be read (changed or removed since the corpus was opened).
     pub fn window(&self, len: usize, rng: &mut impl Rng) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.window_into(len, rng, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Corpus::window`] into `out` (cleared first), reusing its allocation: the streamed
+    /// evaluations read millions of windows and keep the heap from fragmenting this way.
+    pub fn window_into(&self, len: usize, rng: &mut impl Rng, out: &mut Vec<u8>) -> Result<()> {
         let len64 = len as u64;
         let fits: Vec<&Document> = self
             .split(Split::Train)
@@ -179,12 +187,13 @@ impl Corpus {
                 }
             })
             .expect("pick < total");
-        let mut out = vec![0u8; len];
+        out.clear();
+        out.resize(len, 0);
         let mut file = File::open(&doc.path).map_err(|e| Error::io(&doc.path, e))?;
         file.seek(SeekFrom::Start(doc.start + pick))
-            .and_then(|_| file.read_exact(&mut out))
+            .and_then(|_| file.read_exact(out))
             .map_err(|e| Error::io(&doc.path, e))?;
-        Ok(out)
+        Ok(())
     }
 
     /// A reader of `doc`'s bytes, from its start.
