@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
 use remem::task::text::{Corpus, Split};
@@ -15,14 +14,20 @@ fn remem(args: &[&str]) -> std::process::Output {
         .expect("the remem binary runs")
 }
 
-/// A slice of the corpus: the first 24 KB of every fourth file.
-fn slice(books: &Path, into: &Path) {
-    let corpus = Corpus::open(&[books.to_path_buf()]).unwrap();
+/// A temporary folder holding a slice of the corpus (`<tmp>/slice`): the first 24 KB of every
+/// fourth file. `None` when the corpus cannot be had (see `common::books_dir`).
+fn sliced() -> Option<(tempfile::TempDir, std::path::PathBuf)> {
+    let books = common::books_dir()?;
+    let tmp = tempfile::tempdir().unwrap();
+    let into = tmp.path().join("slice");
+    std::fs::create_dir(&into).unwrap();
+    let corpus = Corpus::open(&[books]).unwrap();
     for (i, doc) in corpus.documents().iter().enumerate().step_by(4) {
         let bytes = std::fs::read(&doc.path).unwrap();
         let n = bytes.len().min(24 << 10);
         std::fs::write(into.join(format!("{i:03}.txt")), &bytes[..n]).unwrap();
     }
+    Some((tmp, into))
 }
 
 #[test]
@@ -62,13 +67,9 @@ fn the_books_split_by_document_into_three_disjoint_parts() {
 /// a uniform guess (8 bits per byte), and writes text when asked to.
 #[test]
 fn a_small_model_learns_to_predict_held_out_text() {
-    let Some(books) = common::books_dir() else {
+    let Some((tmp, data)) = sliced() else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("slice");
-    std::fs::create_dir(&data).unwrap();
-    slice(&books, &data);
     let run = tmp.path().join("run");
     let (data_s, run_s) = (data.to_str().unwrap(), run.to_str().unwrap());
     let out = remem(&[
@@ -162,13 +163,9 @@ fn a_small_model_learns_to_predict_held_out_text() {
 /// after brief training, while the same model with no memory stays near chance.
 #[test]
 fn memory_carries_a_fact_through_book_text() {
-    let Some(books) = common::books_dir() else {
+    let Some((tmp, data)) = sliced() else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("slice");
-    std::fs::create_dir(&data).unwrap();
-    slice(&books, &data);
     let exact = |memory: &str| {
         let run = tmp.path().join(format!("run-{memory}"));
         let out = remem(&[
@@ -225,13 +222,9 @@ fn memory_carries_a_fact_through_book_text() {
 /// `remem compare --data` trains each model on the text and tabulates bits per byte.
 #[test]
 fn compare_tabulates_bits_per_byte_on_text() {
-    let Some(books) = common::books_dir() else {
+    let Some((tmp, data)) = sliced() else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("slice");
-    std::fs::create_dir(&data).unwrap();
-    slice(&books, &data);
     let config = tmp.path().join("base.toml");
     std::fs::write(
         &config,

@@ -234,15 +234,7 @@ impl Task {
                     ));
                 }
             }
-            kind @ (TaskKind::Memorize
-            | TaskKind::Detect
-            | TaskKind::Reasoning
-            | TaskKind::Qa1
-            | TaskKind::Qa2
-            | TaskKind::Qa3
-            | TaskKind::Needle
-            | TaskKind::Needles
-            | TaskKind::Variables) => {
+            kind if retention::is_retention(kind) => {
                 let need = retention::max_story_len(kind);
                 if capacity + 1 < need {
                     return Err(Error::config(
@@ -266,6 +258,7 @@ impl Task {
                     ));
                 }
             }
+            _ => unreachable!("every kind but the retention tasks has its arm above"),
         }
         Ok(())
     }
@@ -376,18 +369,7 @@ impl Task {
             TaskKind::Quadratic => quadratic::sample(rng),
             // The sequence fills the input: L = input_len - symbols, then sep and the answer.
             TaskKind::Sort => sort::sample(rng, self.input_len() - c.symbols, c.symbols),
-            TaskKind::Text
-            | TaskKind::Memorize
-            | TaskKind::Detect
-            | TaskKind::Reasoning
-            | TaskKind::Qa1
-            | TaskKind::Qa2
-            | TaskKind::Qa3
-            | TaskKind::Needle
-            | TaskKind::Needles
-            | TaskKind::Variables => {
-                unreachable!("a task with a corpus returned above")
-            }
+            _ => unreachable!("a task with a corpus returned above"),
         };
         debug_assert!(sample.tokens.len() <= self.input_len() + 1);
         sample

@@ -46,20 +46,22 @@ pub const KEYS: [&str; 8] = [
 /// Bytes of book text a noise piece reads at most from one document.
 const PIECE: usize = 1 << 16;
 
+/// This module's tasks.
+pub const TASKS: [TaskKind; 9] = [
+    TaskKind::Memorize,
+    TaskKind::Detect,
+    TaskKind::Reasoning,
+    TaskKind::Qa1,
+    TaskKind::Qa2,
+    TaskKind::Qa3,
+    TaskKind::Needle,
+    TaskKind::Needles,
+    TaskKind::Variables,
+];
+
 /// Whether `kind` is one of this module's tasks.
 pub fn is_retention(kind: TaskKind) -> bool {
-    matches!(
-        kind,
-        TaskKind::Memorize
-            | TaskKind::Detect
-            | TaskKind::Reasoning
-            | TaskKind::Qa1
-            | TaskKind::Qa2
-            | TaskKind::Qa3
-            | TaskKind::Needle
-            | TaskKind::Needles
-            | TaskKind::Variables
-    )
+    TASKS.contains(&kind)
 }
 
 /// Chance accuracy of a task's whole answer.
@@ -511,17 +513,7 @@ mod tests {
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
-    const ALL: [TaskKind; 9] = [
-        TaskKind::Memorize,
-        TaskKind::Detect,
-        TaskKind::Reasoning,
-        TaskKind::Qa1,
-        TaskKind::Qa2,
-        TaskKind::Qa3,
-        TaskKind::Needle,
-        TaskKind::Needles,
-        TaskKind::Variables,
-    ];
+    const ALL: [TaskKind; 9] = TASKS;
 
     /// Book-like text that names places, people, objects and keys, so masking is tested.
     fn corpus() -> (tempfile::TempDir, Corpus) {

@@ -157,19 +157,9 @@ pub fn evaluate_retention(
         correct += stats[1] as usize;
         answers += batch.answer_tokens;
         let predictions = greedy_from(model, &rows, seg_len, state, device);
-        for (row, pred) in rows.iter().zip(&predictions) {
-            let mut all = true;
-            for ((&answer, &target), &guess) in row.answer.iter().zip(&row.targets).zip(pred) {
-                if answer {
-                    if guess == target {
-                        greedy_correct += 1;
-                    } else {
-                        all = false;
-                    }
-                }
-            }
-            exact += all as usize;
-        }
+        let (right, whole) = score(&rows, &predictions);
+        greedy_correct += right;
+        exact += whole;
         on_progress(start);
     }
     let answers = answers.max(1) as f64;
@@ -245,19 +235,9 @@ pub fn evaluate_with(
             // The encoder never sees answer tokens: its teacher-forced predictions are greedy.
             Layout::Encoder => out.predictions(),
         };
-        for (row, pred) in rows.iter().zip(&predictions) {
-            let mut all = true;
-            for ((&answer, &target), &guess) in row.answer.iter().zip(&row.targets).zip(pred) {
-                if answer {
-                    if guess == target {
-                        greedy_correct += 1;
-                    } else {
-                        all = false;
-                    }
-                }
-            }
-            exact += all as usize;
-        }
+        let (right, whole) = score(&rows, &predictions);
+        greedy_correct += right;
+        exact += whole;
         on_progress(start);
     }
     let answers = answers.max(1) as f64;
@@ -345,6 +325,25 @@ pub fn evaluate_text(
         samples: documents,
         bits_per_byte: Some(nll / n / std::f64::consts::LN_2),
     })
+}
+
+/// Answer tokens predicted right, and rows whose every answer token is right.
+fn score(rows: &[Rows], predictions: &[Vec<u32>]) -> (usize, usize) {
+    let (mut right, mut whole) = (0, 0);
+    for (row, pred) in rows.iter().zip(predictions) {
+        let mut all = true;
+        for ((&answer, &target), &guess) in row.answer.iter().zip(&row.targets).zip(pred) {
+            if answer {
+                if guess == target {
+                    right += 1;
+                } else {
+                    all = false;
+                }
+            }
+        }
+        whole += all as usize;
+    }
+    (right, whole)
 }
 
 /// Decode answers greedily: each answer position's input is the model's own previous answer.
