@@ -233,10 +233,13 @@ pub fn run(args: CompareArgs) -> Result<()> {
                     let left = (total - *finished) as f64 * per / args.jobs as f64 / 60.0;
                     match &outcome {
                         Ok(s) => eprintln!(
-                            "      {}: token accuracy {:.3}, exact match {:.3}, {:.0} tokens/s, {:.0} s (about {left:.0} min left)",
+                            "      {}: token accuracy {:.3}, {}, {:.0} tokens/s, {:.0} s (about {left:.0} min left)",
                             spec.name(),
                             s.eval.token_accuracy,
-                            s.eval.exact_match,
+                            match s.eval.bits_per_byte {
+                                Some(bpb) => format!("{bpb:.3} bits per byte"),
+                                None => format!("exact match {:.3}", s.eval.exact_match),
+                            },
                             s.tokens_per_s,
                             s.elapsed_s
                         ),
