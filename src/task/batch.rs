@@ -89,16 +89,16 @@ impl SegmentBatcher {
     }
 }
 
-impl Batcher<Sample, Batch> for SegmentBatcher {
-    fn batch(&self, items: Vec<Sample>, device: &Device) -> Batch {
-        let n = items.len();
-        let rows: Vec<Rows> = items.iter().map(|s| self.rows(s)).collect();
+impl Batch {
+    /// The tensors of `rows` (all of one length): inputs, targets and answer weights.
+    pub fn from_rows(rows: &[Rows], device: &Device) -> Batch {
+        let (n, len) = (rows.len(), rows.first().map_or(0, |r| r.inputs.len()));
         let ints = |f: fn(&Rows) -> &Vec<u32>| {
             let flat: Vec<i64> = rows
                 .iter()
                 .flat_map(|r| f(r).iter().map(|&t| t as i64))
                 .collect();
-            Tensor::<2, Int>::from_data(TensorData::new(flat, [n, self.len]), device)
+            Tensor::<2, Int>::from_data(TensorData::new(flat, [n, len]), device)
         };
         let weights: Vec<f32> = rows
             .iter()
@@ -111,8 +111,15 @@ impl Batcher<Sample, Batch> for SegmentBatcher {
                 .iter()
                 .map(|r| r.answer.iter().filter(|&&a| a).count())
                 .sum(),
-            weights: Tensor::from_data(TensorData::new(weights, [n, self.len]), device),
+            weights: Tensor::from_data(TensorData::new(weights, [n, len]), device),
         }
+    }
+}
+
+impl Batcher<Sample, Batch> for SegmentBatcher {
+    fn batch(&self, items: Vec<Sample>, device: &Device) -> Batch {
+        let rows: Vec<Rows> = items.iter().map(|s| self.rows(s)).collect();
+        Batch::from_rows(&rows, device)
     }
 }
 

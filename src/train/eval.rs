@@ -132,26 +132,7 @@ pub fn evaluate_retention(
             })
             .collect::<Result<_>>()?;
         // Teacher-forced: the tail with the true answers as input.
-        let ints = |f: fn(&Rows) -> &Vec<u32>| {
-            let flat: Vec<i64> = rows
-                .iter()
-                .flat_map(|r| f(r).iter().map(|&t| t as i64))
-                .collect();
-            Tensor::<2, Int>::from_data(TensorData::new(flat, [n, tail_len]), device)
-        };
-        let weights: Vec<f32> = rows
-            .iter()
-            .flat_map(|r| r.answer.iter().map(|&a| if a { 1.0 } else { 0.0 }))
-            .collect();
-        let batch = crate::task::Batch {
-            inputs: ints(|r| &r.inputs),
-            targets: ints(|r| &r.targets),
-            weights: Tensor::<2>::from_data(TensorData::new(weights, [n, tail_len]), device),
-            answer_tokens: rows
-                .iter()
-                .map(|r| r.answer.iter().filter(|&&a| a).count())
-                .sum(),
-        };
+        let batch = crate::task::Batch::from_rows(&rows, device);
         let stats = super::loss::forward_batch_from(model, &batch, seg_len, state.clone()).stats();
         nll += stats[0];
         correct += stats[1] as usize;
@@ -251,8 +232,9 @@ pub fn evaluate_with(
     }
 }
 
-/// Bits per byte of `model` (reading `seg_len` bytes a step) on the documents of `split`, each streamed from its start with the
-/// memory carried through the whole document, segment by segment as `remem stream` reads it.
+/// Bits per byte of `model` (reading `seg_len` bytes a step) on the documents of `split`, each
+/// streamed from its start with the memory carried through the whole document, segment by
+/// segment as `remem stream` reads it.
 /// Reading stops after `max_bytes` bytes in all (the evaluations during training read a
 /// budget; `remem eval` reads everything). The first byte of a document is context only: there
 /// is nothing before it to predict it from.
