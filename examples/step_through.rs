@@ -1,8 +1,8 @@
 //! Read one copy-task sequence segment by segment with a trained RMT, and watch the memory.
 //!
 //! ```sh
-//! cargo run --release -- train                     # writes runs/copy-rmt-1/checkpoint.remem
-//! cargo run --release --example step_through -- runs/copy-rmt-1/checkpoint.remem
+//! cargo run --release -- train                     # writes runs/copy-rmt-1/checkpoint.safetensors
+//! cargo run --release --example step_through -- runs/copy-rmt-1/checkpoint.safetensors
 //! ```
 
 use std::path::PathBuf;
@@ -19,13 +19,13 @@ fn main() -> anyhow::Result<()> {
     let path = PathBuf::from(
         std::env::args()
             .nth(1)
-            .unwrap_or_else(|| "runs/copy-rmt-1/checkpoint.remem".into()),
+            .unwrap_or_else(|| "runs/copy-rmt-1/checkpoint.safetensors".into()),
     );
     let checkpoint = Checkpoint::load(&path)?;
     let mut config = checkpoint.config.clone();
     let task = config.resolve()?;
     let device = device::select(DeviceChoice::Cpu)?.device;
-    let model = train::load_model(&checkpoint, &path, &device)?;
+    let model = checkpoint.load_model(&path, &device)?;
     if config.model.layout != Layout::Decoder {
         anyhow::bail!("this example reads decoder models");
     }

@@ -2,9 +2,9 @@
 //! and continue from it in a second run of the program.
 //!
 //! ```sh
-//! cargo run --release -- train                    # writes runs/copy-rmt-1/checkpoint.remem
-//! cargo run --release --example stream_embed -- runs/copy-rmt-1/checkpoint.remem first
-//! cargo run --release --example stream_embed -- runs/copy-rmt-1/checkpoint.remem second
+//! cargo run --release -- train                    # writes runs/copy-rmt-1/checkpoint.safetensors
+//! cargo run --release --example stream_embed -- runs/copy-rmt-1/checkpoint.safetensors first
+//! cargo run --release --example stream_embed -- runs/copy-rmt-1/checkpoint.safetensors second
 //! ```
 //!
 //! The first run reads 100,000 random symbols (the memory stays the same size however long the
@@ -29,7 +29,7 @@ fn run() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let checkpoint = args
         .next()
-        .unwrap_or_else(|| "runs/copy-rmt-1/checkpoint.remem".into());
+        .unwrap_or_else(|| "runs/copy-rmt-1/checkpoint.safetensors".into());
     let phase = args.next().unwrap_or_else(|| "first".into());
     let device = device::select(DeviceChoice::Auto)?;
     println!("device: {}", device.description);

@@ -25,6 +25,7 @@ pub mod device;
 pub mod error;
 pub mod heap;
 pub mod infer;
+pub mod io;
 pub mod model;
 pub mod nn;
 pub mod task;

@@ -5,12 +5,15 @@
 //! A second test kills a short training with SIGKILL several times and checks that the resumed
 //! run's metrics equal an uninterrupted run's.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use remem::train::checkpoint::fnv1a;
+use common::TINY;
+use safetensors::{Dtype, SafeTensors};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_remem"))
@@ -19,33 +22,6 @@ fn bin() -> Command {
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
-
-/// A tiny copy run's flags, quick enough to train in a fraction of a second.
-const TINY: &[&str] = &[
-    "--device",
-    "cpu",
-    "--quiet",
-    "--segments",
-    "2",
-    "--segment-len",
-    "3",
-    "--d-model",
-    "16",
-    "--layers",
-    "1",
-    "--heads",
-    "2",
-    "--d-ff",
-    "32",
-    "--memory-tokens",
-    "2",
-    "--batch-size",
-    "4",
-    "--eval-every",
-    "4",
-    "--eval-samples",
-    "8",
-];
 
 /// Run `remem train` with TINY and `extra` in `cwd`, and require success.
 fn train_ok(cwd: &Path, extra: &[&str]) {
@@ -77,58 +53,80 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     files
 }
 
-/// `body` followed by its FNV-1a checksum: a damaged file that passes the checksum, so the
-/// checks behind it are what must catch it.
-fn reseal(body: &[u8]) -> Vec<u8> {
-    let mut out = body.to_vec();
-    out.extend_from_slice(&fnv1a(body).to_le_bytes());
-    out
+/// A remem file taken apart: damaged parts are sealed again with a valid checksum, so the
+/// checks behind the checksum are what must catch them.
+struct Parts {
+    metadata: BTreeMap<String, String>,
+    tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>,
 }
 
-/// A saved session state's fields, located in its bytes (see `src/infer/saved.rs`).
-struct StateLayout {
-    bytes: Vec<u8>,
-    consumed: usize,
-    step_len: usize,
-    pending_len: usize,
-    pending: usize,
-    logits_flag: usize,
-    logits: usize,
-}
-
-impl StateLayout {
-    fn read(bytes: Vec<u8>) -> Self {
-        let id_len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
-        let consumed = 16 + id_len;
-        let pending_len = consumed + 12;
-        let n = u32::from_le_bytes(bytes[pending_len..pending_len + 4].try_into().unwrap());
-        let pending = pending_len + 4;
-        let logits_flag = pending + 4 * n as usize;
-        assert_eq!(bytes[logits_flag], 1, "the fixture's state has logits");
-        StateLayout {
-            consumed,
-            step_len: consumed + 8,
-            pending_len,
-            pending,
-            logits_flag,
-            logits: logits_flag + 5,
-            bytes,
+impl Parts {
+    fn read(bytes: &[u8]) -> Self {
+        let file = SafeTensors::deserialize(bytes).unwrap();
+        let (_, header) = SafeTensors::read_metadata(bytes).unwrap();
+        Parts {
+            metadata: header.metadata().clone().unwrap().into_iter().collect(),
+            tensors: file
+                .tensors()
+                .into_iter()
+                .map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
+                .collect(),
         }
     }
 
-    /// The body (without the checksum) with `patch` applied at `at`, resealed.
-    fn patched(&self, at: usize, patch: &[u8]) -> Vec<u8> {
-        let mut body = self.bytes[..self.bytes.len() - 8].to_vec();
-        body[at..at + patch.len()].copy_from_slice(patch);
-        reseal(&body)
+    /// The file with a checksum that matches its (damaged) content.
+    fn seal(&self) -> Vec<u8> {
+        let sum = remem::io::digest(
+            self.metadata.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            self.tensors
+                .iter()
+                .map(|(n, (d, s, b))| (n.as_str(), *d, s.as_slice(), b.as_slice())),
+        );
+        let mut metadata = self.metadata.clone();
+        metadata.insert("remem.checksum".into(), format!("{sum:016x}"));
+        let views: Vec<_> = self
+            .tensors
+            .iter()
+            .map(|(n, (d, s, b))| {
+                (
+                    n.clone(),
+                    safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+                )
+            })
+            .collect();
+        safetensors::serialize(views, Some(metadata.into_iter().collect())).unwrap()
     }
 
-    /// The bytes with one bit flipped at `at`, not resealed.
-    fn flipped(&self, at: usize) -> Vec<u8> {
-        let mut bytes = self.bytes.clone();
-        bytes[at] ^= 0x10;
-        bytes
+    /// `f` applied to a copy, sealed.
+    fn with(&self, f: impl FnOnce(&mut Parts)) -> Vec<u8> {
+        let mut copy = Parts {
+            metadata: self.metadata.clone(),
+            tensors: self.tensors.clone(),
+        };
+        f(&mut copy);
+        copy.seal()
     }
+}
+
+/// Where `needle` starts in `bytes`.
+fn find(bytes: &[u8], needle: &[u8]) -> usize {
+    bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap_or_else(|| panic!("no {:?} in the file", String::from_utf8_lossy(needle)))
+}
+
+/// Where tensor `name`'s data starts in the safetensors file `bytes`.
+fn data_at(bytes: &[u8], name: &str) -> usize {
+    let file = SafeTensors::deserialize(bytes).unwrap();
+    file.tensor(name).unwrap().data().as_ptr() as usize - bytes.as_ptr() as usize
+}
+
+/// `bytes` with one bit flipped at `at`, not resealed.
+fn flipped(bytes: &[u8], at: usize) -> Vec<u8> {
+    let mut bytes = bytes.to_vec();
+    bytes[at] ^= 0x01;
+    bytes
 }
 
 /// One command that must fail.
@@ -226,7 +224,13 @@ impl Fixture {
             let out = bin().current_dir(d).args(args).output().unwrap();
             assert!(out.status.success(), "{args:?}: {}", stderr(&out));
         };
-        ok(&["export", "--checkpoint", "run", "--out", "export.remem"]);
+        ok(&[
+            "export",
+            "--checkpoint",
+            "run",
+            "--out",
+            "export.safetensors",
+        ]);
         let stream = ["stream", "--device", "cpu", "--quiet", "--generate", "0"];
         ok(&[
             &stream[..],
@@ -255,37 +259,64 @@ impl Fixture {
 
         let write = |name: &str, bytes: &[u8]| std::fs::write(d.join(name), bytes).unwrap();
         // Damaged checkpoints.
-        let ck = std::fs::read(d.join("run/checkpoint.remem")).unwrap();
+        let ck = std::fs::read(d.join("run/checkpoint.safetensors")).unwrap();
         let mut corrupt = ck.clone();
         corrupt[ck.len() / 2] ^= 0xff;
-        write("corrupt.remem", &corrupt);
-        write("truncated.remem", &ck[..ck.len() / 3]);
-        write("empty.remem", b"");
-        write("text.remem", b"hello, I am not a checkpoint\n");
-        let mut version = ck[..ck.len() - 8].to_vec();
-        version[8..12].copy_from_slice(&77u32.to_le_bytes());
-        write("version.remem", &reseal(&version));
+        write("corrupt.safetensors", &corrupt);
+        write("truncated.safetensors", &ck[..ck.len() / 3]);
+        write("empty.safetensors", b"");
+        write("text.safetensors", b"hello, I am not a checkpoint\n");
+        let parts = Parts::read(&ck);
+        write(
+            "version.safetensors",
+            &parts.with(|p| {
+                p.metadata.insert("remem.format".into(), "77".into());
+            }),
+        );
+        write(
+            "foreign.safetensors",
+            &parts.with(|p| p.metadata.retain(|k, _| !k.starts_with("remem."))),
+        );
+        // A checkpoint of an earlier build (remem's format 1), converted by `remem export`.
+        write(
+            "legacy.remem",
+            &std::fs::read(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/legacy-copy-rmt.remem"
+            ))
+            .unwrap(),
+        );
         std::fs::create_dir(d.join("empty-run")).unwrap();
         std::fs::create_dir(d.join("corrupt-run")).unwrap();
-        write("corrupt-run/checkpoint.remem", &corrupt);
+        write("corrupt-run/checkpoint.safetensors", &corrupt);
         write(
             "corrupt-run/config.toml",
             &std::fs::read(d.join("run/config.toml")).unwrap(),
         );
+        std::fs::create_dir(d.join("legacy-run")).unwrap();
+        write(
+            "legacy-run/checkpoint.remem",
+            &std::fs::read(d.join("legacy.remem")).unwrap(),
+        );
+        write(
+            "legacy-run/config.toml",
+            &std::fs::read(d.join("run/config.toml")).unwrap(),
+        );
         std::fs::create_dir(d.join("export-run")).unwrap();
         write(
-            "export-run/checkpoint.remem",
-            &std::fs::read(d.join("export.remem")).unwrap(),
+            "export-run/checkpoint.safetensors",
+            &std::fs::read(d.join("export.safetensors")).unwrap(),
         );
         write("a-file", b"x");
         // A checkpoint whose weights belong to another model (the Transformer-XL run's).
-        let run = remem::train::Checkpoint::load(&d.join("run/checkpoint.remem")).unwrap();
-        let xl = remem::train::Checkpoint::load(&d.join("xl/checkpoint.remem")).unwrap();
+        let run = remem::train::Checkpoint::load(&d.join("run/checkpoint.safetensors")).unwrap();
+        let xl = remem::train::Checkpoint::load(&d.join("xl/checkpoint.safetensors")).unwrap();
         remem::train::Checkpoint {
-            model: xl.model,
+            weights: xl.weights,
+            param_ids: xl.param_ids,
             ..run
         }
-        .save(&d.join("mismatch.remem"))
+        .save(&d.join("mismatch.safetensors"))
         .unwrap();
         std::fs::create_dir(d.join("short-text")).unwrap();
         for name in ["a.txt", "b.txt", "c.txt", "d.txt"] {
@@ -303,59 +334,71 @@ impl Fixture {
         std::fs::create_dir(d.join("a-folder")).unwrap();
 
         // Damaged states.
-        let state = StateLayout::read(std::fs::read(d.join("good.state")).unwrap());
-        let len = state.bytes.len();
-        let mut format1 = state.bytes.clone();
-        format1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let good = std::fs::read(d.join("good.state")).unwrap();
+        let state = Parts::read(&good);
+        let meta = |key: &str| -> usize { state.metadata[key].parse().unwrap() };
+        let (consumed, step_len) = (meta("consumed"), meta("step_len"));
+        let mut format1 = b"REMEMSS\0".to_vec();
+        format1.extend_from_slice(&1u32.to_le_bytes());
         write("format1.state", &format1);
-        write("version.state", &state.patched(8, &9u32.to_le_bytes()));
-        write("truncated.state", &state.bytes[..30]);
+        write(
+            "version.state",
+            &state.with(|p| {
+                p.metadata.insert("remem.format".into(), "9".into());
+            }),
+        );
+        write("truncated.state", &good[..30]);
         write("empty.state", b"");
+        let value = |key: &str| find(&good, format!("\"{key}\":\"").as_bytes()) + key.len() + 4;
         for (name, at) in [
             ("bit-magic", 0),
-            ("bit-consumed", state.consumed),
-            ("bit-pending", state.pending),
-            ("bit-logits", state.logits + 4),
-            ("bit-memory", len - 20),
-            ("bit-checksum", len - 1),
+            ("bit-consumed", value("consumed")),
+            ("bit-pending", data_at(&good, "session.pending")),
+            ("bit-logits", data_at(&good, "session.logits") + 4),
+            ("bit-memory", data_at(&good, "memory") + 8),
+            ("bit-checksum", value("remem.checksum")),
         ] {
-            write(&format!("{name}.state"), &state.flipped(at));
+            write(&format!("{name}.state"), &flipped(&good, at));
         }
-        let consumed = u64::from_le_bytes(
-            state.bytes[state.consumed..state.consumed + 8]
-                .try_into()
-                .unwrap(),
-        );
+        let set = |key: &'static str, value: String| {
+            state.with(move |p| {
+                p.metadata.insert(key.into(), value);
+            })
+        };
+        write("count.state", &set("consumed", (consumed + 1).to_string()));
+        write("no-count.state", &set("consumed", "0".into()));
+        write("step.state", &set("step_len", "5".into()));
+        let pending = |ids: Vec<u32>| {
+            state.with(move |p| {
+                let bytes = ids.iter().flat_map(|i| i.to_le_bytes()).collect();
+                p.tensors.insert(
+                    "session.pending".into(),
+                    (Dtype::U32, vec![ids.len()], bytes),
+                );
+            })
+        };
+        write("pending-len.state", &pending(vec![0; step_len]));
+        write("pending-id.state", &pending(vec![999]));
+        let patch = |name: &'static str, value: f32| {
+            state.with(move |p| {
+                p.tensors.get_mut(name).unwrap().2[4..8].copy_from_slice(&value.to_le_bytes());
+            })
+        };
+        write("nan-logits.state", &patch("session.logits", f32::NAN));
         write(
-            "count.state",
-            &state.patched(state.consumed, &(consumed + 1).to_le_bytes()),
+            "flag.state",
+            &state.with(|p| {
+                p.tensors.remove("session.logits");
+            }),
         );
+        write("inf-memory.state", &patch("memory", f32::INFINITY));
         write(
-            "no-count.state",
-            &state.patched(state.consumed, &0u64.to_le_bytes()),
+            "id.state",
+            &state.with(|p| {
+                let id = p.metadata.get_mut("model_id").unwrap();
+                id.insert(0, 'X');
+            }),
         );
-        write(
-            "step.state",
-            &state.patched(state.step_len, &5u32.to_le_bytes()),
-        );
-        write(
-            "pending-len.state",
-            &state.patched(state.pending_len, &3u32.to_le_bytes()),
-        );
-        write(
-            "pending-id.state",
-            &state.patched(state.pending, &999u32.to_le_bytes()),
-        );
-        write(
-            "nan-logits.state",
-            &state.patched(state.logits + 8, &f32::NAN.to_le_bytes()),
-        );
-        write("flag.state", &state.patched(state.logits_flag, &[0]));
-        write(
-            "inf-memory.state",
-            &state.patched(len - 12, &f32::INFINITY.to_le_bytes()),
-        );
-        write("id.state", &state.patched(16, b"X"));
         Fixture { dir }
     }
 
@@ -724,15 +767,17 @@ fn flag_cases() -> Vec<Case> {
 
     // Checkpoints, through every command that reads one.
     let damaged = [
-        ("corrupt.remem", "checksum"),
-        ("truncated.remem", "truncated"),
-        ("empty.remem", "checkpoint"),
-        ("text.remem", "not a remem checkpoint"),
-        ("version.remem", "format 77"),
-        ("missing.remem", "No such file"),
+        ("corrupt.safetensors", "checksum"),
+        ("truncated.safetensors", "truncated"),
+        ("empty.safetensors", "checkpoint"),
+        ("text.safetensors", "not a safetensors file"),
+        ("foreign.safetensors", "not written by remem"),
+        ("legacy.remem", "earlier remem build"),
+        ("version.safetensors", "format 77"),
+        ("missing.safetensors", "No such file"),
         ("empty-run", "No such file"),
-        ("good.state", "not a remem checkpoint"),
-        ("mismatch.remem", "weights do not fit the model"),
+        ("good.state", "not a checkpoint file"),
+        ("mismatch.safetensors", "weights do not fit the model"),
     ];
     for (file, expect) in damaged {
         cases.push(case(
@@ -753,10 +798,20 @@ fn flag_cases() -> Vec<Case> {
             1,
             &[file, expect],
         ));
+        // `export` converts a checkpoint of an earlier build (tests/cli.rs checks it).
+        if file != "legacy.remem" {
+            cases.push(case(
+                &["export", "--checkpoint", file, "--out", "out.safetensors"],
+                1,
+                &[file, expect],
+            ));
+        }
+    }
+    for run in [&["--resume"][..], TINY] {
         cases.push(case(
-            &["export", "--checkpoint", file, "--out", "out.remem"],
+            &[&["train", "--run-dir", "legacy-run"], run].concat(),
             1,
-            &[file, expect],
+            &["legacy-run", "earlier remem build"],
         ));
     }
     cases.extend([
@@ -824,7 +879,7 @@ fn flag_cases() -> Vec<Case> {
                 "--checkpoint",
                 "run",
                 "--out",
-                "run/checkpoint.remem",
+                "run/checkpoint.safetensors",
             ],
             1,
             &["--out", "could no longer resume"],
@@ -833,9 +888,9 @@ fn flag_cases() -> Vec<Case> {
             &[
                 "export",
                 "--checkpoint",
-                "export.remem",
+                "export.safetensors",
                 "--out",
-                "xl/checkpoint.remem",
+                "xl/checkpoint.safetensors",
             ],
             1,
             &["--out", "could no longer resume"],
@@ -846,7 +901,7 @@ fn flag_cases() -> Vec<Case> {
                 "--checkpoint",
                 "run",
                 "--out",
-                "missing-folder/out.remem",
+                "missing-folder/out.safetensors",
             ],
             1,
             &["missing-folder"],
@@ -904,7 +959,7 @@ fn flag_cases() -> Vec<Case> {
             &["--save-state", "folder"],
         ),
         stream(
-            &["--text", "0", "--save-state", "run/checkpoint.remem"],
+            &["--text", "0", "--save-state", "run/checkpoint.safetensors"],
             1,
             &["--save-state", "checkpoint"],
         ),
@@ -923,11 +978,11 @@ fn flag_cases() -> Vec<Case> {
 
     // Saved states.
     for (file, expect) in [
-        ("format1.state", "format 1"),
+        ("format1.state", "earlier remem build"),
         ("version.state", "format 9"),
         ("truncated.state", "truncated"),
-        ("empty.state", "bad magic"),
-        ("bit-magic.state", "bad magic"),
+        ("empty.state", "not a safetensors file"),
+        ("bit-magic.state", "not a safetensors file"),
         ("bit-consumed.state", "checksum"),
         ("bit-pending.state", "checksum"),
         ("bit-logits.state", "checksum"),
@@ -945,7 +1000,7 @@ fn flag_cases() -> Vec<Case> {
         ("xl.state", "state belongs to model"),
         ("missing.state", "No such file"),
         ("a-folder", "a-folder"),
-        ("run/checkpoint.remem", "bad magic"),
+        ("run/checkpoint.safetensors", "not a session file"),
     ] {
         cases.push(stream(&["--text", "1", "--load-state", file], 1, &[expect]));
     }
@@ -1156,7 +1211,7 @@ fn the_library_refuses_bad_input_with_errors() {
     let fixture = Fixture::new();
     let d = fixture.path();
     let device = burn::tensor::Device::flex();
-    let ck = std::fs::read(d.join("run/checkpoint.remem")).unwrap();
+    let ck = std::fs::read(d.join("run/checkpoint.safetensors")).unwrap();
     let mut session = Session::from_checkpoint_bytes(&ck, "run", &device).unwrap();
     let err = |r: Result<(), remem::Error>| r.unwrap_err().to_string();
 
@@ -1169,11 +1224,11 @@ fn the_library_refuses_bad_input_with_errors() {
         ),
         (
             err(Checkpoint::from_bytes(b"garbage", Path::new("g")).map(|_| ())),
-            "not a remem checkpoint",
+            "not a safetensors file",
         ),
         (
             err(Checkpoint::from_bytes(&ck[..ck.len() - 1], Path::new("t")).map(|_| ())),
-            "checksum",
+            "truncated",
         ),
         (
             err(Session::from_checkpoint_bytes(b"", "empty", &device).map(|_| ())),
@@ -1181,7 +1236,7 @@ fn the_library_refuses_bad_input_with_errors() {
         ),
         (
             err(Session::from_checkpoint_bytes(
-                &std::fs::read(d.join("corrupt.remem")).unwrap(),
+                &std::fs::read(d.join("corrupt.safetensors")).unwrap(),
                 "c",
                 &device,
             )
@@ -1195,7 +1250,7 @@ fn the_library_refuses_bad_input_with_errors() {
         (err(session.predict().map(|_| ())), "nothing has been read"),
         (err(session.feed(&[999])), "999"),
         (err(session.feed(&[u32::MAX])), "4294967295"),
-        (err(session.load(b"")), "bad magic"),
+        (err(session.load(b"")), "not a safetensors file"),
         (
             err(session.load(&std::fs::read(d.join("xl.state")).unwrap())),
             "state belongs to model",

@@ -1,5 +1,7 @@
 //! The `remem` command line end to end: train, eval, resume, and bad input.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -23,35 +25,10 @@ fn fails_with(out: &Output, expect: &str) -> String {
     err
 }
 
-/// A tiny training run's flags (copy over 2 segments of 3 tokens, a 1-layer model).
-const TINY: &[&str] = &[
-    "train",
-    "--device",
-    "cpu",
-    "--quiet",
-    "--segments",
-    "2",
-    "--segment-len",
-    "3",
-    "--d-model",
-    "16",
-    "--layers",
-    "1",
-    "--heads",
-    "2",
-    "--d-ff",
-    "32",
-    "--memory-tokens",
-    "2",
-    "--batch-size",
-    "4",
-    "--eval-every",
-    "4",
-    "--eval-samples",
-    "8",
-    "--checkpoint-every",
-    "2",
-];
+/// `remem train` with the tiny run's flags, checkpointing every 2 steps.
+fn tiny() -> Vec<&'static str> {
+    [&["train"][..], common::TINY, &["--checkpoint-every", "2"]].concat()
+}
 
 /// `remem train --resume` on `dir` (on the CPU, quietly) with `extra` flags.
 fn resume_run(dir: &Path, extra: &[&str]) -> Output {
@@ -91,7 +68,7 @@ fn train_writes_metrics_and_a_checkpoint_that_eval_reads_and_resume_continues() 
     let whole = tmp.path().join("whole");
     let cut = tmp.path().join("cut");
     let run = |dir: &Path, extra: &[&str]| {
-        let mut args = TINY.to_vec();
+        let mut args = tiny();
         args.extend(["--steps", "6", "--run-dir", dir.to_str().unwrap()]);
         args.extend(extra);
         remem(&args)
@@ -104,7 +81,7 @@ fn train_writes_metrics_and_a_checkpoint_that_eval_reads_and_resume_continues() 
         "{}",
         stderr(&out)
     );
-    assert!(whole.join("checkpoint.remem").exists());
+    assert!(whole.join("checkpoint.safetensors").exists());
     assert!(whole.join("config.toml").exists());
     let whole_losses = train_losses(&whole);
     assert_eq!(whole_losses.len(), 6);
@@ -140,7 +117,7 @@ fn train_writes_metrics_and_a_checkpoint_that_eval_reads_and_resume_continues() 
         assert!(out.status.success(), "{}", stderr(&out));
         serde_json::from_slice(&out.stdout).unwrap()
     };
-    let ck = whole.join("checkpoint.remem");
+    let ck = whole.join("checkpoint.safetensors");
     let report = eval(&ck);
     assert_eq!(report["samples"], 8);
     assert!(report["token_accuracy"].as_f64().unwrap() >= 0.0);
@@ -158,7 +135,7 @@ fn train_writes_metrics_and_a_checkpoint_that_eval_reads_and_resume_continues() 
     // resuming from an exported checkpoint is refused by name.
     let exported = tmp.path().join("exported");
     std::fs::create_dir(&exported).unwrap();
-    let model_only = exported.join("checkpoint.remem");
+    let model_only = exported.join("checkpoint.safetensors");
     let out = remem(&[
         "export",
         "--checkpoint",
@@ -207,7 +184,7 @@ fn train_writes_metrics_and_a_checkpoint_that_eval_reads_and_resume_continues() 
 
     // Exporting over a run's checkpoint (its own, or another's) is refused and changes nothing.
     let kept = std::fs::read(&ck).unwrap();
-    for target in [ck.clone(), whole.join(".").join("checkpoint.remem")] {
+    for target in [ck.clone(), whole.join(".").join("checkpoint.safetensors")] {
         let out = remem(&[
             "export",
             "--checkpoint",
@@ -239,20 +216,20 @@ fn train_writes_metrics_and_a_checkpoint_that_eval_reads_and_resume_continues() 
 fn bad_checkpoints_fail_with_one_clear_line() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
-    let mut args = TINY.to_vec();
+    let mut args = tiny();
     args.extend(["--steps", "2", "--run-dir", dir.to_str().unwrap()]);
     assert!(remem(&args).status.success());
-    let ck = dir.join("checkpoint.remem");
+    let ck = dir.join("checkpoint.safetensors");
     let bytes = std::fs::read(&ck).unwrap();
 
-    let corrupt = tmp.path().join("corrupt.remem");
+    let corrupt = tmp.path().join("corrupt.safetensors");
     let mut flipped = bytes.clone();
     let mid = flipped.len() / 2;
     flipped[mid] ^= 0xff;
     std::fs::write(&corrupt, &flipped).unwrap();
-    let truncated = tmp.path().join("truncated.remem");
+    let truncated = tmp.path().join("truncated.safetensors");
     std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
-    let missing = tmp.path().join("missing.remem");
+    let missing = tmp.path().join("missing.safetensors");
 
     for (path, expect) in [
         (&corrupt, "corrupt"),
@@ -325,7 +302,7 @@ fn an_unwritable_run_folder_is_a_clear_error() {
     let file = tmp.path().join("a-file");
     std::fs::write(&file, b"x").unwrap();
     let run_dir = file.join("run");
-    let mut args = TINY.to_vec();
+    let mut args = tiny();
     args.extend(["--steps", "1", "--run-dir", run_dir.to_str().unwrap()]);
     let out = remem(&args);
     assert!(!out.status.success());
@@ -336,7 +313,7 @@ fn an_unwritable_run_folder_is_a_clear_error() {
 fn training_runs_on_wgpu() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("run");
-    let mut args: Vec<&str> = TINY
+    let mut args: Vec<&str> = tiny()
         .iter()
         .map(|a| if *a == "cpu" { "wgpu" } else { a })
         .collect();
@@ -371,7 +348,6 @@ fn training_runs_on_wgpu() {
 
 #[test]
 fn a_checkpoint_whose_weights_do_not_fit_its_config_is_refused() {
-    use burn::module::Module;
     use remem::model::Model;
     use remem::train::{Checkpoint, Progress, RunConfig};
 
@@ -380,25 +356,21 @@ fn a_checkpoint_whose_weights_do_not_fit_its_config_is_refused() {
     let mut other = config.model.clone();
     other.d_model = 32;
     let device = burn::tensor::Device::flex();
-    let weights = Model::new(&other, 0, &device)
-        .into_record()
-        .into_bytes()
-        .unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("mismatch.remem");
-    Checkpoint {
-        config,
-        progress: Progress {
+    let other = Checkpoint::new(
+        &Model::new(&other, 0, &device),
+        config.clone(),
+        Progress {
             step: 1,
             segments: 3,
             recent_accuracy: vec![],
             elapsed_s: 0.0,
         },
-        model: weights.to_vec(),
-        optimizer: vec![],
-    }
-    .save(&path)
+        vec![],
+    )
     .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("mismatch.safetensors");
+    Checkpoint { config, ..other }.save(&path).unwrap();
     let out = remem(&[
         "eval",
         "--device",
@@ -435,7 +407,7 @@ fn stream_continues_from_a_saved_state_and_refuses_bad_input() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
     let run_s = run.to_str().unwrap();
-    let out = remem(&[TINY, &["--steps", "4", "--run-dir", run_s]].concat());
+    let out = remem(&[&tiny()[..], &["--steps", "4", "--run-dir", run_s]].concat());
     assert!(out.status.success(), "{}", stderr(&out));
     let stream = |extra: &[&str]| {
         remem(
@@ -501,7 +473,7 @@ fn stream_continues_from_a_saved_state_and_refuses_bad_input() {
     let other = dir.path().join("other");
     let out = remem(
         &[
-            TINY,
+            &tiny()[..],
             &[
                 "--steps",
                 "2",
@@ -608,7 +580,7 @@ fn bptt_depth_takes_a_number_or_full() {
         let run = dir.path().join(flag);
         let out = remem(
             &[
-                TINY,
+                &tiny()[..],
                 &[
                     "--steps",
                     "1",
@@ -648,7 +620,13 @@ fn a_closed_output_pipe_ends_stream_quietly() {
     use std::process::Stdio;
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let out = remem(&[TINY, &["--steps", "2", "--run-dir", run.to_str().unwrap()]].concat());
+    let out = remem(
+        &[
+            &tiny()[..],
+            &["--steps", "2", "--run-dir", run.to_str().unwrap()],
+        ]
+        .concat(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let mut child = Command::new(env!("CARGO_BIN_EXE_remem"))
         .args(["stream", "--device", "cpu", "--quiet", "--checkpoint"])
@@ -682,7 +660,7 @@ fn a_run_folder_in_use_is_refused() {
     let run = dir.path().join("run");
     let run_s = run.to_str().unwrap();
     let mut first = Command::new(env!("CARGO_BIN_EXE_remem"))
-        .args([TINY, &["--steps", "1000000", "--run-dir", run_s]].concat())
+        .args([&tiny()[..], &["--steps", "1000000", "--run-dir", run_s]].concat())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -695,7 +673,7 @@ fn a_run_folder_in_use_is_refused() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let fresh = remem(&[TINY, &["--steps", "4", "--run-dir", run_s]].concat());
+    let fresh = remem(&[&tiny()[..], &["--steps", "4", "--run-dir", run_s]].concat());
     let resumed = resume_run(&run, &[]);
     let still_running = first.try_wait().unwrap().is_none();
     first.kill().unwrap();
@@ -734,4 +712,43 @@ fn a_run_too_large_for_memory_names_the_setting() {
         assert!(err.contains("GiB"), "{err}");
         assert!(!run.exists(), "a refused run left its folder behind");
     }
+}
+
+/// A checkpoint of an earlier build (remem's own format 1) is refused by every command that
+/// loads a model, with the way out; `remem export` converts it, to exactly the weights the
+/// page's converted asset holds.
+#[test]
+fn export_converts_a_checkpoint_of_an_earlier_build() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let legacy = root.join("tests/fixtures/legacy-copy-rmt.remem");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = remem(&[
+        "eval",
+        "--device",
+        "cpu",
+        "--checkpoint",
+        legacy.to_str().unwrap(),
+    ]);
+    fails_with(&out, "earlier remem build");
+    let converted = tmp.path().join("copy.safetensors");
+    let out = remem(&[
+        "export",
+        "--checkpoint",
+        legacy.to_str().unwrap(),
+        "--out",
+        converted.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sorted = |path: &Path| {
+        let mut ck = remem::train::Checkpoint::load(path).unwrap();
+        ck.weights.sort_by(|a, b| a.0.cmp(&b.0));
+        ck
+    };
+    let (got, asset) = (
+        sorted(&converted),
+        sorted(&root.join("web/assets/copy-rmt.safetensors")),
+    );
+    assert_eq!(got.weights, asset.weights);
+    assert_eq!(got.progress, asset.progress);
+    assert_eq!(got.model_id().unwrap(), asset.model_id().unwrap());
 }

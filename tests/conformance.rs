@@ -251,11 +251,15 @@ fn a_wrong_state_is_an_error() {
             err.contains("shape") || err.contains("width"),
             "{name}, width 24: {err}"
         );
-        // The state's first value made infinite, in its bytes.
-        let mut bytes = own.to_bytes("m").unwrap();
-        let first = host(own.tensors()[0].clone())[0].to_le_bytes();
-        let at = bytes.windows(4).position(|w| w == first).unwrap();
-        bytes[at..at + 4].copy_from_slice(&f32::INFINITY.to_le_bytes());
+        // A value of the saved state made infinite (and the file sealed again, so the checksum
+        // passes and the value check is what must catch it).
+        let file = remem::io::read(&own.to_bytes("m").unwrap(), remem::io::FileKind::State);
+        let file = file.unwrap();
+        let mut tensors: Vec<_> = file.tensors.into_iter().collect();
+        let mut values: Vec<f32> = tensors[0].1.try_to_vec().unwrap();
+        values[0] = f32::INFINITY;
+        tensors[0].1 = TensorData::new(values, tensors[0].1.shape().clone());
+        let bytes = remem::io::write(remem::io::FileKind::State, &tensors, file.metadata).unwrap();
         let bad = State::from_bytes(&bytes, "m", &device).unwrap();
         let err = model.check_state(&bad, 1, &device).unwrap_err().to_string();
         assert!(err.contains("infinite"), "{name}, infinite value: {err}");

@@ -11,7 +11,7 @@ use remem::SegmentModel;
 use remem::infer::{Sampling, Session};
 use remem::model::{Model, ModelKind};
 use remem::nn::LtmSampling;
-use remem::train::{self, Checkpoint, RunConfig, checkpoint::Progress};
+use remem::train::{Checkpoint, RunConfig, checkpoint::Progress};
 
 const SEG: usize = 5;
 
@@ -36,19 +36,16 @@ fn model(config: &RunConfig, seed: u64, device: &Device) -> Model {
 /// were trained).
 fn checkpoint(dir: &Path, name: &str, config: &RunConfig, model: &Model) -> PathBuf {
     let path = dir.join(name);
-    Checkpoint {
-        config: config.clone(),
-        progress: Progress {
-            step: 0,
-            segments: config.task.segments,
-            recent_accuracy: Vec::new(),
-            elapsed_s: 0.0,
-        },
-        model: model.clone().into_record().into_bytes().unwrap().to_vec(),
-        optimizer: Vec::new(),
-    }
-    .save(&path)
-    .unwrap();
+    let progress = Progress {
+        step: 0,
+        segments: config.task.segments,
+        recent_accuracy: Vec::new(),
+        elapsed_s: 0.0,
+    };
+    Checkpoint::new(model, config.clone(), progress, Vec::new())
+        .unwrap()
+        .save(&path)
+        .unwrap();
     path
 }
 
@@ -126,7 +123,12 @@ fn a_saved_session_continues_in_a_fresh_one_as_if_it_never_stopped() {
     let dir = tempfile::tempdir().unwrap();
     for kind in [ModelKind::Rmt, ModelKind::Xl, ModelKind::Infinity] {
         let config = config(kind);
-        let path = checkpoint(dir.path(), "c.remem", &config, &model(&config, 2, &device));
+        let path = checkpoint(
+            dir.path(),
+            "c.safetensors",
+            &config,
+            &model(&config, 2, &device),
+        );
         let input = tokens(3 * SEG + 2, config.model.vocab_size);
         let (first, second) = input.split_at(2 * SEG + 3);
 
@@ -143,8 +145,11 @@ fn a_saved_session_continues_in_a_fresh_one_as_if_it_never_stopped() {
         // The same weights are the same model however they were loaded: from the file, from
         // its bytes (as the browser does), or built in memory.
         let bytes = std::fs::read(&path).unwrap();
-        let from_bytes = Session::from_checkpoint_bytes(&bytes, "c.remem", &device).unwrap();
-        let loaded = train::load_model(&Checkpoint::load(&path).unwrap(), &path, &device).unwrap();
+        let from_bytes = Session::from_checkpoint_bytes(&bytes, "c.safetensors", &device).unwrap();
+        let loaded = Checkpoint::load(&path)
+            .unwrap()
+            .load_model(&path, &device)
+            .unwrap();
         let in_memory = Session::new(loaded, &device).unwrap();
         assert_eq!(from_bytes.model_id(), whole.model_id());
         assert_eq!(in_memory.model_id(), whole.model_id(), "{kind:?}");

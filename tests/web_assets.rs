@@ -32,7 +32,7 @@ fn every_web_model_reaches_the_accuracy_its_listing_states() {
         );
         let mut config = checkpoint.config.clone();
         let task = config.resolve().unwrap();
-        let model = train::load_model(&checkpoint, &file, &device).unwrap();
+        let model = checkpoint.load_model(&file, &device).unwrap();
         let eval = &entry["eval"];
         let samples = eval["samples"].as_u64().unwrap() as usize;
         let report = train::evaluate(&model, &task, config.seed, samples, 128, &device);

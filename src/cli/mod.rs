@@ -43,6 +43,12 @@ enum Command {
 /// A checkpoint file, or the checkpoint inside a run folder.
 pub(crate) fn checkpoint_path(path: &Path) -> PathBuf {
     if path.is_dir() {
+        // A run folder of an earlier build holds only the old checkpoint: name it, so the
+        // error says what it is and how to convert it.
+        let legacy = path.join(train::LEGACY_CHECKPOINT);
+        if !path.join(train::CHECKPOINT).exists() && legacy.exists() {
+            return legacy;
+        }
         path.join(train::CHECKPOINT)
     } else {
         path.to_path_buf()
@@ -172,7 +178,7 @@ struct TrainArgs {
 
 #[derive(Args, Debug)]
 struct EvalArgs {
-    /// The checkpoint file (runs/<name>/checkpoint.remem) or its run folder.
+    /// The checkpoint file (runs/<name>/checkpoint.safetensors) or its run folder.
     #[arg(long)]
     checkpoint: PathBuf,
     /// auto, wgpu, vulkan, metal, dx12 or cpu.
@@ -197,7 +203,7 @@ struct EvalArgs {
 
 #[derive(Args, Debug)]
 struct ExportArgs {
-    /// The checkpoint file (runs/<name>/checkpoint.remem) or its run folder.
+    /// The checkpoint file (runs/<name>/checkpoint.safetensors) or its run folder.
     #[arg(long)]
     checkpoint: PathBuf,
     /// Where to write the model-only checkpoint.
@@ -474,7 +480,7 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
     }
     let device = device::select(args.device)?;
     eprintln!("device: {}", device.description);
-    let model = train::load_model(&ck, &path, &device.device)?;
+    let model = ck.load_model(&path, &device.device)?;
     if let Some(corpus) = task
         .corpus()
         .filter(|_| task.config().kind == TaskKind::Text)
@@ -591,7 +597,18 @@ fn eval_text(
 
 fn export_cmd(args: ExportArgs) -> Result<()> {
     let path = checkpoint_path(&args.checkpoint);
-    let mut ck = Checkpoint::load(&path)?;
+    let bytes = std::fs::read(&path).map_err(|e| remem::Error::Checkpoint {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    // A checkpoint of an earlier build (remem's format 1) is converted: export is the way from
+    // old files to safetensors.
+    let legacy = bytes.starts_with(b"REMEMCK\0");
+    let mut ck = if legacy {
+        Checkpoint::from_legacy_bytes(&bytes, &path)?
+    } else {
+        Checkpoint::from_bytes(&bytes, &path)?
+    };
     // A weights-only file over a run's checkpoint (its own, or another run's) would end that
     // run's ability to resume.
     let same = |a: &std::path::Path, b: &std::path::Path| {
@@ -611,18 +628,23 @@ fn export_cmd(args: ExportArgs) -> Result<()> {
     }
     // Only a checkpoint that loads is exported: its config validates and its weights fit it.
     ck.config.clone().resolve()?;
-    train::load_model(&ck, &path, &burn::tensor::Device::flex())?;
+    ck.load_model(&path, &burn::tensor::Device::flex())?;
     ck.optimizer.clear();
     ck.save(&args.out)?;
     let size = std::fs::metadata(&args.out)
         .with_context(|| format!("reading back {}", args.out.display()))?
         .len();
     eprintln!(
-        "wrote {} ({} bytes: {:?} model, step {}, no optimiser state)",
+        "wrote {} ({} bytes: {:?} model, step {}, no optimiser state{})",
         args.out.display(),
         size,
         ck.config.model.kind,
-        ck.progress.step
+        ck.progress.step,
+        if legacy {
+            ", converted from an earlier build's format"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

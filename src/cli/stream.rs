@@ -23,7 +23,7 @@ const CHUNK: usize = 1 << 20;
 
 #[derive(Args, Debug)]
 pub struct StreamArgs {
-    /// The checkpoint file (runs/<name>/checkpoint.remem) or its run folder.
+    /// The checkpoint file (runs/<name>/checkpoint.safetensors) or its run folder.
     #[arg(long)]
     checkpoint: PathBuf,
     /// The input file; stdin when neither --input nor --text is given.

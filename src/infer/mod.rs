@@ -5,7 +5,7 @@
 //! # fn main() -> remem::Result<()> {
 //! use remem::infer::{Sampling, Session};
 //! let device = remem::device::select(remem::DeviceChoice::Cpu)?.device;
-//! let mut session = Session::from_checkpoint("runs/copy-rmt-1/checkpoint.remem".as_ref(), &device)?;
+//! let mut session = Session::from_checkpoint("runs/copy-rmt-1/checkpoint.safetensors".as_ref(), &device)?;
 //! let ids = session.tokenizer().encode("31415926|", session.vocab_size())?;
 //! session.feed(&ids)?;
 //! let answer = session.generate(16, &Sampling::greedy())?;
@@ -89,12 +89,10 @@ impl Session {
     /// use [`Session::from_checkpoint_bytes`].
     pub fn new(model: Model, device: &Device) -> Result<Self> {
         let step_len = model.config().segment_len;
-        let weights = model
-            .clone()
-            .into_record()
-            .into_bytes()
-            .map_err(|e| Error::State(format!("cannot serialise the weights: {e:?}")))?;
-        Ok(Self::with_step_len(model, device, step_len, &weights))
+        let (weights, _) = crate::io::module_tensors(&model).map_err(Error::State)?;
+        let hash = crate::io::weights_hash(&weights).map_err(Error::State)?;
+        let id = train::checkpoint::model_id(model.config(), hash);
+        Ok(Self::with_step_len(model, device, step_len, id))
     }
 
     /// Load the model of a checkpoint file onto `device`. The full-attention Transformer reads
@@ -116,25 +114,18 @@ impl Session {
             path: path.to_path_buf(),
             reason: format!("its config does not resolve: {e}"),
         })?;
-        let model = train::load_model(checkpoint, path, device)?;
+        let model = checkpoint.load_model(path, device)?;
         let step_len = model.step_len(task.input_len());
-        let mut session = Self::with_step_len(model, device, step_len, &checkpoint.model);
+        let mut session = Self::with_step_len(model, device, step_len, checkpoint.model_id()?);
         // Checkpoints written before tokenizers were recorded get their task's.
         session.tokenizer = config.model.tokenizer.unwrap_or_else(|| task.tokenizer());
         Ok(session)
     }
 
-    /// `weights` is the model's record as bytes (what a checkpoint stores), hashed into the id.
-    fn with_step_len(model: Model, device: &Device, step_len: usize, weights: &[u8]) -> Self {
-        let config = model.config();
-        let tokenizer = config.tokenizer.clone().unwrap_or(Tokenizer::Ids);
-        // The id names the architecture and the weights, so a state saved from other weights of
-        // the same shape is refused too.
-        let id = format!(
-            "{}-w{:016x}",
-            config.fingerprint(),
-            train::checkpoint::fnv1a(weights)
-        );
+    /// `id` names the architecture and the weights ([`train::checkpoint::model_id`]), so a
+    /// state saved from other weights of the same shape is refused too.
+    fn with_step_len(model: Model, device: &Device, step_len: usize, id: String) -> Self {
+        let tokenizer = model.config().tokenizer.clone().unwrap_or(Tokenizer::Ids);
         let state = model.init_state(1, device);
         Self {
             model,
@@ -313,7 +304,8 @@ impl Session {
         Ok(())
     }
 
-    /// The session as bytes: format version, model id, memory state, unfinished segment.
+    /// The session as the bytes of a safetensors file (see [`crate::io`]): memory state,
+    /// unfinished segment, last logits, and the model id they belong to.
     pub fn save(&self) -> Result<Vec<u8>> {
         saved::save(self)
     }

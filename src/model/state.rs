@@ -1,8 +1,11 @@
 //! The state a model carries from one segment to the next.
 
+use std::collections::BTreeMap;
+
 use burn::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::io::{self, Contents, FileKind, Named};
 
 /// What crosses a segment boundary.
 ///
@@ -72,11 +75,6 @@ impl LtmState {
         }
     }
 }
-
-/// Magic bytes at the start of a serialised state.
-const MAGIC: &[u8; 8] = b"REMEMST\0";
-/// Version of the serialised state format (2 added the long-term memory; 1 is still read).
-const VERSION: u32 = 2;
 
 impl State {
     /// The same state cut from the autodiff graph: no gradient flows back through it.
@@ -239,132 +237,146 @@ impl State {
         }
     }
 
-    /// Serialise the state: a header (format version, `model_id`, shape) then little-endian f32s.
+    /// Serialise the state as a safetensors file (see [`crate::io`]): its tensors (`memory`,
+    /// `cache.{layer}`, `ltm.{layer}.coeffs`, `ltm.{layer}.pending`, `ltm.{layer}.attended`) as
+    /// f32, and `model_id` in the metadata.
     ///
     /// `model_id` names the model the state belongs to (see
-    /// [`crate::model::ModelConfig::fingerprint`]); [`State::from_bytes`] refuses a state whose
-    /// id differs. Reads the tensor back to the host synchronously (not for WebGPU in a browser).
+    /// [`crate::infer::Session::model_id`]); [`State::from_bytes`] refuses a state whose id
+    /// differs. Reads the tensors back to the host synchronously (not for WebGPU in a browser).
     pub fn to_bytes(&self, model_id: &str) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        let id = model_id.as_bytes();
-        out.extend_from_slice(&(id.len() as u32).to_le_bytes());
-        out.extend_from_slice(id);
-        match self {
-            State::Empty => out.push(0),
-            State::Memory { memory, .. } => {
-                out.push(1);
-                write_tensor(&mut out, memory)?;
-            }
-            State::Xl {
-                cache, memory, ltm, ..
-            } => {
-                out.push(2);
-                out.extend_from_slice(&(cache.len() as u32).to_le_bytes());
-                for layer in cache {
-                    write_tensor(&mut out, layer)?;
-                }
-                out.push(memory.is_some() as u8);
-                if let Some(memory) = memory {
-                    write_tensor(&mut out, memory)?;
-                }
-                out.extend_from_slice(&(ltm.len() as u32).to_le_bytes());
-                for layer in ltm {
-                    write_tensor(&mut out, &layer.coeffs)?;
-                    write_optional(&mut out, layer.pending.as_ref())?;
-                    out.push(layer.attended.is_some() as u8);
-                    if let Some(attended) = &layer.attended {
-                        write_tensor(&mut out, &attended.clone().unsqueeze())?;
-                    }
-                }
-            }
-        }
-        Ok(out)
+        let (tensors, mut metadata) = self.to_named()?;
+        metadata.insert("model_id".into(), model_id.into());
+        io::write(FileKind::State, &tensors, metadata).map_err(Error::State)
     }
 
     /// Read a state written by [`State::to_bytes`] onto `device`, checking it belongs to
     /// `model_id`.
     pub fn from_bytes(bytes: &[u8], model_id: &str, device: &Device) -> Result<Self> {
-        let mut r = Reader::new(bytes);
-        if r.take(8)? != MAGIC {
-            return Err(Error::State("not a remem state (bad magic bytes)".into()));
-        }
-        let version = u32::from_le_bytes(r.array()?);
-        if !(1..=VERSION).contains(&version) {
+        let mut contents = io::read(bytes, FileKind::State).map_err(Error::State)?;
+        check_model(&contents, model_id)?;
+        let state = State::take_named(&mut contents, device)?;
+        if let Some(name) = contents.tensors.keys().next() {
             return Err(Error::State(format!(
-                "state format version {version}, this build reads versions 1 to {VERSION}"
+                "an unexpected tensor `{name}` in the state"
             )));
         }
-        let id_len = u32::from_le_bytes(r.array()?) as usize;
-        let id = std::str::from_utf8(r.take(id_len)?)
-            .map_err(|_| Error::State("model id is not UTF-8".into()))?;
-        if id != model_id {
-            return Err(Error::State(format!(
-                "state belongs to model `{id}`, not to this model `{model_id}`"
-            )));
-        }
-        let state = match r.take(1)?[0] {
-            0 => State::Empty,
-            1 => State::Memory {
-                memory: r.tensor(device)?,
+        Ok(state)
+    }
+
+    /// The state's tensors by name, read to the host, and the metadata that says how they fit
+    /// together (`state`: `empty`, `memory` or `xl`; `cache_layers`; `ltm_layers`).
+    pub(crate) fn to_named(&self) -> Result<(Vec<Named>, BTreeMap<String, String>)> {
+        let host =
+            |t: &Tensor<3>| -> Result<TensorData> { Ok(t.clone().into_data().convert::<f32>()) };
+        let mut tensors = Vec::new();
+        let mut metadata = BTreeMap::new();
+        let kind = match self {
+            State::Empty => "empty",
+            State::Memory { memory } => {
+                tensors.push(("memory".to_string(), host(memory)?));
+                "memory"
+            }
+            State::Xl { cache, memory, ltm } => {
+                for (i, c) in cache.iter().enumerate() {
+                    tensors.push((format!("cache.{i}"), host(c)?));
+                }
+                if let Some(m) = memory {
+                    tensors.push(("memory".to_string(), host(m)?));
+                }
+                for (i, layer) in ltm.iter().enumerate() {
+                    tensors.push((format!("ltm.{i}.coeffs"), host(&layer.coeffs)?));
+                    if let Some(p) = &layer.pending {
+                        tensors.push((format!("ltm.{i}.pending"), host(p)?));
+                    }
+                    if let Some(a) = &layer.attended {
+                        let a = a.clone().into_data().convert::<f32>();
+                        tensors.push((format!("ltm.{i}.attended"), a));
+                    }
+                }
+                metadata.insert("cache_layers".to_string(), cache.len().to_string());
+                metadata.insert("ltm_layers".to_string(), ltm.len().to_string());
+                "xl"
+            }
+        };
+        metadata.insert("state".to_string(), kind.to_string());
+        Ok((tensors, metadata))
+    }
+
+    /// Take the tensors [`State::to_named`] wrote out of `contents`, onto `device`.
+    pub(crate) fn take_named(contents: &mut Contents, device: &Device) -> Result<Self> {
+        let count = |key: &str| -> Result<usize> {
+            contents
+                .meta(key)
+                .map_err(Error::State)?
+                .parse()
+                .map_err(|_| Error::State(format!("`{key}` in the metadata is not a count")))
+        };
+        let kind = contents.meta("state").map_err(Error::State)?.to_string();
+        let (cache_layers, ltm_layers) = match kind.as_str() {
+            "xl" => (count("cache_layers")?, count("ltm_layers")?),
+            _ => (0, 0),
+        };
+        let mut take = |name: String| -> Result<Option<Tensor<3>>> {
+            let Some(data) = contents.take(&name) else {
+                return Ok(None);
+            };
+            if data.dtype() != burn::tensor::DType::F32 || data.shape().len() > 3 {
+                return Err(Error::State(format!(
+                    "state tensor `{name}` is {:?} of shape {:?}, not f32 of at most 3 dimensions",
+                    data.dtype(),
+                    data.shape().as_slice()
+                )));
+            }
+            let mut dims = [1usize; 3];
+            let shape = data.shape().as_slice().to_vec();
+            dims[3 - shape.len()..].copy_from_slice(&shape);
+            let values = data
+                .try_into_vec::<f32>()
+                .map_err(|e| Error::State(format!("{e:?}")))?;
+            Ok(Some(Tensor::from_data(
+                TensorData::new(values, dims),
+                device,
+            )))
+        };
+        let need = |t: Option<Tensor<3>>, name: &str| {
+            t.ok_or_else(|| Error::State(format!("the state has no `{name}` tensor")))
+        };
+        Ok(match kind.as_str() {
+            "empty" => State::Empty,
+            "memory" => State::Memory {
+                memory: need(take("memory".into())?, "memory")?,
             },
-            2 => {
-                let layers = u32::from_le_bytes(r.array()?) as usize;
-                let cache = (0..layers)
-                    .map(|_| r.tensor(device))
+            "xl" => {
+                let cache = (0..cache_layers)
+                    .map(|i| need(take(format!("cache.{i}"))?, &format!("cache.{i}")))
                     .collect::<Result<Vec<_>>>()?;
-                let memory = r.optional(device)?;
-                // Version 1 predates the long-term memory.
-                let layers = match version {
-                    1 => 0,
-                    _ => u32::from_le_bytes(r.array()?) as usize,
-                };
-                let ltm = (0..layers)
-                    .map(|_| {
+                let memory = take("memory".into())?;
+                let ltm = (0..ltm_layers)
+                    .map(|i| {
+                        let coeffs = format!("ltm.{i}.coeffs");
                         Ok(LtmState {
-                            coeffs: r.tensor(device)?,
-                            pending: r.optional(device)?,
-                            attended: r.optional(device)?.map(|a| a.squeeze_dim::<2>(0)),
+                            coeffs: need(take(coeffs.clone())?, &coeffs)?,
+                            pending: take(format!("ltm.{i}.pending"))?,
+                            attended: take(format!("ltm.{i}.attended"))?
+                                .map(|a| a.squeeze_dim::<2>(0)),
                         })
                     })
                     .collect::<Result<Vec<_>>>()?;
                 State::Xl { cache, memory, ltm }
             }
-            tag => return Err(Error::State(format!("unknown state kind {tag}"))),
-        };
-        if r.pos != bytes.len() {
-            return Err(Error::State(format!(
-                "{} unexpected bytes after the state",
-                bytes.len() - r.pos
-            )));
-        }
-        Ok(state)
+            other => return Err(Error::State(format!("unknown state kind `{other}`"))),
+        })
     }
 }
 
-/// A presence byte, then the tensor if present.
-fn write_optional(out: &mut Vec<u8>, tensor: Option<&Tensor<3>>) -> Result<()> {
-    out.push(tensor.is_some() as u8);
-    match tensor {
-        Some(t) => write_tensor(out, t),
-        None => Ok(()),
-    }
-}
-
-/// Shape (3 x u64) then little-endian f32 values.
-fn write_tensor(out: &mut Vec<u8>, tensor: &Tensor<3>) -> Result<()> {
-    for d in tensor.dims() {
-        out.extend_from_slice(&(d as u64).to_le_bytes());
-    }
-    let values = tensor
-        .clone()
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map_err(|e| Error::State(format!("cannot read a state tensor: {e:?}")))?;
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
+/// Refuse a file whose `model_id` is not `model_id`.
+pub(crate) fn check_model(contents: &Contents, model_id: &str) -> Result<()> {
+    let id = contents.meta("model_id").map_err(Error::State)?;
+    if id != model_id {
+        return Err(Error::State(format!(
+            "state belongs to model `{id}`, not to this model `{model_id}`"
+        )));
     }
     Ok(())
 }
@@ -397,67 +409,6 @@ pub fn cuts_before(next: usize, segments: usize, bptt_depth: Option<usize>) -> b
     }
 }
 
-/// Reads a serialised state (or a container around one) front to back.
-pub(crate) struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    /// Start at the first byte.
-    pub(crate) fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, pos: 0 }
-    }
-
-    /// Bytes not read yet.
-    pub(crate) fn rest(&self) -> &'a [u8] {
-        &self.bytes[self.pos..]
-    }
-
-    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.bytes.len())
-            .ok_or_else(|| Error::State("truncated state".into()))?;
-        let slice = &self.bytes[self.pos..end];
-        self.pos = end;
-        Ok(slice)
-    }
-
-    fn tensor(&mut self, device: &Device) -> Result<Tensor<3>> {
-        let mut dims = [0usize; 3];
-        for d in &mut dims {
-            *d = u64::from_le_bytes(self.array()?) as usize;
-        }
-        let overflow = || Error::State("state tensor shape overflows".into());
-        let n = dims
-            .iter()
-            .try_fold(4usize, |a, &d| a.checked_mul(d))
-            .ok_or_else(overflow)?;
-        let values: Vec<f32> = self
-            .take(n)?
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        Ok(Tensor::from_data(TensorData::new(values, dims), device))
-    }
-
-    /// A tensor written by `write_optional`.
-    fn optional(&mut self, device: &Device) -> Result<Option<Tensor<3>>> {
-        match self.take(1)?[0] {
-            0 => Ok(None),
-            _ => self.tensor(device).map(Some),
-        }
-    }
-
-    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,5 +432,9 @@ mod tests {
         );
         let cut = State::from_bytes(&bytes[..bytes.len() - 3], "rmt-a", &device).unwrap_err();
         assert!(cut.to_string().contains("truncated"), "{cut}");
+        let mut flipped = bytes.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        let err = State::from_bytes(&flipped, "rmt-a", &device).unwrap_err();
+        assert!(err.to_string().contains("corrupt"), "{err}");
     }
 }

@@ -9,6 +9,9 @@
 //! marker no arithmetic writes (a NaN with its own payload); [`set_written`] and
 //! [`all_written`] then prove that every element was written before it is read.
 
+// The CPU kernels that use these are not built for wasm.
+#![cfg_attr(target_family = "wasm", allow(dead_code))]
+
 use std::mem::MaybeUninit;
 
 /// Whether the invariants are checked in this build.

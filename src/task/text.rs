@@ -23,7 +23,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::train::checkpoint::fnv1a;
+use crate::io::fnv1a;
 
 /// Largest document: bigger files are cut into parts of this many bytes.
 pub const PART_BYTES: u64 = 1 << 20;

@@ -1,21 +1,26 @@
-//! Checkpoints: one file holding the run's config, progress, weights and optimiser state.
+//! Checkpoints: one safetensors file holding the run's config, progress, weights and optimiser
+//! state (see [`crate::io`] for the layout every remem file shares).
 //!
-//! Layout: magic, format version, then three length-prefixed parts (JSON header, model record,
-//! optimiser record), then an FNV-1a checksum of everything before it. A file is written next to
-//! its destination, synced, and renamed over it, so a run killed mid-write leaves the previous
+//! The weights are f32 tensors named by module path; the run's config, progress, tokenizer,
+//! model id and the weights' parameter ids are metadata; a training checkpoint adds the
+//! optimiser's state as the `u8` tensor [`crate::io::OPTIMIZER`]. A file is written next to its
+//! destination, synced, and renamed over it, so a run killed mid-write leaves the previous
 //! checkpoint whole.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::config::RunConfig;
 use crate::error::{Error, Result};
+use crate::io::{self, FileKind, Named};
+use crate::model::Model;
 
-const MAGIC: &[u8; 8] = b"REMEMCK\0";
-const VERSION: u32 = 1;
+pub use crate::io::fnv1a;
 
 /// Where a run stands, saved with its weights.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,104 +42,93 @@ pub struct Checkpoint {
     pub config: RunConfig,
     /// Progress at the time of writing.
     pub progress: Progress,
-    /// The model's burnpack record.
-    pub model: Vec<u8>,
-    /// The optimiser's burnpack record.
+    /// The model's weights, named by module path.
+    pub weights: Vec<Named>,
+    /// The weights' parameter ids, which key the optimiser's state.
+    pub param_ids: BTreeMap<String, u64>,
+    /// The optimiser's state as Burn's record bytes; empty in files `remem export` writes.
     pub optimizer: Vec<u8>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Header {
-    remem_version: String,
-    fingerprint: String,
-    config: RunConfig,
-    progress: Progress,
-}
-
-/// FNV-1a, 64 bits: the checksum of checkpoints and the weights hash in a session's model id.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+/// The id of a model: its architecture fingerprint and the hash of its weights. A saved state
+/// names the model it belongs to with it.
+pub fn model_id(config: &crate::model::ModelConfig, weights_hash: u64) -> String {
+    format!("{}-w{weights_hash:016x}", config.fingerprint())
 }
 
 impl Checkpoint {
-    /// Serialise to bytes.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let header = serde_json::to_vec(&Header {
-            remem_version: env!("CARGO_PKG_VERSION").to_string(),
-            fingerprint: self.config.model.fingerprint(),
-            config: self.config.clone(),
-            progress: self.progress.clone(),
+    /// A checkpoint of `model` (on any device) with `config`, `progress` and the optimiser's
+    /// record bytes (empty for weights only).
+    pub fn new(
+        model: &Model,
+        config: RunConfig,
+        progress: Progress,
+        optimizer: Vec<u8>,
+    ) -> Result<Self> {
+        let (weights, param_ids) = io::module_tensors(model).map_err(Error::State)?;
+        Ok(Checkpoint {
+            config,
+            progress,
+            weights,
+            param_ids,
+            optimizer,
         })
-        .expect("header serialises");
-        let mut out =
-            Vec::with_capacity(header.len() + self.model.len() + self.optimizer.len() + 48);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        for part in [&header, &self.model, &self.optimizer] {
-            out.extend_from_slice(&(part.len() as u64).to_le_bytes());
-            out.extend_from_slice(part);
-        }
-        let sum = fnv1a(&out);
-        out.extend_from_slice(&sum.to_le_bytes());
-        out
     }
 
-    /// Parse bytes read from `path` (named in errors).
+    /// The id of the model these weights make (see [`model_id`]).
+    pub fn model_id(&self) -> Result<String> {
+        let hash = io::weights_hash(&self.weights).map_err(Error::State)?;
+        Ok(model_id(&self.config.model, hash))
+    }
+
+    /// Serialise to the bytes of a safetensors file.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        fn json(v: &impl Serialize) -> String {
+            serde_json::to_string(v).expect("metadata serialises")
+        }
+        let mut metadata = BTreeMap::new();
+        metadata.insert("config".to_string(), json(&self.config));
+        metadata.insert("model".to_string(), json(&self.config.model));
+        metadata.insert("tokenizer".to_string(), json(&self.config.model.tokenizer));
+        metadata.insert("progress".to_string(), json(&self.progress));
+        metadata.insert("param_ids".to_string(), json(&self.param_ids));
+        metadata.insert("model_id".to_string(), self.model_id()?);
+        let mut tensors = self.weights.clone();
+        if !self.optimizer.is_empty() {
+            tensors.push((
+                io::OPTIMIZER.to_string(),
+                TensorData::new(self.optimizer.clone(), [self.optimizer.len()]),
+            ));
+        }
+        io::write(FileKind::Checkpoint, &tensors, metadata).map_err(Error::State)
+    }
+
+    /// Parse the bytes of a checkpoint file read from `path` (named in errors).
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
         let bad = |reason: String| Error::Checkpoint {
             path: path.to_path_buf(),
             reason,
         };
-        if bytes.len() < MAGIC.len() + 4 + 8 || &bytes[..8] != MAGIC {
-            return Err(bad("not a remem checkpoint (bad magic bytes)".into()));
-        }
-        let (body, sum) = bytes.split_at(bytes.len() - 8);
-        let version = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes"));
-        // The checksum first: a damaged file's version field is as damaged as the rest.
-        let intact = fnv1a(body) == u64::from_le_bytes(sum.try_into().expect("8 bytes"));
-        if (1..VERSION).contains(&version) {
+        let mut contents = io::read(bytes, FileKind::Checkpoint).map_err(bad)?;
+        let config: RunConfig = contents.json("config").map_err(bad)?;
+        let progress: Progress = contents.json("progress").map_err(bad)?;
+        let param_ids = contents.json("param_ids").map_err(bad)?;
+        let id = contents.meta("model_id").map_err(bad)?;
+        if !id.starts_with(&format!("{}-w", config.model.fingerprint())) {
             return Err(bad(format!(
-                "written by an earlier remem build (checkpoint format {version}; this build \
-                 reads {VERSION}): retrain, or export it with the build that wrote it"
+                "its model id `{id}` does not match its config"
             )));
         }
-        if !intact {
-            return Err(bad(
-                "checksum mismatch: the file is truncated or corrupt".into()
-            ));
-        }
-        if version != VERSION {
-            return Err(bad(format!(
-                "checkpoint format {version}, this build reads {VERSION} (written by a newer remem?)"
-            )));
-        }
-        let mut pos = 12;
-        let mut parts = Vec::new();
-        for name in ["header", "model", "optimizer"] {
-            let len = body
-                .get(pos..pos + 8)
-                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
-                .ok_or_else(|| bad(format!("truncated before the {name}")))?;
-            let part = pos
-                .checked_add(8)
-                .and_then(|s| s.checked_add(len).map(|e| (s, e)))
-                .and_then(|(s, e)| body.get(s..e))
-                .ok_or_else(|| bad(format!("truncated inside the {name}")))?;
-            parts.push(part);
-            pos += 8 + len;
-        }
-        let header: Header =
-            serde_json::from_slice(parts[0]).map_err(|e| bad(format!("unreadable header: {e}")))?;
-        if header.fingerprint != header.config.model.fingerprint() {
-            return Err(bad("header fingerprint does not match its config".into()));
-        }
+        let optimizer = match contents.take(io::OPTIMIZER) {
+            Some(data) => data.into_bytes().to_vec(),
+            None => Vec::new(),
+        };
         Ok(Checkpoint {
-            config: header.config,
-            progress: header.progress,
-            model: parts[1].to_vec(),
-            optimizer: parts[2].to_vec(),
+            config,
+            progress,
+            weights: contents.tensors.into_iter().collect(),
+            param_ids,
+            optimizer,
         })
     }
 
@@ -149,7 +143,84 @@ impl Checkpoint {
 
     /// Write atomically (see [`write_atomic`]).
     pub fn save(&self, path: &Path) -> Result<()> {
-        write_atomic(path, &self.to_bytes())
+        write_atomic(path, &self.to_bytes()?)
+    }
+
+    /// The model these weights make, on `device`; weights that do not fit the config (missing,
+    /// extra or wrongly shaped tensors, named) are an error. `path` names the file in errors.
+    pub fn load_model(&self, path: &Path, device: &Device) -> Result<Model> {
+        let model = Model::new(&self.config.model, self.config.seed, device);
+        io::load_module(model, &self.weights, &self.param_ids).map_err(|e| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: crate::error::summarise(&format!("weights do not fit the model: {e}"), 300),
+        })
+    }
+
+    /// Read a checkpoint written by an earlier remem build (remem's own format 1, a
+    /// `checkpoint.remem`), for `remem export` to convert. Its optimiser state is not carried
+    /// over (it was keyed to the old format's parameter ids).
+    pub fn from_legacy_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        legacy::read(bytes, path)
+    }
+}
+
+/// remem's format-1 checkpoints: magic, version, three length-prefixed parts (JSON header,
+/// Burn model record, optimiser record), FNV-1a checksum.
+mod legacy {
+    use burn::store::ModuleRecord;
+    use burn::tensor::Bytes;
+
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Header {
+        config: RunConfig,
+        progress: Progress,
+    }
+
+    pub(super) fn read(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
+        let bad = |reason: String| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if bytes.len() < 20 || &bytes[..8] != b"REMEMCK\0" {
+            return Err(bad("not a checkpoint of an earlier remem build".into()));
+        }
+        let (body, sum) = bytes.split_at(bytes.len() - 8);
+        if fnv1a(body) != u64::from_le_bytes(sum.try_into().expect("8 bytes"))
+            || body[8..12] != 1u32.to_le_bytes()
+        {
+            return Err(bad(
+                "checksum mismatch: the file is truncated or corrupt".into()
+            ));
+        }
+        let mut pos = 12;
+        let mut parts = Vec::new();
+        for name in ["header", "model"] {
+            let len = body
+                .get(pos..pos + 8)
+                .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+                .ok_or_else(|| bad(format!("truncated before the {name}")))?;
+            let part = body
+                .get(pos + 8..(pos + 8).saturating_add(len))
+                .ok_or_else(|| bad(format!("truncated inside the {name}")))?;
+            parts.push(part);
+            pos += 8 + len;
+        }
+        let header: Header =
+            serde_json::from_slice(parts[0]).map_err(|e| bad(format!("unreadable header: {e}")))?;
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(parts[1].to_vec()))
+            .map_err(|e| bad(format!("unreadable weights: {e}")))?;
+        let device = Device::flex();
+        let model = Model::new(&header.config.model, header.config.seed, &device)
+            .try_load_record(record)
+            .map_err(|e| {
+                bad(crate::error::summarise(
+                    &format!("weights do not fit: {e}"),
+                    300,
+                ))
+            })?;
+        Checkpoint::new(&model, header.config, header.progress, Vec::new())
     }
 }
 
@@ -189,43 +260,51 @@ mod tests {
     fn sample() -> Checkpoint {
         let mut config = RunConfig::default();
         config.resolve().unwrap();
-        Checkpoint {
-            config,
-            progress: Progress {
-                step: 7,
-                segments: 3,
-                recent_accuracy: vec![0.5],
-                elapsed_s: 1.5,
-            },
-            model: vec![1, 2, 3],
-            optimizer: vec![4, 5],
-        }
+        let model = Model::new(&config.model, 1, &Device::flex());
+        let progress = Progress {
+            step: 7,
+            segments: 3,
+            recent_accuracy: vec![0.5],
+            elapsed_s: 1.5,
+        };
+        Checkpoint::new(&model, config, progress, vec![4, 5]).unwrap()
     }
 
     #[test]
     fn round_trip_and_every_truncation_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.remem");
+        let path = dir.path().join("c.safetensors");
         let ck = sample();
         ck.save(&path).unwrap();
         let back = Checkpoint::load(&path).unwrap();
         assert_eq!(back.progress, ck.progress);
-        assert_eq!(back.model, ck.model);
         assert_eq!(back.optimizer, ck.optimizer);
+        assert_eq!(back.param_ids, ck.param_ids);
+        let mut a = back.weights.clone();
+        let mut b = ck.weights.clone();
+        a.sort_by(|x, y| x.0.cmp(&y.0));
+        b.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(a, b);
+        assert_eq!(back.model_id().unwrap(), ck.model_id().unwrap());
         assert!(!tmp_path(&path).exists());
 
-        let bytes = ck.to_bytes();
-        for cut in 0..bytes.len() {
+        let bytes = ck.to_bytes().unwrap();
+        // Every cut in the header and a sample through the data.
+        let step = (bytes.len() / 997).max(1);
+        for cut in (0..2048.min(bytes.len())).chain((2048..bytes.len()).step_by(step)) {
             assert!(
                 Checkpoint::from_bytes(&bytes[..cut], &path).is_err(),
                 "cut at {cut}"
             );
         }
-        let mut flipped = bytes.clone();
-        flipped[20] ^= 1;
-        let err = Checkpoint::from_bytes(&flipped, &path)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("corrupt"), "{err}");
+        // A flipped bit anywhere in the data is caught by the checksum.
+        for at in [bytes.len() - 1, bytes.len() / 2, bytes.len() - 100] {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 1;
+            let err = Checkpoint::from_bytes(&flipped, &path)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("corrupt"), "{err}");
+        }
     }
 }

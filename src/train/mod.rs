@@ -1,7 +1,7 @@
 //! Training: a custom segment loop with AdamW, warmup and decay, global-norm clipping, held-out
 //! evaluation, JSON-lines metrics, atomic checkpoints, resume, and a curriculum over segments.
 //!
-//! Checkpoints, run configs and [`load_model`] are always built (inference needs them); the loop,
+//! Checkpoints and run configs are always built (inference needs them); the loop,
 //! losses, evaluation and metrics need the `train` feature (on by default), which brings Burn's
 //! autodiff. The web page builds without it.
 
@@ -21,15 +21,6 @@ pub mod metrics;
 mod run;
 pub mod schedule;
 
-use std::path::Path;
-
-use burn::prelude::*;
-use burn::store::ModuleRecord;
-use burn::tensor::Bytes;
-
-use crate::error::{Error, Result};
-use crate::model::Model;
-
 pub use checkpoint::{Checkpoint, Progress};
 pub use config::{Curriculum, RunConfig, TrainConfig};
 #[cfg(feature = "train")]
@@ -38,7 +29,10 @@ pub use eval::{EvalReport, evaluate};
 pub use run::*;
 
 /// File name of the checkpoint inside a run folder.
-pub const CHECKPOINT: &str = "checkpoint.remem";
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+/// File name of the checkpoint in run folders of earlier remem builds (remem's own format 1,
+/// which `remem export` converts).
+pub const LEGACY_CHECKPOINT: &str = "checkpoint.remem";
 /// File name of the end-of-run summary inside a run folder (written last: a run folder with
 /// it is finished).
 pub const SUMMARY: &str = "summary.json";
@@ -46,19 +40,3 @@ pub const SUMMARY: &str = "summary.json";
 pub const CONFIG: &str = "config.toml";
 /// File name of the metrics log inside a run folder.
 pub const METRICS: &str = "metrics.jsonl";
-
-/// Load a model from checkpoint bytes onto `device`, refusing a record that does not fit.
-pub fn load_model(checkpoint: &Checkpoint, path: &Path, device: &Device) -> Result<Model> {
-    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(checkpoint.model.clone()))
-        .map_err(|e| record_error(path, "unreadable weights", e))?;
-    Model::new(&checkpoint.config.model, checkpoint.config.seed, device)
-        .try_load_record(record)
-        .map_err(|e| record_error(path, "weights do not fit the model", e))
-}
-
-pub(crate) fn record_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Checkpoint {
-        path: path.to_path_buf(),
-        reason: crate::error::summarise(&format!("{what}: {e}"), 300),
-    }
-}

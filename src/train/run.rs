@@ -1,6 +1,6 @@
 //! The training loop (needs the `train` feature: Burn's autodiff).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::data::dataloader::batcher::Batcher;
@@ -19,7 +19,7 @@ use super::checkpoint::{Checkpoint, Progress};
 use super::config::RunConfig;
 use super::eval::{EvalReport, evaluate_task};
 use super::{
-    CHECKPOINT, CONFIG, METRICS, SUMMARY, clip, load_model, loss, metrics, record_error, schedule,
+    CHECKPOINT, CONFIG, LEGACY_CHECKPOINT, METRICS, SUMMARY, clip, loss, metrics, schedule,
 };
 
 /// How a run starts.
@@ -185,6 +185,15 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
     let dir = &options.run_dir;
     let ck_path = dir.join(CHECKPOINT);
     let fresh = matches!(start, Start::Fresh(_));
+    let legacy = dir.join(LEGACY_CHECKPOINT);
+    if !ck_path.exists() && legacy.exists() {
+        return Err(Error::Checkpoint {
+            path: legacy,
+            reason: "written by an earlier remem build (format 1), so the run cannot resume or \
+                     be trained over; `remem export` converts its weights for eval and stream"
+                .into(),
+        });
+    }
     let (mut config, resumed) = match start {
         Start::Fresh(config) => (config, None),
         // Killed before its first checkpoint: the run starts again from its config.
@@ -260,7 +269,7 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
                         .into(),
                 });
             }
-            let model = load_model(ck, &ck_path, &ad)?;
+            let model = ck.load_model(&ck_path, &ad)?;
             optim = optim
                 .from_bytes(Bytes::from_bytes_vec(ck.optimizer.clone()))
                 .map_err(|e| record_error(&ck_path, "unreadable optimiser state", e))?;
@@ -307,20 +316,15 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
     bar.set_position(progress.step as u64);
 
     let save = |model: &Model, optim: &ModuleOptimizer, progress: &Progress| -> Result<()> {
-        let model_bytes = model
-            .clone()
-            .into_record()
-            .into_bytes()
-            .map_err(|e| record_error(&ck_path, "cannot serialise weights", e))?;
         let optim_bytes = optim
             .into_bytes()
             .map_err(|e| record_error(&ck_path, "cannot serialise optimiser", e))?;
-        Checkpoint {
-            config: config.clone(),
-            progress: progress.clone(),
-            model: model_bytes.to_vec(),
-            optimizer: optim_bytes.to_vec(),
-        }
+        Checkpoint::new(
+            model,
+            config.clone(),
+            progress.clone(),
+            optim_bytes.to_vec(),
+        )?
         .save(&ck_path)
     };
     let eval_now = |model: &Model, stage: &Task| {
@@ -497,4 +501,11 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
         super::checkpoint::write_atomic(&path, json.as_bytes())?;
     }
     Ok(summary)
+}
+
+fn record_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason: crate::error::summarise(&format!("{what}: {e}"), 300),
+    }
 }

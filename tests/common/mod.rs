@@ -80,3 +80,31 @@ pub fn books_dir() -> Option<std::path::PathBuf> {
     }
     Some(books)
 }
+
+/// A tiny training run's flags (copy over 2 segments of 3 tokens, a 1-layer model), quick
+/// enough to train in a fraction of a second; `remem train` takes them after its name.
+pub const TINY: &[&str] = &[
+    "--device",
+    "cpu",
+    "--quiet",
+    "--segments",
+    "2",
+    "--segment-len",
+    "3",
+    "--d-model",
+    "16",
+    "--layers",
+    "1",
+    "--heads",
+    "2",
+    "--d-ff",
+    "32",
+    "--memory-tokens",
+    "2",
+    "--batch-size",
+    "4",
+    "--eval-every",
+    "4",
+    "--eval-samples",
+    "8",
+];

@@ -152,7 +152,7 @@ async function runMissingAsset(base) {
   const browser = await launch(false);
   const page = await browser.newPage();
   try {
-    await page.route('**/assets/*.remem', (route) => route.fulfill({ status: 404, body: 'gone' }));
+    await page.route('**/assets/*.safetensors', (route) => route.fulfill({ status: 404, body: 'gone' }));
     await page.goto(`${base}/?cpu=1`);
     await page.waitForSelector('#error:not([hidden])', { timeout: 120_000 });
     const text = await page.textContent('#error');

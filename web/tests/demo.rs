@@ -22,7 +22,7 @@ fn play(demo: &mut Demo) -> Vec<remem_web::demo::SegmentView> {
 
 #[test]
 fn the_copy_model_answers_and_every_segment_shows_its_attention_and_memory() {
-    let mut demo = load("copy-rmt.remem");
+    let mut demo = load("copy-rmt.safetensors");
     let info = demo.info().clone();
     assert_eq!((info.model.as_str(), info.task.as_str()), ("rmt", "copy"));
     let example = demo.example(1);
@@ -88,7 +88,7 @@ fn the_copy_model_answers_and_every_segment_shows_its_attention_and_memory() {
 
 #[test]
 fn the_infinity_former_shows_its_densities_over_the_long_term_memory() {
-    let mut demo = load("sort-infinity.remem");
+    let mut demo = load("sort-infinity.safetensors");
     assert_eq!(demo.info().model, "infinity");
     let example = demo.example(2);
     demo.start(&example.question).unwrap();
@@ -123,7 +123,7 @@ fn the_infinity_former_shows_its_densities_over_the_long_term_memory() {
 
 #[test]
 fn bad_questions_are_named() {
-    let mut demo = load("copy-rmt.remem");
+    let mut demo = load("copy-rmt.safetensors");
     let empty = demo.start("   ").unwrap_err().to_string();
     assert!(empty.contains("empty"), "{empty}");
     let stray = demo.start("12x4|").unwrap_err().to_string();
@@ -134,6 +134,6 @@ fn bad_questions_are_named() {
         pollster::block_on(demo.step()).is_err(),
         "no run was started"
     );
-    let garbage = Demo::load(b"not a checkpoint", "x.remem", &Device::flex());
-    assert!(garbage.err().unwrap().to_string().contains("x.remem"));
+    let garbage = Demo::load(b"not a checkpoint", "x.safetensors", &Device::flex());
+    assert!(garbage.err().unwrap().to_string().contains("x.safetensors"));
 }
