@@ -4,6 +4,7 @@
 //! training, evaluation, streaming and the browser demo are written once; [`Model`] is any of
 //! them, chosen by the config.
 
+pub mod bert;
 pub mod config;
 pub mod infinity;
 pub mod rmt;
@@ -15,6 +16,7 @@ use burn::prelude::*;
 use crate::error::Result;
 use crate::nn::{Density, Init, Noise};
 
+pub use bert::{Bert, BertConfig};
 pub use config::{Layout, ModelConfig, ModelKind};
 pub use rmt::{Rmt, attention_mask};
 pub use state::{LtmState, State, cuts_before};

@@ -1,4 +1,6 @@
-//! The pre-norm transformer block: `x + attn(norm(x))`, then `x + ff(norm(x))`.
+//! The transformer block: pre-norm, `x + attn(norm(x))` then `x + ff(norm(x))` (remem's own
+//! models), or post-norm, `norm(x + attn(x))` then `norm(x + ff(x))` (BERT's layout, for
+//! pretrained encoders). Both have the same parameters.
 
 use burn::nn::{Linear, RotaryEncoding};
 use burn::prelude::*;
@@ -22,9 +24,15 @@ pub struct BlockConfig {
     /// Dropout on attention weights and on each residual branch.
     #[config(default = 0.0)]
     pub dropout: f64,
+    /// Normalise after each residual sum (BERT) instead of before each branch.
+    #[config(default = false)]
+    pub post_norm: bool,
+    /// The layer norms' epsilon (BERT's is 1e-12).
+    #[config(default = 1e-5)]
+    pub norm_epsilon: f64,
 }
 
-/// One pre-norm transformer layer.
+/// One transformer layer, pre-norm or post-norm.
 #[derive(Module, Debug)]
 pub struct Block {
     norm_attn: LayerNorm,
@@ -33,6 +41,7 @@ pub struct Block {
     ff_in: Linear,
     ff_out: Linear,
     dropout: Dropout,
+    post_norm: bool,
 }
 
 /// What [`Block::forward`] returns.
@@ -49,14 +58,19 @@ impl BlockConfig {
     pub fn init(&self, init: &mut Init) -> Block {
         let device = init.device().clone();
         Block {
-            norm_attn: LayerNormConfig::new(self.d_model).init(&device),
+            norm_attn: LayerNormConfig::new(self.d_model)
+                .with_epsilon(self.norm_epsilon)
+                .init(&device),
             attn: AttentionConfig::new(self.d_model, self.n_heads)
                 .with_dropout(self.dropout)
                 .init(init),
-            norm_ff: LayerNormConfig::new(self.d_model).init(&device),
+            norm_ff: LayerNormConfig::new(self.d_model)
+                .with_epsilon(self.norm_epsilon)
+                .init(&device),
             ff_in: init.linear(self.d_model, self.d_ff, true),
             ff_out: init.linear(self.d_ff, self.d_model, true),
             dropout: Dropout::new(self.dropout, init.noise()),
+            post_norm: self.post_norm,
         }
     }
 }
@@ -127,6 +141,13 @@ impl Block {
         side: Option<&mut dyn FnMut(Tensor<3>) -> Tensor<3>>,
         rows_from: usize,
     ) -> BlockOutput {
+        if self.post_norm {
+            assert!(
+                cache.is_none() && rotary.is_none() && side.is_none(),
+                "post-norm blocks (BERT) attend within their input only"
+            );
+            return self.forward_post_norm(x, bias, return_weights, rows_from);
+        }
         let normed = self.norm_attn.forward(x.clone());
         let (context, offset) = match cache {
             Some(cache) => {
@@ -165,6 +186,31 @@ impl Block {
         );
         BlockOutput {
             hidden: x + self.dropout.forward(ff),
+            weights: attn.weights,
+        }
+    }
+
+    /// BERT's layer: `norm(x + attn(x))`, then `norm(x + ff(x))`, on rows `rows_from..`.
+    fn forward_post_norm(
+        &self,
+        x: Tensor<3>,
+        bias: Tensor<2>,
+        return_weights: bool,
+        rows_from: usize,
+    ) -> BlockOutput {
+        let attn = self
+            .attn
+            .forward_rotary(x.clone(), None, bias, None, return_weights, rows_from);
+        let x = match rows_from {
+            0 => x,
+            from => x.slice(s![.., from.., ..]),
+        };
+        let x = self
+            .norm_attn
+            .forward(x + self.dropout.forward(attn.context));
+        let ff = linear(&self.ff_out, gelu(linear(&self.ff_in, x.clone())));
+        BlockOutput {
+            hidden: self.norm_ff.forward(x + self.dropout.forward(ff)),
             weights: attn.weights,
         }
     }

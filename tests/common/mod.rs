@@ -46,39 +46,74 @@ pub fn state_values(state: &remem::model::State) -> Vec<f32> {
     state.tensors().into_iter().flat_map(values).collect()
 }
 
-/// The public-domain book corpus `scripts/fetch_books.py` caches (`$REMEM_DATA/books`, by
-/// default `~/.cache/remem/data/books`), fetched first if it is not there yet; `None` when it
-/// cannot be fetched (no network, no apt), after saying why.
-///
-/// With `CI=true` a corpus that cannot be fetched fails the test instead.
-pub fn books_dir() -> Option<std::path::PathBuf> {
-    static FETCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = FETCH.lock().unwrap_or_else(|e| e.into_inner());
-    let data = std::env::var_os("REMEM_DATA")
+/// The data cache: `$REMEM_DATA`, by default `~/.cache/remem/data`.
+fn data_dir() -> Option<std::path::PathBuf> {
+    std::env::var_os("REMEM_DATA")
         .map(std::path::PathBuf::from)
         .or_else(|| {
             std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache/remem/data"))
-        })?;
-    let books = data.join("books");
-    if !books.join("bible").is_dir() {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch_books.py");
-        let out = std::process::Command::new("python3")
-            .arg(script)
-            .arg("--dir")
-            .arg(&data)
-            .output();
-        let why = match out {
-            Ok(out) if out.status.success() => return Some(books),
-            Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            Err(e) => format!("python3: {e}"),
-        };
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("CI=true but the book corpus could not be fetched: {why}");
-        }
-        eprintln!("skipping: no book corpus at {} ({why})", books.display());
-        return None;
+        })
+}
+
+/// `dir` under the data cache, made by running `script` (with `--dir <cache>` and `args`) when
+/// `marker` is not there yet; `None` when it cannot be fetched, after saying why. With `CI=true`
+/// that fails the test instead.
+fn fetched(
+    what: &str,
+    dir: &str,
+    marker: &str,
+    script: &str,
+    args: &[&str],
+) -> Option<std::path::PathBuf> {
+    static FETCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = FETCH.lock().unwrap_or_else(|e| e.into_inner());
+    let data = data_dir()?;
+    let target = data.join(dir);
+    if target.join(marker).exists() {
+        return Some(target);
     }
-    Some(books)
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg("--dir")
+        .arg(&data)
+        .args(args)
+        .output();
+    let why = match out {
+        Ok(out) if out.status.success() && target.join(marker).exists() => return Some(target),
+        Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        Err(e) => format!("python3: {e}"),
+    };
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but {what} could not be fetched: {why}");
+    }
+    eprintln!("skipping: no {what} at {} ({why})", target.display());
+    None
+}
+
+/// The public-domain book corpus `scripts/fetch_books.py` caches (`<data cache>/books`), fetched
+/// first if it is not there yet; `None` when it cannot be fetched (no network, no apt), after
+/// saying why. With `CI=true` a corpus that cannot be fetched fails the test instead.
+pub fn books_dir() -> Option<std::path::PathBuf> {
+    fetched(
+        "book corpus",
+        "books",
+        "bible",
+        "scripts/fetch_books.py",
+        &[],
+    )
+}
+
+/// all-MiniLM-L6-v2 as `scripts/fetch_models.py` caches it (`<data cache>/models/...`), fetched
+/// first if it is not there yet; as [`books_dir`] when it cannot be.
+pub fn minilm_dir() -> Option<std::path::PathBuf> {
+    fetched(
+        "all-MiniLM-L6-v2",
+        "models/all-MiniLM-L6-v2",
+        "model.safetensors",
+        "scripts/fetch_models.py",
+        &["minilm"],
+    )
 }
 
 /// A tiny training run's flags (copy over 2 segments of 3 tokens, a 1-layer model), quick
