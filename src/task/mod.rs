@@ -311,11 +311,21 @@ impl Task {
         }
     }
 
-    /// The same task with another number of segments (the curriculum's stages).
+    /// The same task with another number of segments (the curriculum's stages). Associative
+    /// retrieval in fewer segments than its config keeps as many pairs as still fit, so a
+    /// curriculum over segments is also one over pairs (4 pairs in segments of 3: 2 pairs in 2
+    /// segments, 3 in 3, 4 in 4).
     pub fn with_segments(&self, segments: usize) -> Result<Self> {
+        let mut pairs = self.config.pairs;
+        if self.config.kind == TaskKind::Associative && segments < self.config.segments {
+            // Pairs, the separator and the query in `segments * segment_len` tokens.
+            let fit = (segments * self.segment_len).saturating_sub(2) / 2;
+            pairs = pairs.min(fit.max(1));
+        }
         let task = Task {
             config: TaskConfig {
                 segments,
+                pairs,
                 ..self.config.clone()
             },
             segment_len: self.segment_len,
@@ -510,6 +520,38 @@ mod tests {
         for _ in 0..200 {
             assert!(q.sample(&mut rng).tokens.len() <= 181);
         }
+    }
+
+    /// A curriculum over segments on associative retrieval grows the number of pairs with the
+    /// segments: each stage's samples hold as many pairs as its segments fit.
+    #[test]
+    fn associative_stages_hold_the_pairs_that_fit() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let task = Task::new(
+            TaskConfig {
+                kind: TaskKind::Associative,
+                segments: 4,
+                pairs: 4,
+                ..TaskConfig::default()
+            },
+            3,
+        )
+        .unwrap();
+        let stages = crate::train::Curriculum::default().stages(&task);
+        assert_eq!(
+            stages,
+            [2, 3, 4],
+            "one segment cannot hold a pair and the query"
+        );
+        for (segments, pairs) in [(2, 2), (3, 3), (4, 4)] {
+            let stage = task.with_segments(segments).unwrap();
+            assert_eq!(stage.config().pairs, pairs);
+            let sample = stage.sample(&mut rng);
+            // Pairs, the separator, the query, then the answer.
+            assert_eq!(sample.tokens.len(), 2 * pairs + 3, "{segments} segments");
+        }
+        // Longer inputs keep the config's pairs.
+        assert_eq!(task.with_segments(8).unwrap().config().pairs, 4);
     }
 
     #[test]

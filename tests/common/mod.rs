@@ -116,6 +116,20 @@ pub fn minilm_dir() -> Option<std::path::PathBuf> {
     )
 }
 
+/// SmolLM2-135M-Instruct's Q4_1 GGUF file as `scripts/fetch_models.py` caches it, fetched
+/// first if it is not there yet; as [`books_dir`] when it cannot be.
+pub fn smollm2_gguf() -> Option<std::path::PathBuf> {
+    let file = "SmolLM2-135M-Instruct.Q4_1.gguf";
+    fetched(
+        "SmolLM2-135M-Instruct",
+        "models/SmolLM2-135M-Instruct",
+        file,
+        "scripts/fetch_models.py",
+        &["smollm2"],
+    )
+    .map(|dir| dir.join(file))
+}
+
 /// A tiny training run's flags (copy over 2 segments of 3 tokens, a 1-layer model), quick
 /// enough to train in a fraction of a second; `remem train` takes them after its name.
 pub const TINY: &[&str] = &[
