@@ -354,28 +354,32 @@ pub fn load_module<M: Module>(
         })
         .collect();
     let result: ApplyResult = module.apply(pack, None, None, true);
-    let list = |names: Vec<String>| {
-        let n = names.len();
-        let mut shown = names.into_iter().take(4).collect::<Vec<_>>().join(", ");
-        if n > 4 {
-            shown.push_str(&format!(" and {} more", n - 4));
-        }
-        shown
-    };
     if !result.errors.is_empty() {
-        return Err(list(result.errors.iter().map(|e| e.to_string()).collect()));
+        return Err(name_list(
+            result.errors.iter().map(|e| e.to_string()).collect(),
+        ));
     }
     if !result.missing.is_empty() {
         return Err(format!(
             "missing weights: {}",
-            list(result.missing.into_iter().map(|(n, _)| n).collect())
+            name_list(result.missing.into_iter().map(|(n, _)| n).collect())
         ));
     }
     if !result.unused.is_empty() {
         return Err(format!(
             "weights this model does not have: {}",
-            list(result.unused)
+            name_list(result.unused)
         ));
     }
     Ok(module)
+}
+
+/// Up to four names, then how many more: the tensors an error is about.
+pub(crate) fn name_list(names: Vec<String>) -> String {
+    let n = names.len();
+    let mut shown = names.into_iter().take(4).collect::<Vec<_>>().join(", ");
+    if n > 4 {
+        shown.push_str(&format!(" and {} more", n - 4));
+    }
+    shown
 }

@@ -204,14 +204,7 @@ impl Bert {
         let result = bert
             .load_from(&mut store)
             .map_err(|e| bad(format!("not a readable safetensors file: {e}")))?;
-        let list = |names: Vec<String>| {
-            let n = names.len();
-            let mut shown: Vec<String> = names.into_iter().take(4).collect();
-            if n > 4 {
-                shown.push(format!("and {} more", n - 4));
-            }
-            shown.join(", ")
-        };
+        let list = crate::io::name_list;
         if !result.errors.is_empty() {
             return Err(bad(list(
                 result.errors.iter().map(|e| e.to_string()).collect(),
