@@ -235,9 +235,24 @@ impl Contents {
             .map_err(|e| format!("unreadable `{key}` in its metadata: {e}"))
     }
 
+    /// A metadata entry parsed as a number, or an error naming it.
+    pub fn number(&self, key: &str) -> Result<u64, String> {
+        self.meta(key)?
+            .parse()
+            .map_err(|_| format!("`{key}` in the metadata is not a number"))
+    }
+
     /// Take a tensor out, if present.
     pub fn take(&mut self, name: &str) -> Option<TensorData> {
         self.tensors.remove(name)
+    }
+
+    /// An error naming a tensor nothing took out (a file holding more than its kind writes).
+    pub fn finish(&self) -> Result<(), String> {
+        match self.tensors.keys().next() {
+            Some(name) => Err(format!("an unexpected tensor `{name}` in the file")),
+            None => Ok(()),
+        }
     }
 }
 

@@ -603,7 +603,7 @@ fn export_cmd(args: ExportArgs) -> Result<()> {
     })?;
     // A checkpoint of an earlier build (remem's format 1) is converted: export is the way from
     // old files to safetensors.
-    let legacy = bytes.starts_with(b"REMEMCK\0");
+    let legacy = Checkpoint::is_legacy(&bytes);
     let mut ck = if legacy {
         Checkpoint::from_legacy_bytes(&bytes, &path)?
     } else {

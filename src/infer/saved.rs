@@ -38,13 +38,7 @@ pub(super) fn save(session: &Session) -> Result<Vec<u8>> {
 pub(super) fn load(session: &mut Session, bytes: &[u8]) -> Result<()> {
     let mut contents = io::read(bytes, FileKind::Session).map_err(Error::State)?;
     check_model(&contents, &session.id)?;
-    let number = |key: &str| -> Result<u64> {
-        contents
-            .meta(key)
-            .map_err(Error::State)?
-            .parse()
-            .map_err(|_| Error::State(format!("`{key}` in the metadata is not a number")))
-    };
+    let number = |key: &str| contents.number(key).map_err(Error::State);
     let consumed = number("consumed")?;
     let step_len = number("step_len")? as usize;
     let pending: Vec<u32> = match contents.take(PENDING) {
@@ -102,11 +96,7 @@ pub(super) fn load(session: &mut Session, bytes: &[u8]) -> Result<()> {
         )));
     }
     let state = State::take_named(&mut contents, &session.device)?;
-    if let Some(name) = contents.tensors.keys().next() {
-        return Err(Error::State(format!(
-            "an unexpected tensor `{name}` in the state"
-        )));
-    }
+    contents.finish().map_err(Error::State)?;
     // The kind, shapes and values.
     session.model.check_state(&state, 1, &session.device)?;
     session.check(&pending)?;

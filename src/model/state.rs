@@ -256,11 +256,7 @@ impl State {
         let mut contents = io::read(bytes, FileKind::State).map_err(Error::State)?;
         check_model(&contents, model_id)?;
         let state = State::take_named(&mut contents, device)?;
-        if let Some(name) = contents.tensors.keys().next() {
-            return Err(Error::State(format!(
-                "an unexpected tensor `{name}` in the state"
-            )));
-        }
+        contents.finish().map_err(Error::State)?;
         Ok(state)
     }
 
@@ -305,12 +301,11 @@ impl State {
 
     /// Take the tensors [`State::to_named`] wrote out of `contents`, onto `device`.
     pub(crate) fn take_named(contents: &mut Contents, device: &Device) -> Result<Self> {
-        let count = |key: &str| -> Result<usize> {
+        let count = |key: &str| {
             contents
-                .meta(key)
-                .map_err(Error::State)?
-                .parse()
-                .map_err(|_| Error::State(format!("`{key}` in the metadata is not a count")))
+                .number(key)
+                .map(|n| n as usize)
+                .map_err(Error::State)
         };
         let kind = contents.meta("state").map_err(Error::State)?.to_string();
         let (cache_layers, ltm_layers) = match kind.as_str() {

@@ -162,10 +162,7 @@ impl Block {
             }
             None => (None, 0),
         };
-        let kept = |t: Tensor<3>| match rows_from {
-            0 => t,
-            from => t.slice(s![.., from.., ..]),
-        };
+        let kept = |t: Tensor<3>| rows_from_on(t, rows_from);
         let extra = side.map(|f| kept(f(normed.clone())));
         let attn = self.attn.forward_rotary(
             normed,
@@ -201,10 +198,7 @@ impl Block {
         let attn = self
             .attn
             .forward_rotary(x.clone(), None, bias, None, return_weights, rows_from);
-        let x = match rows_from {
-            0 => x,
-            from => x.slice(s![.., from.., ..]),
-        };
+        let x = rows_from_on(x, rows_from);
         let x = self
             .norm_attn
             .forward(x + self.dropout.forward(attn.context));
@@ -213,6 +207,14 @@ impl Block {
             hidden: self.norm_ff.forward(x + self.dropout.forward(ff)),
             weights: attn.weights,
         }
+    }
+}
+
+/// Rows `from..` of `t` along the sequence axis (all of them for 0).
+fn rows_from_on(t: Tensor<3>, from: usize) -> Tensor<3> {
+    match from {
+        0 => t,
+        from => t.slice(s![.., from.., ..]),
     }
 }
 

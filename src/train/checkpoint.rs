@@ -162,6 +162,11 @@ impl Checkpoint {
     pub fn from_legacy_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
         legacy::read(bytes, path)
     }
+
+    /// Whether `bytes` start like a checkpoint of an earlier remem build (format 1).
+    pub fn is_legacy(bytes: &[u8]) -> bool {
+        bytes.starts_with(legacy::MAGIC)
+    }
 }
 
 /// remem's format-1 checkpoints: magic, version, three length-prefixed parts (JSON header,
@@ -171,6 +176,8 @@ mod legacy {
     use burn::tensor::Bytes;
 
     use super::*;
+
+    pub(super) const MAGIC: &[u8] = b"REMEMCK\0";
 
     #[derive(Deserialize)]
     struct Header {
@@ -183,7 +190,7 @@ mod legacy {
             path: path.to_path_buf(),
             reason,
         };
-        if bytes.len() < 20 || &bytes[..8] != b"REMEMCK\0" {
+        if bytes.len() < 20 || !bytes.starts_with(MAGIC) {
             return Err(bad("not a checkpoint of an earlier remem build".into()));
         }
         let (body, sum) = bytes.split_at(bytes.len() - 8);
