@@ -32,6 +32,15 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A pretrained model's file (weights, config, tokenizer) is missing, unreadable, or does
+    /// not fit the architecture it claims.
+    #[error("backbone {path}: {reason}")]
+    Backbone {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Another process is training in the run folder (it holds the folder's lock).
     #[error(
         "run folder {} is in use by another remem process: wait for it to end, or choose another --run-dir",

@@ -257,7 +257,7 @@ impl Gguf {
     /// Parse the bytes of a GGUF file (`name` names it in errors). Checks the header, the
     /// tensor table and that every tensor lies inside the file.
     pub fn parse(bytes: Vec<u8>, name: &str) -> Result<Self> {
-        let bad = |reason: String| Error::Checkpoint {
+        let bad = |reason: String| Error::Backbone {
             path: name.into(),
             reason,
         };
@@ -351,7 +351,7 @@ impl Gguf {
 
     /// A metadata value, or an error naming the key.
     pub fn get(&self, key: &str) -> Result<&Value> {
-        self.metadata.get(key).ok_or_else(|| Error::Checkpoint {
+        self.metadata.get(key).ok_or_else(|| Error::Backbone {
             path: self.name.clone().into(),
             reason: format!("no `{key}` in its metadata"),
         })
@@ -364,7 +364,7 @@ impl Gguf {
 
     /// Tensor `name` dequantised to f32, in its row-major shape ([`TensorInfo::shape`]).
     pub fn tensor(&self, name: &str) -> Result<TensorData> {
-        let bad = |reason: String| Error::Checkpoint {
+        let bad = |reason: String| Error::Backbone {
             path: self.name.clone().into(),
             reason,
         };

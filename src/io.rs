@@ -352,9 +352,20 @@ pub fn module_tensors<M: Module>(
 /// every tensor must be a parameter. `ids` restores the parameter ids the tensors were saved
 /// with. Errors name the tensors at fault.
 pub fn load_module<M: Module>(
+    module: M,
+    tensors: &[Named],
+    ids: &BTreeMap<String, u64>,
+) -> Result<M, String> {
+    load_module_except(module, tensors, ids, "")
+}
+
+/// [`load_module`], where parameters whose names start with `kept` (when not empty) may be
+/// left out: they keep the values `module` has (a frozen backbone read from its own file).
+pub fn load_module_except<M: Module>(
     mut module: M,
     tensors: &[Named],
     ids: &BTreeMap<String, u64>,
+    kept: &str,
 ) -> Result<M, String> {
     let pack = tensors
         .iter()
@@ -374,11 +385,14 @@ pub fn load_module<M: Module>(
             result.errors.iter().map(|e| e.to_string()).collect(),
         ));
     }
-    if !result.missing.is_empty() {
-        return Err(format!(
-            "missing weights: {}",
-            name_list(result.missing.into_iter().map(|(n, _)| n).collect())
-        ));
+    let missing: Vec<String> = result
+        .missing
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| kept.is_empty() || !n.starts_with(kept))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("missing weights: {}", name_list(missing)));
     }
     if !result.unused.is_empty() {
         return Err(format!(

@@ -8,25 +8,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::prelude::*;
-use common::{max_abs_diff, values};
+use common::{floats, max_abs_diff, values};
 use remem::model::{Bert, BertConfig};
 use serde_json::Value;
-
-fn fixture() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/minilm.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|x| match x {
-            Value::Array(row) => row.iter().map(|x| x.as_f64().unwrap() as f32).collect(),
-            x => vec![x.as_f64().unwrap() as f32],
-        })
-        .collect()
-}
 
 #[test]
 fn minilm_matches_transformers() {
@@ -36,7 +20,7 @@ fn minilm_matches_transformers() {
     let device = Device::flex();
     let (bert, config) = Bert::load(&dir, &device).unwrap();
     assert_eq!(config.hidden_size, 384);
-    let fixture = fixture();
+    let fixture = common::fixture("minilm.json");
     for case in fixture["cases"].as_array().unwrap() {
         let ids: Vec<i64> = case["ids"]
             .as_array()

@@ -10,7 +10,7 @@ mod compare;
 mod stream;
 
 use remem::device::{self, DeviceChoice};
-use remem::model::{Layout, ModelKind};
+use remem::model::{BackboneConfig, Layout, ModelKind};
 use remem::nn::LtmSampling;
 use remem::task::TaskKind;
 use remem::train::{self, Checkpoint, RunConfig, Start, TrainOptions};
@@ -168,6 +168,14 @@ struct TrainArgs {
     /// Text files or folders to model byte by byte (the text task; implies `--task text`).
     #[arg(long, num_args = 1..)]
     data: Vec<PathBuf>,
+    /// A pretrained decoder to add the memory to (a Llama-family GGUF file, or a Hugging Face
+    /// folder with config.json and model.safetensors); its sizes and tokenizer replace the
+    /// model's. Text task only.
+    #[arg(long)]
+    backbone: Option<PathBuf>,
+    /// Train the backbone's weights too (default: frozen, only the memory learns).
+    #[arg(long, requires = "backbone")]
+    train_backbone: bool,
     /// Stop after N steps of this invocation (leaves a resumable checkpoint).
     #[arg(long, hide = true)]
     stop_after: Option<usize>,
@@ -179,8 +187,15 @@ struct TrainArgs {
 #[derive(Args, Debug)]
 struct EvalArgs {
     /// The checkpoint file (runs/<name>/checkpoint.safetensors) or its run folder.
-    #[arg(long)]
-    checkpoint: PathBuf,
+    #[arg(long, required_unless_present = "backbone")]
+    checkpoint: Option<PathBuf>,
+    /// Evaluate a pretrained decoder alone (no memory, no checkpoint) on --data, reading
+    /// --segment-len tokens at a time, each segment on its own.
+    #[arg(long, conflicts_with = "checkpoint", requires_all = ["data", "segment_len"])]
+    backbone: Option<PathBuf>,
+    /// Tokens per segment (with --backbone).
+    #[arg(long, requires = "backbone")]
+    segment_len: Option<usize>,
     /// auto, wgpu, vulkan, metal, dx12 or cpu.
     #[arg(long, default_value = "auto", value_parser = parse_device)]
     device: DeviceChoice,
@@ -190,6 +205,9 @@ struct EvalArgs {
     /// Held-out samples (synthetic tasks).
     #[arg(long, default_value_t = 1000)]
     samples: usize,
+    /// Text: read at most this many bytes of the test documents (default: all of them).
+    #[arg(long)]
+    max_bytes: Option<u64>,
     /// Evaluate on this many segments instead of the trained number.
     #[arg(long)]
     segments: Option<usize>,
@@ -258,6 +276,13 @@ impl TrainArgs {
         if self.target_exact.is_some() {
             c.train.target_exact = self.target_exact;
         }
+        if let Some(path) = &self.backbone {
+            c.model.backbone = Some(BackboneConfig {
+                path: path.clone(),
+                train: self.train_backbone,
+                digest: None,
+            });
+        }
         if let Some(start) = self.curriculum_from {
             let mut cur = c.train.curriculum.clone().unwrap_or_default();
             cur.start_segments = start;
@@ -270,8 +295,9 @@ impl TrainArgs {
 impl TrainArgs {
     /// Every flag that sets a run's setting: the flag, the config field it sets, and whether
     /// it was given. `--steps` is left out: it extends a resumed run rather than changing it.
-    fn settings(&self) -> [(&'static str, &'static str, bool); 24] {
+    fn settings(&self) -> [(&'static str, &'static str, bool); 25] {
         [
+            ("--backbone", "model.backbone", self.backbone.is_some()),
             ("--config", "", self.config.is_some()),
             ("--seed", "seed", self.seed.is_some()),
             (
@@ -431,7 +457,13 @@ fn train_cmd(args: TrainArgs) -> Result<()> {
 }
 
 fn eval_cmd(args: EvalArgs) -> Result<()> {
-    let path = checkpoint_path(&args.checkpoint);
+    if args.max_bytes == Some(0) {
+        bail!("--max-bytes must be at least 1");
+    }
+    if let Some(backbone) = &args.backbone {
+        return eval_backbone(&args, backbone);
+    }
+    let path = checkpoint_path(args.checkpoint.as_ref().expect("clap requires one"));
     let ck = Checkpoint::load(&path)?;
     let mut config = ck.config.clone();
     if let Some(s) = args.segments {
@@ -549,6 +581,29 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// `remem eval --backbone`: a pretrained decoder alone on the test documents of `--data`.
+fn eval_backbone(args: &EvalArgs, backbone: &Path) -> Result<()> {
+    let mut config = RunConfig::default();
+    config.task.kind = TaskKind::Text;
+    config.task.data = args.data.clone();
+    config.task.segments = 1;
+    config.model.memory_tokens = 0;
+    config.model.segment_len = args.segment_len.expect("clap requires it");
+    config.model.backbone = Some(BackboneConfig {
+        path: backbone.to_path_buf(),
+        train: false,
+        digest: None,
+    });
+    let task = config
+        .resolve()
+        .map_err(|e| anyhow::Error::new(e).context("--backbone"))?;
+    let device = device::select(args.device)?;
+    eprintln!("device: {}", device.description);
+    let model = remem::Model::build(&config.model, 0, &device.device)?;
+    let corpus = task.corpus().expect("the text task has a corpus");
+    eval_text(args, &model, &task, corpus, &device.device, 0)
+}
+
 /// `remem eval` of a text model: bits per byte on every test document, streamed whole.
 fn eval_text(
     args: &EvalArgs,
@@ -559,7 +614,9 @@ fn eval_text(
     step: usize,
 ) -> Result<()> {
     use remem::task::text::Split;
-    let total = corpus.bytes(Split::Test);
+    let total = corpus
+        .bytes(Split::Test)
+        .min(args.max_bytes.unwrap_or(u64::MAX));
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
     } else {
@@ -576,7 +633,7 @@ fn eval_text(
         model.step_len(task.input_len()),
         corpus,
         Split::Test,
-        u64::MAX,
+        total,
         device,
         |read| bar.set_position(read),
     )?;
@@ -584,9 +641,16 @@ fn eval_text(
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
+        let per_token = match remem::SegmentModel::config(model).backbone {
+            Some(_) => format!(
+                ", perplexity {:.3} per token, next-token accuracy",
+                report.loss.exp()
+            ),
+            None => ", next-byte accuracy".into(),
+        };
         println!(
-            "text, {} test documents ({total} bytes; step {step}): {:.4} bits per byte, next-byte \
-             accuracy {:.4}",
+            "text, {} test documents ({total} bytes; step {step}): {:.4} bits per byte{per_token} \
+             {:.4}",
             report.samples,
             report.bits_per_byte.unwrap_or(f64::NAN),
             report.token_accuracy

@@ -24,8 +24,15 @@ const CHUNK: usize = 1 << 20;
 #[derive(Args, Debug)]
 pub struct StreamArgs {
     /// The checkpoint file (runs/<name>/checkpoint.safetensors) or its run folder.
-    #[arg(long)]
-    checkpoint: PathBuf,
+    #[arg(long, required_unless_present = "backbone")]
+    checkpoint: Option<PathBuf>,
+    /// A pretrained decoder to read with, without memory (a Llama-family GGUF file or Hugging
+    /// Face folder), instead of a checkpoint.
+    #[arg(long, conflicts_with = "checkpoint")]
+    backbone: Option<PathBuf>,
+    /// Tokens the backbone reads per segment (with --backbone).
+    #[arg(long, requires = "backbone", default_value_t = 512)]
+    segment_len: usize,
     /// The input file; stdin when neither --input nor --text is given.
     #[arg(long, conflicts_with = "text")]
     input: Option<PathBuf>,
@@ -66,13 +73,20 @@ pub fn run(args: StreamArgs) -> Result<()> {
     if args.top_k == Some(0) {
         bail!("--top-k must be at least 1");
     }
-    let path = checkpoint_path(&args.checkpoint);
+    let path = match (&args.checkpoint, &args.backbone) {
+        (Some(checkpoint), _) => checkpoint_path(checkpoint),
+        (None, Some(backbone)) => backbone.clone(),
+        (None, None) => unreachable!("clap requires one"),
+    };
     if let Some(out) = &args.save_state {
         check_state_path(out, &path)?;
     }
     let device = device::select(args.device)?;
     eprintln!("device: {}", device.description);
-    let mut session = Session::from_checkpoint(&path, &device.device)?;
+    let mut session = match &args.backbone {
+        Some(backbone) => Session::from_backbone(backbone, args.segment_len, &device.device)?,
+        None => Session::from_checkpoint(&path, &device.device)?,
+    };
     if let Some(state) = &args.load_state {
         session.load_file(state)?;
         eprintln!(
@@ -161,11 +175,26 @@ pub fn run(args: StreamArgs) -> Result<()> {
         let mut out = std::io::stdout().lock();
         let mut failed = None;
         let mut first = true;
+        // A pretrained tokenizer's text is decoded from all ids so far (a character or a
+        // word-piece joins across tokens), and what is new is printed once it is whole.
+        let (mut generated, mut printed) = (Vec::new(), 0);
         session.generate_with(generate, &sampling, |id| {
             let piece = match &tokenizer {
                 // Bytes go out as bytes (a character may span several tokens).
                 Tokenizer::Bytes => vec![u8::try_from(id).unwrap_or(b'?')],
                 Tokenizer::Ids if !first => format!(" {id}").into_bytes(),
+                Tokenizer::Pretrained { .. } => {
+                    generated.push(id);
+                    let text = tokenizer.decode(&generated);
+                    match text.ends_with('\u{fffd}') || text.len() < printed {
+                        true => Vec::new(),
+                        false => {
+                            let new = text.as_bytes()[printed..].to_vec();
+                            printed = text.len();
+                            new
+                        }
+                    }
+                }
                 _ => tokenizer.decode(&[id]).into_bytes(),
             };
             first = false;

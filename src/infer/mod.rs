@@ -95,6 +95,39 @@ impl Session {
         Ok(Self::with_step_len(model, device, step_len, id))
     }
 
+    /// A pretrained decoder alone (no memory: a GGUF file or a Hugging Face folder, see
+    /// [`crate::model::Llama::load`]) reading `segment_len` tokens per step, each segment on its
+    /// own, with its own tokenizer.
+    pub fn from_backbone(path: &Path, segment_len: usize, device: &Device) -> Result<Self> {
+        let llama = crate::model::LlamaConfig::open(path)?;
+        let tokenizer = Tokenizer::Pretrained {
+            path: path.to_path_buf(),
+        };
+        let config = crate::model::ModelConfig {
+            memory_tokens: 0,
+            segment_len,
+            tokenizer: Some(tokenizer.clone()),
+            backbone: Some(crate::model::BackboneConfig {
+                path: path.to_path_buf(),
+                train: false,
+                digest: None,
+            }),
+            ..Default::default()
+        }
+        .with_backbone(&llama);
+        config.validate()?;
+        if segment_len > llama.max_position_embeddings {
+            return Err(Error::config(
+                "model.segment_len",
+                format!(
+                    "the backbone reads at most {} positions",
+                    llama.max_position_embeddings
+                ),
+            ));
+        }
+        Self::new(Model::build(&config, 0, device)?, device)
+    }
+
     /// Load the model of a checkpoint file onto `device`. The full-attention Transformer reads
     /// its whole training input per step (it keeps nothing between steps).
     pub fn from_checkpoint(path: &Path, device: &Device) -> Result<Self> {

@@ -185,12 +185,12 @@ impl Bert {
         let config = BertConfig::from_file(&dir.join("config.json"))?;
         let path = dir.join("model.safetensors");
         if !path.is_file() {
-            return Err(Error::Checkpoint {
+            return Err(Error::Backbone {
                 path,
                 reason: "missing (a BERT folder holds config.json and model.safetensors)".into(),
             });
         }
-        let bad = |reason: String| Error::Checkpoint {
+        let bad = |reason: String| Error::Backbone {
             path: path.clone(),
             reason: crate::error::summarise(&reason, 400),
         };

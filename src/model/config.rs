@@ -46,6 +46,22 @@ pub enum Layout {
     Encoder,
 }
 
+/// A pretrained model to put memory on (`[model.backbone]`, or `--backbone PATH`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackboneConfig {
+    /// A Llama-family GGUF file, or a Hugging Face folder (`config.json`, `model.safetensors`).
+    pub path: std::path::PathBuf,
+    /// Train the backbone's weights too; by default they stay as loaded and only the memory
+    /// (and the layer that reads it) learns.
+    #[serde(default)]
+    pub train: bool,
+    /// The weights file's digest ([`crate::model::llama::file_digest`]), recorded when a run
+    /// starts: a model trained on one backbone is not silently run on another file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
 /// Sizes and memory settings of a model. Unknown keys in a config file are an error.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -84,6 +100,10 @@ pub struct ModelConfig {
     /// The infinity-former's long-term memory (`[model.ltm]`; written only when not the default).
     #[serde(skip_serializing_if = "LtmConfig::is_default")]
     pub ltm: LtmConfig,
+    /// A pretrained decoder the memory is added to; its sizes replace `vocab_size`, `d_model`,
+    /// `n_layers`, `n_heads` and `d_ff` ([`ModelConfig::with_backbone`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backbone: Option<BackboneConfig>,
 }
 
 impl Default for ModelConfig {
@@ -103,11 +123,25 @@ impl Default for ModelConfig {
             mem_len: None,
             tokenizer: None,
             ltm: LtmConfig::default(),
+            backbone: None,
         }
     }
 }
 
 impl ModelConfig {
+    /// This config with the sizes of the backbone `llama` (vocabulary, width, layers, heads,
+    /// feed-forward width) in place of its own.
+    pub fn with_backbone(&self, llama: &crate::model::LlamaConfig) -> Self {
+        ModelConfig {
+            vocab_size: llama.vocab_size,
+            d_model: llama.hidden_size,
+            n_layers: llama.num_hidden_layers,
+            n_heads: llama.num_attention_heads,
+            d_ff: llama.intermediate_size,
+            ..self.clone()
+        }
+    }
+
     /// Check every field; the error names the first bad one.
     pub fn validate(&self) -> Result<()> {
         let positive = [
@@ -158,6 +192,26 @@ impl ModelConfig {
         }
         if self.kind == ModelKind::Infinity {
             self.ltm.validate()?;
+        }
+        if self.backbone.is_some() {
+            if !matches!(self.kind, ModelKind::Rmt | ModelKind::Transformer) {
+                return Err(Error::config(
+                    "model.kind",
+                    "a backbone takes `rmt` or `transformer` (the others are not built on one yet)",
+                ));
+            }
+            if self.layout != Layout::Decoder {
+                return Err(Error::config(
+                    "model.layout",
+                    "a Llama backbone is a decoder: use the decoder layout",
+                ));
+            }
+            if self.dropout != 0.0 {
+                return Err(Error::config(
+                    "model.dropout",
+                    "a backbone runs without dropout: set 0",
+                ));
+            }
         }
         const MAX_LAYOUT: usize = 1 << 16;
         if 2 * self.memory_tokens + self.segment_len > MAX_LAYOUT {
@@ -239,7 +293,11 @@ impl ModelConfig {
             self.segment_len,
             self.cache_len()
         );
-        (base + &ltm).to_lowercase()
+        let backbone = match &self.backbone {
+            Some(b) => format!("-llama{}", b.digest.as_deref().unwrap_or("")),
+            None => String::new(),
+        };
+        (base + &ltm + &backbone).to_lowercase()
     }
 }
 

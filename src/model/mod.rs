@@ -7,7 +7,9 @@
 pub mod bert;
 pub mod config;
 pub mod infinity;
+pub mod llama;
 pub mod rmt;
+pub mod rmt_llama;
 pub mod state;
 pub mod xl;
 
@@ -17,8 +19,10 @@ use crate::error::Result;
 use crate::nn::{Density, Init, Noise};
 
 pub use bert::{Bert, BertConfig};
-pub use config::{Layout, ModelConfig, ModelKind};
+pub use config::{BackboneConfig, Layout, ModelConfig, ModelKind};
+pub use llama::{Llama, LlamaConfig};
 pub use rmt::{Rmt, attention_mask};
+pub use rmt_llama::LlamaRmt;
 pub use state::{LtmState, State, cuts_before};
 pub use xl::Xl;
 
@@ -55,13 +59,22 @@ pub enum Model {
     Rmt(Rmt),
     /// Transformer-XL, MemTr-XL, the full-attention Transformer, or the infinity-former.
     Xl(Xl),
+    /// RMT on a pretrained Llama decoder, or the decoder alone (`model.backbone`).
+    Llama(LlamaRmt),
 }
 
 impl Model {
     /// Build the model `config` describes on `device`, with fresh weights drawn from `seed`
     /// (see [`Init`]: the same seed gives the same weights on any device, whatever else the
     /// process does).
+    ///
+    /// # Panics
+    /// On a config with a backbone, which needs reading a file: use [`Model::build`].
     pub fn new(config: &ModelConfig, seed: u64, device: &Device) -> Self {
+        assert!(
+            config.backbone.is_none(),
+            "a model on a backbone is built with Model::build"
+        );
         let mut init = Init::new(seed, device);
         match config.kind {
             ModelKind::Rmt => Model::Rmt(Rmt::new(config, &mut init)),
@@ -71,11 +84,47 @@ impl Model {
         }
     }
 
+    /// [`Model::new`], or for a config with a backbone the backbone read from its file with
+    /// the new weights (memory) drawn from `seed`. The config's sizes must be the backbone's
+    /// ([`ModelConfig::with_backbone`]); a file that changed since is an error.
+    pub fn build(config: &ModelConfig, seed: u64, device: &Device) -> Result<Self> {
+        let Some(backbone) = &config.backbone else {
+            return Ok(Model::new(config, seed, device));
+        };
+        if let Some(digest) = &backbone.digest {
+            let now = llama::file_digest(&backbone.path)?;
+            if &now != digest {
+                return Err(crate::error::Error::Backbone {
+                    path: backbone.path.clone(),
+                    reason: format!(
+                        "the file changed since the model was trained on it (digest {now}, \
+                         recorded {digest})"
+                    ),
+                });
+            }
+        }
+        let llama = Llama::load(&backbone.path, device)?;
+        let sized = config.with_backbone(llama.config());
+        if &sized != config {
+            return Err(crate::error::Error::Backbone {
+                path: backbone.path.clone(),
+                reason: format!(
+                    "its architecture ({}) is not the one the model was built on ({})",
+                    sized.fingerprint(),
+                    config.fingerprint()
+                ),
+            });
+        }
+        let mut init = Init::new(seed, device);
+        Ok(Model::Llama(LlamaRmt::new(config, llama, &mut init)))
+    }
+
     /// The token embedding table `[vocab, d_model]`.
     pub fn token_embedding(&self) -> &burn::nn::Embedding {
         match self {
             Model::Rmt(m) => m.token_embedding(),
             Model::Xl(m) => m.token_embedding(),
+            Model::Llama(m) => m.llama().token_embedding(),
         }
     }
 
@@ -149,6 +198,7 @@ impl SegmentModel for Model {
         match self {
             Model::Rmt(m) => m.config(),
             Model::Xl(m) => m.config(),
+            Model::Llama(m) => m.config(),
         }
     }
 
@@ -156,6 +206,7 @@ impl SegmentModel for Model {
         match self {
             Model::Rmt(m) => m.noise(),
             Model::Xl(m) => m.noise(),
+            Model::Llama(m) => m.noise(),
         }
     }
 
@@ -163,6 +214,7 @@ impl SegmentModel for Model {
         match self {
             Model::Rmt(m) => m.init_state(batch, device),
             Model::Xl(m) => m.init_state(batch, device),
+            Model::Llama(m) => m.init_state(batch, device),
         }
     }
 
@@ -175,6 +227,7 @@ impl SegmentModel for Model {
         match self {
             Model::Rmt(m) => m.step(tokens, state, return_attention),
             Model::Xl(m) => m.step(tokens, state, return_attention),
+            Model::Llama(m) => m.step(tokens, state, return_attention),
         }
     }
 
@@ -182,6 +235,7 @@ impl SegmentModel for Model {
         match self {
             Model::Rmt(m) => m.last_step(tokens, state),
             Model::Xl(m) => m.last_step(tokens, state),
+            Model::Llama(m) => m.last_step(tokens, state),
         }
     }
 }

@@ -46,7 +46,7 @@ pub fn attention_mask(layout: Layout, memory: usize, seg_len: usize) -> Mask {
 
 /// [`attention_mask`], without the decoder's write rows and columns when `write` is false
 /// (nothing else attends to them, so the rest of the mask is unchanged).
-fn layout_mask(layout: Layout, memory: usize, seg_len: usize, write: bool) -> Mask {
+pub(crate) fn layout_mask(layout: Layout, memory: usize, seg_len: usize, write: bool) -> Mask {
     let (m, t) = (memory, seg_len);
     let n = match layout {
         Layout::Decoder if write => 2 * m + t,
@@ -229,12 +229,7 @@ impl SegmentModel for Rmt {
 
     /// The learned initial memory, repeated over the batch.
     fn init_state(&self, batch: usize, _device: &Device) -> State {
-        match &self.memory {
-            None => State::Empty,
-            Some(memory) => State::Memory {
-                memory: memory.val().unsqueeze::<3>().repeat_dim(0, batch),
-            },
-        }
+        State::initial_memory(self.memory.as_ref(), batch)
     }
 
     /// Read one segment with the memory in `state`; return the logits and the next memory

@@ -77,6 +77,20 @@ impl LtmState {
 }
 
 impl State {
+    /// The state a memory-token model starts every sequence from: its learned initial memory
+    /// `[M, d]` repeated over `batch` rows (nothing without memory tokens).
+    pub(crate) fn initial_memory(
+        memory: Option<&burn::module::Param<Tensor<2>>>,
+        batch: usize,
+    ) -> Self {
+        match memory {
+            None => State::Empty,
+            Some(memory) => State::Memory {
+                memory: memory.val().unsqueeze::<3>().repeat_dim(0, batch),
+            },
+        }
+    }
+
     /// The same state cut from the autodiff graph: no gradient flows back through it.
     pub fn detach(self) -> Self {
         match self {

@@ -120,7 +120,14 @@ pub struct Task {
     segment_len: usize,
     /// The text task's documents (opened once, shared by the curriculum's stages).
     corpus: Option<Arc<text::Corpus>>,
+    /// How the text task's windows become ids when not byte by byte: a pretrained model's
+    /// tokenizer ([`Task::with_tokenizer`]).
+    text_tokenizer: Option<Tokenizer>,
 }
+
+/// Bytes read per token a text window needs, for a pretrained tokenizer: English averages about
+/// 4 bytes per BPE or WordPiece token, so 8 leaves room.
+const BYTES_PER_TOKEN: usize = 8;
 
 impl Task {
     /// Bind `config` to segments of `segment_len` tokens, checking that the task fits.
@@ -158,6 +165,24 @@ impl Task {
             config,
             segment_len,
             corpus,
+            text_tokenizer: None,
+        };
+        task.validate()?;
+        Ok(task)
+    }
+
+    /// The text task reading its windows through `tokenizer` (a pretrained model's) instead of
+    /// byte by byte.
+    pub fn with_tokenizer(self, tokenizer: Tokenizer) -> Result<Self> {
+        if self.config.kind != TaskKind::Text {
+            return Err(Error::config(
+                "task.kind",
+                "only the text task reads through a pretrained tokenizer",
+            ));
+        }
+        let task = Task {
+            text_tokenizer: Some(tokenizer),
+            ..self
         };
         task.validate()?;
         Ok(task)
@@ -222,14 +247,18 @@ impl Task {
             }
             TaskKind::Text => {
                 let longest = self.corpus.as_ref().map_or(0, |c| c.longest_train());
-                if capacity as u64 + 1 > longest {
+                let per_token = match self.text_tokenizer {
+                    Some(_) => BYTES_PER_TOKEN,
+                    None => 1,
+                };
+                if ((capacity + 1) * per_token) as u64 > longest {
                     return Err(Error::config(
                         "task.data",
                         format!(
-                            "a training window of segments * segment_len + 1 = {} bytes is longer \
-                             than every training document (the longest has {longest}): give \
-                             longer documents, or fewer or shorter segments",
-                            capacity + 1
+                            "a training window of (segments * segment_len + 1) * {per_token} = {} \
+                             bytes is longer than every training document (the longest has \
+                             {longest}): give longer documents, or fewer or shorter segments",
+                            (capacity + 1) * per_token
                         ),
                     ));
                 }
@@ -280,6 +309,9 @@ impl Task {
 
     /// Number of token ids the task uses (pad and separator included).
     pub fn vocab_size(&self) -> usize {
+        if let Some(t) = &self.text_tokenizer {
+            return t.min_vocab();
+        }
         match self.config.kind {
             TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort => 2 + self.config.symbols,
             TaskKind::Associative => associative::VOCAB,
@@ -290,6 +322,9 @@ impl Task {
 
     /// How the task's ids read as text: one character per symbol, `|` as separator.
     pub fn tokenizer(&self) -> Tokenizer {
+        if let Some(t) = &self.text_tokenizer {
+            return t.clone();
+        }
         match self.config.kind {
             TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort => {
                 Tokenizer::symbols(self.config.symbols)
@@ -306,7 +341,7 @@ impl Task {
             TaskKind::Copy | TaskKind::Reverse | TaskKind::Sort => 1.0 / self.config.symbols as f64,
             TaskKind::Associative => 1.0 / associative::VALUES as f64,
             TaskKind::Quadratic => 1.0 / (quadratic::VOCAB - 2) as f64,
-            TaskKind::Text => 1.0 / 256.0,
+            TaskKind::Text => 1.0 / self.vocab_size() as f64,
             kind => retention::chance(kind),
         }
     }
@@ -330,6 +365,7 @@ impl Task {
             },
             segment_len: self.segment_len,
             corpus: self.corpus.clone(),
+            text_tokenizer: self.text_tokenizer.clone(),
         };
         task.validate()?;
         Ok(task)
@@ -349,6 +385,10 @@ impl Task {
         match &self.corpus {
             Some(corpus) if self.config.kind != TaskKind::Text => {
                 retention::sample(self.config.kind, corpus, self.input_len() + 1, rng)
+            }
+            Some(corpus) if self.text_tokenizer.is_some() => {
+                let tokenizer = self.text_tokenizer.as_ref().expect("checked");
+                text_window(corpus, tokenizer, self.input_len() + 1, rng)
             }
             Some(corpus) => {
                 let bytes = corpus.window(self.input_len() + 1, rng)?;
@@ -443,6 +483,34 @@ impl Task {
             }
         }
     }
+}
+
+/// `len` ids of a training window read through a pretrained `tokenizer`: a window of
+/// `len * BYTES_PER_TOKEN` bytes, from its first whitespace on (so the first word is whole),
+/// encoded and cut. A window that encodes to fewer ids is drawn again (8 tries).
+fn text_window(
+    corpus: &text::Corpus,
+    tokenizer: &Tokenizer,
+    len: usize,
+    rng: &mut impl Rng,
+) -> Result<Sample> {
+    let vocab = usize::MAX;
+    for _ in 0..8 {
+        let bytes = corpus.window(len * BYTES_PER_TOKEN, rng)?;
+        let text = String::from_utf8_lossy(&bytes);
+        let start = text.find(char::is_whitespace).unwrap_or(0);
+        let ids = tokenizer.encode(&text[start..], vocab)?;
+        if ids.len() >= len {
+            return Ok(Sample {
+                tokens: ids[..len].to_vec(),
+                answer: vec![true; len],
+            });
+        }
+    }
+    Err(Error::Input(format!(
+        "windows of {} bytes of the training text encode to fewer than {len} tokens",
+        len * BYTES_PER_TOKEN
+    )))
 }
 
 #[cfg(test)]

@@ -56,6 +56,15 @@ pub fn model_id(config: &crate::model::ModelConfig, weights_hash: u64) -> String
     format!("{}-w{weights_hash:016x}", config.fingerprint())
 }
 
+/// The names of the weights a checkpoint leaves out: a frozen backbone's (read from its file).
+fn frozen_prefix(model: &crate::model::ModelConfig) -> Option<&'static str> {
+    model
+        .backbone
+        .as_ref()
+        .filter(|b| !b.train)
+        .map(|_| crate::model::rmt_llama::BACKBONE)
+}
+
 impl Checkpoint {
     /// A checkpoint of `model` (on any device) with `config`, `progress` and the optimiser's
     /// record bytes (empty for weights only).
@@ -65,7 +74,12 @@ impl Checkpoint {
         progress: Progress,
         optimizer: Vec<u8>,
     ) -> Result<Self> {
-        let (weights, param_ids) = io::module_tensors(model).map_err(Error::State)?;
+        let (mut weights, mut param_ids) = io::module_tensors(model).map_err(Error::State)?;
+        // A frozen backbone is read from its own file, not copied into every checkpoint.
+        if let Some(prefix) = frozen_prefix(&config.model) {
+            weights.retain(|(name, _)| !name.starts_with(prefix));
+            param_ids.retain(|name, _| !name.starts_with(prefix));
+        }
         Ok(Checkpoint {
             config,
             progress,
@@ -149,10 +163,13 @@ impl Checkpoint {
     /// The model these weights make, on `device`; weights that do not fit the config (missing,
     /// extra or wrongly shaped tensors, named) are an error. `path` names the file in errors.
     pub fn load_model(&self, path: &Path, device: &Device) -> Result<Model> {
-        let model = Model::new(&self.config.model, self.config.seed, device);
-        io::load_module(model, &self.weights, &self.param_ids).map_err(|e| Error::Checkpoint {
-            path: path.to_path_buf(),
-            reason: crate::error::summarise(&format!("weights do not fit the model: {e}"), 300),
+        let model = Model::build(&self.config.model, self.config.seed, device)?;
+        let kept = frozen_prefix(&self.config.model).unwrap_or("");
+        io::load_module_except(model, &self.weights, &self.param_ids, kept).map_err(|e| {
+            Error::Checkpoint {
+                path: path.to_path_buf(),
+                reason: crate::error::summarise(&format!("weights do not fit the model: {e}"), 300),
+            }
         })
     }
 

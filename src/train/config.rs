@@ -8,6 +8,7 @@ use super::schedule::Decay;
 use crate::error::{Error, Result};
 use crate::model::ModelConfig;
 use crate::task::{Task, TaskConfig};
+use crate::tokenizer::Tokenizer;
 
 /// Curriculum over the number of segments (arXiv 2304.11062): start short, move to the next
 /// segment count each time the model has learned the current length.
@@ -142,6 +143,43 @@ impl RunConfig {
 
     /// Check every field, fill the model's vocabulary from the task, and return the task.
     pub fn resolve(&mut self) -> Result<Task> {
+        if let Some(backbone) = self.model.backbone.as_mut()
+            && backbone.digest.is_none()
+        {
+            backbone.digest = Some(crate::model::llama::file_digest(&backbone.path)?);
+        }
+        if let Some(backbone) = &self.model.backbone {
+            // The backbone's sizes and tokenizer; the task reads text through the tokenizer.
+            let llama = crate::model::LlamaConfig::open(&backbone.path)?;
+            let tokenizer = Tokenizer::Pretrained {
+                path: backbone.path.clone(),
+            };
+            self.model = self.model.with_backbone(&llama);
+            self.model.tokenizer = Some(tokenizer.clone());
+            if self.task.kind != crate::task::TaskKind::Text {
+                return Err(Error::config(
+                    "task.kind",
+                    "a backbone reads text through its own tokenizer: use the text task (the \
+                     synthetic and retention tasks write byte or symbol ids)",
+                ));
+            }
+            let positions = 2 * self.model.memory_len() + self.model.segment_len;
+            let most = llama.max_position_embeddings;
+            let task = Task::new(self.task.clone(), self.model.segment_len)?;
+            let task = task.with_tokenizer(tokenizer)?;
+            let whole = self.model.kind.whole_input().then(|| task.input_len());
+            if whole.unwrap_or(positions) > most {
+                return Err(Error::config(
+                    "model.segment_len",
+                    format!(
+                        "the backbone reads at most {most} positions; this model would give it {}",
+                        whole.unwrap_or(positions)
+                    ),
+                ));
+            }
+            self.model.validate()?;
+            return self.check_training(task);
+        }
         let task = Task::new(self.task.clone(), self.model.segment_len)?;
         if self.model.vocab_size == 0 {
             self.model.vocab_size = task.vocab_size();
@@ -167,6 +205,11 @@ impl RunConfig {
                 "text is next-byte prediction: use the decoder layout",
             ));
         }
+        self.check_training(task)
+    }
+
+    /// Check the training settings against `task`, and return it.
+    fn check_training(&self, task: Task) -> Result<Task> {
         let t = &self.train;
         for (field, value) in [
             ("train.steps", t.steps),

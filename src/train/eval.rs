@@ -240,8 +240,13 @@ pub fn evaluate_with(
 /// is nothing before it to predict it from.
 ///
 /// `on_progress` gets the bytes read so far after every document. The report's `loss` is in
-/// nats per byte, `token_accuracy` and `greedy_token_accuracy` are both the fraction of bytes
-/// whose most likely prediction is right, and `exact_match` is 0 (text has no single answer).
+/// nats per token (per byte for byte models), `token_accuracy` and `greedy_token_accuracy` are
+/// both the fraction of tokens whose most likely prediction is right, and `exact_match` is 0
+/// (text has no single answer).
+///
+/// A model with a pretrained tokenizer reads each document through it (segments of `seg_len`
+/// of its tokens); bits per byte are then its total loss over the document's bytes, so they
+/// compare with byte models' and with other tokenizers'.
 pub fn evaluate_text(
     model: &Model,
     seg_len: usize,
@@ -253,6 +258,14 @@ pub fn evaluate_text(
 ) -> Result<EvalReport> {
     let (mut nll, mut correct, mut predicted, mut read, mut documents) =
         (0.0, 0usize, 0u64, 0u64, 0);
+    // A pretrained model reads its tokenizer's ids; bits per byte then counts the document's
+    // bytes (tokenizer-independent), the loss stays per token.
+    let pretrained = model
+        .config()
+        .tokenizer
+        .clone()
+        .filter(|t| matches!(t, crate::tokenizer::Tokenizer::Pretrained { .. }));
+    let mut predicted_bytes = 0u64;
     for doc in corpus.split(split) {
         if read >= max_bytes {
             break;
@@ -265,12 +278,24 @@ pub fn evaluate_text(
         .map_err(|e| crate::error::Error::io(&doc.path, e))?;
         read += bytes.len() as u64;
         documents += 1;
+        let tokens: Vec<i64> = match &pretrained {
+            Some(t) => {
+                predicted_bytes += bytes.len() as u64;
+                let text = String::from_utf8_lossy(&bytes);
+                let ids = t.encode(&text, model.config().vocab_size)?;
+                ids.into_iter().map(i64::from).collect()
+            }
+            None => {
+                predicted_bytes += bytes.len().saturating_sub(1) as u64;
+                bytes.iter().map(|&b| b as i64).collect()
+            }
+        };
         let mut state = model.init_state(1, device);
-        let last = bytes.len().saturating_sub(1);
+        let last = tokens.len().saturating_sub(1);
         for start in (0..last).step_by(seg_len) {
             let end = (start + seg_len).min(last);
             let ids = |range: std::ops::Range<usize>| {
-                let v: Vec<i64> = bytes[range].iter().map(|&b| b as i64).collect();
+                let v: Vec<i64> = tokens[range].to_vec();
                 let n = v.len();
                 Tensor::<2, Int>::from_data(TensorData::new(v, [1, n]), device)
             };
@@ -305,7 +330,7 @@ pub fn evaluate_text(
         greedy_token_accuracy: accuracy,
         exact_match: 0.0,
         samples: documents,
-        bits_per_byte: Some(nll / n / std::f64::consts::LN_2),
+        bits_per_byte: Some(nll / predicted_bytes.max(1) as f64 / std::f64::consts::LN_2),
     })
 }
 

@@ -249,7 +249,7 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
     // written, so a checkpoint that cannot resume changes nothing.
     let (mut model, mut progress) = match &resumed {
         None => (
-            Model::new(&config.model, config.seed, &ad),
+            Model::build(&config.model, config.seed, &ad)?,
             Progress {
                 step: 0,
                 segments: tc

@@ -5,6 +5,37 @@
 use burn::prelude::*;
 use remem::device::{self, DeviceChoice};
 
+/// The JSON file `tests/fixtures/<name>` (a reference fixture written by a script in scripts/).
+pub fn fixture(name: &str) -> serde_json::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A fixture's numbers (a list, or a list of rows, flattened) as f32.
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|x| match x {
+            serde_json::Value::Array(row) => {
+                row.iter().map(|x| x.as_f64().unwrap() as f32).collect()
+            }
+            x => vec![x.as_f64().unwrap() as f32],
+        })
+        .collect()
+}
+
+/// A fixture's list of token ids.
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
 /// The wgpu device (lavapipe in CI), or `None` when there is no adapter.
 ///
 /// With `CI=true` a missing adapter fails the test instead: the wgpu path must really run there.

@@ -8,6 +8,12 @@
 //! Encoding is incremental ([`Encoder`]): input arrives in chunks of bytes of any size and a
 //! character or number split across two chunks is joined, so a file of many gigabytes is read a
 //! piece at a time.
+//!
+//! Pretrained models bring their own tokenizers ([`pretrained::Pretrained`]: `tokenizer.json`,
+//! `vocab.txt`, or the BPE inside a GGUF file).
+
+#[cfg(not(target_family = "wasm"))]
+pub mod pretrained;
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +36,13 @@ pub enum Tokenizer {
     },
     /// Whitespace-separated decimal ids.
     Ids,
+    /// A pretrained model's own tokenizer ([`pretrained::Pretrained::open`]): a GGUF file's
+    /// BPE, a `tokenizer.json`, a `vocab.txt`, or the tokenizer file of a Hugging Face folder.
+    /// Read once per process and shared.
+    Pretrained {
+        /// The file or folder.
+        path: std::path::PathBuf,
+    },
 }
 
 /// Characters for the symbols of copy and reverse, in order.
@@ -54,11 +67,36 @@ impl Tokenizer {
             Tokenizer::Bytes => 256,
             Tokenizer::Chars { alphabet, .. } => 2 + alphabet.chars().count(),
             Tokenizer::Ids => 1,
+            #[cfg(not(target_family = "wasm"))]
+            Tokenizer::Pretrained { .. } => self.pretrained().map_or(1, |p| p.vocab_size()),
+            #[cfg(target_family = "wasm")]
+            Tokenizer::Pretrained { .. } => 1,
         }
+    }
+
+    /// The loaded pretrained tokenizer of [`Tokenizer::Pretrained`] (read at the first call).
+    #[cfg(not(target_family = "wasm"))]
+    pub fn pretrained(&self) -> Result<std::sync::Arc<pretrained::Pretrained>> {
+        match self {
+            Tokenizer::Pretrained { path } => pretrained::Pretrained::shared(path),
+            _ => Err(Error::Input("not a pretrained tokenizer".into())),
+        }
+    }
+
+    /// Pretrained tokenizers are not part of the browser build.
+    #[cfg(target_family = "wasm")]
+    pub fn pretrained(&self) -> Result<std::sync::Arc<()>> {
+        Err(Error::Input(
+            "pretrained tokenizers are not available in the browser build".into(),
+        ))
     }
 
     /// Check the tokenizer fits a vocabulary of `vocab` ids and is unambiguous.
     pub fn validate(&self, vocab: usize) -> Result<()> {
+        #[cfg(not(target_family = "wasm"))]
+        if let Tokenizer::Pretrained { .. } = self {
+            return self.pretrained()?.check_vocab(vocab);
+        }
         if let Tokenizer::Chars { alphabet, sep } = self {
             let mut seen: Vec<char> = alphabet.chars().collect();
             seen.push(*sep);
@@ -121,6 +159,13 @@ impl Tokenizer {
                 })
                 .collect(),
             Tokenizer::Ids => ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" "),
+            #[cfg(not(target_family = "wasm"))]
+            Tokenizer::Pretrained { .. } => match self.pretrained().and_then(|p| p.decode(ids)) {
+                Ok(text) => text,
+                Err(_) => ids.iter().map(|i| format!("<{i}>")).collect(),
+            },
+            #[cfg(target_family = "wasm")]
+            Tokenizer::Pretrained { .. } => ids.iter().map(|i| format!("<{i}>")).collect(),
         }
     }
 }
@@ -146,7 +191,13 @@ impl Encoder<'_> {
         self.carry.extend_from_slice(chunk);
         let bytes = std::mem::take(&mut self.carry);
         let (done, rest) = self.split_complete(&bytes)?;
-        if rest.len() > 32 {
+        // A pretrained tokenizer waits for a line break (below); the others for a character
+        // or a number.
+        let longest = match self.tokenizer {
+            Tokenizer::Pretrained { .. } => usize::MAX,
+            _ => 32,
+        };
+        if rest.len() > longest {
             return Err(Error::Input(format!(
                 "no token boundary in the 32 bytes after byte {}",
                 self.offset + done as u64
@@ -192,6 +243,25 @@ impl Encoder<'_> {
                 .rposition(u8::is_ascii_whitespace)
                 .map_or(0, |p| p + 1);
         }
+        if let Tokenizer::Pretrained { .. } = self.tokenizer {
+            // After the last single line break between two non-spaces: the pre-tokenizers
+            // (GPT-2's pattern, BERT's whitespace split) make the break a piece of its own there,
+            // so encoding the parts apart gives the ids of encoding them together. (After a run
+            // of spaces it would not: GPT-2's pattern splits a run's last space off only when a
+            // word follows.) Text with no such break is cut at its last space once it passes
+            // 1 MiB, where the ids near the cut may differ from the whole text's.
+            let space = |b: u8| b.is_ascii_whitespace();
+            end = (2..valid)
+                .rev()
+                .find(|&p| bytes[p - 1] == b'\n' && !space(bytes[p - 2]) && !space(bytes[p]))
+                .unwrap_or(0);
+            if end == 0 && valid > 1 << 20 {
+                end = bytes[..valid]
+                    .iter()
+                    .rposition(|&b| space(b))
+                    .map_or(valid, |p| p + 1);
+            }
+        }
         Ok((end, &bytes[end..]))
     }
 
@@ -220,6 +290,21 @@ impl Encoder<'_> {
                 }
                 Ok(ids)
             }
+            #[cfg(not(target_family = "wasm"))]
+            Tokenizer::Pretrained { .. } => {
+                let ids = self.tokenizer.pretrained()?.encode(text)?;
+                if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab) {
+                    return Err(Error::Input(format!(
+                        "the tokenizer gives id {id}, outside the model's vocabulary (0..{})",
+                        self.vocab
+                    )));
+                }
+                Ok(ids)
+            }
+            #[cfg(target_family = "wasm")]
+            Tokenizer::Pretrained { .. } => Err(Error::Input(
+                "pretrained tokenizers are not available in the browser build".into(),
+            )),
             Tokenizer::Ids => {
                 let mut ids = Vec::new();
                 let mut pos = 0;
