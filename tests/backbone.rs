@@ -201,6 +201,25 @@ fn train_eval_and_stream_with_a_backbone() {
         out.contains("bits per byte") && out.contains("perplexity"),
         "{out}"
     );
+    // The control: every segment from the initial memory scores differently from memory carried
+    // through the document (the model has memory, and the test documents span many segments).
+    let bits = |extra: &[&str]| {
+        let base = [
+            "eval",
+            "--checkpoint",
+            r,
+            "--quiet",
+            "--device",
+            "cpu",
+            "--json",
+        ];
+        let json: serde_json::Value =
+            serde_json::from_str(&check(&remem(&[&base[..], extra].concat()))).unwrap();
+        json["bits_per_byte"].as_f64().unwrap()
+    };
+    let (carried, reset) = (bits(&[]), bits(&["--reset-memory"]));
+    assert!(carried.is_finite() && reset.is_finite());
+    assert_ne!(carried, reset);
     let out = check(&remem(&[
         "stream",
         "--checkpoint",
@@ -240,6 +259,39 @@ fn train_eval_and_stream_with_a_backbone() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_config_names_its_backbone_under_the_home_folder() {
+    let home = tempfile::tempdir().unwrap();
+    tiny_with_vocabulary(&home.path().join("tiny"));
+    let data = home.path().join("books");
+    std::fs::create_dir(&data).unwrap();
+    for i in 0..3 {
+        std::fs::write(data.join(format!("{i}.txt")), "a b c d e f ".repeat(100)).unwrap();
+    }
+    let config = home.path().join("run.toml");
+    std::fs::write(
+        &config,
+        "[model]\nmemory_tokens = 2\nsegment_len = 4\n[model.backbone]\npath = \"~/tiny\"\n\
+         [task]\nkind = \"text\"\nsegments = 2\n[train]\nsteps = 1\nbatch_size = 1\n",
+    )
+    .unwrap();
+    let run = home.path().join("run");
+    let out = Command::new(env!("CARGO_BIN_EXE_remem"))
+        .env("HOME", home.path())
+        .args(["train", "--config", config.to_str().unwrap(), "--data"])
+        .args([data.to_str().unwrap(), "--run-dir", run.to_str().unwrap()])
+        .args(["--quiet", "--device", "cpu"])
+        .output()
+        .unwrap();
+    check(&out);
+    let written = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    let expanded = home.path().join("tiny");
+    assert!(
+        written.contains(expanded.to_str().unwrap()) && written.contains("digest"),
+        "{written}"
+    );
 }
 
 #[test]

@@ -34,6 +34,19 @@ fn every_config_in_configs_resolves() {
             };
             config.task.data = vec![books];
         }
+        // Backbone configs name the fetched SmolLM2 file under the home folder: checked
+        // against the copy the tests fetch (which $REMEM_DATA may put elsewhere).
+        if let Some(backbone) = config.model.backbone.as_mut() {
+            let Some(gguf) = common::smollm2_gguf() else {
+                continue;
+            };
+            assert!(
+                backbone.path.ends_with(gguf.file_name().unwrap()),
+                "{}: an unknown backbone",
+                path.display()
+            );
+            backbone.path = gguf;
+        }
         config
             .resolve()
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));

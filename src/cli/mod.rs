@@ -208,6 +208,10 @@ struct EvalArgs {
     /// Text: read at most this many bytes of the test documents (default: all of them).
     #[arg(long)]
     max_bytes: Option<u64>,
+    /// Text: start every segment from the initial memory instead of the previous segment's (a
+    /// control: what the learned memory gives without carrying anything).
+    #[arg(long)]
+    reset_memory: bool,
     /// Evaluate on this many segments instead of the trained number.
     #[arg(long)]
     segments: Option<usize>,
@@ -438,7 +442,7 @@ fn train_cmd(args: TrainArgs) -> Result<()> {
     let summary = train::train(start, &device, &options).map_err(|e| args.blame(e))?;
     let held_out = match summary.eval.bits_per_byte {
         Some(bpb) => format!(
-            "{bpb:.4} bits per byte, next-byte accuracy {:.4} ({} validation documents)",
+            "{bpb:.4} bits per byte, next-token accuracy {:.4} ({} validation documents)",
             summary.eval.token_accuracy, summary.eval.samples
         ),
         None => format!(
@@ -487,10 +491,11 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
     if args.samples == 0 {
         bail!("--samples must be at least 1");
     }
-    // Retention tasks are streamed segment by segment in constant memory; the others hold
-    // whole batches.
-    let streamed = remem::task::retention::is_retention(task.config().kind)
-        && config.model.layout == remem::model::Layout::Decoder;
+    // Text and the retention tasks are streamed segment by segment in constant memory; the
+    // others hold whole batches.
+    let streamed = task.config().kind == TaskKind::Text
+        || (remem::task::retention::is_retention(task.config().kind)
+            && config.model.layout == remem::model::Layout::Decoder);
     let batch = if streamed {
         32.min(args.samples)
     } else {
@@ -628,12 +633,13 @@ fn eval_text(
         )
     };
     bar.tick();
-    let report = train::eval::evaluate_text(
+    let report = train::eval::evaluate_text_with(
         model,
         model.step_len(task.input_len()),
         corpus,
         Split::Test,
         total,
+        args.reset_memory,
         device,
         |read| bar.set_position(read),
     )?;

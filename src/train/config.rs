@@ -143,10 +143,17 @@ impl RunConfig {
 
     /// Check every field, fill the model's vocabulary from the task, and return the task.
     pub fn resolve(&mut self) -> Result<Task> {
-        if let Some(backbone) = self.model.backbone.as_mut()
-            && backbone.digest.is_none()
-        {
-            backbone.digest = Some(crate::model::llama::file_digest(&backbone.path)?);
+        if let Some(backbone) = self.model.backbone.as_mut() {
+            // `~/` in a config file is the home folder, as in a shell.
+            if let (Ok(rest), Some(home)) = (
+                backbone.path.strip_prefix("~"),
+                std::env::var_os("HOME").filter(|h| !h.is_empty()),
+            ) {
+                backbone.path = Path::new(&home).join(rest);
+            }
+            if backbone.digest.is_none() {
+                backbone.digest = Some(crate::model::llama::file_digest(&backbone.path)?);
+            }
         }
         if let Some(backbone) = &self.model.backbone {
             // The backbone's sizes and tokenizer; the task reads text through the tokenizer.

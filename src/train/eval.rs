@@ -254,6 +254,32 @@ pub fn evaluate_text(
     split: Split,
     max_bytes: u64,
     device: &Device,
+    on_progress: impl FnMut(u64),
+) -> Result<EvalReport> {
+    evaluate_text_with(
+        model,
+        seg_len,
+        corpus,
+        split,
+        max_bytes,
+        false,
+        device,
+        on_progress,
+    )
+}
+
+/// [`evaluate_text`], where with `reset_memory` every segment starts from the model's initial
+/// state instead of the one the previous segment left: the control that separates what a
+/// memory carries from what its learned initial value (a learned prefix) gives by itself.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_text_with(
+    model: &Model,
+    seg_len: usize,
+    corpus: &Corpus,
+    split: Split,
+    max_bytes: u64,
+    reset_memory: bool,
+    device: &Device,
     mut on_progress: impl FnMut(u64),
 ) -> Result<EvalReport> {
     let (mut nll, mut correct, mut predicted, mut read, mut documents) =
@@ -300,6 +326,9 @@ pub fn evaluate_text(
                 Tensor::<2, Int>::from_data(TensorData::new(v, [1, n]), device)
             };
             let (tokens, targets) = (ids(start..end), ids(start + 1..end + 1));
+            if reset_memory {
+                state = model.init_state(1, device);
+            }
             let current = std::mem::replace(&mut state, crate::model::State::Empty);
             let out = if end < last {
                 let (out, next) = model.step(tokens, current, false);

@@ -441,7 +441,7 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
                 &bar,
                 match report.bits_per_byte {
                     Some(bpb) => format!(
-                        "step {:>6}: validation {bpb:.4} bits per byte  next-byte acc {:.4}",
+                        "step {:>6}: validation {bpb:.4} bits per byte  next-token acc {:.4}",
                         progress.step, report.token_accuracy
                     ),
                     None => format!(
