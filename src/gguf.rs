@@ -247,6 +247,14 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Whether the file at `path` starts with GGUF's magic bytes (`GGUF`).
+pub fn is_gguf(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    Ok(file.read_exact(&mut magic).is_ok() && &magic == b"GGUF")
+}
+
 impl Gguf {
     /// Read a GGUF file.
     pub fn read(path: &Path) -> Result<Self> {

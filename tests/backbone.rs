@@ -107,6 +107,13 @@ fn remem(args: &[&str]) -> Output {
         .expect("the remem binary runs")
 }
 
+/// Assert that `out` is a clean failure: non-zero exit, `expect` in the message, no panic.
+fn fails_with(out: &Output, expect: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(expect), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 fn check(out: &Output) -> String {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "failed: {err}");
@@ -253,12 +260,7 @@ fn train_eval_and_stream_with_a_backbone() {
     changed[last] ^= 1;
     std::fs::write(&weights, changed).unwrap();
     let out = remem(&["eval", "--checkpoint", r, "--quiet", "--device", "cpu"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("changed since"),
-        "{err}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
+    fails_with(&out, "changed since");
 }
 
 #[test]
@@ -318,8 +320,7 @@ fn a_backbone_is_refused_where_it_cannot_work() {
         "--device",
         "cpu",
     ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("vocab.txt"), "{err}");
+    fails_with(&out, "vocab.txt");
     // A synthetic task writes symbol ids the backbone's tokenizer never made.
     let mut vocab_dir = tmp.path().join("v");
     tiny_with_vocabulary(&vocab_dir);
@@ -334,8 +335,7 @@ fn a_backbone_is_refused_where_it_cannot_work() {
         "--device",
         "cpu",
     ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("task.kind"), "{err}");
+    fails_with(&out, "task.kind");
     // More positions than the backbone was trained for (64).
     let out = remem(&[
         "train",
@@ -349,12 +349,7 @@ fn a_backbone_is_refused_where_it_cannot_work() {
         "--device",
         "cpu",
     ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("at most 64 positions"),
-        "{err}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
+    fails_with(&out, "at most 64 positions");
 }
 
 #[test]

@@ -62,18 +62,10 @@ fn edited(
         .map(|(n, v)| (n, (v.dtype(), v.shape().to_vec(), v.data().to_vec())))
         .collect();
     edit(&mut tensors);
-    let views: Vec<_> = tensors
-        .iter()
-        .map(|(n, (d, s, b))| {
-            let view = safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap();
-            (n.clone(), view)
-        })
-        .collect();
-    std::fs::write(
-        out.join("model.safetensors"),
-        safetensors::serialize(views, None).unwrap(),
-    )
-    .unwrap();
+    common::write_safetensors(
+        &out.join("model.safetensors"),
+        tensors.iter().map(|(n, (d, s, b))| (n, *d, &s[..], &b[..])),
+    );
 }
 
 #[test]

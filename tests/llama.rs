@@ -108,19 +108,12 @@ fn edited(
         .map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec()))
         .collect();
     edit(&mut tensors);
-    let views: Vec<_> = tensors
-        .iter()
-        .map(|(n, s, b)| {
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                .unwrap();
-            (n.clone(), view)
-        })
-        .collect();
-    std::fs::write(
-        out.join("model.safetensors"),
-        safetensors::serialize(views, None).unwrap(),
-    )
-    .unwrap();
+    common::write_safetensors(
+        &out.join("model.safetensors"),
+        tensors
+            .iter()
+            .map(|(n, s, b)| (n, safetensors::Dtype::F32, &s[..], &b[..])),
+    );
     out.to_path_buf()
 }
 

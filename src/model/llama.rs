@@ -28,7 +28,7 @@ use burn::tensor::activation::silu;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::gguf::{Gguf, Value};
+use crate::gguf::{Gguf, Value, is_gguf};
 use crate::nn::{causal_mask, linear, masked_softmax, matmul};
 
 /// A Llama architecture, as a Hugging Face `config.json` or a GGUF file's metadata states it.
@@ -554,14 +554,6 @@ fn not_a_model(path: &Path) -> Error {
         path: path.to_path_buf(),
         reason: "neither a GGUF file nor a folder with config.json and model.safetensors".into(),
     }
-}
-
-/// Whether `path` starts with GGUF's magic bytes.
-fn is_gguf(path: &Path) -> Result<bool> {
-    use std::io::Read;
-    let mut magic = [0u8; 4];
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    Ok(file.read_exact(&mut magic).is_ok() && &magic == b"GGUF")
 }
 
 /// `[rows, cols]` row-major data as `[cols, rows]`.

@@ -83,14 +83,6 @@ impl Tokenizer {
         }
     }
 
-    /// Pretrained tokenizers are not part of the browser build.
-    #[cfg(target_family = "wasm")]
-    pub fn pretrained(&self) -> Result<std::sync::Arc<()>> {
-        Err(Error::Input(
-            "pretrained tokenizers are not available in the browser build".into(),
-        ))
-    }
-
     /// Check the tokenizer fits a vocabulary of `vocab` ids and is unambiguous.
     pub fn validate(&self, vocab: usize) -> Result<()> {
         #[cfg(not(target_family = "wasm"))]

@@ -73,12 +73,7 @@ impl Pretrained {
                 path.join("vocab.txt")
             });
         }
-        let mut magic = [0u8; 4];
-        let is_gguf = std::fs::File::open(path)
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-            .is_ok()
-            && &magic == b"GGUF";
-        if is_gguf {
+        if path.is_file() && crate::gguf::is_gguf(path)? {
             return Self::from_gguf(&Gguf::read(path)?, path);
         }
         Self::from_file(path)

@@ -36,6 +36,21 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
         .collect()
 }
 
+/// Write `tensors` (name, dtype, shape, little-endian bytes) as a safetensors file at `path`.
+pub fn write_safetensors<'a>(
+    path: &std::path::Path,
+    tensors: impl IntoIterator<Item = (&'a String, safetensors::Dtype, &'a [usize], &'a [u8])>,
+) {
+    let views: Vec<_> = tensors
+        .into_iter()
+        .map(|(name, dtype, shape, bytes)| {
+            let view = safetensors::tensor::TensorView::new(dtype, shape.to_vec(), bytes).unwrap();
+            (name.clone(), view)
+        })
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
 /// The wgpu device (lavapipe in CI), or `None` when there is no adapter.
 ///
 /// With `CI=true` a missing adapter fails the test instead: the wgpu path must really run there.
