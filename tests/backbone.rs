@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use common::{max_abs_diff, values};
-use remem::model::{BackboneConfig, LlamaConfig, ModelConfig, ModelKind};
+use remem::model::{Architecture, BackboneConfig, ModelConfig, ModelKind};
 use remem::{Model, SegmentModel};
 
 fn tiny_dir() -> PathBuf {
@@ -22,7 +22,7 @@ fn tiny_dir() -> PathBuf {
 
 fn config(memory_tokens: usize, segment_len: usize) -> ModelConfig {
     let dir = tiny_dir();
-    let llama = LlamaConfig::open(&dir).unwrap();
+    let arch = Architecture::open(&dir).unwrap();
     ModelConfig {
         kind: ModelKind::Rmt,
         memory_tokens,
@@ -34,7 +34,7 @@ fn config(memory_tokens: usize, segment_len: usize) -> ModelConfig {
         }),
         ..ModelConfig::default()
     }
-    .with_backbone(&llama)
+    .with_backbone(&arch)
 }
 
 fn tokens(ids: &[u32], device: &Device) -> Tensor<2, Int> {

@@ -34,18 +34,22 @@ fn every_config_in_configs_resolves() {
             };
             config.task.data = vec![books];
         }
-        // Backbone configs name the fetched SmolLM2 file under the home folder: checked
-        // against the copy the tests fetch (which $REMEM_DATA may put elsewhere).
+        // Backbone configs name a fetched model under the home folder: checked against the
+        // copy the tests fetch (which $REMEM_DATA may put elsewhere).
         if let Some(backbone) = config.model.backbone.as_mut() {
-            let Some(gguf) = common::smollm2_gguf() else {
+            let fetched = match backbone.path.file_name().and_then(|n| n.to_str()) {
+                Some("all-MiniLM-L6-v2") => common::minilm_dir(),
+                _ => common::smollm2_gguf(),
+            };
+            let Some(fetched) = fetched else {
                 continue;
             };
             assert!(
-                backbone.path.ends_with(gguf.file_name().unwrap()),
+                backbone.path.ends_with(fetched.file_name().unwrap()),
                 "{}: an unknown backbone",
                 path.display()
             );
-            backbone.path = gguf;
+            backbone.path = fetched;
         }
         config
             .resolve()

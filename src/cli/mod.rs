@@ -253,7 +253,11 @@ impl TrainArgs {
         set!(c.task.kind, self.task);
         if !self.data.is_empty() {
             c.task.data = self.data.clone();
-            if self.task.is_none() {
+            // Files alone mean the text task, unless the config's task already reads files
+            // (a retention task hides its facts in them).
+            let reads_files =
+                c.task.kind == TaskKind::Text || remem::task::retention::is_retention(c.task.kind);
+            if self.task.is_none() && !reads_files {
                 c.task.kind = TaskKind::Text;
             }
         }
@@ -491,11 +495,9 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
     if args.samples == 0 {
         bail!("--samples must be at least 1");
     }
-    // Text and the retention tasks are streamed segment by segment in constant memory; the
-    // others hold whole batches.
-    let streamed = task.config().kind == TaskKind::Text
-        || (remem::task::retention::is_retention(task.config().kind)
-            && config.model.layout == remem::model::Layout::Decoder);
+    // Text and the retention tasks (the tasks that read a corpus) are streamed segment by
+    // segment in constant memory; the others hold whole batches.
+    let streamed = task.corpus().is_some();
     let batch = if streamed {
         32.min(args.samples)
     } else {

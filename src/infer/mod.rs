@@ -99,7 +99,17 @@ impl Session {
     /// [`crate::model::Llama::load`]) reading `segment_len` tokens per step, each segment on its
     /// own, with its own tokenizer.
     pub fn from_backbone(path: &Path, segment_len: usize, device: &Device) -> Result<Self> {
-        let llama = crate::model::LlamaConfig::open(path)?;
+        let llama = match crate::model::Architecture::open(path)? {
+            crate::model::Architecture::Llama(c) => c,
+            crate::model::Architecture::Bert(_) => {
+                return Err(Error::Backbone {
+                    path: path.to_path_buf(),
+                    reason: "a BERT encoder alone does not continue text: stream a checkpoint \
+                             of RMT trained on it instead"
+                        .into(),
+                });
+            }
+        };
         let tokenizer = Tokenizer::Pretrained {
             path: path.to_path_buf(),
         };
@@ -114,7 +124,7 @@ impl Session {
             }),
             ..Default::default()
         }
-        .with_backbone(&llama);
+        .with_backbone(&crate::model::Architecture::Llama(llama.clone()));
         config.validate()?;
         if segment_len > llama.max_position_embeddings {
             return Err(Error::config(

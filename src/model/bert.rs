@@ -238,12 +238,8 @@ impl Bert {
     /// - output: `[batch, seq, hidden_size]`
     pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         let [_, seq] = ids.dims();
-        let device = ids.device();
-        let x = self.embed(ids);
-        let bias = Tensor::zeros([seq, seq], &device);
-        self.layers
-            .iter()
-            .fold(x, |x, layer| layer.forward(x, bias.clone(), false).hidden)
+        let bias = Tensor::zeros([seq, seq], &ids.device());
+        self.hidden(self.embed(ids), bias, false).0
     }
 
     /// The embedding layer's output.
@@ -252,11 +248,49 @@ impl Bert {
     /// - ids: `[batch, seq]`
     /// - output: `[batch, seq, hidden_size]`
     pub fn embed(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        let [_, seq] = ids.dims();
+        self.embed_vectors(self.words.forward(ids))
+    }
+
+    /// The embedding layer's output for rows given as word vectors (a word's embedding, or a
+    /// memory vector in the same space): positions from 0 and token type 0 added, then normed.
+    ///
+    /// # Shapes
+    /// - words: `[batch, seq, hidden_size]`
+    /// - output: `[batch, seq, hidden_size]`
+    pub fn embed_vectors(&self, words: Tensor<3>) -> Tensor<3> {
+        let [_, seq, _] = words.dims();
         let positions = self.positions.weight.val().slice(s![0..seq, ..]);
         let types = self.token_types.weight.val().slice(s![0..1, ..]);
-        let words = self.words.forward(ids);
         self.norm
             .forward(words + (positions + types).unsqueeze::<3>())
+    }
+
+    /// The layers over embedded rows `x` with the attention `bias` (0 = may attend), and each
+    /// layer's attention weights when asked for.
+    ///
+    /// # Shapes
+    /// - x: `[batch, seq, hidden_size]`; bias: `[seq, seq]`
+    /// - output: `[batch, seq, hidden_size]`; weights: each `[batch, heads, seq, seq]`
+    pub fn hidden(
+        &self,
+        x: Tensor<3>,
+        bias: Tensor<2>,
+        return_weights: bool,
+    ) -> (Tensor<3>, Option<Vec<Tensor<4>>>) {
+        let mut weights = return_weights.then(Vec::new);
+        let mut x = x;
+        for layer in &self.layers {
+            let out = layer.forward(x, bias.clone(), return_weights);
+            x = out.hidden;
+            if let (Some(all), Some(w)) = (weights.as_mut(), out.weights) {
+                all.push(w);
+            }
+        }
+        (x, weights)
+    }
+
+    /// The word embedding table `[vocab_size, hidden_size]`.
+    pub fn token_embedding(&self) -> &Embedding {
+        &self.words
     }
 }

@@ -50,7 +50,8 @@ pub enum Layout {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackboneConfig {
-    /// A Llama-family GGUF file, or a Hugging Face folder (`config.json`, `model.safetensors`).
+    /// A Llama-family GGUF file, or a Hugging Face folder (`config.json`, `model.safetensors`)
+    /// of a Llama or a BERT.
     pub path: std::path::PathBuf,
     /// Train the backbone's weights too; by default they stay as loaded and only the memory
     /// (and the layer that reads it) learns.
@@ -100,8 +101,9 @@ pub struct ModelConfig {
     /// The infinity-former's long-term memory (`[model.ltm]`; written only when not the default).
     #[serde(skip_serializing_if = "LtmConfig::is_default")]
     pub ltm: LtmConfig,
-    /// A pretrained decoder the memory is added to; its sizes replace `vocab_size`, `d_model`,
-    /// `n_layers`, `n_heads` and `d_ff` ([`ModelConfig::with_backbone`]).
+    /// A pretrained model the memory is added to (a Llama decoder or a BERT encoder); its
+    /// sizes replace `vocab_size`, `d_model`, `n_layers`, `n_heads` and `d_ff`, and its kind
+    /// the layout ([`ModelConfig::with_backbone`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backbone: Option<BackboneConfig>,
 }
@@ -129,15 +131,36 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
-    /// This config with the sizes of the backbone `llama` (vocabulary, width, layers, heads,
-    /// feed-forward width) in place of its own.
-    pub fn with_backbone(&self, llama: &crate::model::LlamaConfig) -> Self {
+    /// This config with the sizes of the backbone `arch` (vocabulary, width, layers, heads,
+    /// feed-forward width) in place of its own, and its layout: a BERT is an encoder, a Llama
+    /// a decoder.
+    pub fn with_backbone(&self, arch: &crate::model::Architecture) -> Self {
+        use crate::model::Architecture;
+        let (vocab_size, d_model, n_layers, n_heads, d_ff, layout) = match arch {
+            Architecture::Llama(c) => (
+                c.vocab_size,
+                c.hidden_size,
+                c.num_hidden_layers,
+                c.num_attention_heads,
+                c.intermediate_size,
+                Layout::Decoder,
+            ),
+            Architecture::Bert(c) => (
+                c.vocab_size,
+                c.hidden_size,
+                c.num_hidden_layers,
+                c.num_attention_heads,
+                c.intermediate_size,
+                Layout::Encoder,
+            ),
+        };
         ModelConfig {
-            vocab_size: llama.vocab_size,
-            d_model: llama.hidden_size,
-            n_layers: llama.num_hidden_layers,
-            n_heads: llama.num_attention_heads,
-            d_ff: llama.intermediate_size,
+            vocab_size,
+            d_model,
+            n_layers,
+            n_heads,
+            d_ff,
+            layout,
             ..self.clone()
         }
     }
@@ -198,12 +221,6 @@ impl ModelConfig {
                 return Err(Error::config(
                     "model.kind",
                     "a backbone takes `rmt` or `transformer` (the others are not built on one yet)",
-                ));
-            }
-            if self.layout != Layout::Decoder {
-                return Err(Error::config(
-                    "model.layout",
-                    "a Llama backbone is a decoder: use the decoder layout",
                 ));
             }
             if self.dropout != 0.0 {
@@ -294,7 +311,14 @@ impl ModelConfig {
             self.cache_len()
         );
         let backbone = match &self.backbone {
-            Some(b) => format!("-llama{}", b.digest.as_deref().unwrap_or("")),
+            Some(b) => format!(
+                "-{}{}",
+                match self.layout {
+                    Layout::Decoder => "llama",
+                    Layout::Encoder => "bert",
+                },
+                b.digest.as_deref().unwrap_or("")
+            ),
             None => String::new(),
         };
         (base + &ltm + &backbone).to_lowercase()

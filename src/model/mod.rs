@@ -4,11 +4,13 @@
 //! training, evaluation, streaming and the browser demo are written once; [`Model`] is any of
 //! them, chosen by the config.
 
+pub mod backbone;
 pub mod bert;
 pub mod config;
 pub mod infinity;
 pub mod llama;
 pub mod rmt;
+pub mod rmt_bert;
 pub mod rmt_llama;
 pub mod state;
 pub mod xl;
@@ -18,10 +20,12 @@ use burn::prelude::*;
 use crate::error::Result;
 use crate::nn::{Density, Init, Noise};
 
+pub use backbone::Architecture;
 pub use bert::{Bert, BertConfig};
 pub use config::{BackboneConfig, Layout, ModelConfig, ModelKind};
 pub use llama::{Llama, LlamaConfig};
 pub use rmt::{Rmt, attention_mask};
+pub use rmt_bert::BertRmt;
 pub use rmt_llama::LlamaRmt;
 pub use state::{LtmState, State, cuts_before};
 pub use xl::Xl;
@@ -61,6 +65,8 @@ pub enum Model {
     Xl(Xl),
     /// RMT on a pretrained Llama decoder, or the decoder alone (`model.backbone`).
     Llama(LlamaRmt),
+    /// RMT on a pretrained BERT encoder (`model.backbone`).
+    Bert(BertRmt),
 }
 
 impl Model {
@@ -103,20 +109,34 @@ impl Model {
                 });
             }
         }
-        let llama = Llama::load(&backbone.path, device)?;
-        let sized = config.with_backbone(llama.config());
-        if &sized != config {
-            return Err(crate::error::Error::Backbone {
-                path: backbone.path.clone(),
-                reason: format!(
-                    "its architecture ({}) is not the one the model was built on ({})",
-                    sized.fingerprint(),
-                    config.fingerprint()
-                ),
-            });
-        }
+        let sized_as = |arch: Architecture| -> Result<()> {
+            let sized = config.with_backbone(&arch);
+            if &sized != config {
+                return Err(crate::error::Error::Backbone {
+                    path: backbone.path.clone(),
+                    reason: format!(
+                        "its architecture ({}) is not the one the model was built on ({})",
+                        sized.fingerprint(),
+                        config.fingerprint()
+                    ),
+                });
+            }
+            Ok(())
+        };
         let mut init = Init::new(seed, device);
-        Ok(Model::Llama(LlamaRmt::new(config, llama, &mut init)))
+        match Architecture::open(&backbone.path)? {
+            Architecture::Llama(_) => {
+                let llama = Llama::load(&backbone.path, device)?;
+                sized_as(Architecture::Llama(llama.config().clone()))?;
+                Ok(Model::Llama(LlamaRmt::new(config, llama, &mut init)))
+            }
+            Architecture::Bert(_) => {
+                let (bert, bert_config) = Bert::load(&backbone.path, device)?;
+                sized_as(Architecture::Bert(bert_config))?;
+                let specials = rmt_bert::Specials::of(&backbone.path)?;
+                Ok(Model::Bert(BertRmt::new(config, bert, specials, &mut init)))
+            }
+        }
     }
 
     /// The token embedding table `[vocab, d_model]`.
@@ -125,6 +145,7 @@ impl Model {
             Model::Rmt(m) => m.token_embedding(),
             Model::Xl(m) => m.token_embedding(),
             Model::Llama(m) => m.llama().token_embedding(),
+            Model::Bert(m) => m.bert().token_embedding(),
         }
     }
 
@@ -199,6 +220,7 @@ impl SegmentModel for Model {
             Model::Rmt(m) => m.config(),
             Model::Xl(m) => m.config(),
             Model::Llama(m) => m.config(),
+            Model::Bert(m) => m.config(),
         }
     }
 
@@ -207,6 +229,7 @@ impl SegmentModel for Model {
             Model::Rmt(m) => m.noise(),
             Model::Xl(m) => m.noise(),
             Model::Llama(m) => m.noise(),
+            Model::Bert(m) => m.noise(),
         }
     }
 
@@ -215,6 +238,7 @@ impl SegmentModel for Model {
             Model::Rmt(m) => m.init_state(batch, device),
             Model::Xl(m) => m.init_state(batch, device),
             Model::Llama(m) => m.init_state(batch, device),
+            Model::Bert(m) => m.init_state(batch, device),
         }
     }
 
@@ -228,6 +252,7 @@ impl SegmentModel for Model {
             Model::Rmt(m) => m.step(tokens, state, return_attention),
             Model::Xl(m) => m.step(tokens, state, return_attention),
             Model::Llama(m) => m.step(tokens, state, return_attention),
+            Model::Bert(m) => m.step(tokens, state, return_attention),
         }
     }
 
@@ -236,6 +261,7 @@ impl SegmentModel for Model {
             Model::Rmt(m) => m.last_step(tokens, state),
             Model::Xl(m) => m.last_step(tokens, state),
             Model::Llama(m) => m.last_step(tokens, state),
+            Model::Bert(m) => m.last_step(tokens, state),
         }
     }
 }

@@ -32,14 +32,15 @@ use super::state::State;
 use super::{SegmentModel, StepOutput};
 use crate::nn::{BiasCache, Init, Noise, causal_mask};
 
-/// The prefix of the backbone's weight names in a [`LlamaRmt`] (`llama.layers.0.q.weight`).
-pub const BACKBONE: &str = "llama.";
+/// The prefix of the backbone's weight names in a [`LlamaRmt`] or a
+/// [`super::BertRmt`] (`backbone.layers.0.q.weight`).
+pub const BACKBONE: &str = "backbone.";
 
 /// RMT on a Llama decoder (or, without memory, the decoder alone, segment by segment or over
 /// the whole input).
 #[derive(Module, Debug)]
 pub struct LlamaRmt {
-    llama: Llama,
+    backbone: Llama,
     /// The initial memory: M learned vectors `[M, d]` at the token embeddings' scale; `None`
     /// when M = 0.
     memory: Option<Param<Tensor<2>>>,
@@ -74,7 +75,7 @@ impl LlamaRmt {
             }
         });
         LlamaRmt {
-            llama,
+            backbone: llama,
             memory,
             read,
             noise: init.noise(),
@@ -85,7 +86,7 @@ impl LlamaRmt {
 
     /// The backbone.
     pub fn llama(&self) -> &Llama {
-        &self.llama
+        &self.backbone
     }
 
     fn run(
@@ -103,7 +104,7 @@ impl LlamaRmt {
             "segment of {t} tokens, model takes 1..={t_max}"
         );
         let device = tokens.device();
-        let x = self.llama.embed(tokens);
+        let x = self.backbone.embed(tokens);
         let memory = match state {
             State::Memory { memory } => Some(memory),
             State::Empty => None,
@@ -125,11 +126,11 @@ impl LlamaRmt {
                 causal_mask(t)
             }
         });
-        let (h, attention) = self.llama.hidden(h, &positions, bias, return_attention);
+        let (h, attention) = self.backbone.hidden(h, &positions, bias, return_attention);
         let rows = h.dims()[1];
         let from = rows - t - if write { m } else { 0 };
         let logits = self
-            .llama
+            .backbone
             .logits(h.clone().slice(s![.., from..from + t, ..]));
         let next = match (write, &self.read) {
             (true, Some(read)) => Some(State::Memory {

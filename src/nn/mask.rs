@@ -30,6 +30,15 @@ impl Mask {
         }
     }
 
+    /// A mask where every query may attend to every key (an encoder's).
+    pub fn open(rows: usize, cols: usize) -> Self {
+        Self {
+            rows,
+            cols,
+            allowed: vec![true; rows * cols],
+        }
+    }
+
     /// Allow query `row` to attend to key `col`.
     pub fn allow(&mut self, row: usize, col: usize) {
         assert!(

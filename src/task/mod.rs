@@ -120,8 +120,8 @@ pub struct Task {
     segment_len: usize,
     /// The text task's documents (opened once, shared by the curriculum's stages).
     corpus: Option<Arc<text::Corpus>>,
-    /// How the text task's windows become ids when not byte by byte: a pretrained model's
-    /// tokenizer ([`Task::with_tokenizer`]).
+    /// How the text (text and retention tasks) becomes ids when not byte by byte: a
+    /// pretrained model's tokenizer ([`Task::with_tokenizer`]).
     text_tokenizer: Option<Tokenizer>,
 }
 
@@ -132,6 +132,20 @@ const BYTES_PER_TOKEN: usize = 8;
 impl Task {
     /// Bind `config` to segments of `segment_len` tokens, checking that the task fits.
     pub fn new(config: TaskConfig, segment_len: usize) -> Result<Self> {
+        Self::build(config, segment_len, None)
+    }
+
+    /// [`Task::new`] for the text task or a retention task reading its text through a
+    /// pretrained `tokenizer` (see [`Task::with_tokenizer`]); sizes are checked in its tokens.
+    pub fn new_with_tokenizer(
+        config: TaskConfig,
+        segment_len: usize,
+        tokenizer: Tokenizer,
+    ) -> Result<Self> {
+        Self::build(config, segment_len, Some(tokenizer))
+    }
+
+    fn build(config: TaskConfig, segment_len: usize, tokenizer: Option<Tokenizer>) -> Result<Self> {
         let corpus = match config.kind {
             TaskKind::Text if config.data.is_empty() => {
                 return Err(Error::config(
@@ -167,18 +181,30 @@ impl Task {
             corpus,
             text_tokenizer: None,
         };
-        task.validate()?;
-        Ok(task)
+        match tokenizer {
+            Some(t) => task.with_tokenizer(t),
+            None => {
+                task.validate()?;
+                Ok(task)
+            }
+        }
     }
 
-    /// The text task reading its windows through `tokenizer` (a pretrained model's) instead of
-    /// byte by byte.
+    /// The text task, or a retention task, reading its text through `tokenizer` (a pretrained
+    /// model's) instead of byte by byte: lengths then count the tokenizer's tokens.
     pub fn with_tokenizer(self, tokenizer: Tokenizer) -> Result<Self> {
-        if self.config.kind != TaskKind::Text {
+        let kind = self.config.kind;
+        if kind != TaskKind::Text && !retention::is_retention(kind) {
             return Err(Error::config(
                 "task.kind",
-                "only the text task reads through a pretrained tokenizer",
+                format!(
+                    "{kind:?} writes its own symbol ids; only the text and retention tasks read \
+                     through a pretrained tokenizer"
+                ),
             ));
+        }
+        if retention::is_retention(kind) {
+            retention::Units::tokens(&tokenizer)?;
         }
         let task = Task {
             text_tokenizer: Some(tokenizer),
@@ -264,12 +290,13 @@ impl Task {
                 }
             }
             kind if retention::is_retention(kind) => {
-                let need = retention::max_story_len(kind);
+                let units = retention::Units::new(self.text_tokenizer.as_ref())?;
+                let need = retention::max_story_units(kind, &units)?;
                 if capacity + 1 < need {
                     return Err(Error::config(
                         "task.segments",
                         format!(
-                            "a {kind:?} story needs up to {need} bytes; segments * segment_len + 1 \
+                            "a {kind:?} story needs up to {need} positions; segments * segment_len + 1 \
                              is only {}",
                             capacity + 1
                         ),
@@ -384,7 +411,8 @@ impl Task {
     pub fn try_sample(&self, rng: &mut impl Rng) -> Result<Sample> {
         match &self.corpus {
             Some(corpus) if self.config.kind != TaskKind::Text => {
-                retention::sample(self.config.kind, corpus, self.input_len() + 1, rng)
+                let units = retention::Units::new(self.text_tokenizer.as_ref())?;
+                retention::sample(self.config.kind, corpus, units, self.input_len() + 1, rng)
             }
             Some(corpus) if self.text_tokenizer.is_some() => {
                 let tokenizer = self.text_tokenizer.as_ref().expect("checked");

@@ -27,6 +27,7 @@ use rand::seq::IndexedRandom;
 use super::text::Corpus;
 use super::{Sample, TaskKind};
 use crate::error::{Error, Result};
+use crate::tokenizer::Tokenizer;
 
 /// The six places: the answer of every bAbI-style task (chance 1/6).
 pub const PLACES: [&str; 6] = [
@@ -87,44 +88,58 @@ pub fn answer_width(kind: TaskKind) -> usize {
 /// The longest story `kind` can draw, in bytes: its facts (each with the space that joins it
 /// to the text), its question and its widest answer. A sample needs at least this many.
 pub fn max_story_len(kind: TaskKind) -> usize {
-    let longest = |words: &[&str]| words.iter().map(|w| w.len()).max().unwrap_or(0);
-    let (person, place, object, key) = (
-        longest(&PEOPLE),
-        longest(&PLACES),
-        longest(&OBJECTS),
-        longest(&KEYS),
+    max_story_units(kind, &Units::Bytes).expect("bytes always encode")
+}
+
+/// [`max_story_len`] in `units`. Both kinds of pretrained tokenizer split text into words
+/// (at spaces and punctuation) before anything else, so a sentence's length is the sum of its
+/// words', and the longest story is the longest word in each slot; numbers and variable names
+/// count one unit per byte, which no tokenizer exceeds.
+pub fn max_story_units(kind: TaskKind, units: &Units) -> Result<usize> {
+    let n = |text: &str| units.encode(text).map(|ids| ids.len());
+    let longest = |words: &[&str]| -> Result<usize> {
+        let mut most = 0;
+        for w in words {
+            most = most.max(n(&format!(" {w}"))?);
+        }
+        Ok(most)
+    };
+    let (person, place, object, key, verb) = (
+        longest(&PEOPLE)?,
+        longest(&PLACES)?,
+        longest(&OBJECTS)?,
+        longest(&KEYS)?,
+        longest(&MOVES)?,
     );
-    // "<person> <verb> to the <place>.", "<person> picked up the <object>."
-    let moved = person + 1 + longest(&MOVES) + " to the .".len() + place;
-    let picked = person + " picked up the .".len() + object;
-    let needle = "The special magic number for  is 1234567.".len() + key;
+    // " <person> <verb> to the <place>.", " <person> picked up the <object>."
+    let moved = person + verb + n(" to the")? + place + n(".")?;
+    let picked = person + n(" picked up the")? + object + n(".")?;
+    let needle = n(" The special magic number for")? + key + n(" is")? + " 1234567".len() + n(".")?;
+    let asked = |opening: &str, slot: usize| -> Result<usize> { Ok(n(opening)? + slot + n("? ")?) };
     let (facts, question) = match kind {
-        TaskKind::Memorize | TaskKind::Detect => (moved + 1, "\nWhere is ? ".len() + person),
-        TaskKind::Reasoning => (moved + picked + 2, "\nWhere is the ? ".len() + object),
-        TaskKind::Qa1 => (6 * (moved + 1), "\nWhere is ? ".len() + person),
-        TaskKind::Qa2 => (
-            6 * (moved + 1) + picked + 1,
-            "\nWhere is the ? ".len() + object,
-        ),
+        TaskKind::Memorize | TaskKind::Detect => (moved, asked("\nWhere is", person)?),
+        TaskKind::Reasoning => (moved + picked, asked("\nWhere is the", object)?),
+        TaskKind::Qa1 => (6 * moved, asked("\nWhere is", person)?),
+        TaskKind::Qa2 => (6 * moved + picked, asked("\nWhere is the", object)?),
         TaskKind::Qa3 => (
-            3 * (moved + 1) + picked + 1,
-            "\nWhere was the  before the ? ".len() + object + place,
+            3 * moved + picked,
+            asked("\nWhere was the", object)? + n(" before the")? + place,
         ),
         TaskKind::Needle => (
-            needle + 1,
-            "\nWhat is the special magic number for ? ".len() + key,
+            needle,
+            asked("\nWhat is the special magic number for", key)?,
         ),
         TaskKind::Needles => (
-            4 * (needle + 1),
-            "\nWhat is the special magic number for ? ".len() + key,
+            4 * needle,
+            asked("\nWhat is the special magic number for", key)?,
         ),
         TaskKind::Variables => (
-            2 * "VAR XX = 12345.".len() + 6 * "VAR XX = VAR XX.".len() + 8,
-            "\nWhich variables equal 12345? ".len(),
+            2 * " VAR XX = 12345.".len() + 6 * " VAR XX = VAR XX.".len(),
+            asked("\nWhich variables equal", " 12345".len())?,
         ),
         _ => (0, 0),
     };
-    facts + question + answer_width(kind)
+    Ok(facts + question + answer_width(kind))
 }
 
 /// The story of one sample: facts in order, the question, the answer.
@@ -324,53 +339,192 @@ fn mask(text: &mut [u8]) {
     }
 }
 
+/// How a sample's text becomes ids: one per byte (remem's models trained from scratch), or a
+/// pretrained model's tokens.
+#[derive(Debug, Clone)]
+pub enum Units<'a> {
+    /// Byte values.
+    Bytes,
+    /// A pretrained tokenizer's ids ([`Units::tokens`]).
+    Tokens {
+        /// The tokenizer.
+        tokenizer: &'a Tokenizer,
+        /// Ids after which a sentence ends (`.`, `!`, `?`).
+        enders: Vec<u32>,
+        /// Every id of a story word's encodings (any case, with or without a leading space):
+        /// replaced in the noise by `x`, since masking words as bytes misses a story word that
+        /// opens a longer one (`kitchens` is `kitchen ##s` to WordPiece).
+        story: std::collections::HashSet<u32>,
+        /// The id of `x`.
+        x: u32,
+    },
+}
+
+impl<'a> Units<'a> {
+    /// The units of `tokenizer`: [`Units::Bytes`] for the byte tokenizer, else its tokens.
+    pub fn new(tokenizer: Option<&'a Tokenizer>) -> Result<Self> {
+        match tokenizer {
+            None | Some(Tokenizer::Bytes) => Ok(Units::Bytes),
+            Some(t) => Self::tokens(t),
+        }
+    }
+
+    /// The units of a pretrained `tokenizer`.
+    pub fn tokens(tokenizer: &'a Tokenizer) -> Result<Self> {
+        let encode = |text: &str| tokenizer.encode(text, usize::MAX);
+        let single = |text: &str| -> Result<u32> {
+            match encode(text)?.as_slice() {
+                [id] => Ok(*id),
+                ids => Err(Error::Input(format!(
+                    "the tokenizer writes `{text}` as {} tokens, not one: it cannot carry the \
+                     retention tasks",
+                    ids.len()
+                ))),
+            }
+        };
+        let enders = [".", "!", "?"]
+            .iter()
+            .map(|p| single(p))
+            .collect::<Result<_>>()?;
+        let x = single("x")?;
+        let mut story = std::collections::HashSet::new();
+        for word in PLACES.iter().chain(&PEOPLE).chain(&OBJECTS).chain(&KEYS) {
+            for form in [word.to_string(), word.to_lowercase()] {
+                story.extend(encode(&form)?);
+                story.extend(encode(&format!(" {form}"))?);
+            }
+        }
+        story.remove(&x);
+        Ok(Units::Tokens {
+            tokenizer,
+            enders,
+            story,
+            x,
+        })
+    }
+
+    /// `text` as ids.
+    fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        match self {
+            Units::Bytes => Ok(text.bytes().map(u32::from).collect()),
+            Units::Tokens { tokenizer, .. } => tokenizer.encode(text, usize::MAX),
+        }
+    }
+
+    /// A fact as it goes into the text: after a space, or (bytes, at the very start) before one.
+    fn fact(&self, fact: &str, at_start: bool) -> Result<Vec<u32>> {
+        match self {
+            Units::Bytes if at_start => self.encode(&format!("{fact} ")),
+            _ => self.encode(&format!(" {fact}")),
+        }
+    }
+
+    /// A piece of book text as noise, into `out`: story words masked; bytes joined to the
+    /// noise before by a newline (replacing the piece's last byte, so its length holds).
+    fn noise(&self, bytes: &mut [u8], first: bool, out: &mut Vec<u32>) -> Result<()> {
+        mask(bytes);
+        out.clear();
+        match self {
+            Units::Bytes if first => out.extend(bytes.iter().map(|&b| u32::from(b))),
+            Units::Bytes => {
+                out.push(u32::from(b'\n'));
+                out.extend(bytes[..bytes.len() - 1].iter().map(|&b| u32::from(b)));
+            }
+            Units::Tokens { story, x, .. } => {
+                out.extend(self.encode(&String::from_utf8_lossy(bytes))?);
+                for id in out.iter_mut() {
+                    if story.contains(id) {
+                        *id = *x;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `last` ends a sentence: `.`, `!` or `?` (as bytes, a boundary also needs
+    /// whitespace next).
+    fn ends_sentence(&self, last: u32) -> bool {
+        match self {
+            Units::Bytes => matches!(u8::try_from(last), Ok(b'.' | b'!' | b'?')),
+            Units::Tokens { enders, .. } => enders.contains(&last),
+        }
+    }
+
+    /// Bytes of book text to read for `units` units of noise.
+    fn bytes_for(&self, units: usize) -> usize {
+        match self {
+            Units::Bytes => units,
+            Units::Tokens { .. } => units.saturating_mul(super::BYTES_PER_TOKEN),
+        }
+    }
+}
+
 /// One sample, made as it is read: book noise in pieces of up to 64 KiB from random training
-/// documents (joined by a newline, story words masked), each fact going in, in order, at the
-/// first sentence boundary (after `.`, `!` or `?` and a space or newline) at or after a point
-/// drawn uniformly over the noise (memorize: its fact opens the text), then the question and
-/// the answer. Only the current piece is held, so a sample of any length takes constant
-/// memory: the long evaluations read it segment by segment.
+/// documents (story words masked; as bytes, joined by a newline), each fact going in, in order,
+/// at the first sentence boundary (bytes: after `.`, `!` or `?` and before a space or newline;
+/// tokens: after a `.`, `!` or `?` token) at or after a point drawn uniformly over the noise
+/// (memorize: its fact opens the text), then the question and the answer. Lengths count
+/// [`Units`]: bytes, or a pretrained tokenizer's tokens. Only the current piece is held, so a
+/// sample of any length takes constant memory: the long evaluations read it segment by segment.
 #[derive(Debug)]
 pub struct Stream<'a, R: Rng> {
     corpus: &'a Corpus,
+    units: Units<'a>,
     rng: R,
     /// Facts not yet written, with the noise offset from which each may go in.
     facts: std::collections::VecDeque<(usize, String)>,
-    /// Noise bytes still to write.
+    /// Noise units still to write.
     noise_left: usize,
-    /// Noise bytes written.
+    /// Noise units written.
     noise_done: usize,
     /// The current noise piece and the read position in it.
-    piece: Vec<u8>,
+    piece: Vec<u32>,
     at: usize,
-    /// The last noise byte written (for sentence boundaries).
-    last: u8,
-    /// Bytes ready to be read (a fact, or the question and answer at the end).
-    ready: std::collections::VecDeque<u8>,
+    /// Book bytes read for pieces (reused).
+    bytes: Vec<u8>,
+    /// The last noise unit written (for sentence boundaries).
+    last: u32,
+    /// Units ready to be read (a fact, or the question and answer at the end).
+    ready: std::collections::VecDeque<u32>,
     /// Whether the question and answer have been queued.
     ended: bool,
-    /// Bytes of the whole sample, and where the answer starts and ends.
+    /// Units of the whole sample, and where the answer starts and ends.
     len: usize,
     answer: std::ops::Range<usize>,
-    question: String,
-    answer_text: String,
+    question: Vec<u32>,
+    answer_ids: Vec<u32>,
     read: usize,
 }
 
 impl<'a, R: Rng> Stream<'a, R> {
-    /// A sample of `kind` for `total` bytes, drawn with `rng` (see [`sample`]).
+    /// A sample of `kind` for `total` units, drawn with `rng` (see [`sample`]).
     ///
     /// # Errors
-    /// [`Error::Config`] when `total` cannot hold the story.
-    pub fn new(kind: TaskKind, corpus: &'a Corpus, total: usize, mut rng: R) -> Result<Self> {
+    /// [`Error::Config`] when `total` cannot hold the story; the tokenizer's errors.
+    pub fn new(
+        kind: TaskKind,
+        corpus: &'a Corpus,
+        units: Units<'a>,
+        total: usize,
+        mut rng: R,
+    ) -> Result<Self> {
         let story = story(kind, &mut rng);
-        let facts: usize = story.facts.iter().map(|f| f.len() + 1).sum();
-        let fixed = facts + story.question.len() + answer_width(kind);
+        let mut facts_len = 0;
+        for (i, fact) in story.facts.iter().enumerate() {
+            facts_len += units.fact(fact, i == 0 && story.first_at_start)?.len();
+        }
+        let question = units.encode(&story.question)?;
+        let answer_ids = units.encode(&story.answer)?;
+        // A token holds at least a byte, so the byte width bounds every tokenizer's answer.
+        let width = answer_width(kind);
+        debug_assert!(answer_ids.len() <= width);
+        let fixed = facts_len + question.len() + width;
         if fixed > total {
             return Err(Error::config(
                 "task.segments",
                 format!(
-                    "a {kind:?} story needs {fixed} bytes; segments * segment_len + 1 is only \
+                    "a {kind:?} story needs {fixed} tokens; segments * segment_len + 1 is only \
                      {total}"
                 ),
             ));
@@ -383,27 +537,29 @@ impl<'a, R: Rng> Stream<'a, R> {
             starts[0] = 0;
         }
         starts.sort_unstable();
-        let answer_start = total - answer_width(kind);
+        let answer_start = total - width;
         Ok(Stream {
             corpus,
+            units,
             rng,
             facts: starts.into_iter().zip(story.facts).collect(),
             noise_left: noise,
             noise_done: 0,
             piece: Vec::new(),
             at: 0,
-            last: b'.',
+            bytes: Vec::new(),
+            last: u32::from(b'.'),
             ready: Default::default(),
             ended: false,
-            len: answer_start + story.answer.len(),
-            answer: answer_start..answer_start + story.answer.len(),
-            question: story.question,
-            answer_text: story.answer,
+            len: answer_start + answer_ids.len(),
+            answer: answer_start..answer_start + answer_ids.len(),
+            question,
+            answer_ids,
             read: 0,
         })
     }
 
-    /// Bytes in the whole sample.
+    /// Units in the whole sample.
     pub fn len(&self) -> usize {
         self.len
     }
@@ -418,8 +574,8 @@ impl<'a, R: Rng> Stream<'a, R> {
         self.answer.clone()
     }
 
-    /// Append the next `n` bytes (fewer at the end) to `out`.
-    pub fn read(&mut self, n: usize, out: &mut Vec<u8>) -> Result<()> {
+    /// Append the next `n` units (fewer at the end) to `out`.
+    pub fn read(&mut self, n: usize, out: &mut Vec<u32>) -> Result<()> {
         let goal = self.read.saturating_add(n).min(self.len);
         while self.read < goal {
             if let Some(b) = self.ready.pop_front() {
@@ -428,26 +584,26 @@ impl<'a, R: Rng> Stream<'a, R> {
                 continue;
             }
             // A fact goes in at its point, at a sentence boundary (or at once at the start).
-            let boundary = self.noise_done == 0
-                || (matches!(self.last, b'.' | b'!' | b'?')
-                    && self
-                        .next_noise_byte()?
-                        .is_some_and(|b| b.is_ascii_whitespace()));
-            if let Some((from, _)) = self.facts.front()
-                && (self.noise_left == 0 || (*from <= self.noise_done && boundary))
-            {
-                let (_, fact) = self.facts.pop_front().expect("a fact");
-                if self.noise_done == 0 {
-                    self.ready.extend(fact.bytes());
-                    self.ready.push_back(b' ');
-                } else {
-                    self.ready.push_back(b' ');
-                    self.ready.extend(fact.bytes());
+            let due = self
+                .facts
+                .front()
+                .is_some_and(|(from, _)| self.noise_left == 0 || *from <= self.noise_done);
+            if due {
+                let boundary = self.noise_done == 0
+                    || (self.units.ends_sentence(self.last)
+                        && (!matches!(self.units, Units::Bytes)
+                            || self.next_noise()?.is_some_and(|b| {
+                                u8::try_from(b).is_ok_and(|b| b.is_ascii_whitespace())
+                            })));
+                if self.noise_left == 0 || boundary {
+                    let (_, fact) = self.facts.pop_front().expect("a fact");
+                    let ids = self.units.fact(&fact, self.noise_done == 0)?;
+                    self.ready.extend(ids);
+                    continue;
                 }
-                continue;
             }
             if self.noise_left > 0 {
-                let b = self.next_noise_byte()?.expect("noise is left");
+                let b = self.next_noise()?.expect("noise is left");
                 self.at += 1;
                 self.noise_left -= 1;
                 self.noise_done += 1;
@@ -458,53 +614,56 @@ impl<'a, R: Rng> Stream<'a, R> {
             }
             if !self.ended {
                 self.ended = true;
-                self.ready.extend(self.question.bytes());
-                self.ready.extend(self.answer_text.bytes());
+                self.ready.extend(self.question.iter().copied());
+                self.ready.extend(self.answer_ids.iter().copied());
                 continue;
             }
-            unreachable!("the sample's length counts every byte");
+            unreachable!("the sample's length counts every unit");
         }
         Ok(())
     }
 
-    /// The next noise byte, reading a new piece when the current one is done.
-    fn next_noise_byte(&mut self) -> Result<Option<u8>> {
+    /// The next noise unit, reading a new piece when the current one is done.
+    fn next_noise(&mut self) -> Result<Option<u32>> {
         if self.noise_left == 0 {
             return Ok(None);
         }
-        if self.at == self.piece.len() {
+        while self.at == self.piece.len() {
             let longest = self.corpus.longest_train() as usize;
-            let want = self.noise_left.min(PIECE).min(longest);
+            let want = self
+                .units
+                .bytes_for(self.noise_left)
+                .min(PIECE)
+                .min(longest);
             self.corpus
-                .window_into(want, &mut self.rng, &mut self.piece)?;
-            mask(&mut self.piece);
-            if self.noise_done > 0 {
-                // Pieces are joined by a newline, counted in the noise.
-                self.piece.pop();
-                self.piece.insert(0, b'\n');
-            }
+                .window_into(want, &mut self.rng, &mut self.bytes)?;
+            let first = self.noise_done == 0;
+            self.units.noise(&mut self.bytes, first, &mut self.piece)?;
             self.at = 0;
         }
         Ok(Some(self.piece[self.at]))
     }
 }
 
-/// A sample of `kind` for `total` bytes (question, answer and all), whole: the [`Stream`]
-/// collected. The answer ends `answer_width - answer.len()` bytes before `total` (see
+/// A sample of `kind` for `total` units (question, answer and all), whole: the [`Stream`]
+/// collected. The answer ends `answer_width - answer.len()` units before `total` (see
 /// [`answer_width`]).
 ///
 /// # Errors
 /// [`Error::Config`] when `total` cannot hold the story; the corpus's read errors.
-pub fn sample(kind: TaskKind, corpus: &Corpus, total: usize, rng: &mut impl Rng) -> Result<Sample> {
-    let mut stream = Stream::new(kind, corpus, total, rng)?;
-    let mut text = Vec::with_capacity(stream.len());
-    stream.read(stream.len(), &mut text)?;
-    let mut answer = vec![false; text.len()];
+pub fn sample(
+    kind: TaskKind,
+    corpus: &Corpus,
+    units: Units<'_>,
+    total: usize,
+    rng: &mut impl Rng,
+) -> Result<Sample> {
+    let mut stream = Stream::new(kind, corpus, units, total, rng)?;
+    let mut tokens = Vec::with_capacity(stream.len());
+    stream.read(stream.len(), &mut tokens)?;
+    let mut answer = vec![false; tokens.len()];
     answer[stream.answer()].fill(true);
-    Ok(Sample {
-        tokens: text.into_iter().map(u32::from).collect(),
-        answer,
-    })
+    Ok(Sample { tokens, answer })
 }
 
 #[cfg(test)]
@@ -625,7 +784,7 @@ mod tests {
             for seed in 0..30 {
                 let mut rng = StdRng::seed_from_u64(seed);
                 let total = 600;
-                let s = sample(kind, &corpus, total, &mut rng).unwrap();
+                let s = sample(kind, &corpus, Units::Bytes, total, &mut rng).unwrap();
                 let width = answer_width(kind);
                 let start = s.answer.iter().position(|&a| a).unwrap();
                 // The question ends at the same place whatever the answer.
@@ -691,10 +850,26 @@ mod tests {
     fn samples_are_reproducible_and_a_short_input_is_an_error() {
         let (_dir, corpus) = corpus();
         for kind in ALL {
-            let draw = |seed| sample(kind, &corpus, 500, &mut StdRng::seed_from_u64(seed)).unwrap();
+            let draw = |seed| {
+                sample(
+                    kind,
+                    &corpus,
+                    Units::Bytes,
+                    500,
+                    &mut StdRng::seed_from_u64(seed),
+                )
+                .unwrap()
+            };
             assert_eq!(draw(7), draw(7), "{kind:?}");
             assert_ne!(draw(7), draw(8), "{kind:?}");
-            let err = sample(kind, &corpus, 20, &mut StdRng::seed_from_u64(1)).unwrap_err();
+            let err = sample(
+                kind,
+                &corpus,
+                Units::Bytes,
+                20,
+                &mut StdRng::seed_from_u64(1),
+            )
+            .unwrap_err();
             assert!(err.to_string().contains("task.segments"), "{err}");
         }
     }
@@ -703,7 +878,7 @@ mod tests {
     fn long_noise_spans_documents() {
         let (_dir, corpus) = corpus();
         let mut rng = StdRng::seed_from_u64(3);
-        let s = sample(TaskKind::Memorize, &corpus, 100_000, &mut rng).unwrap();
+        let s = sample(TaskKind::Memorize, &corpus, Units::Bytes, 100_000, &mut rng).unwrap();
         assert_eq!(
             s.answer.iter().position(|&a| a),
             Some(100_000 - answer_width(TaskKind::Memorize))

@@ -156,24 +156,46 @@ impl RunConfig {
             }
         }
         if let Some(backbone) = &self.model.backbone {
-            // The backbone's sizes and tokenizer; the task reads text through the tokenizer.
-            let llama = crate::model::LlamaConfig::open(&backbone.path)?;
+            // The backbone's sizes, layout and tokenizer; the task reads text through the
+            // tokenizer.
+            let arch = crate::model::Architecture::open(&backbone.path)?;
             let tokenizer = Tokenizer::Pretrained {
                 path: backbone.path.clone(),
             };
-            self.model = self.model.with_backbone(&llama);
+            self.model = self.model.with_backbone(&arch);
             self.model.tokenizer = Some(tokenizer.clone());
-            if self.task.kind != crate::task::TaskKind::Text {
+            let kind = self.task.kind;
+            let encoder = matches!(arch, crate::model::Architecture::Bert(_));
+            if kind != crate::task::TaskKind::Text && !crate::task::retention::is_retention(kind) {
                 return Err(Error::config(
                     "task.kind",
-                    "a backbone reads text through its own tokenizer: use the text task (the \
-                     synthetic and retention tasks write byte or symbol ids)",
+                    format!(
+                        "a backbone reads text through its own tokenizer: use the text task or a \
+                         retention task ({kind:?} writes its own symbol ids)"
+                    ),
                 ));
             }
-            let positions = 2 * self.model.memory_len() + self.model.segment_len;
-            let most = llama.max_position_embeddings;
-            let task = Task::new(self.task.clone(), self.model.segment_len)?;
-            let task = task.with_tokenizer(tokenizer)?;
+            if encoder && kind == crate::task::TaskKind::Text {
+                return Err(Error::config(
+                    "task.kind",
+                    "a BERT backbone is an encoder: it answers the retention tasks, it does not \
+                     predict the next token of text",
+                ));
+            }
+            if encoder && self.model.kind != crate::model::ModelKind::Rmt {
+                return Err(Error::config(
+                    "model.kind",
+                    "memory on a BERT backbone is RMT's (kind = \"rmt\")",
+                ));
+            }
+            // RMT-1M's layout on BERT is `[CLS] memory [SEP] segment [SEP]`.
+            let positions = match encoder {
+                true => self.model.memory_len() + self.model.segment_len + 3,
+                false => 2 * self.model.memory_len() + self.model.segment_len,
+            };
+            let most = arch.max_positions();
+            let task =
+                Task::new_with_tokenizer(self.task.clone(), self.model.segment_len, tokenizer)?;
             let whole = self.model.kind.whole_input().then(|| task.input_len());
             if whole.unwrap_or(positions) > most {
                 return Err(Error::config(

@@ -57,10 +57,11 @@ pub fn batch_for(input_len: usize) -> usize {
 /// A retention task's held-out evaluation, streamed: each batch of samples is generated and
 /// read segment by segment ([`crate::task::retention::Stream`]), the memory carried, and only
 /// the segments that hold the answer are kept, for the teacher-forced answer loss and the
-/// greedy answer. Memory stays constant whatever the input length (a million bytes and more).
+/// greedy answer. Memory stays constant whatever the input length (a million tokens and more).
 /// The samples are those [`evaluate`] draws (the same seeds), so the figures are the same.
 ///
-/// Decoder layout only: the encoder layout's inputs hide the answer, which [`evaluate`] does.
+/// Both layouts: the decoder predicts the answer from the positions before it, the encoder at
+/// its own positions, hidden from its input (its teacher-forced predictions are its answer).
 pub fn evaluate_retention(
     model: &Model,
     task: &Task,
@@ -70,11 +71,13 @@ pub fn evaluate_retention(
     device: &Device,
     mut on_progress: impl FnMut(usize),
 ) -> Result<EvalReport> {
-    use crate::task::retention::Stream;
+    use crate::task::retention::{Stream, Units};
     use rand::SeedableRng;
     let corpus = task
         .corpus()
         .expect("a retention task reads its noise from a corpus");
+    let tokenizer = task.tokenizer();
+    let encoder = model.config().layout == Layout::Encoder;
     let kind = task.config().kind;
     let (input_len, total) = (task.input_len(), task.input_len() + 1);
     let seg_len = model.step_len(input_len);
@@ -89,13 +92,13 @@ pub fn evaluate_retention(
                     eval_seed(seed),
                     i as u64,
                 ));
-                Stream::new(kind, corpus, total, rng)
+                Stream::new(kind, corpus, Units::new(Some(&tokenizer))?, total, rng)
             })
             .collect::<Result<Vec<_>>>()?;
         start += n;
-        // The input position that predicts the first answer byte, and its segment: every
-        // segment before that one only moves the memory on.
-        let first = streams[0].answer().start - 1;
+        // The input position that predicts the first answer token (the decoder's is the one
+        // before it), and its segment: every segment before that one only moves the memory on.
+        let first = streams[0].answer().start - usize::from(!encoder);
         let tail_start = first / seg_len * seg_len;
         let mut state = model.init_state(n, device);
         let mut buf = Vec::with_capacity(seg_len);
@@ -113,31 +116,42 @@ pub fn evaluate_retention(
             state = model.step(tokens, current, false).1;
             debug_assert!(seg + seg_len <= tail_start);
         }
-        // The tail, as rows of its own: input position p reads byte p, predicts byte p + 1.
+        // The tail, as rows of its own: the decoder's input position p reads token p and
+        // predicts token p + 1; the encoder's reads token p (padding where it is the answer)
+        // and predicts it.
         let tail_len = input_len - tail_start;
         let rows: Vec<Rows> = streams
             .iter_mut()
             .map(|stream| {
                 let answer = stream.answer();
-                let mut bytes = Vec::with_capacity(tail_len + 1);
-                stream.read(usize::MAX, &mut bytes)?;
-                let token = |i: usize| bytes.get(i).map_or(crate::task::PAD, |&b| b as u32);
+                let mut ids = Vec::with_capacity(tail_len + 1);
+                stream.read(usize::MAX, &mut ids)?;
+                let token = |i: usize| ids.get(i).copied().unwrap_or(crate::task::PAD);
+                let is_answer = |i: usize| answer.contains(&(tail_start + i));
+                let shift = usize::from(!encoder);
                 Ok(Rows {
-                    inputs: (0..tail_len).map(token).collect(),
-                    targets: (0..tail_len).map(|i| token(i + 1)).collect(),
-                    answer: (0..tail_len)
-                        .map(|i| answer.contains(&(tail_start + i + 1)))
+                    inputs: (0..tail_len)
+                        .map(|i| match encoder && is_answer(i) {
+                            true => crate::task::PAD,
+                            false => token(i),
+                        })
                         .collect(),
+                    targets: (0..tail_len).map(|i| token(i + shift)).collect(),
+                    answer: (0..tail_len).map(|i| is_answer(i + shift)).collect(),
                 })
             })
             .collect::<Result<_>>()?;
         // Teacher-forced: the tail with the true answers as input.
         let batch = crate::task::Batch::from_rows(&rows, device);
-        let stats = super::loss::forward_batch_from(model, &batch, seg_len, state.clone()).stats();
+        let out = super::loss::forward_batch_from(model, &batch, seg_len, state.clone());
+        let stats = out.stats();
         nll += stats[0];
         correct += stats[1] as usize;
         answers += batch.answer_tokens;
-        let predictions = greedy_from(model, &rows, seg_len, state, device);
+        let predictions = match encoder {
+            true => out.predictions(),
+            false => greedy_from(model, &rows, seg_len, state, device),
+        };
         let (right, whole) = score(&rows, &predictions);
         greedy_correct += right;
         exact += whole;
@@ -175,9 +189,7 @@ pub fn evaluate_task(
             device,
             |_| {},
         ),
-        Some(_) if model.config().layout == Layout::Decoder => {
-            evaluate_retention(model, task, seed, samples, batch_size, device, |_| {})
-        }
+        Some(_) => evaluate_retention(model, task, seed, samples, batch_size, device, |_| {}),
         _ => Ok(evaluate(model, task, seed, samples, batch_size, device)),
     }
 }
@@ -552,23 +564,30 @@ mod retention_tests {
             config.model.n_heads = 2;
             config.model.d_ff = 32;
             config.model.memory_tokens = 2;
-            let task = config.resolve().unwrap();
-            let model = Model::new(&config.model, 3, &device);
-            let whole = evaluate(&model, &task, 5, 10, 4, &device);
-            let streamed = evaluate_retention(&model, &task, 5, 10, 4, &device, |_| {}).unwrap();
-            assert_eq!(whole.samples, streamed.samples);
-            assert_eq!(whole.exact_match, streamed.exact_match, "{kind:?}");
-            assert_eq!(
-                whole.greedy_token_accuracy, streamed.greedy_token_accuracy,
-                "{kind:?}"
-            );
-            assert!(
-                (whole.loss - streamed.loss).abs() < 1e-4 * whole.loss.max(1.0),
-                "{kind:?}: {} against {}",
-                whole.loss,
-                streamed.loss
-            );
-            assert!((whole.token_accuracy - streamed.token_accuracy).abs() < 1e-9);
+            for layout in [Layout::Decoder, Layout::Encoder] {
+                config.model.layout = layout;
+                let task = config.resolve().unwrap();
+                let model = Model::new(&config.model, 3, &device);
+                let whole = evaluate(&model, &task, 5, 10, 4, &device);
+                let streamed =
+                    evaluate_retention(&model, &task, 5, 10, 4, &device, |_| {}).unwrap();
+                assert_eq!(whole.samples, streamed.samples);
+                assert_eq!(
+                    whole.exact_match, streamed.exact_match,
+                    "{kind:?} {layout:?}"
+                );
+                assert_eq!(
+                    whole.greedy_token_accuracy, streamed.greedy_token_accuracy,
+                    "{kind:?} {layout:?}"
+                );
+                assert!(
+                    (whole.loss - streamed.loss).abs() < 1e-4 * whole.loss.max(1.0),
+                    "{kind:?} {layout:?}: {} against {}",
+                    whole.loss,
+                    streamed.loss
+                );
+                assert!((whole.token_accuracy - streamed.token_accuracy).abs() < 1e-9);
+            }
         }
     }
 }

@@ -203,3 +203,80 @@ pub const TINY: &[&str] = &[
     "--eval-samples",
     "8",
 ];
+
+/// A tiny randomly initialised BERT in Hugging Face's format at `dir` (`config.json`,
+/// `model.safetensors`, `vocab.txt`): 1 layer, width 16, 2 heads, feed-forward 32, 32 positions,
+/// a vocabulary of 16 (BERT's 5 special tokens, then `a` to `k`).
+#[allow(dead_code)]
+pub fn tiny_bert(dir: &std::path::Path) {
+    let (vocab, d, ff, positions) = (16usize, 16usize, 32usize, 32usize);
+    std::fs::create_dir_all(dir).unwrap();
+    let config = serde_json::json!({
+        "model_type": "bert", "vocab_size": vocab, "hidden_size": d, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "intermediate_size": ff, "max_position_embeddings": positions,
+        "type_vocab_size": 2, "layer_norm_eps": 1e-12, "hidden_act": "gelu",
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let mut words: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        .map(String::from)
+        .to_vec();
+    words.extend(('a'..='k').map(String::from));
+    std::fs::write(dir.join("vocab.txt"), words.join("\n") + "\n").unwrap();
+    // Weights from a fixed linear congruential sequence, in [-0.1, 0.1); norms at 1 and 0.
+    let mut seed = 12345u64;
+    let mut random = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
+            })
+            .collect()
+    };
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let e = "embeddings.";
+    for (name, rows) in [("word", vocab), ("position", positions), ("token_type", 2)] {
+        let w = random(rows * d);
+        tensors.push((format!("{e}{name}_embeddings.weight"), vec![rows, d], w));
+    }
+    let l = "encoder.layer.0.";
+    for (name, out, inp) in [
+        ("attention.self.query", d, d),
+        ("attention.self.key", d, d),
+        ("attention.self.value", d, d),
+        ("attention.output.dense", d, d),
+        ("intermediate.dense", ff, d),
+        ("output.dense", d, ff),
+    ] {
+        tensors.push((
+            format!("{l}{name}.weight"),
+            vec![out, inp],
+            random(out * inp),
+        ));
+        tensors.push((format!("{l}{name}.bias"), vec![out], random(out)));
+    }
+    for name in [
+        "embeddings.LayerNorm".to_string(),
+        format!("{l}attention.output.LayerNorm"),
+        format!("{l}output.LayerNorm"),
+    ] {
+        tensors.push((format!("{name}.weight"), vec![d], vec![1.0; d]));
+        tensors.push((format!("{name}.bias"), vec![d], vec![0.0; d]));
+    }
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    write_safetensors(
+        &dir.join("model.safetensors"),
+        tensors.iter().zip(&bytes).map(|((name, shape, _), b)| {
+            (
+                name,
+                safetensors::Dtype::F32,
+                shape.as_slice(),
+                b.as_slice(),
+            )
+        }),
+    );
+}
