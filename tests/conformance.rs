@@ -169,6 +169,25 @@ fn last_step_equals_step() {
     }
 }
 
+/// `advance` gives `step`'s next state (it only leaves the logits out).
+#[test]
+fn advance_equals_step() {
+    let device = Device::flex();
+    for (name, config) in models() {
+        let model = build(&config, 6, &device);
+        let first = ids(&tokens(SEG), &device);
+        let (_, stepped) = model.step(first.clone(), model.init_state(1, &device), false);
+        let advanced = model.advance(first, model.init_state(1, &device));
+        let (a, b) = (
+            common::state_values(&stepped),
+            common::state_values(&advanced),
+        );
+        assert_eq!(a.len(), b.len(), "{name}");
+        let diff = max_abs_diff(&a, &b);
+        assert!(diff < 1e-6, "{name}: states differ by {diff}");
+    }
+}
+
 /// A state written to bytes and read back continues exactly as the original.
 #[test]
 fn a_saved_state_round_trips() {

@@ -203,6 +203,17 @@ pub trait SegmentModel {
         self.step(tokens, state, false).0
     }
 
+    /// Read a segment only to move the state on, its logits not needed (the segments before a
+    /// question, in the long retention evaluations): [`SegmentModel::step`]'s next state, with
+    /// the output head left out where the model can (a pretrained backbone's head over its
+    /// whole vocabulary costs as much as its layers).
+    ///
+    /// # Shapes
+    /// as [`SegmentModel::step`]
+    fn advance(&self, tokens: Tensor<2, Int>, state: State) -> State {
+        self.step(tokens, state, false).1
+    }
+
     /// Check that `state` fits this model for a batch of `batch`: its kind, its shapes and
     /// finite values (see [`State::check_fits`]). Streaming sessions check every state they
     /// load, so a wrong one is an error, not a failure inside a step.
@@ -253,6 +264,15 @@ impl SegmentModel for Model {
             Model::Xl(m) => m.step(tokens, state, return_attention),
             Model::Llama(m) => m.step(tokens, state, return_attention),
             Model::Bert(m) => m.step(tokens, state, return_attention),
+        }
+    }
+
+    fn advance(&self, tokens: Tensor<2, Int>, state: State) -> State {
+        match self {
+            Model::Rmt(m) => m.advance(tokens, state),
+            Model::Xl(m) => m.advance(tokens, state),
+            Model::Llama(m) => m.advance(tokens, state),
+            Model::Bert(m) => m.advance(tokens, state),
         }
     }
 

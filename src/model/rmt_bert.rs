@@ -130,12 +130,14 @@ impl BertRmt {
         &self.backbone
     }
 
+    /// A segment's logits (when `logits`) and the next state.
     fn run(
         &self,
         tokens: Tensor<2, Int>,
         state: State,
         return_attention: bool,
-    ) -> (StepOutput, State) {
+        logits: bool,
+    ) -> (Option<StepOutput>, State) {
         let [batch, t] = tokens.dims();
         let (m, d) = (self.config.memory_len(), self.config.d_model);
         assert!(
@@ -173,22 +175,25 @@ impl BertRmt {
             self.backbone
                 .hidden(self.backbone.embed_vectors(rows), bias, return_attention);
         let written = h.clone().slice(s![.., 1..1 + m, ..]);
+        let next = State::Memory {
+            memory: linear(&self.read, written),
+        };
+        if !logits {
+            return (None, next);
+        }
         let segment = h.slice(s![.., m + 2..m + 2 + t, ..]);
         let table = self.backbone.token_embedding().weight.val().transpose();
         let vocab = self.config.vocab_size;
         let logits = matmul(linear(&self.head, segment).reshape([batch * t, d]), table)
             .reshape([batch, t, vocab])
             + self.head_bias.val().unsqueeze::<3>();
-        let next = State::Memory {
-            memory: linear(&self.read, written),
-        };
         let output = StepOutput {
             logits,
             attention,
             density: None,
             regulariser: None,
         };
-        (output, next)
+        (Some(output), next)
     }
 }
 
@@ -218,6 +223,12 @@ impl SegmentModel for BertRmt {
         state: State,
         return_attention: bool,
     ) -> (StepOutput, State) {
-        self.run(tokens, state, return_attention)
+        let (out, next) = self.run(tokens, state, return_attention, true);
+        (out.expect("asked for logits"), next)
+    }
+
+    /// [`SegmentModel::step`]'s next memory, without the answer head.
+    fn advance(&self, tokens: Tensor<2, Int>, state: State) -> State {
+        self.run(tokens, state, false, false).1
     }
 }

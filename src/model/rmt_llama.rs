@@ -95,7 +95,8 @@ impl LlamaRmt {
         state: State,
         return_attention: bool,
         write: bool,
-    ) -> (StepOutput, Option<State>) {
+        logits: bool,
+    ) -> (Option<StepOutput>, Option<State>) {
         let [_, t] = tokens.dims();
         let m = self.config.memory_len();
         let t_max = self.config.segment_len;
@@ -129,23 +130,24 @@ impl LlamaRmt {
         let (h, attention) = self.backbone.hidden(h, &positions, bias, return_attention);
         let rows = h.dims()[1];
         let from = rows - t - if write { m } else { 0 };
-        let logits = self
-            .backbone
-            .logits(h.clone().slice(s![.., from..from + t, ..]));
         let next = match (write, &self.read) {
             (true, Some(read)) => Some(State::Memory {
-                memory: crate::nn::linear(read, h.slice(s![.., from + t.., ..])),
+                memory: crate::nn::linear(read, h.clone().slice(s![.., from + t.., ..])),
             }),
             _ if m == 0 => Some(State::Empty),
             _ => None,
         };
+        if !logits {
+            return (None, next);
+        }
+        let logits = self.backbone.logits(h.slice(s![.., from..from + t, ..]));
         let output = StepOutput {
             logits,
             attention,
             density: None,
             regulariser: None,
         };
-        (output, next)
+        (Some(output), next)
     }
 }
 
@@ -175,12 +177,24 @@ impl SegmentModel for LlamaRmt {
         state: State,
         return_attention: bool,
     ) -> (StepOutput, State) {
-        let (out, next) = self.run(tokens, state, return_attention, true);
-        (out, next.expect("a step that writes memory returns it"))
+        let (out, next) = self.run(tokens, state, return_attention, true, true);
+        (
+            out.expect("asked for logits"),
+            next.expect("a step that writes memory returns it"),
+        )
+    }
+
+    /// [`SegmentModel::step`]'s next state, without the output layer over the vocabulary.
+    fn advance(&self, tokens: Tensor<2, Int>, state: State) -> State {
+        self.run(tokens, state, false, true, false)
+            .1
+            .expect("a step that writes memory returns it")
     }
 
     /// [`SegmentModel::step`] without the write rows.
     fn last_step(&self, tokens: Tensor<2, Int>, state: State) -> StepOutput {
-        self.run(tokens, state, false, false).0
+        self.run(tokens, state, false, false, true)
+            .0
+            .expect("asked for logits")
     }
 }

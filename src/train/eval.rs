@@ -113,7 +113,7 @@ pub fn evaluate_retention(
             let tokens =
                 Tensor::<2, Int>::from_data(TensorData::new(flat.clone(), [n, seg_len]), device);
             let current = std::mem::replace(&mut state, crate::model::State::Empty);
-            state = model.step(tokens, current, false).1;
+            state = model.advance(tokens, current);
             debug_assert!(seg + seg_len <= tail_start);
         }
         // The tail, as rows of its own: the decoder's input position p reads token p and
