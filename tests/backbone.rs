@@ -8,11 +8,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use common::{max_abs_diff, values};
+use common::{check, fails_with, max_abs_diff, remem, values};
 use remem::model::{Architecture, BackboneConfig, ModelConfig, ModelKind};
 use remem::{Model, SegmentModel};
 
@@ -98,26 +98,6 @@ fn a_frozen_backbone_trains_only_the_memory() {
         let want = if train { 3 + 21 } else { 3 };
         assert_eq!(grads.len(), want, "train = {train}");
     }
-}
-
-fn remem(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_remem"))
-        .args(args)
-        .output()
-        .expect("the remem binary runs")
-}
-
-/// Assert that `out` is a clean failure: non-zero exit, `expect` in the message, no panic.
-fn fails_with(out: &Output, expect: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains(expect), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-}
-
-fn check(out: &Output) -> String {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "failed: {err}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A copy of the tiny Llama with a WordPiece vocabulary of its 96 ids: letters, their word

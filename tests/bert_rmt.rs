@@ -5,11 +5,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use common::values;
+use common::{check, fails_with, remem, values};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use remem::model::{Architecture, BackboneConfig, Layout, ModelConfig, ModelKind};
@@ -162,25 +161,6 @@ fn memory_on_minilm_carries_the_first_segment_and_trains_through_it() {
     assert_eq!(grads.len(), 6);
 }
 
-fn remem(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_remem"))
-        .args(args)
-        .output()
-        .expect("the remem binary runs")
-}
-
-fn check(out: &Output) -> String {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "failed: {err}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fails_with(out: &Output, expect: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains(expect), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-}
-
 #[test]
 fn train_and_evaluate_rmt_on_minilm_from_the_command_line() {
     let Some(minilm) = common::minilm_dir() else {
@@ -262,6 +242,28 @@ fn train_and_evaluate_rmt_on_minilm_from_the_command_line() {
     assert!(
         (0.0..=1.0).contains(&exact) && json["samples"] == 3,
         "{json}"
+    );
+
+    // Streaming a question through it prints an answer: a place.
+    let answer = check(&remem(
+        &[
+            &[
+                "stream",
+                "--checkpoint",
+                r,
+                "--text",
+                "Mary went to the kitchen. The garden-gate was shut.\nWhere is Mary? ",
+            ][..],
+            &common[..],
+        ]
+        .concat(),
+    ));
+    let answer = answer.trim();
+    assert!(
+        answer
+            .split(|c: char| !c.is_ascii_alphabetic())
+            .any(|w| !w.is_empty()),
+        "no answer: {answer:?}"
     );
 
     // A BERT answers retention questions; it does not predict text.

@@ -13,6 +13,7 @@ use remem::SegmentModel;
 use remem::device::{self, DeviceChoice};
 use remem::infer::{Sampling, Session};
 use remem::model::Layout;
+use remem::task::TaskKind;
 use remem::tokenizer::Tokenizer;
 use remem::train;
 
@@ -45,7 +46,9 @@ pub struct StreamArgs {
     /// Save the session state (memory and unfinished segment) here at the end.
     #[arg(long)]
     save_state: Option<PathBuf>,
-    /// Tokens to generate after the input (default: 1, the next token; 0 for none).
+    /// Tokens to generate after the input (default: 1, the next token; 0 for none). For an
+    /// encoder-layout model: the answer's hidden slots after the input (default: 8, as the
+    /// place tasks train it), printed up to the first `.`.
     #[arg(long)]
     generate: Option<usize>,
     /// Sampling temperature (0 = greedy).
@@ -115,6 +118,18 @@ pub fn run(args: StreamArgs) -> Result<()> {
     let mut read = 0u64;
     let mut tokens = 0u64;
     let mut buf = vec![0u8; CHUNK];
+    // An encoder answers in hidden slots after the input: by default as many as training
+    // showed it (the place tasks' widest answer, whose last slot the encoder's input length
+    // cuts). As in training, the slots end a full segment, so its input is read whole first
+    // and cut into segments from its end (the first one short).
+    let decoder = session.model().config().layout == Layout::Decoder;
+    let slots = match decoder {
+        true => 0,
+        false => args
+            .generate
+            .unwrap_or(remem::task::retention::answer_width(TaskKind::Qa1) - 1),
+    };
+    let mut held: Option<Vec<u32>> = (slots > 0).then(Vec::new);
     loop {
         let n = reader.read(&mut buf).with_context(|| {
             format!(
@@ -129,7 +144,10 @@ pub fn run(args: StreamArgs) -> Result<()> {
         } else {
             encoder.push(&buf[..n])
         }?;
-        session.feed(&ids)?;
+        match &mut held {
+            Some(all) => all.extend(ids.iter()),
+            None => session.feed(&ids)?,
+        }
         read += n as u64;
         tokens += ids.len() as u64;
         bar.set_position(read);
@@ -142,6 +160,17 @@ pub fn run(args: StreamArgs) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    if let Some(all) = held {
+        let step = session.step_len();
+        if slots > step {
+            bail!("--generate {slots}: an answer takes at most one segment ({step} slots)");
+        }
+        let lead = (all.len() + slots) % step;
+        if lead > 0 && lead <= all.len() {
+            session.read_segment(&all[..lead])?;
+        }
+        session.feed(&all[lead.min(all.len())..])?;
+    }
     let seconds = began.elapsed().as_secs_f64();
     if tokens == 0 && args.load_state.is_none() {
         bail!(
@@ -162,8 +191,22 @@ pub fn run(args: StreamArgs) -> Result<()> {
         session.save_file(out)?;
         eprintln!("saved the session to {}", out.display());
     }
-    let decoder = session.model().config().layout == Layout::Decoder;
-    let generate = args.generate.unwrap_or(if decoder { 1 } else { 0 });
+    if !decoder {
+        if slots > 0 {
+            // Printed up to the first `.` (or just the first token), a word repeated in
+            // neighbouring slots once.
+            let mut ids = session.answer(slots)?;
+            let end = ids
+                .iter()
+                .position(|&id| tokenizer.decode(&[id]).trim() == ".")
+                .map_or(1, |i| i + 1);
+            ids.truncate(end);
+            ids.dedup();
+            println!("{}", tokenizer.decode(&ids).trim());
+        }
+        return Ok(());
+    }
+    let generate = args.generate.unwrap_or(1);
     if generate > 0 {
         let sampling = Sampling {
             temperature: args.temperature,

@@ -301,6 +301,72 @@ impl Session {
             .reshape([self.vocab_size()]))
     }
 
+    /// Read `tokens` (`1..=step_len` of them) as one segment now, even a short one, and keep
+    /// its memory: an encoder answering a whole input reads its first, short segment this way,
+    /// so the segments after it end where the answer does (see [`Session::answer`]).
+    ///
+    /// # Errors
+    /// [`Error::Input`] when a segment is unfinished, or for a wrong number of tokens.
+    pub fn read_segment(&mut self, tokens: &[u32]) -> Result<()> {
+        self.check(tokens)?;
+        if !self.pending.is_empty() {
+            return Err(Error::Input(format!(
+                "{} tokens wait for their segment: a segment of its own starts after a full one",
+                self.pending.len()
+            )));
+        }
+        if tokens.is_empty() || tokens.len() > self.step_len {
+            return Err(Error::Input(format!(
+                "a segment holds 1..={} tokens, not {}",
+                self.step_len,
+                tokens.len()
+            )));
+        }
+        let state = std::mem::replace(&mut self.state, State::Empty);
+        let (ids, model) = (self.ids(tokens), &self.model);
+        let (out, next) = on_pool_if_started(|| model.step(ids, state, false));
+        self.state = next;
+        let n = tokens.len();
+        let logits = out.logits.squeeze_dim::<2>(0);
+        self.last = Some(logits.slice(s![n - 1..n, ..]).squeeze_dim::<1>(0));
+        self.consumed += n as u64;
+        Ok(())
+    }
+
+    /// An encoder-layout model's answer to everything fed: `slots` hidden positions after it
+    /// (the task's padding, which the encoder reads as hidden), each predicted at its own
+    /// position, as the retention tasks train it. When the unfinished segment and the slots
+    /// do not fit one segment, its first tokens are read as a segment of their own first, so
+    /// the slots end the last one, as in training. The session is left as it was.
+    pub fn answer(&self, slots: usize) -> Result<Vec<u32>> {
+        if self.model.config().layout != Layout::Encoder {
+            return Err(Error::Input(
+                "a decoder predicts the next token: use predict or generate".into(),
+            ));
+        }
+        if slots == 0 || slots > self.step_len {
+            return Err(Error::Input(format!(
+                "an answer takes 1..={} slots (one segment), not {slots}",
+                self.step_len
+            )));
+        }
+        let mut state = self.state.clone();
+        let mut tail: &[u32] = &self.pending;
+        if tail.len() + slots > self.step_len {
+            let (head, rest) = tail.split_at(tail.len() + slots - self.step_len);
+            let (ids, model) = (self.ids(head), &self.model);
+            state = on_pool_if_started(|| model.advance(ids, state));
+            tail = rest;
+        }
+        let mut segment = tail.to_vec();
+        segment.extend(std::iter::repeat_n(crate::task::PAD, slots));
+        let (ids, model) = (self.ids(&segment), &self.model);
+        let out = on_pool_if_started(|| model.last_step(ids, state));
+        let n = segment.len();
+        let best = out.logits.slice(s![0..1, n - slots..n, ..]).argmax(2);
+        Ok(best.into_data().iter::<i64>().map(|t| t as u32).collect())
+    }
+
     /// The most likely next token.
     pub fn predict(&self) -> Result<u32> {
         let logits = self.next_logits()?.argmax(0).into_data();

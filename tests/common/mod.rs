@@ -280,3 +280,28 @@ pub fn tiny_bert(dir: &std::path::Path) {
         }),
     );
 }
+
+/// Run the `remem` binary with `args`.
+#[allow(dead_code)]
+pub fn remem(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_remem"))
+        .args(args)
+        .output()
+        .expect("the remem binary runs")
+}
+
+/// Assert that `out` succeeded; its standard output.
+#[allow(dead_code)]
+pub fn check(out: &std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "failed: {err}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Assert that `out` is a clean failure: non-zero exit, `expect` in the message, no panic.
+#[allow(dead_code)]
+pub fn fails_with(out: &std::process::Output, expect: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(expect), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
