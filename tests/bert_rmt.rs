@@ -342,4 +342,27 @@ fn minilm_with_memory_learns_to_carry_a_fact_across_segments() {
         .expect("an evaluation");
     let exact = last["exact_match"].as_f64().unwrap();
     assert!(exact >= 0.9, "held-out exact match {exact} (chance 1/6)");
+
+    // `remem stream` answers a question about a fact read one segment earlier: 6 tokens of
+    // fact, 14 of noise, 4 of question and the 8 answer slots fill the 2 segments of 16 as in
+    // training.
+    for (fact, who, place) in [
+        ("Mary went to the kitchen.", "Mary", "kitchen"),
+        ("John moved to the garden.", "John", "garden"),
+    ] {
+        let text = format!(
+            "{fact} Nobody came! Then the gate was shut; who knew? It was\nWhere is {who}? "
+        );
+        let out = remem(&[
+            "stream",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--text",
+            &text,
+            "--quiet",
+            "--device",
+            "cpu",
+        ]);
+        assert_eq!(check(&out).trim(), format!("{place}."), "{text}");
+    }
 }
