@@ -20,19 +20,10 @@ pub enum Architecture {
 impl Architecture {
     /// Read the architecture of the model at `path` (its config only, not its weights).
     pub fn open(path: &Path) -> Result<Self> {
-        let json = path.join("config.json");
-        if path.is_dir() && json.is_file() {
-            let text = std::fs::read_to_string(&json).map_err(|e| Error::io(&json, e))?;
-            let value: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| Error::ConfigFile {
-                    path: json.clone(),
-                    reason: format!("not JSON: {e}"),
-                })?;
-            if value.get("model_type").and_then(|v| v.as_str()) == Some("bert") {
-                return Ok(Architecture::Bert(BertConfig::from_file(&json)?));
-            }
+        match bert_config(path)? {
+            Some(bert) => Ok(Architecture::Bert(bert)),
+            None => Ok(Architecture::Llama(LlamaConfig::open(path)?)),
         }
-        Ok(Architecture::Llama(LlamaConfig::open(path)?))
     }
 
     /// The most positions one forward pass can read.
@@ -42,4 +33,22 @@ impl Architecture {
             Architecture::Bert(c) => c.max_position_embeddings,
         }
     }
+}
+
+/// The BERT config of a Hugging Face folder whose `config.json` says `"model_type": "bert"`;
+/// `None` for anything else (a GGUF file is not opened).
+pub fn bert_config(path: &Path) -> Result<Option<BertConfig>> {
+    let json = path.join("config.json");
+    if !(path.is_dir() && json.is_file()) {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&json).map_err(|e| Error::io(&json, e))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::ConfigFile {
+        path: json.clone(),
+        reason: format!("not JSON: {e}"),
+    })?;
+    if value.get("model_type").and_then(|v| v.as_str()) != Some("bert") {
+        return Ok(None);
+    }
+    Ok(Some(BertConfig::from_file(&json)?))
 }

@@ -124,13 +124,15 @@ impl Model {
             Ok(())
         };
         let mut init = Init::new(seed, device);
-        match Architecture::open(&backbone.path)? {
-            Architecture::Llama(_) => {
+        // Only a folder's config.json is read to tell the two apart: a GGUF is read once, by
+        // the loader.
+        match backbone::bert_config(&backbone.path)? {
+            None => {
                 let llama = Llama::load(&backbone.path, device)?;
                 sized_as(Architecture::Llama(llama.config().clone()))?;
                 Ok(Model::Llama(LlamaRmt::new(config, llama, &mut init)))
             }
-            Architecture::Bert(_) => {
+            Some(_) => {
                 let (bert, bert_config) = Bert::load(&backbone.path, device)?;
                 sized_as(Architecture::Bert(bert_config))?;
                 let specials = rmt_bert::Specials::of(&backbone.path)?;

@@ -29,7 +29,7 @@ use super::config::ModelConfig;
 use super::state::State;
 use super::{SegmentModel, StepOutput};
 use crate::error::{Error, Result};
-use crate::nn::{BiasCache, Init, Mask, Noise, linear, matmul};
+use crate::nn::{BiasCache, Init, Mask, Noise, linear, matmul, scaled_identity};
 
 /// The ids of BERT's special tokens, from its tokenizer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,16 +107,12 @@ impl BertRmt {
         let words = bert.token_embedding().weight.val();
         let scale = words.square().mean().sqrt().into_scalar::<f32>() as f64;
         let device = init.device().clone();
-        let identity = |gain: f64| Linear {
-            weight: Param::from_tensor(Tensor::<2>::eye(d, &device) * gain),
-            bias: Some(Param::from_tensor(Tensor::zeros([d], &device))),
-        };
         BertRmt {
             backbone: bert,
             memory: init.normal([m, d], scale),
             // The last layer's states are normed to about unit scale; words are `scale`.
-            read: identity(scale),
-            head: identity(1.0),
+            read: scaled_identity(d, scale, &device),
+            head: scaled_identity(d, 1.0, &device),
             head_bias: Param::from_tensor(Tensor::zeros([config.vocab_size], &device)),
             specials: [specials.cls, specials.sep, specials.mask],
             noise: init.noise(),
@@ -152,20 +148,20 @@ impl BertRmt {
         };
         let hidden = tokens.clone().equal_elem(crate::task::PAD as i64);
         let tokens = tokens.mask_fill(hidden, mask as i64);
+        // The special tokens' rows straight from the table (no ids to upload every step).
+        let table = self.backbone.token_embedding().weight.val();
         let special = |id: u32| {
-            Tensor::<2, Int>::from_data(
-                TensorData::new(vec![id as i64; batch], [batch, 1]),
-                &device,
-            )
+            let id = id as usize;
+            let row = table.clone().slice(s![id..id + 1, ..]);
+            row.unsqueeze::<3>().expand([batch, 1, d])
         };
-        let words = |ids: Tensor<2, Int>| self.backbone.token_embedding().forward(ids);
         let rows = Tensor::cat(
             vec![
-                words(special(cls)),
+                special(cls),
                 memory,
-                words(special(sep)),
-                words(tokens),
-                words(special(sep)),
+                special(sep),
+                self.backbone.token_embedding().forward(tokens),
+                special(sep),
             ],
             1,
         );
@@ -182,10 +178,12 @@ impl BertRmt {
             return (None, next);
         }
         let segment = h.slice(s![.., m + 2..m + 2 + t, ..]);
-        let table = self.backbone.token_embedding().weight.val().transpose();
         let vocab = self.config.vocab_size;
-        let logits = matmul(linear(&self.head, segment).reshape([batch * t, d]), table)
-            .reshape([batch, t, vocab])
+        let logits = matmul(
+            linear(&self.head, segment).reshape([batch * t, d]),
+            table.transpose(),
+        )
+        .reshape([batch, t, vocab])
             + self.head_bias.val().unsqueeze::<3>();
         let output = StepOutput {
             logits,

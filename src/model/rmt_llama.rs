@@ -30,7 +30,7 @@ use super::llama::Llama;
 use super::rmt::layout_mask;
 use super::state::State;
 use super::{SegmentModel, StepOutput};
-use crate::nn::{BiasCache, Init, Noise, causal_mask};
+use crate::nn::{BiasCache, Init, Noise, causal_mask, scaled_identity};
 
 /// The prefix of the backbone's weight names in a [`LlamaRmt`] or a
 /// [`super::BertRmt`] (`backbone.layers.0.q.weight`).
@@ -68,11 +68,7 @@ impl LlamaRmt {
         let memory = (m > 0).then(|| init.normal([m, d], embedding_scale));
         let read = (m > 0).then(|| {
             let norm_scale = rms(llama.final_norm().gamma.val().unsqueeze());
-            let eye = Tensor::<2>::eye(d, init.device()) * (embedding_scale / norm_scale);
-            Linear {
-                weight: Param::from_tensor(eye),
-                bias: Some(Param::from_tensor(Tensor::zeros([d], init.device()))),
-            }
+            scaled_identity(d, embedding_scale / norm_scale, init.device())
         });
         LlamaRmt {
             backbone: llama,

@@ -78,6 +78,15 @@ fn on_rows<const D: usize>(x: Tensor<D>, f: impl FnOnce(Tensor<2>) -> Tensor<2>)
     y.reshape(out)
 }
 
+/// A `d x d` linear layer that starts as `gain` times the identity, with a zero bias: a new
+/// layer between a pretrained model's spaces that changes nothing but the scale at first.
+pub fn scaled_identity(d: usize, gain: f64, device: &Device) -> Linear {
+    Linear {
+        weight: burn::module::Param::from_tensor(Tensor::<2>::eye(d, device) * gain),
+        bias: Some(burn::module::Param::from_tensor(Tensor::zeros([d], device))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ pub use dropout::Dropout;
 pub use fused_attention::{fused_attention, fused_attention_with_weights};
 pub use gelu::gelu;
 pub use init::{Init, Noise};
-pub use linear::linear;
+pub use linear::{linear, scaled_identity};
 pub use ltm::{Density, LongTermMemory, LtmConfig, LtmRead, LtmSampling};
 pub use mask::{BiasCache, Mask, causal_mask};
 pub use matmul::matmul;
