@@ -100,6 +100,52 @@ fn a_frozen_backbone_trains_only_the_memory() {
     }
 }
 
+/// The infinity-former's long-term memory in every layer of the tiny Llama, its settings
+/// small.
+fn ltm_config(segment_len: usize) -> ModelConfig {
+    let mut config = config(0, segment_len);
+    config.kind = ModelKind::Infinity;
+    config.mem_len = Some(0);
+    config.ltm.basis = 8;
+    config.ltm.samples = 6;
+    config
+}
+
+#[test]
+fn the_long_term_memory_starts_silent_and_learns_to_carry() {
+    use burn::optim::AdamConfig;
+    let device = Device::flex().autodiff();
+    let (ids, want) = reference();
+    let model = Model::build(&ltm_config(ids.len()), 1, &device).unwrap();
+    // Silent at first: the model is the pretrained decoder.
+    let (out, _) = model.step(tokens(&ids, &device), model.init_state(1, &device), false);
+    let diff = max_abs_diff(&values(out.logits), &want);
+    assert!(diff < 1e-4, "logits differ from transformers' by {diff}");
+
+    let (a, b, next) = (
+        [5u32, 9, 14, 2, 7, 30],
+        [40u32, 8, 1, 66, 3, 12],
+        [20u32, 21, 22],
+    );
+    let second = |model: &Model, first: &[u32]| {
+        let (_, state) = model.step(tokens(first, &device), model.init_state(1, &device), false);
+        model.step(tokens(&next, &device), state, false).0.logits
+    };
+    let diff = max_abs_diff(&values(second(&model, &a)), &values(second(&model, &b)));
+    assert_eq!(diff, 0.0, "a silent memory carries nothing");
+
+    // One step of training on the second segment's logits wakes the memories up; the frozen
+    // backbone gets no gradient: 12 tensors in each of the 2 layers' memories.
+    let grads = GradientsParams::from_grads(second(&model, &a).square().mean().backward(), &model);
+    assert_eq!(grads.len(), 2 * 12);
+    let model = AdamConfig::new().init().step(1e-2, model, grads);
+    let diff = max_abs_diff(&values(second(&model, &a)), &values(second(&model, &b)));
+    assert!(
+        diff > 1e-4,
+        "the memory carries nothing after training ({diff})"
+    );
+}
+
 /// A copy of the tiny Llama with a WordPiece vocabulary of its 96 ids: letters, their word
 /// pieces, digits and punctuation.
 fn tiny_with_vocabulary(dir: &Path) {
@@ -131,24 +177,52 @@ fn train_eval_and_stream_with_a_backbone() {
     for i in 0..12 {
         std::fs::write(data.join(format!("{i}.txt")), line.repeat(20 + i)).unwrap();
     }
-    let run = tmp.path().join("run");
-    let (b, d, r) = (
-        backbone.to_str().unwrap(),
-        data.to_str().unwrap(),
-        run.to_str().unwrap(),
-    );
+    let (b, d) = (backbone.to_str().unwrap(), data.to_str().unwrap());
+    // RMT's memory tokens, and the infinity-former's long-term memory in every layer.
+    for (kind, memory) in [
+        ("rmt", ["--memory-tokens", "2"]),
+        ("infinity", ["--mem-len", "0"]),
+    ] {
+        let run = tmp.path().join(kind);
+        train_eval_and_stream(b, d, &run, kind, memory);
+    }
+
+    // A backbone file that changed is refused by name.
+    let weights = backbone.join("model.safetensors");
+    let mut changed = std::fs::read(&weights).unwrap();
+    let last = changed.len() - 1;
+    changed[last] ^= 1;
+    std::fs::write(&weights, changed).unwrap();
+    let r = tmp.path().join("rmt");
+    let out = remem(&[
+        "eval",
+        "--checkpoint",
+        r.to_str().unwrap(),
+        "--quiet",
+        "--device",
+        "cpu",
+    ]);
+    fails_with(&out, "changed since");
+}
+
+/// `remem train` (kind `kind`, memory flags `memory`) on the backbone `b` and the books `d`
+/// into `run`, then eval (carried and reset), stream and resume from its checkpoint.
+fn train_eval_and_stream(b: &str, d: &str, run: &Path, kind: &str, memory: [&str; 2]) {
+    let r = run.to_str().unwrap();
     let flags = [
         "train",
         "--backbone",
         b,
         "--data",
         d,
+        "--model",
+        kind,
         "--segments",
         "2",
         "--segment-len",
         "8",
-        "--memory-tokens",
-        "2",
+        memory[0],
+        memory[1],
         "--steps",
         "4",
         "--batch-size",
@@ -171,10 +245,21 @@ fn train_eval_and_stream_with_a_backbone() {
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut names = file.names();
     names.sort();
-    assert_eq!(
-        names,
-        ["memory", "read.bias", "read.weight", "remem.optimizer"]
-    );
+    if kind == "rmt" {
+        assert_eq!(
+            names,
+            ["memory", "read.bias", "read.weight", "remem.optimizer"]
+        );
+    } else {
+        // 12 tensors in each of the 2 layers' long-term memories.
+        assert_eq!(names.len(), 2 * 12 + 1, "{names:?}");
+        assert!(
+            names
+                .iter()
+                .all(|n| n.starts_with("ltm.") || *n == "remem.optimizer"),
+            "{names:?}"
+        );
+    }
 
     let out = check(&remem(&[
         "eval",
@@ -232,15 +317,6 @@ fn train_eval_and_stream_with_a_backbone() {
         "cpu",
     ]));
     assert!(resumed.contains("done: 6 steps"), "{resumed}");
-
-    // A backbone file that changed is refused by name.
-    let weights = backbone.join("model.safetensors");
-    let mut changed = std::fs::read(&weights).unwrap();
-    let last = changed.len() - 1;
-    changed[last] ^= 1;
-    std::fs::write(&weights, changed).unwrap();
-    let out = remem(&["eval", "--checkpoint", r, "--quiet", "--device", "cpu"]);
-    fails_with(&out, "changed since");
 }
 
 #[test]
@@ -330,6 +406,22 @@ fn a_backbone_is_refused_where_it_cannot_work() {
         "cpu",
     ]);
     fails_with(&out, "at most 64 positions");
+    // Kinds not built on a backbone, and the infinity-former with a Transformer-XL cache.
+    for (kind, field) in [("xl", "model.kind"), ("infinity", "model.mem_len")] {
+        let out = remem(&[
+            "train",
+            "--backbone",
+            &v,
+            "--data",
+            data,
+            "--model",
+            kind,
+            "--quiet",
+            "--device",
+            "cpu",
+        ]);
+        fails_with(&out, field);
+    }
 }
 
 #[test]

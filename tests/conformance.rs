@@ -1,7 +1,7 @@
 //! One conformance suite for every segment model (RMT in both layouts, the segment-level
-//! Transformer, Transformer-XL, MemTr-XL, the infinity-former, and RMT on a pretrained Llama
-//! decoder and on a BERT encoder, tiny ones here): what the `SegmentModel` interface promises,
-//! checked the same way for each.
+//! Transformer, Transformer-XL, MemTr-XL, the infinity-former, RMT on a pretrained Llama
+//! decoder and on a BERT encoder, and the infinity-former's memory in a pretrained Llama, tiny
+//! ones here): what the `SegmentModel` interface promises, checked the same way for each.
 
 mod common;
 
@@ -40,6 +40,10 @@ fn models() -> Vec<(&'static str, ModelConfig)> {
     infinity.ltm.basis = 8;
     infinity.ltm.samples = 6;
     infinity.ltm.sampling = LtmSampling::Sticky;
+    let mut infinity_on_llama = on_backbone(&tiny_llama());
+    infinity_on_llama.kind = ModelKind::Infinity;
+    infinity_on_llama.mem_len = Some(0);
+    infinity_on_llama.ltm = infinity.ltm.clone();
     vec![
         ("rmt decoder", with(ModelKind::Rmt, Layout::Decoder, 2)),
         ("rmt encoder", with(ModelKind::Rmt, Layout::Encoder, 2)),
@@ -52,6 +56,7 @@ fn models() -> Vec<(&'static str, ModelConfig)> {
         ("infinity-former", infinity),
         ("rmt on llama", on_backbone(&tiny_llama())),
         ("rmt on bert", on_backbone(tiny_bert())),
+        ("infinity on llama", infinity_on_llama),
     ]
 }
 

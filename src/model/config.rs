@@ -217,10 +217,21 @@ impl ModelConfig {
             self.ltm.validate()?;
         }
         if self.backbone.is_some() {
-            if !matches!(self.kind, ModelKind::Rmt | ModelKind::Transformer) {
+            if !matches!(
+                self.kind,
+                ModelKind::Rmt | ModelKind::Transformer | ModelKind::Infinity
+            ) {
                 return Err(Error::config(
                     "model.kind",
-                    "a backbone takes `rmt` or `transformer` (the others are not built on one yet)",
+                    "a backbone takes `rmt`, `infinity` or `transformer` (the others are not \
+                     built on one yet)",
+                ));
+            }
+            if self.kind == ModelKind::Infinity && self.cache_len() > 0 {
+                return Err(Error::config(
+                    "model.mem_len",
+                    "the infinity-former on a backbone reads its segment and its long-term \
+                     memory only (no Transformer-XL cache on a backbone yet): set mem_len = 0",
                 ));
             }
             if self.dropout != 0.0 {

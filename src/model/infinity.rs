@@ -18,12 +18,69 @@ use crate::nn::{Block, BlockOutput, Density, LongTermMemory, LtmRead, LtmSamplin
 pub(super) struct Layer {
     /// The block's output.
     pub out: BlockOutput,
+    /// The layer's long-term memory after the read.
+    pub memory: Remembered,
+}
+
+/// A layer's long-term memory after a segment read it.
+pub(super) struct Remembered {
     /// The layer's long-term memory for the next segment.
     pub state: LtmState,
     /// The weighted KL term of the densities, when the config asks for one (`[1]`).
     pub regulariser: Option<Tensor<1>>,
     /// Where each query read the memory, detached, when attention is asked for.
     pub density: Option<Density>,
+}
+
+/// The signal a layer reads in this segment: its stored coefficients with the states the last
+/// segment left (`state.pending`) fitted in, and where the last segment's queries attended
+/// (for sticky sampling).
+///
+/// # Shapes
+/// output: `[batch, N, d_model]`
+pub(super) fn fitted(ltm: &LongTermMemory, state: LtmState) -> Tensor<3> {
+    let LtmState {
+        coeffs,
+        pending,
+        attended,
+    } = state;
+    match pending {
+        Some(new) => ltm.write(coeffs, attended, new),
+        None => coeffs,
+    }
+}
+
+/// What a layer keeps after reading the signal `coeffs` with `read`: the coefficients
+/// (detached), this segment's `evicted` states for the next fit, the histogram of where it
+/// attended (sticky sampling), and the KL term and densities when asked for.
+///
+/// # Shapes
+/// - coeffs: `[batch, N, d_model]`
+/// - evicted: `[batch, E, d_model]`, `E <= segment_len`
+pub(super) fn remember(
+    ltm: &LongTermMemory,
+    coeffs: Tensor<3>,
+    read: &LtmRead,
+    evicted: Option<Tensor<3>>,
+    return_attention: bool,
+) -> Remembered {
+    let cfg = ltm.config();
+    let regulariser =
+        (cfg.kl_weight > 0.0).then(|| read.density.kl_to(cfg.kl_sigma).mul_scalar(cfg.kl_weight));
+    let density = return_attention.then(|| Density {
+        mu: read.density.mu.clone().detach(),
+        variance: read.density.variance.clone().detach(),
+    });
+    Remembered {
+        state: LtmState {
+            coeffs: coeffs.detach(),
+            pending: evicted,
+            attended: (cfg.sampling == LtmSampling::Sticky)
+                .then(|| read.density.histogram(cfg.bins).detach()),
+        },
+        regulariser,
+        density,
+    }
 }
 
 /// One layer of an infinity-former step: fit last segment's evictions (`state.pending`) into
@@ -40,15 +97,7 @@ pub(super) fn layer(
     evicted: Option<Tensor<3>>,
     input: Input<'_>,
 ) -> Layer {
-    let LtmState {
-        coeffs,
-        pending,
-        attended,
-    } = state;
-    let coeffs = match pending {
-        Some(new) => ltm.write(coeffs, attended, new),
-        None => coeffs,
-    };
+    let coeffs = fitted(ltm, state);
     let mut read: Option<LtmRead> = None;
     let mut side = |normed: Tensor<3>| {
         let r = ltm.read(normed, coeffs.clone());
@@ -66,22 +115,8 @@ pub(super) fn layer(
         0,
     );
     let read = read.expect("the block reads the long-term memory");
-    let cfg = ltm.config();
-    let regulariser =
-        (cfg.kl_weight > 0.0).then(|| read.density.kl_to(cfg.kl_sigma).mul_scalar(cfg.kl_weight));
-    let density = input.return_attention.then(|| Density {
-        mu: read.density.mu.clone().detach(),
-        variance: read.density.variance.clone().detach(),
-    });
     Layer {
         out,
-        state: LtmState {
-            coeffs: coeffs.detach(),
-            pending: evicted,
-            attended: (cfg.sampling == LtmSampling::Sticky)
-                .then(|| read.density.histogram(cfg.bins).detach()),
-        },
-        regulariser,
-        density,
+        memory: remember(ltm, coeffs, &read, evicted, input.return_attention),
     }
 }

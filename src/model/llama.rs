@@ -328,6 +328,23 @@ impl LlamaLayer {
         bias: Tensor<2>,
         return_weights: bool,
     ) -> (Tensor<3>, Option<Tensor<4>>) {
+        self.forward_with(x, rope, bias, return_weights, None)
+    }
+
+    /// [`LlamaLayer::forward`] with a second attention branch: `side` gets the normed `x` the
+    /// attention reads and its output is added to the attention's output before the residual
+    /// (the infinity-former's long-term memory read).
+    ///
+    /// # Shapes
+    /// as [`LlamaLayer::forward`]; `side` maps `[batch, seq, d]` to the same shape
+    pub fn forward_with(
+        &self,
+        x: Tensor<3>,
+        rope: &Rope,
+        bias: Tensor<2>,
+        return_weights: bool,
+        side: Option<&mut dyn FnMut(Tensor<3>) -> Tensor<3>>,
+    ) -> (Tensor<3>, Option<Tensor<4>>) {
         let [batch, seq, d] = x.dims();
         let (heads, kv_heads) = (self.n_heads, self.n_kv_heads);
         let d_head = d / heads;
@@ -339,6 +356,7 @@ impl LlamaLayer {
                 .reshape([batch, heads, seq, d_head])
         };
         let h = self.attn_norm.forward(x.clone());
+        let extra = side.map(|f| f(h.clone()));
         let q = rope.apply(split(linear(&self.q, h.clone()), heads));
         let k = repeat(rope.apply(split(linear(&self.k, h.clone()), kv_heads)));
         let v = repeat(split(linear(&self.v, h), kv_heads));
@@ -346,7 +364,11 @@ impl LlamaLayer {
         let weights = masked_softmax(matmul(q, k.swap_dims(2, 3)), bias, scale);
         let returned = return_weights.then(|| weights.clone());
         let mixed = matmul(weights, v).swap_dims(1, 2).reshape([batch, seq, d]);
-        let x = x + linear(&self.o, mixed);
+        let attended = linear(&self.o, mixed);
+        let x = match extra {
+            Some(extra) => x + attended + extra,
+            None => x + attended,
+        };
         let h = self.ffn_norm.forward(x.clone());
         let ff = silu(linear(&self.gate, h.clone())) * linear(&self.up, h);
         (x + linear(&self.down, ff), returned)
@@ -474,12 +496,35 @@ impl Llama {
         bias: Tensor<2>,
         return_weights: bool,
     ) -> (Tensor<3>, Option<Vec<Tensor<4>>>) {
+        self.hidden_with(x, positions, bias, return_weights, None)
+    }
+
+    /// [`Llama::hidden`] with a second attention branch in every layer: `side(l, normed)`
+    /// gets layer `l`'s normed input and returns what to add to its attention output (see
+    /// [`LlamaLayer::forward_with`]).
+    ///
+    /// # Shapes
+    /// as [`Llama::hidden`]; `side` maps `[batch, seq, hidden_size]` to the same shape
+    pub fn hidden_with(
+        &self,
+        x: Tensor<3>,
+        positions: &[usize],
+        bias: Tensor<2>,
+        return_weights: bool,
+        mut side: Option<&mut dyn FnMut(usize, Tensor<3>) -> Tensor<3>>,
+    ) -> (Tensor<3>, Option<Vec<Tensor<4>>>) {
         let c = &self.config;
         let rope = Rope::new(positions, c.head_dim(), c.rope_theta, &x.device());
         let mut weights = return_weights.then(Vec::new);
         let mut x = x;
-        for layer in &self.layers {
-            let (y, w) = layer.forward(x, &rope, bias.clone(), return_weights);
+        for (l, layer) in self.layers.iter().enumerate() {
+            let (y, w) = match side.as_mut() {
+                Some(f) => {
+                    let mut at_layer = |normed: Tensor<3>| f(l, normed);
+                    layer.forward_with(x, &rope, bias.clone(), return_weights, Some(&mut at_layer))
+                }
+                None => layer.forward(x, &rope, bias.clone(), return_weights),
+            };
             x = y;
             if let (Some(all), Some(w)) = (weights.as_mut(), w) {
                 all.push(w);

@@ -9,6 +9,7 @@ pub mod bert;
 pub mod config;
 pub mod infinity;
 pub mod llama;
+pub mod ltm_llama;
 pub mod rmt;
 pub mod rmt_bert;
 pub mod rmt_llama;
@@ -24,6 +25,7 @@ pub use backbone::Architecture;
 pub use bert::{Bert, BertConfig};
 pub use config::{BackboneConfig, Layout, ModelConfig, ModelKind};
 pub use llama::{Llama, LlamaConfig};
+pub use ltm_llama::LlamaLtm;
 pub use rmt::{Rmt, attention_mask};
 pub use rmt_bert::BertRmt;
 pub use rmt_llama::LlamaRmt;
@@ -67,6 +69,9 @@ pub enum Model {
     Llama(LlamaRmt),
     /// RMT on a pretrained BERT encoder (`model.backbone`).
     Bert(BertRmt),
+    /// The infinity-former's long-term memory in a pretrained Llama decoder's layers
+    /// (`model.backbone` with `kind = "infinity"`).
+    LlamaLtm(LlamaLtm),
 }
 
 impl Model {
@@ -130,7 +135,10 @@ impl Model {
             None => {
                 let llama = Llama::load(&backbone.path, device)?;
                 sized_as(Architecture::Llama(llama.config().clone()))?;
-                Ok(Model::Llama(LlamaRmt::new(config, llama, &mut init)))
+                Ok(match config.kind {
+                    ModelKind::Infinity => Model::LlamaLtm(LlamaLtm::new(config, llama, &mut init)),
+                    _ => Model::Llama(LlamaRmt::new(config, llama, &mut init)),
+                })
             }
             Some(_) => {
                 let (bert, bert_config) = Bert::load(&backbone.path, device)?;
@@ -148,6 +156,7 @@ impl Model {
             Model::Xl(m) => m.token_embedding(),
             Model::Llama(m) => m.llama().token_embedding(),
             Model::Bert(m) => m.bert().token_embedding(),
+            Model::LlamaLtm(m) => m.llama().token_embedding(),
         }
     }
 
@@ -234,6 +243,7 @@ impl SegmentModel for Model {
             Model::Xl(m) => m.config(),
             Model::Llama(m) => m.config(),
             Model::Bert(m) => m.config(),
+            Model::LlamaLtm(m) => m.config(),
         }
     }
 
@@ -243,6 +253,7 @@ impl SegmentModel for Model {
             Model::Xl(m) => m.noise(),
             Model::Llama(m) => m.noise(),
             Model::Bert(m) => m.noise(),
+            Model::LlamaLtm(m) => m.noise(),
         }
     }
 
@@ -252,6 +263,7 @@ impl SegmentModel for Model {
             Model::Xl(m) => m.init_state(batch, device),
             Model::Llama(m) => m.init_state(batch, device),
             Model::Bert(m) => m.init_state(batch, device),
+            Model::LlamaLtm(m) => m.init_state(batch, device),
         }
     }
 
@@ -266,6 +278,7 @@ impl SegmentModel for Model {
             Model::Xl(m) => m.step(tokens, state, return_attention),
             Model::Llama(m) => m.step(tokens, state, return_attention),
             Model::Bert(m) => m.step(tokens, state, return_attention),
+            Model::LlamaLtm(m) => m.step(tokens, state, return_attention),
         }
     }
 
@@ -275,6 +288,7 @@ impl SegmentModel for Model {
             Model::Xl(m) => m.advance(tokens, state),
             Model::Llama(m) => m.advance(tokens, state),
             Model::Bert(m) => m.advance(tokens, state),
+            Model::LlamaLtm(m) => m.advance(tokens, state),
         }
     }
 
@@ -284,6 +298,7 @@ impl SegmentModel for Model {
             Model::Xl(m) => m.last_step(tokens, state),
             Model::Llama(m) => m.last_step(tokens, state),
             Model::Bert(m) => m.last_step(tokens, state),
+            Model::LlamaLtm(m) => m.last_step(tokens, state),
         }
     }
 }

@@ -238,9 +238,9 @@ impl SegmentModel for Xl {
                             return_attention,
                         },
                     );
-                    regulariser.extend(layer.regulariser);
-                    next_ltm.push(layer.state);
-                    if let (Some(all), Some(d)) = (density.as_mut(), layer.density) {
+                    regulariser.extend(layer.memory.regulariser);
+                    next_ltm.push(layer.memory.state);
+                    if let (Some(all), Some(d)) = (density.as_mut(), layer.memory.density) {
                         all.push(d);
                     }
                     layer.out

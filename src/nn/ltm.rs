@@ -234,6 +234,15 @@ impl LongTermMemory {
         }
     }
 
+    /// This memory with its output layer at zero: it adds nothing to the layer until it
+    /// trains, so a pretrained model it is put on starts exactly as it was.
+    pub fn silenced(mut self) -> Self {
+        let d = self.n_heads * self.d_head;
+        let device = self.output.weight.device();
+        self.output = super::linear::scaled_identity(d, 0.0, &device);
+        self
+    }
+
     /// The memory's settings.
     pub fn config(&self) -> &LtmConfig {
         &self.config
