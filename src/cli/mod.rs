@@ -495,6 +495,8 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
     if args.samples == 0 {
         bail!("--samples must be at least 1");
     }
+    // A retention task's noise comes from the test documents, never trained on.
+    let task = task.with_noise(remem::task::text::Split::Test);
     // Text and the retention tasks (the tasks that read a corpus) are streamed segment by
     // segment in constant memory; the others hold whole batches.
     let streamed = task.corpus().is_some();

@@ -123,6 +123,8 @@ pub struct Task {
     /// How the text (text and retention tasks) becomes ids when not byte by byte: a
     /// pretrained model's tokenizer ([`Task::with_tokenizer`]).
     text_tokenizer: Option<Tokenizer>,
+    /// The documents a retention task's noise comes from ([`Task::with_noise`]).
+    noise: text::Split,
 }
 
 /// Bytes read per token a text window needs, for a pretrained tokenizer: English averages about
@@ -180,6 +182,7 @@ impl Task {
             segment_len,
             corpus,
             text_tokenizer: None,
+            noise: text::Split::Train,
         };
         match tokenizer {
             Some(t) => task.with_tokenizer(t),
@@ -393,9 +396,25 @@ impl Task {
             segment_len: self.segment_len,
             corpus: self.corpus.clone(),
             text_tokenizer: self.text_tokenizer.clone(),
+            noise: self.noise,
         };
         task.validate()?;
         Ok(task)
+    }
+
+    /// This task with a retention task's noise drawn from the documents of `split`: training
+    /// reads the training documents (the default), evaluations a held-out split, so no
+    /// evaluated sample holds text the model was trained on. Other tasks are unchanged.
+    pub fn with_noise(&self, split: text::Split) -> Task {
+        Task {
+            noise: split,
+            ..self.clone()
+        }
+    }
+
+    /// The split a retention task's noise comes from.
+    pub fn noise(&self) -> text::Split {
+        self.noise
     }
 
     /// The text task's documents.
@@ -412,7 +431,8 @@ impl Task {
         match &self.corpus {
             Some(corpus) if self.config.kind != TaskKind::Text => {
                 let units = retention::Units::new(self.text_tokenizer.as_ref())?;
-                retention::sample(self.config.kind, corpus, units, self.input_len() + 1, rng)
+                let (kind, total) = (self.config.kind, self.input_len() + 1);
+                retention::sample(kind, corpus, self.noise, units, total, rng)
             }
             Some(corpus) if self.text_tokenizer.is_some() => {
                 let tokenizer = self.text_tokenizer.as_ref().expect("checked");

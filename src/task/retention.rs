@@ -1,7 +1,8 @@
 //! Facts hidden in book text: the retention tasks of RMT-1M, BABILong and RULER, written from
 //! their published descriptions (see `../shared/DATA.md`), as bytes.
 //!
-//! Every sample is book text (the noise: training documents of the corpus, see [`noise`]) with
+//! Every sample is book text (the noise: documents of one split of the corpus, training for
+//! training and held out for evaluation, see [`noise`]) with
 //! the task's facts inserted, in order, at sentence boundaries; then a question; then the answer,
 //! which alone is scored. The sample fills the input exactly, so the question always ends the
 //! last segment and the facts sit as far back as the input reaches.
@@ -24,7 +25,7 @@
 use rand::Rng;
 use rand::seq::IndexedRandom;
 
-use super::text::Corpus;
+use super::text::{Corpus, Split};
 use super::{Sample, TaskKind};
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
@@ -470,6 +471,8 @@ impl<'a> Units<'a> {
 #[derive(Debug)]
 pub struct Stream<'a, R: Rng> {
     corpus: &'a Corpus,
+    /// The documents the noise comes from.
+    split: Split,
     units: Units<'a>,
     rng: R,
     /// Facts not yet written, with the noise offset from which each may go in.
@@ -498,13 +501,15 @@ pub struct Stream<'a, R: Rng> {
 }
 
 impl<'a, R: Rng> Stream<'a, R> {
-    /// A sample of `kind` for `total` units, drawn with `rng` (see [`sample`]).
+    /// A sample of `kind` for `total` units, its noise from the documents of `split`, drawn
+    /// with `rng` (see [`sample`]).
     ///
     /// # Errors
     /// [`Error::Config`] when `total` cannot hold the story; the tokenizer's errors.
     pub fn new(
         kind: TaskKind,
         corpus: &'a Corpus,
+        split: Split,
         units: Units<'a>,
         total: usize,
         mut rng: R,
@@ -540,6 +545,7 @@ impl<'a, R: Rng> Stream<'a, R> {
         let answer_start = total - width;
         Ok(Stream {
             corpus,
+            split,
             units,
             rng,
             facts: starts.into_iter().zip(story.facts).collect(),
@@ -629,14 +635,14 @@ impl<'a, R: Rng> Stream<'a, R> {
             return Ok(None);
         }
         while self.at == self.piece.len() {
-            let longest = self.corpus.longest_train() as usize;
+            let longest = self.corpus.longest(self.split) as usize;
             let want = self
                 .units
                 .bytes_for(self.noise_left)
                 .min(PIECE)
                 .min(longest);
             self.corpus
-                .window_into(want, &mut self.rng, &mut self.bytes)?;
+                .window_into(self.split, want, &mut self.rng, &mut self.bytes)?;
             let first = self.noise_done == 0;
             self.units.noise(&mut self.bytes, first, &mut self.piece)?;
             self.at = 0;
@@ -645,8 +651,8 @@ impl<'a, R: Rng> Stream<'a, R> {
     }
 }
 
-/// A sample of `kind` for `total` units (question, answer and all), whole: the [`Stream`]
-/// collected. The answer ends `answer_width - answer.len()` units before `total` (see
+/// A sample of `kind` for `total` units (question, answer and all), its noise from the
+/// documents of `split`, whole: the [`Stream`] collected. The answer ends `answer_width - answer.len()` units before `total` (see
 /// [`answer_width`]).
 ///
 /// # Errors
@@ -654,11 +660,12 @@ impl<'a, R: Rng> Stream<'a, R> {
 pub fn sample(
     kind: TaskKind,
     corpus: &Corpus,
+    split: Split,
     units: Units<'_>,
     total: usize,
     rng: &mut impl Rng,
 ) -> Result<Sample> {
-    let mut stream = Stream::new(kind, corpus, units, total, rng)?;
+    let mut stream = Stream::new(kind, corpus, split, units, total, rng)?;
     let mut tokens = Vec::with_capacity(stream.len());
     stream.read(stream.len(), &mut tokens)?;
     let mut answer = vec![false; tokens.len()];
@@ -784,7 +791,7 @@ mod tests {
             for seed in 0..30 {
                 let mut rng = StdRng::seed_from_u64(seed);
                 let total = 600;
-                let s = sample(kind, &corpus, Units::Bytes, total, &mut rng).unwrap();
+                let s = sample(kind, &corpus, Split::Train, Units::Bytes, total, &mut rng).unwrap();
                 let width = answer_width(kind);
                 let start = s.answer.iter().position(|&a| a).unwrap();
                 // The question ends at the same place whatever the answer.
@@ -854,6 +861,7 @@ mod tests {
                 sample(
                     kind,
                     &corpus,
+                    Split::Train,
                     Units::Bytes,
                     500,
                     &mut StdRng::seed_from_u64(seed),
@@ -865,6 +873,7 @@ mod tests {
             let err = sample(
                 kind,
                 &corpus,
+                Split::Train,
                 Units::Bytes,
                 20,
                 &mut StdRng::seed_from_u64(1),
@@ -878,10 +887,79 @@ mod tests {
     fn long_noise_spans_documents() {
         let (_dir, corpus) = corpus();
         let mut rng = StdRng::seed_from_u64(3);
-        let s = sample(TaskKind::Memorize, &corpus, Units::Bytes, 100_000, &mut rng).unwrap();
+        let s = sample(
+            TaskKind::Memorize,
+            &corpus,
+            Split::Train,
+            Units::Bytes,
+            100_000,
+            &mut rng,
+        )
+        .unwrap();
         assert_eq!(
             s.answer.iter().position(|&a| a),
             Some(100_000 - answer_width(TaskKind::Memorize))
         );
+    }
+
+    #[test]
+    fn the_noise_comes_from_the_split_asked_for() {
+        // Each document says only its own word, so the noise shows which documents it came from.
+        let dir = tempfile::tempdir().unwrap();
+        let words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"];
+        for (i, word) in words.iter().enumerate() {
+            let text = format!("{word} {word} {word}. ").repeat(200);
+            std::fs::write(dir.path().join(format!("{i}.txt")), text).unwrap();
+        }
+        let corpus = Corpus::open(&[dir.path().to_path_buf()]).unwrap();
+        let word_of = |split: Split| -> Vec<&str> {
+            let docs: Vec<_> = corpus.split(split).collect();
+            words
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| docs.iter().any(|d| d.name.starts_with(&format!("{i}.txt"))))
+                .map(|(_, w)| *w)
+                .collect()
+        };
+        for split in [Split::Train, Split::Validation, Split::Test] {
+            let mine = word_of(split);
+            assert!(!mine.is_empty(), "{split:?} has documents");
+            for seed in 0..5 {
+                let mut rng = StdRng::seed_from_u64(seed);
+                let s = sample(
+                    TaskKind::Detect,
+                    &corpus,
+                    split,
+                    Units::Bytes,
+                    3000,
+                    &mut rng,
+                );
+                let bytes: Vec<u8> = s.unwrap().tokens.iter().map(|&t| t as u8).collect();
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                for word in words.iter().filter(|w| text.contains(*w)) {
+                    assert!(
+                        mine.contains(word),
+                        "{split:?} seed {seed}: {word} in the noise"
+                    );
+                }
+                assert!(mine.iter().any(|w| text.contains(w)), "{split:?}: no noise");
+            }
+        }
+        // A task draws its noise from the split it is given: the evaluations' held-out one.
+        let config = crate::task::TaskConfig {
+            kind: TaskKind::Detect,
+            segments: 6,
+            data: vec![dir.path().to_path_buf()],
+            ..Default::default()
+        };
+        let task = crate::task::Task::new(config, 500).unwrap();
+        let held_out = task.with_noise(Split::Test);
+        for (task, split) in [(&task, Split::Train), (&held_out, Split::Test)] {
+            let s = task.try_sample(&mut StdRng::seed_from_u64(1)).unwrap();
+            let bytes: Vec<u8> = s.tokens.iter().map(|&t| t as u8).collect();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let found: Vec<&str> = words.into_iter().filter(|w| text.contains(w)).collect();
+            assert!(!found.is_empty() && found.iter().all(|w| word_of(split).contains(w)));
+        }
     }
 }

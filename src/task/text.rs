@@ -143,7 +143,12 @@ impl Corpus {
 
     /// The longest training document, in bytes.
     pub fn longest_train(&self) -> u64 {
-        self.split(Split::Train).map(|d| d.len).max().unwrap_or(0)
+        self.longest(Split::Train)
+    }
+
+    /// The longest document of `split`, in bytes.
+    pub fn longest(&self, split: Split) -> u64 {
+        self.split(split).map(|d| d.len).max().unwrap_or(0)
     }
 
     /// A window of `len` consecutive bytes of one training document: the document drawn with
@@ -154,24 +159,28 @@ impl Corpus {
     /// file cannot be read (changed or removed since the corpus was opened).
     pub fn window(&self, len: usize, rng: &mut impl Rng) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        self.window_into(len, rng, &mut out)?;
+        self.window_into(Split::Train, len, rng, &mut out)?;
         Ok(out)
     }
 
-    /// [`Corpus::window`] into `out` (cleared first), reusing its allocation: the streamed
-    /// evaluations read millions of windows and keep the heap from fragmenting this way.
-    pub fn window_into(&self, len: usize, rng: &mut impl Rng, out: &mut Vec<u8>) -> Result<()> {
+    /// [`Corpus::window`] from the documents of `split`, into `out` (cleared first), reusing
+    /// its allocation: the streamed evaluations read millions of windows (from a held-out
+    /// split) and keep the heap from fragmenting this way.
+    pub fn window_into(
+        &self,
+        split: Split,
+        len: usize,
+        rng: &mut impl Rng,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let len64 = len as u64;
-        let fits: Vec<&Document> = self
-            .split(Split::Train)
-            .filter(|d| d.len >= len64)
-            .collect();
+        let fits: Vec<&Document> = self.split(split).filter(|d| d.len >= len64).collect();
         let total: u64 = fits.iter().map(|d| d.len - len64 + 1).sum();
         if total == 0 {
             return Err(Error::Input(format!(
-                "no training document holds {len} bytes (the longest has {}): use shorter or \
+                "no {split:?} document holds {len} bytes (the longest has {}): use shorter or \
                  fewer segments",
-                self.longest_train()
+                self.longest(split)
             )));
         }
         let mut pick = rng.random_range(0..total);

@@ -58,7 +58,8 @@ pub fn batch_for(input_len: usize) -> usize {
 /// read segment by segment ([`crate::task::retention::Stream`]), the memory carried, and only
 /// the segments that hold the answer are kept, for the teacher-forced answer loss and the
 /// greedy answer. Memory stays constant whatever the input length (a million tokens and more).
-/// The samples are those [`evaluate`] draws (the same seeds), so the figures are the same.
+/// The samples are those [`evaluate`] draws (the same seeds), so the figures are the same; their
+/// noise comes from the split `task` names ([`Task::with_noise`]): callers pass a held-out one.
 ///
 /// Both layouts: the decoder predicts the answer from the positions before it, the encoder at
 /// its own positions, hidden from its input (its teacher-forced predictions are its answer).
@@ -92,7 +93,8 @@ pub fn evaluate_retention(
                     eval_seed(seed),
                     i as u64,
                 ));
-                Stream::new(kind, corpus, Units::new(Some(&tokenizer))?, total, rng)
+                let units = Units::new(Some(&tokenizer))?;
+                Stream::new(kind, corpus, task.noise(), units, total, rng)
             })
             .collect::<Result<Vec<_>>>()?;
         start += n;
@@ -168,9 +170,10 @@ pub fn evaluate_retention(
     })
 }
 
-/// The held-out evaluation of `task`: [`evaluate_with`] for the synthetic and retention tasks;
-/// [`evaluate_text`] on the validation split for text, reading up to `samples * input_len`
-/// bytes.
+/// The held-out evaluation of `task` during training: [`evaluate_with`] for the synthetic
+/// tasks; [`evaluate_retention`] for the retention tasks, their noise from the validation
+/// documents; [`evaluate_text`] on the validation split for text, reading up to
+/// `samples * input_len` bytes.
 pub fn evaluate_task(
     model: &Model,
     task: &Task,
@@ -189,7 +192,10 @@ pub fn evaluate_task(
             device,
             |_| {},
         ),
-        Some(_) => evaluate_retention(model, task, seed, samples, batch_size, device, |_| {}),
+        Some(_) => {
+            let task = task.with_noise(Split::Validation);
+            evaluate_retention(model, &task, seed, samples, batch_size, device, |_| {})
+        }
         _ => Ok(evaluate(model, task, seed, samples, batch_size, device)),
     }
 }
