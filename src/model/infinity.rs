@@ -7,6 +7,9 @@
 //! the cache attention's output before the residual. The stored coefficients are detached: no
 //! gradient crosses segments. With sticky sampling the next fit samples the old signal where
 //! this segment's queries attended.
+//!
+//! The fit ([`fitted`]) and what a layer keeps after its read ([`remember`]) are shared with the
+//! long-term memory on a pretrained decoder ([`super::ltm_llama`]).
 
 use burn::prelude::*;
 
@@ -30,6 +33,17 @@ pub(super) struct Remembered {
     pub regulariser: Option<Tensor<1>>,
     /// Where each query read the memory, detached, when attention is asked for.
     pub density: Option<Density>,
+}
+
+/// Every layer's empty long-term memory (the zero signal, nothing pending).
+pub(super) fn empty(ltm: &[LongTermMemory], batch: usize, device: &Device) -> Vec<LtmState> {
+    ltm.iter()
+        .map(|ltm| LtmState {
+            coeffs: ltm.empty(batch, device),
+            pending: None,
+            attended: None,
+        })
+        .collect()
 }
 
 /// The signal a layer reads in this segment: its stored coefficients with the states the last

@@ -28,9 +28,9 @@
 use burn::prelude::*;
 
 use super::config::ModelConfig;
-use super::infinity::{Remembered, fitted, remember};
+use super::infinity::{Remembered, empty, fitted, remember};
 use super::llama::Llama;
-use super::state::{LtmState, State};
+use super::state::State;
 use super::{SegmentModel, StepOutput};
 use crate::nn::{BiasCache, Density, Init, LongTermMemory, Noise, causal_mask};
 
@@ -91,7 +91,7 @@ impl LlamaLtm {
         let device = tokens.device();
         let states = match state {
             State::Xl { ltm, .. } if ltm.len() == self.ltm.len() => ltm,
-            State::Empty => self.empty(batch, &device),
+            State::Empty => empty(&self.ltm, batch, &device),
             _ => panic!("the infinity-former on a backbone was given another model's state"),
         };
         let bias = self.masks.get(&[t], &device, || causal_mask(t));
@@ -114,18 +114,6 @@ impl LlamaLtm {
             Some(&mut read_memory),
         );
         (h, attention, remembered)
-    }
-
-    /// Every layer's empty memory.
-    fn empty(&self, batch: usize, device: &Device) -> Vec<LtmState> {
-        self.ltm
-            .iter()
-            .map(|ltm| LtmState {
-                coeffs: ltm.empty(batch, device),
-                pending: None,
-                attended: None,
-            })
-            .collect()
     }
 }
 
@@ -162,7 +150,7 @@ impl SegmentModel for LlamaLtm {
         State::Xl {
             cache: Vec::new(),
             memory: None,
-            ltm: self.empty(batch, device),
+            ltm: empty(&self.ltm, batch, device),
         }
     }
 

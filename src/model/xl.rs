@@ -18,7 +18,7 @@ use burn::nn::{Embedding, Linear, RotaryEncoding, RotaryEncodingConfig};
 use burn::prelude::*;
 
 use super::config::{ModelConfig, ModelKind};
-use super::state::{LtmState, State};
+use super::state::State;
 use super::{SegmentModel, StepOutput};
 use crate::nn::{
     BiasCache, Block, Init, LayerNorm, LayerNormConfig, LongTermMemory, Mask, Noise, linear,
@@ -140,15 +140,7 @@ impl SegmentModel for Xl {
                 .memory
                 .as_ref()
                 .map(|m| m.val().unsqueeze::<3>().repeat_dim(0, batch)),
-            ltm: self
-                .ltm
-                .iter()
-                .map(|ltm| LtmState {
-                    coeffs: ltm.empty(batch, device),
-                    pending: None,
-                    attended: None,
-                })
-                .collect(),
+            ltm: super::infinity::empty(&self.ltm, batch, device),
         }
     }
 
