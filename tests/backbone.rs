@@ -116,34 +116,51 @@ fn the_long_term_memory_starts_silent_and_learns_to_carry() {
     use burn::optim::AdamConfig;
     let device = Device::flex().autodiff();
     let (ids, want) = reference();
-    let model = Model::build(&ltm_config(ids.len()), 1, &device).unwrap();
-    // Silent at first: the model is the pretrained decoder.
-    let (out, _) = model.step(tokens(&ids, &device), model.init_state(1, &device), false);
-    let diff = max_abs_diff(&values(out.logits), &want);
-    assert!(diff < 1e-4, "logits differ from transformers' by {diff}");
-
     let (a, b, next) = (
         [5u32, 9, 14, 2, 7, 30],
         [40u32, 8, 1, 66, 3, 12],
         [20u32, 21, 22],
     );
-    let second = |model: &Model, first: &[u32]| {
-        let (_, state) = model.step(tokens(first, &device), model.init_state(1, &device), false);
-        model.step(tokens(&next, &device), state, false).0.logits
-    };
-    let diff = max_abs_diff(&values(second(&model, &a)), &values(second(&model, &b)));
-    assert_eq!(diff, 0.0, "a silent memory carries nothing");
+    for bias in [true, false] {
+        let mut config = ltm_config(ids.len());
+        config.ltm.bias = bias;
+        let model = Model::build(&config, 1, &device).unwrap();
+        // From an empty memory: the pretrained decoder's logits?
+        let alone = |model: &Model| {
+            let (out, _) = model.step(tokens(&ids, &device), model.init_state(1, &device), false);
+            max_abs_diff(&values(out.logits), &want)
+        };
+        // Silent at first: the model is the pretrained decoder.
+        let diff = alone(&model);
+        assert!(diff < 1e-4, "logits differ from transformers' by {diff}");
+        let second = |model: &Model, first: &[u32]| {
+            let (_, state) =
+                model.step(tokens(first, &device), model.init_state(1, &device), false);
+            model.step(tokens(&next, &device), state, false).0.logits
+        };
+        let diff = max_abs_diff(&values(second(&model, &a)), &values(second(&model, &b)));
+        assert_eq!(diff, 0.0, "a silent memory carries nothing");
 
-    // One step of training on the second segment's logits wakes the memories up; the frozen
-    // backbone gets no gradient: 12 tensors in each of the 2 layers' memories.
-    let grads = GradientsParams::from_grads(second(&model, &a).square().mean().backward(), &model);
-    assert_eq!(grads.len(), 2 * 12);
-    let model = AdamConfig::new().init().step(1e-2, model, grads);
-    let diff = max_abs_diff(&values(second(&model, &a)), &values(second(&model, &b)));
-    assert!(
-        diff > 1e-4,
-        "the memory carries nothing after training ({diff})"
-    );
+        // One step of training on the second segment's logits wakes the memories up; the
+        // frozen backbone gets no gradient: 12 tensors in each of the 2 layers' memories (8
+        // without the 4 biases).
+        let loss = second(&model, &a).square().mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        assert_eq!(grads.len(), 2 * if bias { 12 } else { 8 });
+        let model = AdamConfig::new().init().step(1e-2, model, grads);
+        let diff = max_abs_diff(&values(second(&model, &a)), &values(second(&model, &b)));
+        assert!(
+            diff > 1e-4,
+            "the memory carries nothing after training ({diff})"
+        );
+        // From an empty memory, biases make the read an adapter; without them it reads nothing
+        // and the model is the pretrained decoder again.
+        let diff = alone(&model);
+        match bias {
+            true => assert!(diff > 1e-4, "the biases changed nothing ({diff})"),
+            false => assert!(diff < 1e-4, "an empty memory changed the logits by {diff}"),
+        }
+    }
 }
 
 /// A copy of the tiny Llama with a WordPiece vocabulary of its 96 ids: letters, their word

@@ -301,10 +301,11 @@ impl ModelConfig {
     pub fn fingerprint(&self) -> String {
         let ltm = match self.kind {
             ModelKind::Infinity => format!(
-                "-n{}-{:?}{}",
+                "-n{}-{:?}{}{}",
                 self.ltm.basis,
                 self.ltm.sampling,
-                if self.ltm.gate { "-gate" } else { "" }
+                if self.ltm.gate { "-gate" } else { "" },
+                if self.ltm.bias { "" } else { "-nobias" }
             ),
             _ => String::new(),
         };

@@ -60,6 +60,10 @@ pub struct LtmConfig {
     pub kl_sigma: f64,
     /// Gate the new vectors before the fit: `x * sigmoid(conv1d_k3(x))`.
     pub gate: bool,
+    /// Biases in the query, key, value and output layers. Without them an empty memory reads
+    /// exactly nothing, so on a pretrained backbone (whose memory starts silent) everything
+    /// the memory adds comes from what it holds.
+    pub bias: bool,
 }
 
 impl Default for LtmConfig {
@@ -75,6 +79,7 @@ impl Default for LtmConfig {
             kl_weight: 0.0,
             kl_sigma: 0.05,
             gate: false,
+            bias: true,
         }
     }
 }
@@ -220,10 +225,10 @@ impl LongTermMemory {
     pub fn new(config: &LtmConfig, d_model: usize, n_heads: usize, init: &mut Init) -> Self {
         let n = config.basis;
         LongTermMemory {
-            query: init.linear(d_model, d_model, true),
-            key: init.linear(d_model, d_model, true),
-            value: init.linear(d_model, d_model, true),
-            output: init.linear(d_model, d_model, true),
+            query: init.linear(d_model, d_model, config.bias),
+            key: init.linear(d_model, d_model, config.bias),
+            value: init.linear(d_model, d_model, config.bias),
+            output: init.linear(d_model, d_model, config.bias),
             mu: init.linear(n, 1, true),
             sigma: init.linear(n, 1, true),
             gate: config.gate.then(|| init.conv1d_same(d_model, 3)),
@@ -239,7 +244,11 @@ impl LongTermMemory {
     pub fn silenced(mut self) -> Self {
         let d = self.n_heads * self.d_head;
         let device = self.output.weight.device();
-        self.output = super::linear::scaled_identity(d, 0.0, &device);
+        let mut output = super::linear::scaled_identity(d, 0.0, &device);
+        if !self.config.bias {
+            output.bias = None;
+        }
+        self.output = output;
         self
     }
 
