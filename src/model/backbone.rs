@@ -52,3 +52,12 @@ pub fn bert_config(path: &Path) -> Result<Option<BertConfig>> {
     }
     Ok(Some(BertConfig::from_file(&json)?))
 }
+
+/// The backbone `module` as `config` trains it: as loaded with `[model.backbone] train = true`,
+/// otherwise frozen (its weights get no gradient and checkpoints leave them out).
+pub fn as_configured<M: burn::module::Module>(config: &super::ModelConfig, module: M) -> M {
+    match config.backbone.as_ref().is_some_and(|b| b.train) {
+        true => module,
+        false => module.no_grad(),
+    }
+}

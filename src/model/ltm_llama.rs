@@ -53,8 +53,7 @@ impl LlamaLtm {
     /// backbone's, see [`ModelConfig::with_backbone`]); their weights from `init`. The
     /// backbone's weights stop training unless the config's backbone says `train = true`.
     pub fn new(config: &ModelConfig, llama: Llama, init: &mut Init) -> Self {
-        let train = config.backbone.as_ref().is_some_and(|b| b.train);
-        let llama = if train { llama } else { llama.no_grad() };
+        let llama = super::backbone::as_configured(config, llama);
         let ltm = (0..config.n_layers)
             .map(|_| {
                 LongTermMemory::new(&config.ltm, config.d_model, config.n_heads, init).silenced()

@@ -101,8 +101,7 @@ impl BertRmt {
     /// [`ModelConfig::with_backbone`]); new weights from `init`. The backbone's weights stop
     /// training unless the config's backbone says `train = true`.
     pub fn new(config: &ModelConfig, bert: Bert, specials: Specials, init: &mut Init) -> Self {
-        let train = config.backbone.as_ref().is_some_and(|b| b.train);
-        let bert = if train { bert } else { bert.no_grad() };
+        let bert = super::backbone::as_configured(config, bert);
         let (m, d) = (config.memory_len(), config.d_model);
         let words = bert.token_embedding().weight.val();
         let scale = words.square().mean().sqrt().into_scalar::<f32>() as f64;

@@ -59,8 +59,7 @@ impl LlamaRmt {
     /// [`ModelConfig::with_backbone`]); new weights from `init`. The backbone's weights stop
     /// training unless the config's backbone says `train = true`.
     pub fn new(config: &ModelConfig, llama: Llama, init: &mut Init) -> Self {
-        let train = config.backbone.as_ref().is_some_and(|b| b.train);
-        let llama = if train { llama } else { llama.no_grad() };
+        let llama = super::backbone::as_configured(config, llama);
         let m = config.memory_len();
         let d = config.d_model;
         let rms = |t: Tensor<2>| t.square().mean().sqrt().into_scalar::<f32>() as f64;
