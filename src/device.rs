@@ -88,6 +88,14 @@ struct Adapter {
 }
 
 /// The CPU device, described.
+/// Whether `device` (or the device an autodiff device wraps) is the CPU's flex.
+pub fn is_cpu(device: &Device) -> bool {
+    matches!(
+        device.clone().inner().as_dispatch(),
+        burn::backend::DispatchDevice::Flex(_)
+    )
+}
+
 pub fn cpu() -> SelectedDevice {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())

@@ -29,6 +29,7 @@ pub mod infer;
 pub mod io;
 pub mod model;
 pub mod nn;
+pub mod ops;
 pub mod task;
 pub mod threads;
 pub mod tokenizer;

@@ -229,3 +229,86 @@ fn fused_attention_and_its_gradient_agree_on_flex_and_wgpu() {
         "gradient trivially small"
     );
 }
+
+/// Kernels launched by `work`, by name, counted from the runtime.
+fn launched(work: impl FnOnce()) -> std::collections::HashMap<&'static str, usize> {
+    use burn::cubecl::logging::{LaunchObservation, LaunchObserver};
+    use std::sync::{Arc, Mutex};
+    #[derive(Default)]
+    struct Count(Mutex<std::collections::HashMap<&'static str, usize>>);
+    impl LaunchObserver for Count {
+        fn launched(&self, kernel: &'static str) {
+            *self.0.lock().unwrap().entry(kernel).or_default() += 1;
+        }
+    }
+    let count = Arc::new(Count::default());
+    {
+        let _watching = LaunchObservation::new(count.clone());
+        work();
+    }
+    count.0.lock().unwrap().clone()
+}
+
+/// The hand-written WGSL attention kernel (`shaders/attention.wgsl`) gives the context and the
+/// weights of the CPU's packed attention, whose own tests check it against Burn's attention:
+/// batch 1 and 2, sequences shorter and longer than one block of query rows and not a multiple
+/// of the key tile, head widths from 4 to 64, and masks with holes. The kernel must be what ran.
+#[test]
+fn the_wgsl_attention_kernel_matches_the_cpu() {
+    let Some(gpu) = common::wgpu_device() else {
+        return;
+    };
+    for (batch, seq, heads, d_head) in
+        [(1, 5, 1, 4), (2, 37, 2, 8), (1, 70, 4, 16), (2, 130, 2, 64)]
+    {
+        let width = 3 * heads * d_head;
+        let xs: Vec<f32> = (0..batch * seq * width)
+            .map(|i| ((i * 7919) % 1013) as f32 / 400.0 - 1.2)
+            .collect();
+        let mut mask = remem::nn::Mask::blocked(seq, seq);
+        for q in 0..seq {
+            for k in 0..seq {
+                // Causal with holes, and every row's own position open.
+                if k == q || (k < q && (q * 3 + k) % 7 != 2) {
+                    mask.allow(q, k);
+                }
+            }
+        }
+        let run = |device: &Device| {
+            let qkv =
+                Tensor::<3>::from_data(TensorData::new(xs.clone(), [batch, seq, width]), device);
+            let bias = mask.bias(device);
+            let context = remem::nn::fused_attention(qkv.clone(), bias.clone(), heads, 0.4);
+            let (with, weights) = remem::nn::fused_attention_with_weights(qkv, bias, heads, 0.4);
+            (
+                common::values(context),
+                common::values(with),
+                common::values(weights),
+            )
+        };
+        let (context, with, weights) = run(&Device::flex());
+        let mut on_gpu = None;
+        let counts = launched(|| on_gpu = Some(run(&gpu)));
+        let (g_context, g_with, g_weights) = on_gpu.unwrap();
+        let shape = format!("batch {batch}, seq {seq}, {heads} heads of {d_head}");
+        assert_eq!(
+            counts.get("remem::attention"),
+            Some(&2),
+            "{shape}: the WGSL kernel did not run ({:?}; fallbacks {:?})",
+            counts,
+            remem::ops::fallbacks()
+        );
+        for (what, cpu, gpu) in [
+            ("context", &context, &g_context),
+            ("context with weights", &with, &g_with),
+            ("weights", &weights, &g_weights),
+        ] {
+            let diff = common::max_abs_diff(cpu, gpu);
+            assert!(diff < 1e-4, "{shape}: {what} differs by {diff}");
+        }
+        assert!(
+            weights.iter().any(|&w| w > 0.05) && context.iter().any(|c| c.abs() > 0.05),
+            "{shape}: trivially small outputs"
+        );
+    }
+}

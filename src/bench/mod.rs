@@ -8,6 +8,7 @@
 //! the matmul is against the speed the device had while that figure was taken.
 
 pub mod flops;
+pub mod launches;
 
 use std::time::Instant;
 
@@ -35,7 +36,8 @@ pub struct Preset {
     pub batch: usize,
 }
 
-/// The two benchmark configs: the RMT paper's copy setting and a byte-level medium model.
+/// The benchmark configs: `remem train`'s default model (2 layers, d_model 64, the copy task in 3
+/// segments of 8), the RMT paper's copy setting and a byte-level medium model.
 pub fn presets() -> Vec<Preset> {
     let base = ModelConfig {
         n_layers: 4,
@@ -44,6 +46,16 @@ pub fn presets() -> Vec<Preset> {
         ..ModelConfig::default()
     };
     vec![
+        Preset {
+            name: "default",
+            model: ModelConfig {
+                vocab_size: 12,
+                tokenizer: Some(Tokenizer::symbols(10)),
+                ..ModelConfig::default()
+            },
+            segments: 3,
+            batch: 32,
+        },
         Preset {
             name: "copy-small",
             model: ModelConfig {
@@ -153,6 +165,22 @@ pub struct BenchReport {
     pub train: Vec<TrainFigure>,
     /// Streaming figures.
     pub stream: Vec<StreamFigure>,
+    /// Kernels launched per training step and per streaming segment (GPU devices only).
+    pub launches: Vec<LaunchFigure>,
+}
+
+/// Kernels one model launches per unit of work, counted from the runtime.
+#[derive(Debug, Clone, Serialize)]
+pub struct LaunchFigure {
+    /// Preset name.
+    pub preset: String,
+    /// Model name.
+    pub model: String,
+    /// `segment` (streaming: feed one segment, then predict the next token) or `step` (one
+    /// training step: forward over every segment, backward, optimiser).
+    pub unit: String,
+    /// The counts.
+    pub launches: launches::Launches,
 }
 
 /// Display name of a model kind.
@@ -178,7 +206,9 @@ pub fn run(
                 .into_iter()
                 .find(|p| p.name == name)
                 .ok_or_else(|| {
-                    Error::Input(format!("unknown preset `{name}`: use copy-small or medium"))
+                    Error::Input(format!(
+                        "unknown preset `{name}`: use default, copy-small or medium"
+                    ))
                 })
         })
         .collect::<Result<_>>()?;
@@ -190,10 +220,26 @@ pub fn run(
         matmul_flops: matmul,
         train: Vec::new(),
         stream: Vec::new(),
+        launches: Vec::new(),
     };
     for preset in &presets {
         for &kind in &options.stream_models {
-            for fig in stream(preset, kind, &options.stream_tokens, device, &probe)? {
+            let (figures, counted) = stream(preset, kind, &options.stream_tokens, device, &probe)?;
+            if let Some(launches) = counted {
+                note(&format!(
+                    "stream {} {}: {:.1} kernels per segment",
+                    preset.name,
+                    model_name(kind, true),
+                    launches.per_unit
+                ));
+                report.launches.push(LaunchFigure {
+                    preset: preset.name.into(),
+                    model: model_name(kind, true),
+                    unit: "segment".into(),
+                    launches,
+                });
+            }
+            for fig in figures {
                 note(&format!(
                     "stream {} {} {} tokens: {:.0} tokens/s, {:.2} ms/segment",
                     fig.preset, fig.model, fig.tokens, fig.tokens_per_s, fig.ms_per_segment
@@ -203,7 +249,22 @@ pub fn run(
         }
         // Training after streaming, so the streams' memory baseline is not training's.
         for &kind in &options.train_models {
-            let fig = train_throughput(preset, kind, options.train_steps, device, &probe)?;
+            let (fig, counted) =
+                train_throughput(preset, kind, options.train_steps, device, &probe)?;
+            if let Some(launches) = counted {
+                note(&format!(
+                    "train {} {}: {:.1} kernels per step",
+                    preset.name,
+                    model_name(kind, false),
+                    launches.per_unit
+                ));
+                report.launches.push(LaunchFigure {
+                    preset: preset.name.into(),
+                    model: model_name(kind, false),
+                    unit: "step".into(),
+                    launches,
+                });
+            }
             note(&format!(
                 "train {} {}: {:.0} tokens/s, {:.1}% of matmul FLOP/s",
                 fig.preset,
@@ -282,7 +343,7 @@ fn train_throughput(
     steps: usize,
     device: &Device,
     probe: &MatmulProbe,
-) -> Result<TrainFigure> {
+) -> Result<(TrainFigure, Option<launches::Launches>)> {
     let config = config_for(preset, kind);
     config.validate()?;
     let ad = device.clone().autodiff();
@@ -309,6 +370,11 @@ fn train_throughput(
         }
     }
     let matmul = median(&mut samples);
+    // Kernels per step, off the clock.
+    let counted = launches::count(&ad, 2, || {
+        model = train::optimise(model.clone(), &mut optim, &batch, seg_len, 1e-4, Some(1.0)).0;
+        Ok(())
+    })?;
     let per_step = timed / steps.max(1) as f64;
     let tokens_per_s = (preset.batch * len) as f64 / per_step;
     let flops_per_token = if kind.whole_input() {
@@ -317,7 +383,7 @@ fn train_throughput(
         flops::train_per_token(&config, preset.segments, config.segment_len)
     };
     let achieved = flops_per_token * tokens_per_s;
-    Ok(TrainFigure {
+    let figure = TrainFigure {
         preset: preset.name.into(),
         model: model_name(kind, false),
         tokens_per_s,
@@ -326,7 +392,8 @@ fn train_throughput(
         achieved_flops: achieved,
         matmul_flops: matmul,
         matmul_fraction: achieved / matmul,
-    })
+    };
+    Ok((figure, counted))
 }
 
 /// The middle value (the mean of the middle two for an even count).
@@ -345,7 +412,7 @@ fn stream(
     points: &[usize],
     device: &Device,
     probe: &MatmulProbe,
-) -> Result<Vec<StreamFigure>> {
+) -> Result<(Vec<StreamFigure>, Option<launches::Launches>)> {
     let mut config = config_for(preset, kind);
     let t = config.segment_len;
     // The full-attention model streams as Transformer-XL caching everything it can reach.
@@ -367,6 +434,14 @@ fn stream(
     // Warm up (kernel compilation and autotuning on wgpu), then start over.
     session.feed(&chunk[..2 * t])?;
     session.predict()?;
+    // Kernels per segment (feed one, predict the next token), off the clock.
+    let mut at = 0;
+    let counted = launches::count(device, 4, || {
+        session.feed(&chunk[at..at + t])?;
+        session.predict()?;
+        at += t;
+        Ok(())
+    })?;
     session.reset();
     // Matmul samples at each point, off the clock; the first before the memory baseline.
     let sample = || probe.best_of(3);
@@ -412,7 +487,7 @@ fn stream(
         });
         (last_tokens, last_s) = (fed, seconds);
     }
-    Ok(figures)
+    Ok((figures, counted))
 }
 
 /// Reset the process's peak resident set size to the current one (Linux; elsewhere a no-op).
@@ -469,6 +544,24 @@ pub fn markdown(report: &BenchReport) -> String {
             );
         }
         out += &ratios(report);
+    }
+    if !report.launches.is_empty() {
+        out += "\n| preset | model | per | kernels launched | distinct kernels | most launched |\n";
+        out += "|---|---|---|---:|---:|---|\n";
+        for f in &report.launches {
+            let top: Vec<String> = (f.launches.by_kernel.iter().take(3))
+                .map(|(k, n)| format!("{n:.0} {k}"))
+                .collect();
+            out += &format!(
+                "| {} | {} | {} | {:.1} | {} | {} |\n",
+                f.preset,
+                f.model,
+                f.unit,
+                f.launches.per_unit,
+                f.launches.distinct,
+                top.join(", ")
+            );
+        }
     }
     out
 }

@@ -29,7 +29,7 @@ pub struct BenchArgs {
     /// auto, wgpu, vulkan, metal, dx12 or cpu.
     #[arg(long, default_value = "auto", value_parser = parse_device)]
     device: DeviceChoice,
-    /// Presets, comma-separated: copy-small, medium.
+    /// Presets, comma-separated: default (`remem train`'s model), copy-small, medium.
     #[arg(long, value_delimiter = ',', default_value = "copy-small,medium")]
     presets: Vec<String>,
     /// Models to train, comma-separated, or `none`.

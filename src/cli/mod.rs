@@ -725,12 +725,17 @@ fn export_cmd(args: ExportArgs) -> Result<()> {
 
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+    let result = match cli.command {
         Command::Train(args) => train_cmd(args),
         Command::Eval(args) => eval_cmd(args),
         Command::Compare(args) => compare::run(args),
         Command::Stream(args) => stream::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Export(args) => export_cmd(args),
+    };
+    // A hand-written GPU kernel this adapter could not run took the reference path: say so.
+    for line in remem::ops::fallbacks() {
+        eprintln!("note: the WGSL kernel {line}; its reference in Burn's operations ran instead");
     }
+    result
 }

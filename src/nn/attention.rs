@@ -23,18 +23,17 @@
 //! libm's slow path for every masked score. `tests/parity.rs` checks the paths agree on flex
 //! and wgpu.
 
-use burn::backend::DispatchDevice;
 use burn::nn::{Linear, RotaryEncoding};
 use burn::prelude::*;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
 use super::dropout::Dropout;
-use super::fused_attention::{fused_attention, fused_attention_with_weights};
 use super::init::Init;
 use super::linear::{linear, linear_concat};
 use super::matmul::matmul;
 use super::softmax::masked_softmax;
+use crate::ops::attention::{fused_attention, fused_attention_with_weights};
 
 /// Configuration of [`Attention`].
 #[derive(Config, Debug)]
@@ -196,13 +195,14 @@ impl Attention {
     }
 
     /// Whether [`fused_attention`] runs this call: self-attention without rotary positions
-    /// (`extended` false) on the CPU (not wasm: its kernels use the native GEMM and threads),
-    /// no dropout on the weights, and weights asked for only outside training (the packed
-    /// operation returns them for the visualisation, without a gradient path of their own).
+    /// (`extended` false), on the CPU (not wasm: its kernels use the native GEMM and threads) or
+    /// on wgpu (its WGSL kernel), no dropout on the weights, and weights asked for only outside
+    /// training (the packed operation returns them for the visualisation, without a gradient
+    /// path of their own).
     fn packed(&self, query: &Tensor<3>, extended: bool, return_weights: bool) -> bool {
-        let cpu = on_cpu(&query.device()) && cfg!(not(target_family = "wasm"));
+        let served = !on_cpu(&query.device()) || cfg!(not(target_family = "wasm"));
         let training = query.is_autodiff();
-        cpu && !extended && !(training && (self.dropout.prob() > 0.0 || return_weights))
+        served && !extended && !(training && (self.dropout.prob() > 0.0 || return_weights))
     }
 
     /// `[batch, seq, d_model]` -> `[batch, n_heads, seq, d_head]`.
@@ -224,10 +224,7 @@ impl Attention {
 
 /// Whether `device` is the CPU backend (flex), with or without autodiff.
 fn on_cpu(device: &Device) -> bool {
-    matches!(
-        device.as_dispatch().clone().inner(),
-        DispatchDevice::Flex(_)
-    )
+    crate::device::is_cpu(device)
 }
 
 #[cfg(test)]

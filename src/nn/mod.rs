@@ -4,10 +4,9 @@
 pub mod attention;
 pub mod basis;
 pub mod block;
-mod checked;
-mod cpu;
+pub(crate) mod checked;
+pub(crate) mod cpu;
 pub mod dropout;
-pub mod fused_attention;
 pub mod gelu;
 pub mod init;
 pub mod linear;
@@ -17,11 +16,11 @@ pub mod matmul;
 pub mod norm;
 pub mod softmax;
 
+pub use crate::ops::attention::{fused_attention, fused_attention_with_weights};
 pub use attention::{Attention, AttentionConfig, AttentionOutput};
 pub use basis::Basis;
 pub use block::{Block, BlockConfig, BlockOutput};
 pub use dropout::Dropout;
-pub use fused_attention::{fused_attention, fused_attention_with_weights};
 pub use gelu::gelu;
 pub use init::{Init, Noise};
 pub use linear::{linear, scaled_identity};

@@ -1,5 +1,11 @@
-//! Self-attention from one packed `[query | key | value]` projection, as one operation with CPU
-//! kernels that read the heads where they lie.
+//! Self-attention from one packed `[query | key | value]` projection, as one operation: the CPU's
+//! kernels and the GPU's WGSL kernel read the heads where they lie.
+//!
+//! On wgpu the forward is one dispatch of `shaders/attention.wgsl` ([`wgpu`]): scores, mask,
+//! online softmax and the weighted values per block of query rows, instead of some twenty
+//! kernels (head copies, two batched products, the scaling, the mask, the softmax's reductions).
+//! It runs as one opaque operation in Burn's fusion stream. Its backward is still Burn's
+//! operations (the formulas below).
 //!
 //! The general path in [`super::attention`] splits the projections into heads, runs two batched
 //! products and a softmax, and merges the heads back: under autodiff that is three projection
@@ -26,6 +32,8 @@
 //!
 //! The mask bias is a constant: no gradient flows to it (remem's masks do not learn).
 
+mod wgpu;
+
 #[cfg(feature = "train")]
 use burn::backend::Autodiff;
 #[cfg(feature = "train")]
@@ -34,17 +42,20 @@ use burn::backend::autodiff::{
     grads::Gradients,
     ops::{Backward, Ops, OpsKind},
 };
+use burn::backend::fusion::custom::TensorSpec;
+use burn::backend::wgpu::CubeBackend;
 use burn::backend::{
-    Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension, tensor::FloatTensor,
+    Backend, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension, tensor::FloatTensor,
 };
 use burn::prelude::*;
 use burn::tensor::Slice;
 
 /// Packed self-attention as a backend operation, so that autodiff records one node.
-#[backend_extension(Flex, Cube, Autodiff: cfg(feature = "train"))]
+#[backend_extension(Flex, Cube, Fusion, Autodiff: cfg(feature = "train"))]
 pub trait FusedAttentionBackend: Backend {
     /// The merged context of `heads`-head attention over the packed projection `qkv`
     /// `[batch, seq, 3 · d]` under the additive `[seq, seq]` `bias`, scores scaled by `scale`.
+    #[fusion(dtype = qkv, shape = context_shape(qkv))]
     fn fused_attention(
         qkv: FloatTensor<Self>,
         bias: FloatTensor<Self>,
@@ -56,6 +67,7 @@ pub trait FusedAttentionBackend: Backend {
 
     /// The context and the weights `[batch, heads, seq, seq]`, for the visualisation. Under
     /// autodiff this runs as Burn's tracked operations; training calls `fused_attention`.
+    #[fusion(meta = context_and_weights)]
     fn fused_attention_with_weights(
         qkv: FloatTensor<Self>,
         bias: FloatTensor<Self>,
@@ -67,6 +79,7 @@ pub trait FusedAttentionBackend: Backend {
 
     /// The gradient of `qkv` from the forward's input and mask bias, its weights and the
     /// context's gradient.
+    #[fusion(default)]
     fn fused_attention_backward(
         qkv: FloatTensor<Self>,
         bias: FloatTensor<Self>,
@@ -91,12 +104,104 @@ pub trait FusedAttentionBackend: Backend {
 /// - output: `[batch, seq, d_model]`, heads merged
 pub fn fused_attention(qkv: Tensor<3>, bias: Tensor<2>, heads: usize, scale: f64) -> Tensor<3> {
     check(&qkv, &bias, heads);
+    check_kernel(&qkv.device());
     Tensor::from_dispatch(<Dispatch as FusedAttentionBackend>::fused_attention(
         qkv.into_dispatch(),
         bias.into_dispatch(),
         heads,
         scale,
     ))
+}
+
+/// `[batch, seq, 3 · d]` -> `[batch, seq, d]`: the context's shape, for the fusion stream.
+fn context_shape(qkv: &Shape) -> Shape {
+    let [batch, seq, width] = qkv.dims::<3>();
+    Shape::new([batch, seq, width / 3])
+}
+
+/// The context's and the weights' shapes and type, for the fusion stream.
+fn context_and_weights(
+    qkv: &TensorSpec,
+    _bias: &TensorSpec,
+    heads: &usize,
+    _scale: &f64,
+) -> (TensorSpec, TensorSpec) {
+    let [batch, seq, _] = qkv.shape.dims::<3>();
+    (
+        TensorSpec::new(context_shape(&qkv.shape), qkv.dtype),
+        TensorSpec::new(Shape::new([batch, *heads, seq, seq]), qkv.dtype),
+    )
+}
+
+/// On wgpu, check the WGSL kernel against the reference once per device (see
+/// [`crate::ops::wgsl`]); on other devices nothing. In a browser results cannot be read back
+/// synchronously, so there the kernel runs unchecked.
+fn check_kernel(device: &Device) {
+    if cfg!(target_family = "wasm") {
+        return;
+    }
+    let device = device.clone().inner();
+    let DispatchDevice::Cube(cube) = device.as_dispatch() else {
+        return;
+    };
+    crate::ops::wgsl::check_once(wgpu::NAME, cube, || {
+        // Two sequences of 37 rows (a partial block), 2 heads of 8, a mask with holes.
+        let device = Device::new(DispatchDevice::Cube(cube.clone()));
+        let (batch, seq, heads, d_head) = (2, 37, 2, 8);
+        let width = 3 * heads * d_head;
+        let xs: Vec<f32> = (0..batch * seq * width)
+            .map(|i| ((i * 7919) % 1013) as f32 / 500.0 - 1.0)
+            .collect();
+        let qkv = Tensor::<3>::from_data(TensorData::new(xs, [batch, seq, width]), &device);
+        let mut mask = crate::nn::Mask::blocked(seq, seq);
+        for q in 0..seq {
+            for k in 0..=q {
+                if (q + 2 * k) % 5 != 1 || k == q {
+                    mask.allow(q, k);
+                }
+            }
+        }
+        let bias = mask.bias(&device);
+        let (context, weights) = <Dispatch as FusedAttentionBackend>::fused_attention_with_weights(
+            qkv.clone().into_dispatch(),
+            bias.clone().into_dispatch(),
+            heads,
+            0.3,
+        );
+        let (want_context, want_weights) =
+            forward_from_ops::<Dispatch>(qkv.into_dispatch(), bias.into_dispatch(), heads, 0.3);
+        let read = |t: FloatTensor<Dispatch>| -> Result<Vec<f32>, String> {
+            Tensor::<3>::from_dispatch(t)
+                .try_into_data()
+                .map_err(|e| format!("the kernel did not run: {e:?}"))?
+                .try_into_vec::<f32>()
+                .map_err(|e| format!("{e:?}"))
+        };
+        let read4 = |t: FloatTensor<Dispatch>| -> Result<Vec<f32>, String> {
+            Tensor::<4>::from_dispatch(t)
+                .try_into_data()
+                .map_err(|e| format!("the kernel did not run: {e:?}"))?
+                .try_into_vec::<f32>()
+                .map_err(|e| format!("{e:?}"))
+        };
+        let pairs = [
+            ("context", read(context)?, read(want_context)?),
+            ("weights", read4(weights)?, read4(want_weights)?),
+        ];
+        for (what, got, want) in pairs {
+            let diff = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            if got.len() != want.len() || diff.is_nan() || diff >= 1e-4 {
+                return Err(format!(
+                    "its {what} differs from the reference by {diff} on a test input"
+                ));
+            }
+        }
+        Ok(())
+    });
 }
 
 /// [`fused_attention`] with its weights `[batch, heads, seq, seq]` (for the visualisation; no
@@ -108,6 +213,7 @@ pub fn fused_attention_with_weights(
     scale: f64,
 ) -> (Tensor<3>, Tensor<4>) {
     check(&qkv, &bias, heads);
+    check_kernel(&qkv.device());
     let (context, weights) = <Dispatch as FusedAttentionBackend>::fused_attention_with_weights(
         qkv.into_dispatch(),
         bias.into_dispatch(),
@@ -228,7 +334,35 @@ fn backward_from_ops<B: Backend>(
     B::float_reshape(packed, Shape::new([batch, seq, 3 * dims.d_model()]))
 }
 
-impl FusedAttentionBackend for Cube {}
+/// The GPU runtimes: on wgpu the WGSL kernel where it serves, Burn's operations elsewhere.
+impl FusedAttentionBackend for CubeBackend {
+    fn fused_attention(
+        qkv: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        heads: usize,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        if wgpu::serves(&qkv, heads) {
+            wgpu::attention(qkv, bias, heads, scale, false).0
+        } else {
+            forward_from_ops::<Self>(qkv, bias, heads, scale).0
+        }
+    }
+
+    fn fused_attention_with_weights(
+        qkv: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        heads: usize,
+        scale: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        if wgpu::serves(&qkv, heads) {
+            let (context, weights) = wgpu::attention(qkv, bias, heads, scale, true);
+            (context, weights.expect("asked for the weights"))
+        } else {
+            forward_from_ops::<Self>(qkv, bias, heads, scale)
+        }
+    }
+}
 
 #[cfg(target_family = "wasm")]
 impl FusedAttentionBackend for Flex {}

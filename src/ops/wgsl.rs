@@ -1,0 +1,178 @@
+//! Launching remem's hand-written WGSL kernels (`shaders/*.wgsl`) through Burn's wgpu runtime,
+//! and the once-per-device check that decides whether they run at all.
+//!
+//! A kernel is WGSL text with `{{ name }}` placeholders for the sizes it is compiled for (a
+//! head width, a workgroup size); [`Wgsl`] fills them and hands the text to the runtime, which
+//! compiles it once per distinct filling and caches the pipeline. Buffers bind in the order the
+//! shader declares them, `@group(0) @binding(0..)`.
+//!
+//! Each operation checks its kernel once per device ([`check_once`]): it runs the kernel and the
+//! reference on a small input and compares them. An adapter that cannot compile or launch the
+//! kernel, or that gets a different answer, takes the reference path from then on; the reason is
+//! kept for [`fallbacks`], which the command line prints.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use burn::backend::wgpu::CubeTensor;
+use burn::cubecl::ir::{UIntKind, metadata::Info};
+use burn::cubecl::prelude::*;
+use burn::cubecl::server::{Handle, KernelArguments};
+use burn::cubecl::{CubeKernel, PrecompiledSource};
+use burn::prelude::Shape;
+use burn::tensor::DType;
+
+/// A WGSL kernel with its placeholders filled.
+pub(crate) struct Wgsl {
+    name: &'static str,
+    source: String,
+    id: KernelId,
+    cube_dim: CubeDim,
+}
+
+impl Wgsl {
+    /// `template` with each `{{ key }}` replaced by its value, run by `workgroup` invocations per
+    /// workgroup (the shader's own `@workgroup_size` must agree). `name` names the kernel in
+    /// the runtime's logs and in launch counts.
+    pub(crate) fn new(
+        name: &'static str,
+        template: &str,
+        values: &[(&str, usize)],
+        workgroup: u32,
+    ) -> Self {
+        let mut source = template.to_string();
+        for (key, value) in values {
+            source = source.replace(&format!("{{{{ {key} }}}}"), &value.to_string());
+        }
+        debug_assert!(
+            !source.contains("{{"),
+            "{name}: a placeholder was left unfilled"
+        );
+        let filled: Vec<(String, usize)> =
+            values.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        Self {
+            name,
+            source,
+            id: KernelId::new::<Self>().info((name, filled)),
+            cube_dim: CubeDim::new_1d(workgroup),
+        }
+    }
+
+    /// Launch on `count` workgroups with `buffers` bound in order.
+    pub(crate) fn launch(self, client: &Client, count: CubeCount, buffers: Vec<Handle>) {
+        let arguments =
+            KernelArguments::new().with_buffers(buffers.into_iter().map(|h| h.binding()).collect());
+        client.launch(Box::new(self), count, arguments);
+    }
+}
+
+impl KernelMetadata for Wgsl {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn id(&self) -> KernelId {
+        self.id.clone()
+    }
+
+    fn address_type(&self) -> ElemType {
+        UIntKind::U32.into()
+    }
+}
+
+impl CubeKernel for Wgsl {
+    fn define(&self) -> KernelDefinition {
+        // The text is the kernel; the definition only carries the launch settings.
+        let settings =
+            KernelSettings::new(self.cube_dim.0, ExecutionMode::Checked, AddressType::U32);
+        KernelDefinition {
+            body: Scope::root(settings.clone()),
+            settings,
+            info: Info::default(),
+        }
+    }
+
+    fn source(&self) -> Option<PrecompiledSource> {
+        Some(PrecompiledSource {
+            source: self.source.clone(),
+            entrypoint_name: "main".to_string(),
+            lang: "wgsl",
+        })
+    }
+}
+
+/// `values` as a read-only storage buffer of `u32` (sizes, and `f32`s by their bits).
+pub(crate) fn info(client: &Client, values: &[u32]) -> Handle {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    client.create_from_slice(&bytes)
+}
+
+/// A new contiguous `f32` tensor of `shape` on the device of `like`, its contents unset.
+pub(crate) fn empty_like(like: &CubeTensor, shape: Shape) -> CubeTensor {
+    let handle = like.client.empty(shape.num_elements() * 4);
+    CubeTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        shape,
+        handle,
+        DType::F32,
+    )
+}
+
+/// Whether hand-written WGSL can serve `tensor`: an `f32` tensor on the wgpu runtime.
+pub(crate) fn serves(tensor: &CubeTensor) -> bool {
+    tensor.dtype == DType::F32 && tensor.device.runtime() == burn::cubecl::RuntimeId::Wgpu
+}
+
+/// One kernel's check on one device, and what it found.
+type Checked = (&'static str, burn::cubecl::Device, Result<(), String>);
+
+/// Outcome of each kernel's check, by (kernel, device).
+static CHECKED: Mutex<Vec<Checked>> = Mutex::new(Vec::new());
+
+/// Run `check` for `kernel` on `device` unless it ran before: it launches the kernel on a small
+/// input and compares it with the reference, `Err` saying how it failed. Called from the tensor
+/// level, never from inside a backend's operation (the check reads results back).
+pub(crate) fn check_once(
+    kernel: &'static str,
+    device: &burn::cubecl::Device,
+    check: impl FnOnce() -> Result<(), String>,
+) {
+    let seen = CHECKED
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(k, d, _)| *k == kernel && d == device);
+    if seen {
+        return;
+    }
+    // Checked outside the lock: the check launches the kernel, which asks [`failed`].
+    let found = check();
+    CHECKED
+        .lock()
+        .unwrap()
+        .push((kernel, device.clone(), found));
+}
+
+/// Whether `kernel` failed its check on `device` (not yet checked: no).
+pub(crate) fn failed(kernel: &'static str, device: &burn::cubecl::Device) -> bool {
+    CHECKED
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(k, d, found)| *k == kernel && d == device && found.is_err())
+}
+
+/// The kernels that failed their check, with the reason, as `kernel: reason` lines; the
+/// reference path runs in their place.
+pub fn fallbacks() -> Vec<String> {
+    let mut seen = HashMap::new();
+    for (kernel, _, found) in CHECKED.lock().unwrap().iter() {
+        if let Err(reason) = found {
+            seen.entry(*kernel).or_insert_with(|| reason.clone());
+        }
+    }
+    let mut lines: Vec<String> = seen.into_iter().map(|(k, r)| format!("{k}: {r}")).collect();
+    lines.sort();
+    lines
+}
