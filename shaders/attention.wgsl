@@ -10,10 +10,15 @@
 // Every binding is read_write, inputs too: the runtime pools tensors in shared wgpu buffers, and
 // one buffer bound both read-only and writable in a dispatch is a validation error.
 //
-// Launched by src/ops/attention/wgpu.rs, which fills the placeholders:
-//   {{ d_head }}  head width (the query and accumulator live in registers)
-//   {{ rows }}    query rows per workgroup (the workgroup size)
-//   {{ keys }}    keys per tile (KEYS * d_head * 8 bytes of workgroup memory)
+// Launched by src/ops/attention/wgpu.rs, which fills the placeholders (names in double braces):
+//   d_head  head width (the query and accumulator live in registers)
+//   rows    query rows per workgroup (the workgroup size)
+//   keys    keys per tile (KEYS * d_head * 8 bytes of workgroup memory)
+//   tile    KEYS * d_head
+//
+// The loop over key tiles holds barriers, so its bound must be uniform: the sequence length is
+// read through workgroupUniformLoad (browsers' WGSL compilers check this; reads of a storage
+// buffer count as non-uniform).
 // Dispatch: (ceil(seq / ROWS), heads, batch).
 
 @group(0) @binding(0) var<storage, read_write> qkv: array<f32>;           // [batch, seq, 3 * heads * D]
@@ -28,13 +33,17 @@ const KEYS: u32 = {{ keys }}u;
 
 var<workgroup> k_tile: array<f32, {{ tile }}>;
 var<workgroup> v_tile: array<f32, {{ tile }}>;
+var<workgroup> shared_seq: u32;
 
 @compute @workgroup_size({{ rows }})
 fn main(
     @builtin(workgroup_id) group: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
-    let seq = info[1];
+    if t == 0u {
+        shared_seq = info[1];
+    }
+    let seq = workgroupUniformLoad(&shared_seq);
     let heads = info[2];
     let scale = bitcast<f32>(info[3]);
     let write_weights = info[4] == 1u;

@@ -23,13 +23,11 @@ use super::matmul::matmul;
 /// - x: `[..., d_in]`
 /// - output: `[..., d_out]`
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
-    on_rows(x, |rows| {
-        affine(
-            rows,
-            layer.weight.val(),
-            layer.bias.as_ref().map(|b| b.val()),
-        )
-    })
+    let bias = layer.bias.as_ref().map(|b| b.val());
+    if broadcast(&x) {
+        return broadcast_affine(x, layer.weight.val(), bias);
+    }
+    on_rows(x, |rows| affine(rows, layer.weight.val(), bias))
 }
 
 /// `layers[0](x)`, `layers[1](x)`, ... side by side along the last axis, as one product with the
@@ -48,7 +46,39 @@ pub fn linear_concat<const D: usize>(layers: &[&Linear], x: Tensor<D>) -> Tensor
         });
         Tensor::cat(biases.collect(), 0)
     });
+    if broadcast(&x) {
+        return broadcast_affine(x, weight, bias);
+    }
     on_rows(x, |rows| affine(rows, weight, bias))
+}
+
+/// Whether [`broadcast_affine`] serves `x`: inference on a GPU. Training keeps the fold into
+/// rows: the weight's gradient is then one product instead of a batch of them and a sum.
+fn broadcast<const D: usize>(x: &Tensor<D>) -> bool {
+    !x.is_autodiff() && !crate::device::is_cpu(&x.device())
+}
+
+/// `x · weight + bias` with the weight broadcast over the leading axes, for GPUs: no fold into
+/// rows, and the weight and bias reshaped before the product. Burn's fusion ends a fused block
+/// at a reshape registered in its middle, so this way the bias addition joins the element-wise
+/// work after it (GELU, or the residual and the next layer norm) in one kernel.
+///
+/// # Shapes
+/// - x: `[..., d_in]`
+/// - weight: `[d_in, d_out]`
+/// - bias: `[d_out]`
+/// - output: `[..., d_out]`
+fn broadcast_affine<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
+    let bias = bias.map(|b| b.unsqueeze::<D>());
+    let y = matmul(x, weight.unsqueeze::<D>());
+    match bias {
+        Some(bias) => y + bias,
+        None => y,
+    }
 }
 
 /// `rows · weight + bias`, the product through [`matmul`].

@@ -146,7 +146,32 @@ fn backward_from_ops<B: Backend>(
     )
 }
 
-impl LayerNormBackend for Cube {}
+/// On GPUs the norm is Burn's operations, written so that Burn's fusion runs it, with the
+/// residual addition before it and the scale and shift, as one kernel: `gamma` and `beta` are
+/// reshaped before the statistics (Burn's own layer norm reshapes them in the middle, and a
+/// reshape registered mid-way ends a fused block).
+impl LayerNormBackend for Cube {
+    fn layer_norm_last(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        use burn::backend::ops::FloatTensorOps;
+        let shape = x.shape();
+        let last = shape.num_dims() - 1;
+        let mut along = vec![1; last + 1];
+        along[last] = shape[last];
+        let gamma = Self::float_reshape(gamma, Shape::from(along.clone()));
+        let beta = Self::float_reshape(beta, Shape::from(along));
+        let mean = Self::float_mean_dim(x.clone(), last);
+        let centred = Self::float_sub(x, mean);
+        let var = Self::float_mean_dim(Self::float_mul(centred.clone(), centred.clone()), last);
+        let std = Self::float_sqrt(Self::float_add_scalar(var, epsilon.into()));
+        let normed = Self::float_div(centred, std);
+        Self::float_add(Self::float_mul(normed, gamma), beta)
+    }
+}
 
 impl LayerNormBackend for Flex {
     fn layer_norm_last_backward(
