@@ -287,6 +287,8 @@ fn the_wgsl_attention_kernel_matches_the_cpu() {
             )
         };
         let (context, with, weights) = run(&Device::flex());
+        // Once first, off the count: the first call on a device also runs the kernel's check.
+        run(&gpu);
         let mut on_gpu = None;
         let counts = launched(|| on_gpu = Some(run(&gpu)));
         let (g_context, g_with, g_weights) = on_gpu.unwrap();
@@ -310,5 +312,47 @@ fn the_wgsl_attention_kernel_matches_the_cpu() {
             weights.iter().any(|&w| w > 0.05) && context.iter().any(|c| c.abs() > 0.05),
             "{shape}: trivially small outputs"
         );
+    }
+}
+
+/// The WGSL layer norm kernel (`shaders/layer_norm.wgsl`) gives the CPU's layer norm: rows
+/// narrower and wider than a workgroup, one row and many, offsets and spreads that differ by
+/// row. The kernel must be what ran.
+#[test]
+fn the_wgsl_layer_norm_kernel_matches_the_cpu() {
+    let Some(gpu) = common::wgpu_device() else {
+        return;
+    };
+    for (rows, d) in [(1, 5), (24, 64), (37, 100), (300, 257)] {
+        let xs: Vec<f32> = (0..rows * d)
+            .map(|i| ((i * 7919) % 1013) as f32 / 300.0 * (1.0 + (i / d) as f32 % 5.0) - 2.0)
+            .collect();
+        let run = |device: &Device| {
+            let x = Tensor::<2>::from_data(TensorData::new(xs.clone(), [rows, d]), device);
+            let gamma = Tensor::<1>::from_data(
+                TensorData::new((0..d).map(|i| 0.5 + i as f32 / 50.0).collect(), [d]),
+                device,
+            );
+            let beta = Tensor::<1>::from_data(
+                TensorData::new((0..d).map(|i| (i as f32 / 3.0).cos()).collect(), [d]),
+                device,
+            );
+            common::values(remem::nn::layer_norm(x, gamma, beta, 1e-5))
+        };
+        let cpu = run(&Device::flex());
+        // Once first, off the count: the first call on a device also runs the kernel's check.
+        run(&gpu);
+        let mut on_gpu = None;
+        let counts = launched(|| on_gpu = Some(run(&gpu)));
+        let gpu_values = on_gpu.unwrap();
+        assert_eq!(
+            counts.get("remem::layer_norm"),
+            Some(&1),
+            "{rows} x {d}: the WGSL kernel did not run ({counts:?}; fallbacks {:?})",
+            remem::ops::fallbacks()
+        );
+        let diff = common::max_abs_diff(&cpu, &gpu_values);
+        assert!(diff < 1e-4, "{rows} x {d}: differs by {diff}");
+        assert!(cpu.iter().any(|v| v.abs() > 0.5), "trivially small outputs");
     }
 }

@@ -7,6 +7,7 @@
 //! that cannot compile or run it takes the reference path, with one message saying so.
 
 pub mod attention;
+pub mod layer_norm;
 pub(crate) mod wgsl;
 
 pub use wgsl::fallbacks;

@@ -1,0 +1,71 @@
+// Layer norm over the last axis, one workgroup per row: the mean, then the variance of the
+// centred values (two passes, as the reference computes it), then scale and shift.
+//
+// Every binding is read_write, inputs too: the runtime pools tensors in shared wgpu buffers, and
+// one buffer bound both read-only and writable in a dispatch is a validation error.
+//
+// Launched by src/ops/layer_norm/wgpu.rs. Dispatch: (min(rows, 65535), ceil(rows / 65535)).
+// The row count and width are read through workgroupUniformLoad: the row guard and the
+// reductions' barriers need uniform control flow.
+
+@group(0) @binding(0) var<storage, read_write> x: array<f32>;     // [rows, d]
+@group(0) @binding(1) var<storage, read_write> gamma: array<f32>; // [d]
+@group(0) @binding(2) var<storage, read_write> beta: array<f32>;  // [d]
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;   // [rows, d]
+@group(0) @binding(4) var<storage, read_write> info: array<u32>;  // rows, d, epsilon
+
+const THREADS: u32 = 64u;
+
+var<workgroup> partial: array<f32, 64>;
+var<workgroup> shared_rows: u32;
+var<workgroup> shared_d: u32;
+
+// The sum over the workgroup of each invocation's `value`; every invocation gets it.
+fn workgroup_sum(t: u32, value: f32) -> f32 {
+    partial[t] = value;
+    workgroupBarrier();
+    for (var stride = THREADS / 2u; stride > 0u; stride = stride / 2u) {
+        if t < stride {
+            partial[t] += partial[t + stride];
+        }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier();
+    return total;
+}
+
+@compute @workgroup_size(64)
+fn main(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    if t == 0u {
+        shared_rows = info[0];
+        shared_d = info[1];
+    }
+    let rows = workgroupUniformLoad(&shared_rows);
+    let d = workgroupUniformLoad(&shared_d);
+    let row = group.y * groups.x + group.x;
+    if row >= rows {
+        return;
+    }
+    let epsilon = bitcast<f32>(info[2]);
+    let base = row * d;
+
+    var sum = 0.0;
+    for (var i = t; i < d; i += THREADS) {
+        sum += x[base + i];
+    }
+    let mean = workgroup_sum(t, sum) / f32(d);
+    var squares = 0.0;
+    for (var i = t; i < d; i += THREADS) {
+        let c = x[base + i] - mean;
+        squares += c * c;
+    }
+    let deviation = sqrt(workgroup_sum(t, squares) / f32(d) + epsilon);
+    for (var i = t; i < d; i += THREADS) {
+        out[base + i] = (x[base + i] - mean) / deviation * gamma[i] + beta[i];
+    }
+}
