@@ -230,10 +230,13 @@ fn fused_attention_and_its_gradient_agree_on_flex_and_wgpu() {
     );
 }
 
-/// Kernels launched by `work`, by name, counted from the runtime.
+/// Kernels launched by `work`, by name, counted from the runtime. The runtime has one observer
+/// slot per process, so counting tests take turns.
 fn launched(work: impl FnOnce()) -> std::collections::HashMap<&'static str, usize> {
     use burn::cubecl::logging::{LaunchObservation, LaunchObserver};
     use std::sync::{Arc, Mutex};
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     #[derive(Default)]
     struct Count(Mutex<std::collections::HashMap<&'static str, usize>>);
     impl LaunchObserver for Count {
@@ -287,15 +290,15 @@ fn the_wgsl_attention_kernel_matches_the_cpu() {
             )
         };
         let (context, with, weights) = run(&Device::flex());
-        // Once first, off the count: the first call on a device also runs the kernel's check.
-        run(&gpu);
         let mut on_gpu = None;
         let counts = launched(|| on_gpu = Some(run(&gpu)));
         let (g_context, g_with, g_weights) = on_gpu.unwrap();
         let shape = format!("batch {batch}, seq {seq}, {heads} heads of {d_head}");
-        assert_eq!(
-            counts.get("remem::attention"),
-            Some(&2),
+        // At least: the observer is process-wide, and other tests launch kernels too. That
+        // these calls took the kernel follows from its check having passed (no fallback).
+        assert!(
+            counts.get("remem::attention").is_some_and(|&n| n >= 2)
+                && remem::ops::fallbacks().is_empty(),
             "{shape}: the WGSL kernel did not run ({:?}; fallbacks {:?})",
             counts,
             remem::ops::fallbacks()
@@ -340,14 +343,14 @@ fn the_wgsl_layer_norm_kernel_matches_the_cpu() {
             common::values(remem::nn::layer_norm(x, gamma, beta, 1e-5))
         };
         let cpu = run(&Device::flex());
-        // Once first, off the count: the first call on a device also runs the kernel's check.
-        run(&gpu);
         let mut on_gpu = None;
         let counts = launched(|| on_gpu = Some(run(&gpu)));
         let gpu_values = on_gpu.unwrap();
-        assert_eq!(
-            counts.get("remem::layer_norm"),
-            Some(&1),
+        // At least: the observer is process-wide, and other tests launch kernels too. That
+        // this call took the kernel follows from its check having passed (no fallback).
+        assert!(
+            counts.get("remem::layer_norm").is_some_and(|&n| n >= 1)
+                && remem::ops::fallbacks().is_empty(),
             "{rows} x {d}: the WGSL kernel did not run ({counts:?}; fallbacks {:?})",
             remem::ops::fallbacks()
         );

@@ -2,8 +2,10 @@
 //! dispatches on wgpu, through the launch observer of Burn's runtime (CubeCL).
 //!
 //! Burn's fusion issues kernels lazily, when a result is read or the device is synced, so a
-//! count covers whole units of work that end in a sync. The CPU (flex) launches no kernels;
-//! there every count is `None`.
+//! count covers whole units of work that end in a sync. The runtime has one observer slot per
+//! process: a count sees every launch in the process while it runs, and two counts at once
+//! would take the slot from each other. The CPU (flex) launches no kernels; there every count
+//! is `None`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -130,6 +130,48 @@ type Checked = (&'static str, burn::cubecl::Device, Result<(), String>);
 /// Outcome of each kernel's check, by (kernel, device).
 static CHECKED: Mutex<Vec<Checked>> = Mutex::new(Vec::new());
 
+/// `tensor`'s values on the host, for a check: an error if the kernel behind it did not run.
+pub(crate) fn read<const D: usize>(tensor: burn::prelude::Tensor<D>) -> Result<Vec<f32>, String> {
+    tensor
+        .try_into_data()
+        .map_err(|e| format!("the kernel did not run: {e:?}"))?
+        .try_into_vec::<f32>()
+        .map_err(|e| format!("{e:?}"))
+}
+
+/// `Ok` when `got` equals `want` within `1e-4`, else an error naming `what` and the difference.
+pub(crate) fn agrees(what: &str, got: &[f32], want: &[f32]) -> Result<(), String> {
+    let diff = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    if got.len() != want.len() || diff.is_nan() || diff >= 1e-4 {
+        return Err(format!(
+            "its {what} differs from the reference by {diff} on a test input"
+        ));
+    }
+    Ok(())
+}
+
+/// On a wgpu `device`, run `check` for `kernel` there unless it ran before ([`check_once`]),
+/// handing it the device without autodiff. Elsewhere nothing; nor in a browser, where results
+/// cannot be read back synchronously (there the kernels run unchecked).
+pub(crate) fn check_on(
+    kernel: &'static str,
+    device: &burn::prelude::Device,
+    check: impl FnOnce(&burn::prelude::Device) -> Result<(), String>,
+) {
+    use burn::backend::DispatchDevice;
+    if cfg!(target_family = "wasm") {
+        return;
+    }
+    let device = device.clone().inner();
+    if let DispatchDevice::Cube(cube) = device.as_dispatch() {
+        check_once(kernel, cube, || check(&device));
+    }
+}
+
 /// Run `check` for `kernel` on `device` unless it ran before: it launches the kernel on a small
 /// input and compares it with the reference, `Err` saying how it failed. Called from the tensor
 /// level, never from inside a backend's operation (the check reads results back).

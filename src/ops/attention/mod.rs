@@ -45,9 +45,11 @@ use burn::backend::autodiff::{
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::wgpu::CubeBackend;
 use burn::backend::{
-    Backend, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension, tensor::FloatTensor,
+    Backend, Dispatch, Flex, TensorMetadata, backend_extension, tensor::FloatTensor,
 };
 use burn::prelude::*;
+
+use crate::ops::wgsl::{agrees, check_on, read};
 use burn::tensor::Slice;
 
 /// Packed self-attention as a backend operation, so that autodiff records one node.
@@ -137,22 +139,14 @@ fn context_and_weights(
 /// [`crate::ops::wgsl`]); on other devices nothing. In a browser results cannot be read back
 /// synchronously, so there the kernel runs unchecked.
 fn check_kernel(device: &Device) {
-    if cfg!(target_family = "wasm") {
-        return;
-    }
-    let device = device.clone().inner();
-    let DispatchDevice::Cube(cube) = device.as_dispatch() else {
-        return;
-    };
-    crate::ops::wgsl::check_once(wgpu::NAME, cube, || {
+    check_on(wgpu::NAME, device, |device| {
         // Two sequences of 37 rows (a partial block), 2 heads of 8, a mask with holes.
-        let device = Device::new(DispatchDevice::Cube(cube.clone()));
         let (batch, seq, heads, d_head) = (2, 37, 2, 8);
         let width = 3 * heads * d_head;
         let xs: Vec<f32> = (0..batch * seq * width)
             .map(|i| ((i * 7919) % 1013) as f32 / 500.0 - 1.0)
             .collect();
-        let qkv = Tensor::<3>::from_data(TensorData::new(xs, [batch, seq, width]), &device);
+        let qkv = Tensor::<3>::from_data(TensorData::new(xs, [batch, seq, width]), device);
         let mut mask = crate::nn::Mask::blocked(seq, seq);
         for q in 0..seq {
             for k in 0..=q {
@@ -161,7 +155,7 @@ fn check_kernel(device: &Device) {
                 }
             }
         }
-        let bias = mask.bias(&device);
+        let bias = mask.bias(device);
         let (context, weights) = <Dispatch as FusedAttentionBackend>::fused_attention_with_weights(
             qkv.clone().into_dispatch(),
             bias.clone().into_dispatch(),
@@ -170,37 +164,16 @@ fn check_kernel(device: &Device) {
         );
         let (want_context, want_weights) =
             forward_from_ops::<Dispatch>(qkv.into_dispatch(), bias.into_dispatch(), heads, 0.3);
-        let read = |t: FloatTensor<Dispatch>| -> Result<Vec<f32>, String> {
-            Tensor::<3>::from_dispatch(t)
-                .try_into_data()
-                .map_err(|e| format!("the kernel did not run: {e:?}"))?
-                .try_into_vec::<f32>()
-                .map_err(|e| format!("{e:?}"))
-        };
-        let read4 = |t: FloatTensor<Dispatch>| -> Result<Vec<f32>, String> {
-            Tensor::<4>::from_dispatch(t)
-                .try_into_data()
-                .map_err(|e| format!("the kernel did not run: {e:?}"))?
-                .try_into_vec::<f32>()
-                .map_err(|e| format!("{e:?}"))
-        };
-        let pairs = [
-            ("context", read(context)?, read(want_context)?),
-            ("weights", read4(weights)?, read4(want_weights)?),
-        ];
-        for (what, got, want) in pairs {
-            let diff = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
-            if got.len() != want.len() || diff.is_nan() || diff >= 1e-4 {
-                return Err(format!(
-                    "its {what} differs from the reference by {diff} on a test input"
-                ));
-            }
-        }
-        Ok(())
+        agrees(
+            "context",
+            &read(Tensor::<3>::from_dispatch(context))?,
+            &read(Tensor::<3>::from_dispatch(want_context))?,
+        )?;
+        agrees(
+            "weights",
+            &read(Tensor::<4>::from_dispatch(weights))?,
+            &read(Tensor::<4>::from_dispatch(want_weights))?,
+        )
     });
 }
 

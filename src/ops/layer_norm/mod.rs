@@ -21,9 +21,11 @@ use burn::backend::autodiff::{
 };
 use burn::backend::wgpu::CubeBackend;
 use burn::backend::{
-    Backend, Dispatch, DispatchDevice, Flex, TensorMetadata, backend_extension, tensor::FloatTensor,
+    Backend, Dispatch, Flex, TensorMetadata, backend_extension, tensor::FloatTensor,
 };
 use burn::prelude::*;
+
+use crate::ops::wgsl::{agrees, check_on, read};
 
 use crate::nn::cpu;
 
@@ -77,28 +79,20 @@ pub fn layer_norm<const D: usize>(
 /// On wgpu, check the WGSL kernel against Burn's layer norm once per device (see
 /// [`crate::ops::wgsl`]); elsewhere, and in a browser (no synchronous reads), nothing.
 fn check_kernel(device: &Device) {
-    if cfg!(target_family = "wasm") {
-        return;
-    }
-    let device = device.clone().inner();
-    let DispatchDevice::Cube(cube) = device.as_dispatch() else {
-        return;
-    };
-    crate::ops::wgsl::check_once(wgpu::NAME, cube, || {
+    check_on(wgpu::NAME, device, |device| {
         // 70 rows of 100 (not multiples of the workgroup), rows of different offsets and spreads.
-        let device = Device::new(DispatchDevice::Cube(cube.clone()));
         let (rows, d) = (70, 100);
         let xs: Vec<f32> = (0..rows * d)
             .map(|i| ((i * 7919) % 1013) as f32 / 300.0 * (1.0 + (i / d) as f32 % 4.0) - 1.5)
             .collect();
-        let x = Tensor::<2>::from_data(TensorData::new(xs, [rows, d]), &device);
+        let x = Tensor::<2>::from_data(TensorData::new(xs, [rows, d]), device);
         let gamma = Tensor::<1>::from_data(
             TensorData::new((0..d).map(|i| 0.5 + i as f32 / 64.0).collect(), [d]),
-            &device,
+            device,
         );
         let beta = Tensor::<1>::from_data(
             TensorData::new((0..d).map(|i| (i as f32 / 7.0).sin()).collect(), [d]),
-            &device,
+            device,
         );
         let got = Tensor::<2>::from_dispatch(<Dispatch as LayerNormBackend>::layer_norm_last(
             x.clone().into_dispatch(),
@@ -107,24 +101,7 @@ fn check_kernel(device: &Device) {
             1e-5,
         ));
         let want = burn::tensor::module::layer_norm(x, gamma, Some(beta), 1e-5);
-        let read = |t: Tensor<2>| -> Result<Vec<f32>, String> {
-            t.try_into_data()
-                .map_err(|e| format!("the kernel did not run: {e:?}"))?
-                .try_into_vec::<f32>()
-                .map_err(|e| format!("{e:?}"))
-        };
-        let (got, want) = (read(got)?, read(want)?);
-        let diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        if got.len() != want.len() || diff.is_nan() || diff >= 1e-4 {
-            return Err(format!(
-                "it differs from Burn's layer norm by {diff} on a test input"
-            ));
-        }
-        Ok(())
+        agrees("output", &read(got)?, &read(want)?)
     });
 }
 
