@@ -33,6 +33,7 @@ use super::init::Init;
 use super::linear::{linear, linear_concat};
 use super::matmul::matmul;
 use super::softmax::masked_softmax;
+use crate::device::is_cpu;
 use crate::ops::attention::{fused_attention, fused_attention_with_weights};
 
 /// Configuration of [`Attention`].
@@ -169,7 +170,7 @@ impl Attention {
             k = rope.apply(k, 0);
         }
 
-        let fused = !(return_weights || q.is_autodiff() || on_cpu(&q.device()));
+        let fused = !(return_weights || q.is_autodiff() || is_cpu(&q.device()));
         let (mixed, returned) = if fused {
             // The backend's fused kernel (flash attention on GPUs). The `[1, 1, q, k]` bias is
             // read in place for every head.
@@ -200,7 +201,7 @@ impl Attention {
     /// training (the packed operation returns them for the visualisation, without a gradient
     /// path of their own).
     fn packed(&self, query: &Tensor<3>, extended: bool, return_weights: bool) -> bool {
-        let served = !on_cpu(&query.device()) || cfg!(not(target_family = "wasm"));
+        let served = !is_cpu(&query.device()) || cfg!(not(target_family = "wasm"));
         let training = query.is_autodiff();
         served && !extended && !(training && (self.dropout.prob() > 0.0 || return_weights))
     }
@@ -220,11 +221,6 @@ impl Attention {
         let x = x.reshape([batch, seq, N * h, self.d_head]).swap_dims(1, 2);
         std::array::from_fn(|i| x.clone().slice(s![.., i * h..(i + 1) * h, .., ..]))
     }
-}
-
-/// Whether `device` is the CPU backend (flex), with or without autodiff.
-fn on_cpu(device: &Device) -> bool {
-    crate::device::is_cpu(device)
 }
 
 #[cfg(test)]

@@ -20,7 +20,8 @@
 //! weights row by row; then per block of rows, `P V` for every head, written straight into the
 //! merged context. The backward is two passes the same way: per `(batch, head)`,
 //! `dP = dO Vᵀ` and the softmax gradient `dS`; per block of rows, `dQ = dS K`, `dK = dSᵀ Q` and
-//! `dV = Pᵀ dO` into the packed gradient. GPU backends run the same formulas from Burn's ops.
+//! `dV = Pᵀ dO` into the packed gradient. GPU backends run the same backward formulas from Burn's
+//! ops.
 //!
 //! The products skip the keys a block of 64 rows cannot see ([`Mask`](crate::nn::Mask)'s blocked
 //! positions past each row's last open key, as in RMT's mostly causal mask; see `Reach`): their
