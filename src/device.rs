@@ -87,7 +87,6 @@ struct Adapter {
     software: bool,
 }
 
-/// The CPU device, described.
 /// Whether `device` (or the device an autodiff device wraps) is the CPU's flex.
 pub fn is_cpu(device: &Device) -> bool {
     matches!(
@@ -96,6 +95,24 @@ pub fn is_cpu(device: &Device) -> bool {
     )
 }
 
+/// Ask Burn's GPU runtime (cubecl) to choose its kernels quickly: the lowest autotune level and
+/// one timing per candidate kernel instead of ten. Each new matrix-product or reduction shape
+/// is tuned by compiling and timing candidate kernels, which dominates a short program's first
+/// seconds where compiling is slow (a browser's WebGPU); the kernels chosen may be a little
+/// slower. A process-wide setting, so the library never makes it: a program calls this before
+/// opening any GPU device. `false` when the runtime's configuration was already read or set
+/// (then nothing changes).
+pub fn prefer_quick_start() -> bool {
+    use burn::cubecl::config::autotune::AutotuneLevel;
+    use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
+    let mut config = CubeClRuntimeConfig::default();
+    config.autotune.level = AutotuneLevel::Minimal;
+    config.autotune.bench.min_samples = 1;
+    config.autotune.bench.max_samples = 1;
+    CubeClRuntimeConfig::try_set(config)
+}
+
+/// The CPU device, described.
 pub fn cpu() -> SelectedDevice {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())

@@ -159,7 +159,19 @@ fn streaming_equals_the_training_loop() {
 /// `last_step` gives `step`'s logits, for a full and a partial segment after a first one.
 #[test]
 fn last_step_equals_step() {
-    let device = Device::flex();
+    last_step_equals_step_on(&Device::flex());
+}
+
+/// The same on wgpu, where RMT runs its whole layout in every step (one set of shapes).
+#[test]
+fn last_step_equals_step_on_wgpu() {
+    if let Some(gpu) = common::wgpu_device() {
+        last_step_equals_step_on(&gpu);
+    }
+}
+
+fn last_step_equals_step_on(device: &Device) {
+    let device = device.clone();
     for (name, config) in models() {
         let model = build(&config, 2, &device);
         let first = ids(&tokens(SEG), &device);

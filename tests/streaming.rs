@@ -113,8 +113,30 @@ fn streaming_in_any_pieces_equals_the_segment_loop() {
             assert_eq!(session.pending(), &input[4 * SEG..]);
             let next = values(session.next_logits().unwrap());
             assert!(max_abs_diff(&next, expected_next) < 1e-5, "{kind:?}");
+            // Padded to a whole segment (as on GPUs), the prediction is the same.
+            session.pad_predictions(true);
+            let padded = values(session.next_logits().unwrap());
+            let diff = max_abs_diff(&padded, expected_next);
+            assert!(diff < 1e-5, "{kind:?}: padded prediction differs by {diff}");
+            session.pad_predictions(false);
         }
     }
+}
+
+#[test]
+fn a_prediction_padded_to_a_whole_segment_equals_the_unpadded_one() {
+    // The other decoders are checked in `streaming_in_any_pieces_equals_the_segment_loop`; the
+    // full-attention Transformer reads its whole input as one step.
+    let device = Device::flex();
+    let config = config(ModelKind::Transformer);
+    let mut session = Session::new(model(&config, 3, &device), &device).unwrap();
+    session.feed(&tokens(7, config.model.vocab_size)).unwrap();
+    assert_eq!(session.pending().len(), 7 % SEG);
+    let plain = values(session.next_logits().unwrap());
+    session.pad_predictions(true);
+    let padded = values(session.next_logits().unwrap());
+    let diff = max_abs_diff(&plain, &padded);
+    assert!(diff < 1e-5, "padded prediction differs by {diff}");
 }
 
 #[test]

@@ -8,7 +8,7 @@ const started = performance.now();
 const params = new URLSearchParams(location.search);
 
 /** Timings the browser tests read (milliseconds since the page started). */
-window.remem = { ready: false, loadedMs: null, firstAnswerMs: null, device: null };
+window.remem = { ready: false, loadedMs: null, firstAnswerMs: null, segmentsMs: [], device: null };
 
 let models = [];
 let demo = null;
@@ -184,6 +184,7 @@ async function stepOnce() {
   }
   const outcome = JSON.parse(demo.outcome());
   showOutcome(outcome);
+  window.remem.segmentsMs.push(Math.round(performance.now() - started));
   if (outcome.finished && window.remem.firstAnswerMs === null) {
     window.remem.firstAnswerMs = performance.now() - started;
   }

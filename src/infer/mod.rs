@@ -79,6 +79,8 @@ pub struct Session {
     /// Tokens read into memory (full segments only).
     consumed: u64,
     attention: bool,
+    /// Whether predictions from an unfinished segment run it padded to a whole one.
+    pad: bool,
 }
 
 impl Session {
@@ -181,12 +183,23 @@ impl Session {
             last: None,
             consumed: 0,
             attention: false,
+            pad: !crate::device::is_cpu(device),
         }
     }
 
     /// Also return each segment's attention weights from [`Session::feed_with`].
     pub fn record_attention(&mut self, on: bool) {
         self.attention = on;
+    }
+
+    /// Whether [`Session::next_logits`] (and so generation) runs an unfinished segment padded
+    /// to a whole one; on by default on GPUs, off on the CPU. A decoder's token sees only the
+    /// tokens before it, so the padding changes no logit that is read. On a GPU every call then
+    /// has the same shapes, and the runtime compiles and tunes its kernels for one segment
+    /// length instead of one per length (most of a browser's first answer); on the CPU the
+    /// padding would only be computed for nothing.
+    pub fn pad_predictions(&mut self, on: bool) {
+        self.pad = on;
     }
 
     /// The model.
@@ -292,9 +305,14 @@ impl Session {
                 Error::Input("nothing has been read: a prediction needs at least one token".into())
             });
         }
-        let (ids, state, model) = (self.ids(&self.pending), self.state.clone(), &self.model);
-        let out = on_pool_if_started(|| model.last_step(ids, state));
         let n = self.pending.len();
+        let mut tokens = self.pending.clone();
+        if self.pad {
+            // Any id will do: nothing before the padding reads it.
+            tokens.resize(self.step_len, 0);
+        }
+        let (ids, state, model) = (self.ids(&tokens), self.state.clone(), &self.model);
+        let out = on_pool_if_started(|| model.last_step(ids, state));
         Ok(out
             .logits
             .slice(s![0..1, n - 1..n, ..])

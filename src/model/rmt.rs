@@ -117,9 +117,13 @@ impl Rmt {
 
     /// [`Rmt::step`], the next memory computed only when `write`.
     ///
-    /// In the last layer only the rows something reads are carried through the output
-    /// projection and the feed-forward layer: the segment, and the memory being written. The
-    /// decoder's read memory never is (it is attended to in earlier layers only).
+    /// On the CPU, in the last layer only the rows something reads are carried through the
+    /// output projection and the feed-forward layer: the segment, and the memory being written.
+    /// The decoder's read memory never is (it is attended to in earlier layers only). On GPUs
+    /// every step runs the whole layout instead, write rows included when no memory is
+    /// wanted: the extra rows cost a GPU next to nothing, and every step then has the same
+    /// shapes, so the runtime compiles and tunes its kernels once instead of once per variant
+    /// (most of a browser's first answer).
     fn run(
         &self,
         tokens: Tensor<2, Int>,
@@ -135,6 +139,8 @@ impl Rmt {
             "segment of {t} tokens, model takes 1..={t_max}"
         );
         let device = tokens.device();
+        let whole = !crate::device::is_cpu(&device);
+        let with_write_rows = write || whole;
         let x = self.tokens.forward(tokens);
 
         let memory = match state {
@@ -146,7 +152,7 @@ impl Rmt {
         let positions = self.positions.val();
         let (h, pos) = match (layout, memory) {
             (_, None) => (x, positions.slice(s![m..m + t, ..])),
-            (Layout::Decoder, Some(mem)) if write => {
+            (Layout::Decoder, Some(mem)) if with_write_rows => {
                 // Write positions stay at M + T.. even for a shorter last segment.
                 let pos = Tensor::cat(
                     vec![
@@ -164,15 +170,18 @@ impl Rmt {
         };
         let mut h = h + pos.unsqueeze::<3>();
 
-        let bias = self.masks.get(&[t, usize::from(write)], &device, || {
-            if m > 0 {
-                layout_mask(layout, m, t, write)
-            } else {
-                crate::nn::causal_mask(t)
-            }
-        });
+        let bias = self
+            .masks
+            .get(&[t, usize::from(with_write_rows)], &device, || {
+                if m > 0 {
+                    layout_mask(layout, m, t, with_write_rows)
+                } else {
+                    crate::nn::causal_mask(t)
+                }
+            });
         // The first layout row the last layer's output is read from.
         let from = match layout {
+            _ if whole => 0,
             Layout::Decoder => m,
             Layout::Encoder if write => 0,
             Layout::Encoder => m,
@@ -251,9 +260,9 @@ impl SegmentModel for Rmt {
     }
 
     /// [`SegmentModel::step`] without the next memory, for a segment after which none is needed (the
-    /// last of a sequence, a prediction from part of a segment): the decoder's write rows are
-    /// left out, and so are the encoder's memory rows in the last layer. The logits are the
-    /// same, since no segment row attends to either.
+    /// last of a sequence, a prediction from part of a segment): on the CPU the decoder's write
+    /// rows are left out, and so are the encoder's memory rows in the last layer. The logits are
+    /// the same, since no segment row attends to either.
     ///
     /// # Shapes
     /// as [`SegmentModel::step`]

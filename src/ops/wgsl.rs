@@ -6,8 +6,8 @@
 //! compiles it once per distinct filling and caches the pipeline. Buffers bind in the order the
 //! shader declares them, `@group(0) @binding(0..)`.
 //!
-//! Each operation checks its kernel once per device ([`check_once`]): it runs the kernel and the
-//! reference on a small input and compares them. An adapter that cannot compile or launch the
+//! Each operation checks its kernel once per device ([`check_once`]): it runs the kernel on a
+//! small input, the reference on the same input on the CPU, and compares them. An adapter that cannot compile or launch the
 //! kernel, or that gets a different answer, takes the reference path from then on; the reason is
 //! kept for [`fallbacks`], which the command line prints.
 

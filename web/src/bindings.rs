@@ -70,6 +70,8 @@ async fn open(cpu: bool) -> Result<(Device, String), JsValue> {
     if cpu {
         return Ok((Device::flex(), "CPU (flex, WebAssembly)".into()));
     }
+    // Compiling is slow in a browser: tune kernels with fewer candidates and timings.
+    remem::device::prefer_quick_start();
     let (device, setup) = Device::wgpu_options()
         .init_with_setup_async()
         .await

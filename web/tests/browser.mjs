@@ -4,7 +4,8 @@
 // the attention heatmap is drawn, and saves a screenshot; then bad inputs must show a message.
 //
 // Run from the repository root after `bash web/build.sh`: `node web/tests/browser.mjs`.
-// CHROMIUM names the browser binary (default /usr/bin/chromium).
+// CHROMIUM names the browser binary (default /usr/bin/chromium); REMEM_BROWSER_ONLY names the
+// paths to run (default all).
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -119,7 +120,8 @@ async function runPath(base, name, webgpu) {
 
     console.log(JSON.stringify({
       path: name, device, segments, load_ms: Math.round(times.loadedMs),
-      first_answer_ms: Math.round(times.firstAnswerMs), wall_s: seconds, screenshot: shot,
+      first_answer_ms: Math.round(times.firstAnswerMs), steps_ms: times.segmentsMs, wall_s: seconds,
+      screenshot: shot,
     }));
   } catch (e) {
     console.error(`[${name}] browser log:\n${logs.join('\n')}`);
@@ -166,12 +168,15 @@ async function runMissingAsset(base) {
 const server = await serve();
 const base = `http://127.0.0.1:${server.address().port}`;
 let failed = false;
+// REMEM_BROWSER_ONLY=webgpu,cpu runs only the paths named (for timing one of them).
+const only = process.env.REMEM_BROWSER_ONLY?.split(',');
 for (const [name, fn] of [
   ['webgpu', () => runPath(base, 'webgpu', true)],
   ['cpu', () => runPath(base, 'cpu', false)],
   ['infinity', () => runInfinity(base)],
   ['missing asset', () => runMissingAsset(base)],
 ]) {
+  if (only && !only.includes(name)) continue;
   try {
     await fn();
     console.log(`ok: ${name}`);

@@ -76,7 +76,7 @@ pub fn layer_norm<const D: usize>(
     ))
 }
 
-/// On wgpu, check the WGSL kernel against Burn's layer norm once per device (see
+/// On wgpu, check the WGSL kernel against Burn's layer norm on the CPU once per device (see
 /// [`crate::ops::wgsl`]); elsewhere, and in a browser (no synchronous reads), nothing.
 fn check_kernel(device: &Device) {
     check_on(wgpu::NAME, device, |device| {
@@ -85,22 +85,23 @@ fn check_kernel(device: &Device) {
         let xs: Vec<f32> = (0..rows * d)
             .map(|i| ((i * 7919) % 1013) as f32 / 300.0 * (1.0 + (i / d) as f32 % 4.0) - 1.5)
             .collect();
-        let x = Tensor::<2>::from_data(TensorData::new(xs, [rows, d]), device);
-        let gamma = Tensor::<1>::from_data(
-            TensorData::new((0..d).map(|i| 0.5 + i as f32 / 64.0).collect(), [d]),
-            device,
-        );
-        let beta = Tensor::<1>::from_data(
-            TensorData::new((0..d).map(|i| (i as f32 / 7.0).sin()).collect(), [d]),
-            device,
-        );
+        let x = TensorData::new(xs, [rows, d]);
+        let gamma = TensorData::new((0..d).map(|i| 0.5 + i as f32 / 64.0).collect(), [d]);
+        let beta = TensorData::new((0..d).map(|i| (i as f32 / 7.0).sin()).collect(), [d]);
         let got = Tensor::<2>::from_dispatch(<Dispatch as LayerNormBackend>::layer_norm_last(
-            x.clone().into_dispatch(),
-            gamma.clone().into_dispatch(),
-            beta.clone().into_dispatch(),
+            Tensor::<2>::from_data(x.clone(), device).into_dispatch(),
+            Tensor::<1>::from_data(gamma.clone(), device).into_dispatch(),
+            Tensor::<1>::from_data(beta.clone(), device).into_dispatch(),
             1e-5,
         ));
-        let want = burn::tensor::module::layer_norm(x, gamma, Some(beta), 1e-5);
+        // The reference runs on the CPU (see the attention's check).
+        let cpu = Device::flex();
+        let want = burn::tensor::module::layer_norm(
+            Tensor::<2>::from_data(x, &cpu),
+            Tensor::<1>::from_data(gamma, &cpu),
+            Some(Tensor::<1>::from_data(beta, &cpu)),
+            1e-5,
+        );
         agrees("output", &read(got)?, &read(want)?)
     });
 }
