@@ -173,7 +173,7 @@ impl Session {
         let tokenizer = model.config().tokenizer.clone().unwrap_or(Tokenizer::Ids);
         let state = model.init_state(1, device);
         Self {
-            model,
+            model: model.for_inference(),
             device: device.clone(),
             id,
             tokenizer,
@@ -202,7 +202,9 @@ impl Session {
         self.pad = on;
     }
 
-    /// The model.
+    /// The model, as the session runs it: its attention layers keep packed copies of their
+    /// query, key and value weights, which later changes to the weights would not reach, so
+    /// train a model of your own rather than this one.
     pub fn model(&self) -> &Model {
         &self.model
     }

@@ -159,6 +159,14 @@ fn unused_is_fine(name: &str) -> bool {
 }
 
 impl Bert {
+    /// This encoder for a streaming session (see [`crate::nn::Attention::for_inference`]).
+    pub(crate) fn for_inference(self) -> Self {
+        Self {
+            layers: self.layers.into_iter().map(Block::for_inference).collect(),
+            ..self
+        }
+    }
+
     /// A BERT of `config` with fresh weights drawn from `seed` on `device`.
     pub fn new(config: &BertConfig, seed: u64, device: &Device) -> Self {
         let mut init = Init::new(seed, device);

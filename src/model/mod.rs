@@ -75,6 +75,20 @@ pub enum Model {
 }
 
 impl Model {
+    /// This model for a streaming session: each attention layer's query, key and value
+    /// weights packed once instead of on every call (see
+    /// [`crate::nn::Attention::for_inference`]). Only a session's own copy is packed: the
+    /// packed weights do not follow later changes to the model's.
+    pub(crate) fn for_inference(self) -> Self {
+        match self {
+            Model::Rmt(m) => Model::Rmt(m.for_inference()),
+            Model::Xl(m) => Model::Xl(m.for_inference()),
+            Model::Bert(m) => Model::Bert(m.for_inference()),
+            // The Llama backbone has attention of its own (grouped queries, rotary positions).
+            Model::Llama(_) | Model::LlamaLtm(_) => self,
+        }
+    }
+
     /// Build the model `config` describes on `device`, with fresh weights drawn from `seed`
     /// (see [`Init`]: the same seed gives the same weights on any device, whatever else the
     /// process does).

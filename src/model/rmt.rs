@@ -115,6 +115,14 @@ impl Rmt {
         &self.tokens
     }
 
+    /// This model for a streaming session (see [`crate::nn::Attention::for_inference`]).
+    pub(crate) fn for_inference(self) -> Self {
+        Self {
+            blocks: self.blocks.into_iter().map(Block::for_inference).collect(),
+            ..self
+        }
+    }
+
     /// [`Rmt::step`], the next memory computed only when `write`.
     ///
     /// On the CPU, in the last layer only the rows something reads are carried through the

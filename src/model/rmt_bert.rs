@@ -97,6 +97,14 @@ pub struct BertRmt {
 }
 
 impl BertRmt {
+    /// This model for a streaming session (see [`crate::nn::Attention::for_inference`]).
+    pub(crate) fn for_inference(self) -> Self {
+        Self {
+            backbone: self.backbone.for_inference(),
+            ..self
+        }
+    }
+
     /// Memory on `bert` as `config` says (its sizes must be the backbone's, see
     /// [`ModelConfig::with_backbone`]); new weights from `init`. The backbone's weights stop
     /// training unless the config's backbone says `train = true`.

@@ -115,6 +115,14 @@ impl Xl {
     pub fn token_embedding(&self) -> &Embedding {
         &self.tokens
     }
+
+    /// This model for a streaming session (see [`crate::nn::Attention::for_inference`]).
+    pub(crate) fn for_inference(self) -> Self {
+        Self {
+            blocks: self.blocks.into_iter().map(Block::for_inference).collect(),
+            ..self
+        }
+    }
 }
 
 impl SegmentModel for Xl {

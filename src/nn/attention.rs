@@ -30,7 +30,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 
 use super::dropout::Dropout;
 use super::init::Init;
-use super::linear::{linear, linear_concat};
+use super::linear::{concat as linear_concat_weights, linear, linear_concat, linear_with};
 use super::matmul::matmul;
 use super::softmax::masked_softmax;
 use crate::device::is_cpu;
@@ -58,6 +58,19 @@ pub struct Attention {
     dropout: Dropout,
     n_heads: usize,
     d_head: usize,
+    /// Query, key and value weights side by side, made once for a streaming session
+    /// ([`Attention::for_inference`]); never saved, never trained.
+    #[module(skip)]
+    packed: Option<Packed>,
+}
+
+/// Projections applied as one product, for inference.
+#[derive(Debug, Clone)]
+struct Packed {
+    /// Query, key and value: weights `[d_model, 3 d_model]`, biases `[3 d_model]`.
+    qkv: (Tensor<2>, Option<Tensor<1>>),
+    /// Key and value, for keys from a longer context: `[d_model, 2 d_model]`, `[2 d_model]`.
+    kv: (Tensor<2>, Option<Tensor<1>>),
 }
 
 /// What [`Attention::forward`] returns.
@@ -85,11 +98,29 @@ impl AttentionConfig {
             dropout: Dropout::new(self.dropout, init.noise()),
             n_heads: self.n_heads,
             d_head: self.d_model / self.n_heads,
+            packed: None,
         }
     }
 }
 
 impl Attention {
+    /// This layer for a streaming session: the weights of the projections that read the same
+    /// rows (query, key and value; key and value) concatenated once here instead of on every
+    /// call (on a GPU those are two kernels per layer and segment). Crate-private because the
+    /// packed copy does not follow later changes to the weights: a session owns the only copy
+    /// of its model, and nothing trains it or loads weights into it. Calls on autodiff tensors
+    /// never read the packed copy.
+    pub(crate) fn for_inference(self) -> Self {
+        let packed = Packed {
+            qkv: linear_concat_weights(&[&self.query, &self.key, &self.value]),
+            kv: linear_concat_weights(&[&self.key, &self.value]),
+        };
+        Self {
+            packed: Some(packed),
+            ..self
+        }
+    }
+
     /// Self-attention of `x` under the additive `bias` (0 = allowed, very negative = blocked,
     /// see [`crate::nn::Mask::bias`]).
     ///
@@ -135,8 +166,7 @@ impl Attention {
             context.is_some() || rotary.is_some(),
             return_weights,
         ) {
-            let projections = [&self.query, &self.key, &self.value];
-            let qkv = linear_concat(&projections, query);
+            let qkv = self.qkv(query);
             let (mixed, weights) = if return_weights {
                 let (mixed, weights) = fused_attention_with_weights(qkv, bias, self.n_heads, scale);
                 (mixed, Some(weights))
@@ -158,11 +188,14 @@ impl Attention {
                 self.heads(linear(&self.value, context)),
             )
         } else if let Some(context) = context {
-            let [k, v] = self.split_heads(linear_concat(&[&self.key, &self.value], context));
+            let kv = match &self.packed {
+                Some(Packed { kv: (w, b), .. }) => linear_with(context, w.clone(), b.clone()),
+                None => linear_concat(&[&self.key, &self.value], context),
+            };
+            let [k, v] = self.split_heads(kv);
             (self.heads(linear(&self.query, query)), k, v)
         } else {
-            let projections = [&self.query, &self.key, &self.value];
-            let [q, k, v] = self.split_heads(linear_concat(&projections, query));
+            let [q, k, v] = self.split_heads(self.qkv(query));
             (q, k, v)
         };
         if let Some((rope, query_start)) = rotary {
@@ -204,6 +237,21 @@ impl Attention {
         let served = !is_cpu(&query.device()) || cfg!(not(target_family = "wasm"));
         let training = query.is_autodiff();
         served && !extended && !(training && (self.dropout.prob() > 0.0 || return_weights))
+    }
+
+    /// Query, key and value of `x` side by side, from the packed weights when the layer has
+    /// them and `x` carries no gradient.
+    ///
+    /// # Shapes
+    /// - x: `[batch, seq, d_model]`
+    /// - output: `[batch, seq, 3 d_model]`
+    fn qkv(&self, x: Tensor<3>) -> Tensor<3> {
+        match &self.packed {
+            Some(Packed { qkv: (w, b), .. }) if !x.is_autodiff() => {
+                linear_with(x, w.clone(), b.clone())
+            }
+            _ => linear_concat(&[&self.query, &self.key, &self.value], x),
+        }
     }
 
     /// `[batch, seq, d_model]` -> `[batch, n_heads, seq, d_head]`.
@@ -252,6 +300,38 @@ mod tests {
             }
         }
         assert_eq!(out.context.dims(), [2, 4, 8]);
+    }
+
+    #[test]
+    fn the_packed_projections_give_what_the_layers_give() {
+        let device = Device::flex();
+        let attn = AttentionConfig::new(8, 2).init(&mut Init::new(3, &device));
+        let packed = attn.clone().for_inference();
+        assert!(attn.packed.is_none() && packed.packed.is_some());
+        let x = Tensor::<3>::random([2, 5, 8], burn::tensor::Distribution::Default, &device);
+        let bias = causal_mask(5).bias(&device);
+        for weights in [false, true] {
+            let want = attn.forward(x.clone(), bias.clone(), weights);
+            let got = packed.forward(x.clone(), bias.clone(), weights);
+            let diff: f32 = (got.context - want.context).abs().max().into_scalar();
+            assert!(diff < 1e-6, "weights {weights}: contexts differ by {diff}");
+        }
+        // Keys and values from a longer context (Transformer-XL's cache).
+        let context = Tensor::<3>::random([2, 7, 8], burn::tensor::Distribution::Default, &device);
+        let bias = Mask::open(5, 7).bias(&device);
+        let [want, got] = [&attn, &packed].map(|a| {
+            a.forward_rotary(
+                x.clone(),
+                Some(context.clone()),
+                bias.clone(),
+                None,
+                false,
+                0,
+            )
+            .context
+        });
+        let diff: f32 = (got - want).abs().max().into_scalar();
+        assert!(diff < 1e-6, "with a context: contexts differ by {diff}");
     }
 
     #[test]

@@ -76,6 +76,14 @@ impl BlockConfig {
 }
 
 impl Block {
+    /// This layer for a streaming session (see [`Attention::for_inference`]).
+    pub(crate) fn for_inference(self) -> Self {
+        Self {
+            attn: self.attn.for_inference(),
+            ..self
+        }
+    }
+
     /// Self-attention under `bias` (see [`crate::nn::Mask::bias`]) then the feed-forward layer.
     ///
     /// # Shapes

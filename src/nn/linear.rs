@@ -24,10 +24,26 @@ use super::matmul::matmul;
 /// - output: `[..., d_out]`
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let bias = layer.bias.as_ref().map(|b| b.val());
+    linear_with(x, layer.weight.val(), bias)
+}
+
+/// `x · weight + bias` as [`linear`] runs it, for weights that are not one layer's (the packed
+/// projections an attention layer keeps for inference).
+///
+/// # Shapes
+/// - x: `[..., d_in]`
+/// - weight: `[d_in, d_out]`
+/// - bias: `[d_out]`
+/// - output: `[..., d_out]`
+pub(crate) fn linear_with<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
     if broadcast(&x) {
-        return broadcast_affine(x, layer.weight.val(), bias);
+        return broadcast_affine(x, weight, bias);
     }
-    on_rows(x, |rows| affine(rows, layer.weight.val(), bias))
+    on_rows(x, |rows| affine(rows, weight, bias))
 }
 
 /// `layers[0](x)`, `layers[1](x)`, ... side by side along the last axis, as one product with the
@@ -37,8 +53,14 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
 /// - x: `[..., d_in]`
 /// - output: `[..., d_out_0 + d_out_1 + ...]`
 pub fn linear_concat<const D: usize>(layers: &[&Linear], x: Tensor<D>) -> Tensor<D> {
+    let (weight, bias) = concat(layers);
+    linear_with(x, weight, bias)
+}
+
+/// The layers' weights side by side `[d_in, d_out_0 + d_out_1 + ...]` and their biases (zeros
+/// for a layer without one), as [`linear_concat`] applies them.
+pub(crate) fn concat(layers: &[&Linear]) -> (Tensor<2>, Option<Tensor<1>>) {
     let weight = Tensor::cat(layers.iter().map(|l| l.weight.val()).collect(), 1);
-    // A layer without a bias adds zeros in its block.
     let bias = layers.iter().any(|l| l.bias.is_some()).then(|| {
         let biases = layers.iter().map(|l| match &l.bias {
             Some(b) => b.val(),
@@ -46,10 +68,7 @@ pub fn linear_concat<const D: usize>(layers: &[&Linear], x: Tensor<D>) -> Tensor
         });
         Tensor::cat(biases.collect(), 0)
     });
-    if broadcast(&x) {
-        return broadcast_affine(x, weight, bias);
-    }
-    on_rows(x, |rows| affine(rows, weight, bias))
+    (weight, bias)
 }
 
 /// Whether [`broadcast_affine`] serves `x`: inference on a GPU. Training keeps the fold into
