@@ -359,3 +359,69 @@ fn the_wgsl_layer_norm_kernel_matches_the_cpu() {
         assert!(cpu.iter().any(|v| v.abs() > 0.5), "trivially small outputs");
     }
 }
+
+/// The WGSL layer norm backward (`shaders/layer_norm_backward.wgsl` and
+/// `shaders/layer_norm_params_backward.wgsl`) gives the CPU's gradients for the input, the
+/// scale and the shift, at the same shapes as the forward's test. The kernels must be what ran.
+#[test]
+fn the_wgsl_layer_norm_backward_matches_the_cpu() {
+    let Some(gpu) = common::wgpu_device() else {
+        return;
+    };
+    for (rows, d) in [(1, 5), (24, 64), (37, 100), (300, 257)] {
+        let xs: Vec<f32> = (0..rows * d)
+            .map(|i| ((i * 7919) % 1013) as f32 / 300.0 * (1.0 + (i / d) as f32 % 5.0) - 2.0)
+            .collect();
+        let weights: Vec<f32> = (0..rows * d)
+            .map(|i| ((i * 104_729) % 997) as f32 / 500.0 - 1.0)
+            .collect();
+        let run = |device: &Device| {
+            let device = device.clone().autodiff();
+            let x = Tensor::<2>::from_data(TensorData::new(xs.clone(), [rows, d]), &device)
+                .require_grad();
+            let gamma = Tensor::<1>::from_data(
+                TensorData::new((0..d).map(|i| 0.5 + i as f32 / 50.0).collect(), [d]),
+                &device,
+            )
+            .require_grad();
+            let beta = Tensor::<1>::from_data(
+                TensorData::new((0..d).map(|i| (i as f32 / 3.0).cos()).collect(), [d]),
+                &device,
+            )
+            .require_grad();
+            let w = Tensor::<2>::from_data(TensorData::new(weights.clone(), [rows, d]), &device);
+            let y = remem::nn::layer_norm(x.clone(), gamma.clone(), beta.clone(), 1e-5);
+            let grads = (y * w).sum().backward();
+            [
+                common::values(x.grad(&grads).unwrap()),
+                common::values(gamma.grad(&grads).unwrap()),
+                common::values(beta.grad(&grads).unwrap()),
+            ]
+        };
+        let cpu = run(&Device::flex());
+        let mut on_gpu = None;
+        let counts = launched(|| on_gpu = Some(run(&gpu)));
+        let on_gpu = on_gpu.unwrap();
+        for kernel in [
+            "remem::layer_norm_backward",
+            "remem::layer_norm_params_backward",
+        ] {
+            assert!(
+                counts.get(kernel).is_some_and(|&n| n >= 1) && remem::ops::fallbacks().is_empty(),
+                "{rows} x {d}: {kernel} did not run ({counts:?}; fallbacks {:?})",
+                remem::ops::fallbacks()
+            );
+        }
+        for (what, (want, got)) in ["input", "scale", "shift"]
+            .iter()
+            .zip(cpu.iter().zip(&on_gpu))
+        {
+            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+            let diff = common::max_abs_diff(want, got) / scale;
+            assert!(
+                diff < 1e-3,
+                "{rows} x {d}: the {what} gradient differs by {diff} (relative)"
+            );
+        }
+    }
+}

@@ -1,13 +1,14 @@
 //! Layer normalisation over the last axis as one autodiff operation: a CPU backward kernel, and
-//! on wgpu a WGSL forward kernel.
+//! on wgpu WGSL kernels forward and backward.
 //!
 //! Burn's `LayerNorm` is fused on flex at inference, but under autodiff it is built from nine
 //! tracked operations (two means, subtract, square, add, sqrt, divide, scale, shift), each with
 //! its own pass over the activations forward and backward. [`layer_norm`] records one: the
 //! forward is the backend's own layer norm on the CPU (flex's fused row kernel) and one dispatch
 //! of `shaders/layer_norm.wgsl` on wgpu ([`wgpu`]); the backward gives the input, scale and shift
-//! gradients in one pass per row on the CPU's thread pool, and the same formula from Burn's ops
-//! on GPUs.
+//! gradients in one pass per row on the CPU's thread pool, and on wgpu in two dispatches
+//! (`shaders/layer_norm_backward.wgsl` per row, `shaders/layer_norm_params_backward.wgsl` per
+//! column); other GPU runtimes take the same formula from Burn's ops.
 
 mod wgpu;
 
@@ -19,6 +20,7 @@ use burn::backend::autodiff::{
     grads::Gradients,
     ops::{Backward, Ops, OpsKind},
 };
+use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::wgpu::CubeBackend;
 use burn::backend::{
     Backend, Dispatch, Flex, TensorMetadata, backend_extension, tensor::FloatTensor,
@@ -44,7 +46,7 @@ pub trait LayerNormBackend: Backend {
     }
 
     /// The gradients of `x`, `gamma` and `beta` from `x`, `gamma` and the output gradient.
-    #[fusion(default)]
+    #[fusion(meta = gradient_specs)]
     fn layer_norm_last_backward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -68,6 +70,9 @@ pub fn layer_norm<const D: usize>(
     epsilon: f64,
 ) -> Tensor<D> {
     check_kernel(&x.device());
+    if x.is_autodiff() {
+        check_backward_kernel(&x.device());
+    }
     Tensor::from_dispatch(<Dispatch as LayerNormBackend>::layer_norm_last(
         x.into_dispatch(),
         gamma.into_dispatch(),
@@ -103,6 +108,55 @@ fn check_kernel(device: &Device) {
             1e-5,
         );
         agrees("output", &read(got)?, &read(want)?)
+    });
+}
+
+/// The gradients' shapes and type, for the fusion stream: the input's, then the scale's twice.
+fn gradient_specs(
+    x: &TensorSpec,
+    gamma: &TensorSpec,
+    _grad: &TensorSpec,
+    _epsilon: &f64,
+) -> (TensorSpec, TensorSpec, TensorSpec) {
+    (x.clone(), gamma.clone(), gamma.clone())
+}
+
+/// On wgpu, check the WGSL backward kernels against [`backward_from_ops`] on the CPU once per
+/// device, as [`check_kernel`] does for the forward.
+fn check_backward_kernel(device: &Device) {
+    check_on(wgpu::BACKWARD, device, |device| {
+        // 70 rows of 100, as the forward's check, and an output gradient that is not uniform.
+        let (rows, d) = (70, 100);
+        let wave = |n: usize, f: fn(usize) -> f32| (0..n).map(f).collect::<Vec<f32>>();
+        let x = TensorData::new(
+            wave(rows * d, |i| {
+                ((i * 7919) % 1013) as f32 / 300.0 * (1.0 + (i / 100) as f32 % 4.0) - 1.5
+            }),
+            [rows, d],
+        );
+        let gamma = TensorData::new(wave(d, |i| 0.5 + i as f32 / 64.0), [d]);
+        let grad = TensorData::new(
+            wave(rows * d, |i| ((i * 104_729) % 997) as f32 / 500.0 - 1.0),
+            [rows, d],
+        );
+        let run = |device: &Device| {
+            let (dx, dgamma, dbeta) = <Dispatch as LayerNormBackend>::layer_norm_last_backward(
+                Tensor::<2>::from_data(x.clone(), device).into_dispatch(),
+                Tensor::<1>::from_data(gamma.clone(), device).into_dispatch(),
+                Tensor::<2>::from_data(grad.clone(), device).into_dispatch(),
+                1e-5,
+            );
+            (
+                Tensor::<2>::from_dispatch(dx),
+                Tensor::<1>::from_dispatch(dgamma),
+                Tensor::<1>::from_dispatch(dbeta),
+            )
+        };
+        let (dx, dgamma, dbeta) = run(device);
+        let (want_dx, want_dgamma, want_dbeta) = run(&Device::flex());
+        agrees("input gradient", &read(dx)?, &read(want_dx)?)?;
+        agrees("scale gradient", &read(dgamma)?, &read(want_dgamma)?)?;
+        agrees("shift gradient", &read(dbeta)?, &read(want_dbeta)?)
     });
 }
 
@@ -153,6 +207,19 @@ impl LayerNormBackend for CubeBackend {
             wgpu::layer_norm(x, gamma, beta, epsilon)
         } else {
             <Self as burn::backend::ops::ModuleOps<Self>>::layer_norm(x, gamma, Some(beta), epsilon)
+        }
+    }
+
+    fn layer_norm_last_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        if wgpu::serves_backward(&x) {
+            wgpu::layer_norm_backward(x, gamma, grad, epsilon)
+        } else {
+            backward_from_ops::<Self>(x, gamma, grad, epsilon)
         }
     }
 }

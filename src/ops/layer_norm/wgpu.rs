@@ -48,14 +48,9 @@ pub(super) fn layer_norm(
         &[],
         THREADS,
     );
-    let count = CubeCount::Static(
-        rows.min(MAX_GROUPS) as u32,
-        rows.div_ceil(MAX_GROUPS) as u32,
-        1,
-    );
     kernel.launch(
         &client,
-        count,
+        groups(rows),
         vec![
             x.handle.clone(),
             gamma.handle.clone(),
@@ -65,4 +60,85 @@ pub(super) fn layer_norm(
         ],
     );
     out
+}
+
+/// The backward kernels' names (`shaders/layer_norm_backward.wgsl` for the input gradient,
+/// `shaders/layer_norm_params_backward.wgsl` for the scale and shift gradients); they are
+/// checked together, under the first.
+pub(super) const BACKWARD: &str = "remem::layer_norm_backward";
+const PARAMS_BACKWARD: &str = "remem::layer_norm_params_backward";
+
+/// Whether the backward kernels serve this call (as [`serves`], for their own check).
+pub(super) fn serves_backward(x: &CubeTensor) -> bool {
+    let shape = x.shape();
+    let d = shape[shape.num_dims() - 1];
+    wgsl::serves(x) && d > 0 && shape.num_elements() > 0 && !wgsl::failed(BACKWARD, &x.device)
+}
+
+/// The gradients of `x`, `gamma` and `beta` from `x`, `gamma` and the output gradient, in two
+/// dispatches: the input gradient one workgroup per row (which also keeps each row's mean and
+/// rstd), then the scale and shift gradients one workgroup per column.
+pub(super) fn layer_norm_backward(
+    x: CubeTensor,
+    gamma: CubeTensor,
+    grad: CubeTensor,
+    epsilon: f64,
+) -> (CubeTensor, CubeTensor, CubeTensor) {
+    let shape = x.shape();
+    let d = shape[shape.num_dims() - 1];
+    let rows = shape.num_elements() / d;
+    let x = burn_cubecl::kernel::into_contiguous(x);
+    let gamma = burn_cubecl::kernel::into_contiguous(gamma);
+    let grad = burn_cubecl::kernel::into_contiguous(grad);
+    let dx = wgsl::empty_like(&x, shape);
+    let stats = wgsl::empty_like(&x, burn::prelude::Shape::new([rows, 2]));
+    let dgamma = wgsl::empty_like(&gamma, burn::prelude::Shape::new([d]));
+    let dbeta = wgsl::empty_like(&gamma, burn::prelude::Shape::new([d]));
+    let client = x.client.clone();
+    let info = wgsl::info(
+        &client,
+        &[rows as u32, d as u32, (epsilon as f32).to_bits()],
+    );
+    let per_row = Wgsl::new(
+        BACKWARD,
+        include_str!("../../../shaders/layer_norm_backward.wgsl"),
+        &[],
+        THREADS,
+    );
+    per_row.launch(
+        &client,
+        groups(rows),
+        vec![
+            x.handle.clone(),
+            gamma.handle.clone(),
+            grad.handle.clone(),
+            dx.handle.clone(),
+            stats.handle.clone(),
+            info.clone(),
+        ],
+    );
+    let per_column = Wgsl::new(
+        PARAMS_BACKWARD,
+        include_str!("../../../shaders/layer_norm_params_backward.wgsl"),
+        &[],
+        THREADS,
+    );
+    per_column.launch(
+        &client,
+        groups(d),
+        vec![
+            x.handle.clone(),
+            grad.handle.clone(),
+            stats.handle.clone(),
+            dgamma.handle.clone(),
+            dbeta.handle.clone(),
+            info,
+        ],
+    );
+    (dx, dgamma, dbeta)
+}
+
+/// `n` workgroups spread over the dispatch's first two axes.
+fn groups(n: usize) -> CubeCount {
+    CubeCount::Static(n.min(MAX_GROUPS) as u32, n.div_ceil(MAX_GROUPS) as u32, 1)
 }

@@ -1,0 +1,67 @@
+// Layer norm's backward over the last axis, second pass: the scale and shift gradients,
+//   dgamma[j] = Σ_rows g[r, j] x̂[r, j],  dbeta[j] = Σ_rows g[r, j],
+// one workgroup per column, its invocations taking every 64th row and summing in a fixed
+// order (the same numbers on every run). x̂ comes from the first pass's mean and rstd
+// (layer_norm_backward.wgsl).
+//
+// Every binding is read_write, inputs too (see layer_norm.wgsl). Launched by
+// src/ops/layer_norm/wgpu.rs. Dispatch: (min(d, 65535), ceil(d / 65535)).
+
+@group(0) @binding(0) var<storage, read_write> x: array<f32>;      // [rows, d]
+@group(0) @binding(1) var<storage, read_write> g: array<f32>;      // [rows, d]
+@group(0) @binding(2) var<storage, read_write> stats: array<f32>;  // [rows, 2]: mean, rstd
+@group(0) @binding(3) var<storage, read_write> dgamma: array<f32>; // [d]
+@group(0) @binding(4) var<storage, read_write> dbeta: array<f32>;  // [d]
+@group(0) @binding(5) var<storage, read_write> info: array<u32>;   // rows, d
+
+const THREADS: u32 = 64u;
+
+var<workgroup> partial: array<f32, 64>;
+var<workgroup> shared_rows: u32;
+var<workgroup> shared_d: u32;
+
+// The sum over the workgroup of each invocation's `value`; every invocation gets it.
+fn workgroup_sum(t: u32, value: f32) -> f32 {
+    partial[t] = value;
+    workgroupBarrier();
+    for (var stride = THREADS / 2u; stride > 0u; stride = stride / 2u) {
+        if t < stride {
+            partial[t] += partial[t + stride];
+        }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier();
+    return total;
+}
+
+@compute @workgroup_size(64)
+fn main(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    if t == 0u {
+        shared_rows = info[0];
+        shared_d = info[1];
+    }
+    let rows = workgroupUniformLoad(&shared_rows);
+    let d = workgroupUniformLoad(&shared_d);
+    let column = group.y * groups.x + group.x;
+    if column >= d {
+        return;
+    }
+    var scale = 0.0;
+    var shift = 0.0;
+    for (var r = t; r < rows; r += THREADS) {
+        let grad = g[r * d + column];
+        scale += grad * (x[r * d + column] - stats[2u * r]) * stats[2u * r + 1u];
+        shift += grad;
+    }
+    let total_scale = workgroup_sum(t, scale);
+    let total_shift = workgroup_sum(t, shift);
+    if t == 0u {
+        dgamma[column] = total_scale;
+        dbeta[column] = total_shift;
+    }
+}
