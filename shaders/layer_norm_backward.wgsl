@@ -14,26 +14,10 @@
 @group(0) @binding(4) var<storage, read_write> stats: array<f32>; // [rows, 2]: mean, rstd
 @group(0) @binding(5) var<storage, read_write> info: array<u32>;  // rows, d, epsilon
 
-const THREADS: u32 = 64u;
+// THREADS and workgroup_sum come from workgroup_sum.wgsl, which the launcher puts first.
 
-var<workgroup> partial: array<f32, 64>;
 var<workgroup> shared_rows: u32;
 var<workgroup> shared_d: u32;
-
-// The sum over the workgroup of each invocation's `value`; every invocation gets it.
-fn workgroup_sum(t: u32, value: f32) -> f32 {
-    partial[t] = value;
-    workgroupBarrier();
-    for (var stride = THREADS / 2u; stride > 0u; stride = stride / 2u) {
-        if t < stride {
-            partial[t] += partial[t + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
 
 @compute @workgroup_size(64)
 fn main(

@@ -318,6 +318,23 @@ fn the_wgsl_attention_kernel_matches_the_cpu() {
     }
 }
 
+/// Rows narrower and wider than a workgroup, one row and many.
+const LAYER_NORM_SHAPES: [(usize, usize); 4] = [(1, 5), (24, 64), (37, 100), (300, 257)];
+
+/// A layer norm's input `[rows, d]` (offsets and spreads that differ by row), scale and shift.
+fn layer_norm_input(rows: usize, d: usize) -> [TensorData; 3] {
+    let xs: Vec<f32> = (0..rows * d)
+        .map(|i| ((i * 7919) % 1013) as f32 / 300.0 * (1.0 + (i / d) as f32 % 5.0) - 2.0)
+        .collect();
+    let gamma: Vec<f32> = (0..d).map(|i| 0.5 + i as f32 / 50.0).collect();
+    let beta: Vec<f32> = (0..d).map(|i| (i as f32 / 3.0).cos()).collect();
+    [
+        TensorData::new(xs, [rows, d]),
+        TensorData::new(gamma, [d]),
+        TensorData::new(beta, [d]),
+    ]
+}
+
 /// The WGSL layer norm kernel (`shaders/layer_norm.wgsl`) gives the CPU's layer norm: rows
 /// narrower and wider than a workgroup, one row and many, offsets and spreads that differ by
 /// row. The kernel must be what ran.
@@ -326,21 +343,15 @@ fn the_wgsl_layer_norm_kernel_matches_the_cpu() {
     let Some(gpu) = common::wgpu_device() else {
         return;
     };
-    for (rows, d) in [(1, 5), (24, 64), (37, 100), (300, 257)] {
-        let xs: Vec<f32> = (0..rows * d)
-            .map(|i| ((i * 7919) % 1013) as f32 / 300.0 * (1.0 + (i / d) as f32 % 5.0) - 2.0)
-            .collect();
+    for (rows, d) in LAYER_NORM_SHAPES {
         let run = |device: &Device| {
-            let x = Tensor::<2>::from_data(TensorData::new(xs.clone(), [rows, d]), device);
-            let gamma = Tensor::<1>::from_data(
-                TensorData::new((0..d).map(|i| 0.5 + i as f32 / 50.0).collect(), [d]),
-                device,
-            );
-            let beta = Tensor::<1>::from_data(
-                TensorData::new((0..d).map(|i| (i as f32 / 3.0).cos()).collect(), [d]),
-                device,
-            );
-            common::values(remem::nn::layer_norm(x, gamma, beta, 1e-5))
+            let [x, gamma, beta] = layer_norm_input(rows, d);
+            common::values(remem::nn::layer_norm(
+                Tensor::<2>::from_data(x, device),
+                Tensor::<1>::from_data(gamma, device),
+                Tensor::<1>::from_data(beta, device),
+                1e-5,
+            ))
         };
         let cpu = run(&Device::flex());
         let mut on_gpu = None;
@@ -368,27 +379,16 @@ fn the_wgsl_layer_norm_backward_matches_the_cpu() {
     let Some(gpu) = common::wgpu_device() else {
         return;
     };
-    for (rows, d) in [(1, 5), (24, 64), (37, 100), (300, 257)] {
-        let xs: Vec<f32> = (0..rows * d)
-            .map(|i| ((i * 7919) % 1013) as f32 / 300.0 * (1.0 + (i / d) as f32 % 5.0) - 2.0)
-            .collect();
+    for (rows, d) in LAYER_NORM_SHAPES {
         let weights: Vec<f32> = (0..rows * d)
             .map(|i| ((i * 104_729) % 997) as f32 / 500.0 - 1.0)
             .collect();
         let run = |device: &Device| {
             let device = device.clone().autodiff();
-            let x = Tensor::<2>::from_data(TensorData::new(xs.clone(), [rows, d]), &device)
-                .require_grad();
-            let gamma = Tensor::<1>::from_data(
-                TensorData::new((0..d).map(|i| 0.5 + i as f32 / 50.0).collect(), [d]),
-                &device,
-            )
-            .require_grad();
-            let beta = Tensor::<1>::from_data(
-                TensorData::new((0..d).map(|i| (i as f32 / 3.0).cos()).collect(), [d]),
-                &device,
-            )
-            .require_grad();
+            let [x, gamma, beta] = layer_norm_input(rows, d);
+            let x = Tensor::<2>::from_data(x, &device).require_grad();
+            let gamma = Tensor::<1>::from_data(gamma, &device).require_grad();
+            let beta = Tensor::<1>::from_data(beta, &device).require_grad();
             let w = Tensor::<2>::from_data(TensorData::new(weights.clone(), [rows, d]), &device);
             let y = remem::nn::layer_norm(x.clone(), gamma.clone(), beta.clone(), 1e-5);
             let grads = (y * w).sum().backward();

@@ -85,13 +85,8 @@ pub fn layer_norm<const D: usize>(
 /// [`crate::ops::wgsl`]); elsewhere, and in a browser (no synchronous reads), nothing.
 fn check_kernel(device: &Device) {
     check_on(wgpu::NAME, device, |device| {
-        // 70 rows of 100 (not multiples of the workgroup), rows of different offsets and spreads.
-        let (rows, d) = (70, 100);
-        let xs: Vec<f32> = (0..rows * d)
-            .map(|i| ((i * 7919) % 1013) as f32 / 300.0 * (1.0 + (i / d) as f32 % 4.0) - 1.5)
-            .collect();
-        let x = TensorData::new(xs, [rows, d]);
-        let gamma = TensorData::new((0..d).map(|i| 0.5 + i as f32 / 64.0).collect(), [d]);
+        let (x, gamma) = check_input();
+        let d = gamma.num_elements();
         let beta = TensorData::new((0..d).map(|i| (i as f32 / 7.0).sin()).collect(), [d]);
         let got = Tensor::<2>::from_dispatch(<Dispatch as LayerNormBackend>::layer_norm_last(
             Tensor::<2>::from_data(x.clone(), device).into_dispatch(),
@@ -111,6 +106,17 @@ fn check_kernel(device: &Device) {
     });
 }
 
+/// The checks' input and scale: 70 rows of 100 (not multiples of the workgroup), rows of
+/// different offsets and spreads.
+fn check_input() -> (TensorData, TensorData) {
+    let (rows, d) = (70, 100);
+    let xs: Vec<f32> = (0..rows * d)
+        .map(|i| ((i * 7919) % 1013) as f32 / 300.0 * (1.0 + (i / d) as f32 % 4.0) - 1.5)
+        .collect();
+    let gamma = (0..d).map(|i| 0.5 + i as f32 / 64.0).collect();
+    (TensorData::new(xs, [rows, d]), TensorData::new(gamma, [d]))
+}
+
 /// The gradients' shapes and type, for the fusion stream: the input's, then the scale's twice.
 fn gradient_specs(
     x: &TensorSpec,
@@ -125,20 +131,13 @@ fn gradient_specs(
 /// device, as [`check_kernel`] does for the forward.
 fn check_backward_kernel(device: &Device) {
     check_on(wgpu::BACKWARD, device, |device| {
-        // 70 rows of 100, as the forward's check, and an output gradient that is not uniform.
-        let (rows, d) = (70, 100);
-        let wave = |n: usize, f: fn(usize) -> f32| (0..n).map(f).collect::<Vec<f32>>();
-        let x = TensorData::new(
-            wave(rows * d, |i| {
-                ((i * 7919) % 1013) as f32 / 300.0 * (1.0 + (i / 100) as f32 % 4.0) - 1.5
-            }),
-            [rows, d],
-        );
-        let gamma = TensorData::new(wave(d, |i| 0.5 + i as f32 / 64.0), [d]);
-        let grad = TensorData::new(
-            wave(rows * d, |i| ((i * 104_729) % 997) as f32 / 500.0 - 1.0),
-            [rows, d],
-        );
+        // The forward's input, and an output gradient that is not uniform.
+        let (x, gamma) = check_input();
+        let shape = x.shape().clone();
+        let grad: Vec<f32> = (0..x.num_elements())
+            .map(|i| ((i * 104_729) % 997) as f32 / 500.0 - 1.0)
+            .collect();
+        let grad = TensorData::new(grad, shape);
         let run = |device: &Device| {
             let (dx, dgamma, dbeta) = <Dispatch as LayerNormBackend>::layer_norm_last_backward(
                 Tensor::<2>::from_data(x.clone(), device).into_dispatch(),

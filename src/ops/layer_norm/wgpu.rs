@@ -18,9 +18,22 @@ pub(super) const NAME: &str = "remem::layer_norm";
 /// Whether the kernel serves this call: `f32` on wgpu, a non-empty last axis, and the check on
 /// this device passed (or has not run: the check itself calls here).
 pub(super) fn serves(x: &CubeTensor) -> bool {
+    serves_as(NAME, x)
+}
+
+/// Whether the kernels checked under `kernel` serve `x`.
+fn serves_as(kernel: &'static str, x: &CubeTensor) -> bool {
     let shape = x.shape();
     let d = shape[shape.num_dims() - 1];
-    wgsl::serves(x) && d > 0 && shape.num_elements() > 0 && !wgsl::failed(NAME, &x.device)
+    wgsl::serves(x) && d > 0 && shape.num_elements() > 0 && !wgsl::failed(kernel, &x.device)
+}
+
+/// A kernel's source after the shared workgroup sum (`shaders/workgroup_sum.wgsl`).
+fn source(kernel: &str) -> String {
+    format!(
+        "{}\n{kernel}",
+        include_str!("../../../shaders/workgroup_sum.wgsl")
+    )
 }
 
 /// `(x - mean) / sqrt(var + epsilon) * gamma + beta` over the last axis of `x`.
@@ -44,7 +57,7 @@ pub(super) fn layer_norm(
     );
     let kernel = Wgsl::new(
         NAME,
-        include_str!("../../../shaders/layer_norm.wgsl"),
+        &source(include_str!("../../../shaders/layer_norm.wgsl")),
         &[],
         THREADS,
     );
@@ -70,9 +83,7 @@ const PARAMS_BACKWARD: &str = "remem::layer_norm_params_backward";
 
 /// Whether the backward kernels serve this call (as [`serves`], for their own check).
 pub(super) fn serves_backward(x: &CubeTensor) -> bool {
-    let shape = x.shape();
-    let d = shape[shape.num_dims() - 1];
-    wgsl::serves(x) && d > 0 && shape.num_elements() > 0 && !wgsl::failed(BACKWARD, &x.device)
+    serves_as(BACKWARD, x)
 }
 
 /// The gradients of `x`, `gamma` and `beta` from `x`, `gamma` and the output gradient, in two
@@ -101,7 +112,7 @@ pub(super) fn layer_norm_backward(
     );
     let per_row = Wgsl::new(
         BACKWARD,
-        include_str!("../../../shaders/layer_norm_backward.wgsl"),
+        &source(include_str!("../../../shaders/layer_norm_backward.wgsl")),
         &[],
         THREADS,
     );
@@ -119,7 +130,9 @@ pub(super) fn layer_norm_backward(
     );
     let per_column = Wgsl::new(
         PARAMS_BACKWARD,
-        include_str!("../../../shaders/layer_norm_params_backward.wgsl"),
+        &source(include_str!(
+            "../../../shaders/layer_norm_params_backward.wgsl"
+        )),
         &[],
         THREADS,
     );
