@@ -9,7 +9,10 @@
 //! ```
 //!
 //! (`--workspace` builds Burn with the features the test build gives it: `-p remem-web` alone
-//! would build Burn a second time.)
+//! would build Burn a second time.) The runtime reads its settings from the environment here;
+//! to tune as the page does (`remem::device::prefer_quick_start`), add
+//! `CUBECL_AUTOTUNE_LEVEL=minimal`, or a `cubecl.toml` with `[autotune.bench] max_samples = 1`
+//! as well. (Calling that function here would replace the settings, and with them the log.)
 
 use std::time::Instant;
 
@@ -22,7 +25,6 @@ fn main() {
         .unwrap_or_else(|| "copy-rmt.safetensors".into());
     let started = Instant::now();
     let seconds = || started.elapsed().as_secs_f64();
-    remem::device::prefer_quick_start();
     let (device, setup) = Device::wgpu_options()
         .init_with_setup()
         .expect("no wgpu adapter");
