@@ -5,6 +5,8 @@
 //! Needs Chromium (`CHROMIUM`, default `/usr/bin/chromium`), Node.js and npm. Without them the
 //! test says so and passes, except with `CI=true`, where it fails.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -21,6 +23,9 @@ fn run(what: &str, command: &mut Command) {
         .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
     assert!(status.success(), "{what} failed ({status})");
 }
+
+/// Book text the page gets for its retention demo (its slider reaches 512 KiB).
+const NOISE_BYTES: usize = 600_000;
 
 #[test]
 fn the_page_answers_on_webgpu_and_on_the_cpu_and_names_bad_input() {
@@ -59,10 +64,24 @@ fn the_page_answers_on_webgpu_and_on_the_cpu_and_names_bad_input() {
                 .current_dir(root.join("web")),
         );
     }
+    // The retention demo buries facts in held-out book text: the test documents, as
+    // `remem data --split test --out web/assets/noise.txt` writes them (not committed).
+    let mut node = Command::new("node");
+    match common::books_dir() {
+        Some(books) => {
+            let corpus = remem::task::text::Corpus::open(&[books]).unwrap();
+            let text = corpus
+                .text(remem::task::text::Split::Test, NOISE_BYTES)
+                .unwrap();
+            std::fs::write(root.join("web/assets/noise.txt"), text).unwrap();
+        }
+        None => {
+            node.env("REMEM_BROWSER_SKIP", "retention-webgpu,retention-cpu");
+        }
+    }
     run(
         "the browser tests (web/tests/browser.mjs)",
-        Command::new("node")
-            .arg("web/tests/browser.mjs")
+        node.arg("web/tests/browser.mjs")
             .current_dir(root)
             .env("CHROMIUM", &chromium),
     );

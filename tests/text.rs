@@ -63,6 +63,63 @@ fn the_books_split_by_document_into_three_disjoint_parts() {
     }
 }
 
+/// `remem data` lists each document's split, and writes one split's text: the test
+/// documents, in order, for the page's retention demo.
+#[test]
+fn data_lists_the_split_and_writes_the_held_out_text() {
+    let Some((tmp, data)) = sliced() else {
+        return;
+    };
+    let data_s = data.to_str().unwrap();
+    let out = remem(&["data", "--data", data_s]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let corpus = Corpus::open(std::slice::from_ref(&data)).unwrap();
+    for doc in corpus.documents() {
+        let line = listing
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(doc.name.as_str()))
+            .unwrap_or_else(|| panic!("{} is not listed", doc.name));
+        assert!(line.ends_with(&format!("{:?}", doc.split)), "{line}");
+    }
+    let file = tmp.path().join("noise.txt");
+    let out = remem(&[
+        "data",
+        "--data",
+        data_s,
+        "--split",
+        "test",
+        "--max-bytes",
+        "30000",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = std::fs::read(&file).unwrap();
+    let first = corpus.split(Split::Test).next().unwrap();
+    let expected = std::fs::read(&first.path).unwrap();
+    let n = written.len().min(expected.len());
+    assert!(
+        n > 1000 && written[..n] == expected[..n],
+        "the first test document opens it"
+    );
+    assert!(written.len() <= 30000);
+    // --out needs the split to write; a split that is not one is named.
+    let out = remem(&["data", "--data", data_s, "--out", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--split"));
+    let out = remem(&["data", "--data", data_s, "--split", "dev", "--out", "x"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`dev` is not a split"));
+}
+
 /// A small RMT trained briefly on a slice of the books predicts held-out text far better than
 /// a uniform guess (8 bits per byte), and writes text when asked to.
 #[test]
@@ -137,6 +194,8 @@ fn a_small_model_learns_to_predict_held_out_text() {
         "{bpb} bits per byte: no better than byte frequencies"
     );
 
+    // A model trained on text runs without it (a browser, or another machine, has none).
+    std::fs::rename(&data, tmp.path().join("moved")).unwrap();
     let out = remem(&[
         "stream",
         "--device",

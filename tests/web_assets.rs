@@ -1,6 +1,8 @@
 //! The page's models (`web/assets/`): each loads, reaches the held-out accuracy that
 //! `models.json` states next to it, and the download stays small.
 
+mod common;
+
 use std::path::Path;
 
 use burn::prelude::*;
@@ -16,8 +18,8 @@ fn every_web_model_reaches_the_accuracy_its_listing_states() {
             .unwrap();
     let models = listing.as_array().unwrap();
     assert!(
-        models.len() >= 3,
-        "copy, associative retrieval and the infinity-former"
+        models.len() >= 4,
+        "copy, associative retrieval, the infinity-former and memorize"
     );
     let device = Device::flex();
     let mut total = 0;
@@ -31,11 +33,32 @@ fn every_web_model_reaches_the_accuracy_its_listing_states() {
             file.display()
         );
         let mut config = checkpoint.config.clone();
-        let task = config.resolve().unwrap();
-        let model = checkpoint.load_model(&file, &device).unwrap();
         let eval = &entry["eval"];
         let samples = eval["samples"].as_u64().unwrap() as usize;
-        let report = train::evaluate(&model, &task, config.seed, samples, 128, &device);
+        // A retention model is evaluated as `remem eval --segments N` does: its facts buried
+        // in the test documents of the book corpus (wherever this machine caches it), streamed.
+        let retention = !config.task.data.is_empty();
+        if retention {
+            config.task.data = vec![common::books_dir().expect("the book corpus")];
+            config.task.segments = eval["segments"].as_u64().unwrap() as usize;
+        }
+        let task = config.resolve().unwrap();
+        let model = checkpoint.load_model(&file, &device).unwrap();
+        let report = if retention {
+            let task = task.with_noise(remem::task::text::Split::Test);
+            train::eval::evaluate_retention(
+                &model,
+                &task,
+                config.seed,
+                samples,
+                32,
+                &device,
+                |_| {},
+            )
+            .unwrap()
+        } else {
+            train::evaluate(&model, &task, config.seed, samples, 128, &device)
+        };
         for (key, got) in [
             ("token_accuracy", report.token_accuracy),
             ("exact_match", report.exact_match),

@@ -1,18 +1,25 @@
 // The page: loads a trained model into remem's wasm build, on WebGPU when the browser offers an
 // adapter and on the CPU otherwise, runs a question segment by segment and draws what each
 // segment attended to and what the memory kept.
-import init, { Demo } from './pkg/remem_web.js';
+import init, { Demo, RetentionDemo } from './pkg/remem_web.js';
 
 const $ = (id) => document.getElementById(id);
 const started = performance.now();
 const params = new URLSearchParams(location.search);
 
 /** Timings the browser tests read (milliseconds since the page started). */
-window.remem = { ready: false, loadedMs: null, firstAnswerMs: null, segmentsMs: [], device: null };
+window.remem = { ready: false, loadedMs: null, firstAnswerMs: null, segmentsMs: [], device: null, retention: null };
+/** The retention demo's length, exactly (for the tests, or the console). */
+window.remem.setSegments = (n) => setSegments(n);
 
 let models = [];
 let demo = null;
 let info = null;
+/** The retention demo's model, when the chosen model is a memorize model. */
+let keeper = null;
+let keeperInfo = null;
+/** Held-out book text (assets/noise.txt), fetched once. */
+let bookText = null;
 let views = [];
 let selected = -1;
 let busy = false;
@@ -81,7 +88,9 @@ async function webgpuProblem() {
 
 function setBusy(on) {
   busy = on;
-  for (const id of ['example', 'step', 'play', 'reset', 'model', 'force-cpu']) $(id).disabled = on;
+  for (const id of ['example', 'step', 'play', 'reset', 'model', 'force-cpu', 'bury', 'draw-fact', 'length', 'who', 'verb', 'place']) {
+    $(id).disabled = on;
+  }
 }
 
 async function fetchBytes(file) {
@@ -90,38 +99,54 @@ async function fetchBytes(file) {
   return new Uint8Array(await response.arrayBuffer());
 }
 
+/** Load `bytes` with `Kind.load` on WebGPU, or on the CPU when WebGPU is refused or fails. */
+async function openOn(Kind, bytes, file) {
+  let problem = $('force-cpu').checked ? 'chosen with "Run on the CPU"' : await webgpuProblem();
+  let loaded = null;
+  if (problem === null) {
+    try {
+      loaded = await Kind.load(bytes, file, false);
+    } catch (e) {
+      problem = `WebGPU failed (${message(e)})`;
+    }
+  }
+  if (loaded === null) loaded = await Kind.load(bytes, file, true);
+  let device = loaded.device();
+  if (device === 'WebGPU' && adapterName) device = `WebGPU (${adapterName})`;
+  window.remem.device = device;
+  $('device').textContent = problem ? `${device}: ${problem}` : device;
+  return loaded;
+}
+
 async function loadModel() {
   const entry = models[$('model').value];
   setBusy(true);
   clearError();
   demo = null;
+  keeper = null;
   $('device').textContent = `Loading ${entry.title}…`;
+  const retention = entry.kind === 'retention';
+  $('char-demo').hidden = retention;
+  $('retention-demo').hidden = !retention;
   try {
     const bytes = await fetchBytes(entry.file);
-    let problem = $('force-cpu').checked ? 'chosen with "Run on the CPU"' : await webgpuProblem();
-    if (problem === null) {
-      try {
-        demo = await Demo.load(bytes, entry.file, false);
-      } catch (e) {
-        problem = `WebGPU failed (${message(e)})`;
-      }
+    if (retention) {
+      keeper = await openOn(RetentionDemo, bytes, entry.file);
+      await showRetentionModel(entry);
+    } else {
+      demo = await openOn(Demo, bytes, entry.file);
+      info = JSON.parse(demo.info());
+      $('model-note').textContent =
+        `${entry.title}: ${info.layers} layers, ${info.heads} heads, segments of ${info.segment_len} tokens` +
+        (info.memory_tokens ? `, ${info.memory_tokens} memory tokens` : '') +
+        `, trained ${info.trained_steps} steps on ${info.segments} segments. Held-out: ${entry.accuracy}. ` +
+        `Made with: ${entry.command}`;
+      $('alphabet').textContent = `Alphabet: ${info.alphabet}, separator ${info.separator}. ${entry.format}`;
+      fillSelect($('layer'), info.layers, 'layer');
+      fillSelect($('head'), info.heads, 'head');
+      $('density-section').hidden = info.model !== 'infinity';
+      newExample(Number(params.get('seed') ?? 1));
     }
-    if (demo === null) demo = await Demo.load(bytes, entry.file, true);
-    let device = demo.device();
-    if (device === 'WebGPU' && adapterName) device = `WebGPU (${adapterName})`;
-    window.remem.device = device;
-    $('device').textContent = problem ? `${device}: ${problem}` : device;
-    info = JSON.parse(demo.info());
-    $('model-note').textContent =
-      `${entry.title}: ${info.layers} layers, ${info.heads} heads, segments of ${info.segment_len} tokens` +
-      (info.memory_tokens ? `, ${info.memory_tokens} memory tokens` : '') +
-      `, trained ${info.trained_steps} steps on ${info.segments} segments. Held-out: ${entry.accuracy}. ` +
-      `Made with: ${entry.command}`;
-    $('alphabet').textContent = `Alphabet: ${info.alphabet}, separator ${info.separator}. ${entry.format}`;
-    fillSelect($('layer'), info.layers, 'layer');
-    fillSelect($('head'), info.heads, 'head');
-    $('density-section').hidden = info.model !== 'infinity';
-    newExample(Number(params.get('seed') ?? 1));
     window.remem.loadedMs ??= performance.now() - started;
   } catch (e) {
     showError(`The model could not be loaded: ${message(e)}`);
@@ -274,10 +299,8 @@ function choice(select) {
   return select.value === 'mean' ? null : Number(select.value);
 }
 
-/** Mean over the selected layers and heads: rows x cols. */
-function attentionMatrix(a) {
-  const layer = choice($('layer'));
-  const head = choice($('head'));
+/** Mean over the chosen layer and head (null: all): rows x cols. */
+function attentionMatrix(a, layer, head) {
   const rows = a.rows.length, cols = a.cols.length;
   const out = new Float32Array(rows * cols);
   let n = 0;
@@ -295,11 +318,14 @@ function attentionMatrix(a) {
 }
 
 function drawAttention() {
-  const canvas = $('attention');
-  clear(canvas);
+  clear($('attention'));
   if (selected < 0) return;
-  const a = views[selected].attention;
-  const m = attentionMatrix(a);
+  drawAttentionOn($('attention'), views[selected].attention, choice($('layer')), choice($('head')));
+}
+
+/** Draw attention `a` on `canvas`, averaged over every layer and head or the chosen ones. */
+function drawAttentionOn(canvas, a, layer, head) {
+  const m = attentionMatrix(a, layer, head);
   const rows = a.rows.length, cols = a.cols.length;
   const g = canvas.getContext('2d');
   const left = 44, top = 44;
@@ -421,6 +447,163 @@ function drawDensity() {
   g.fillText('1 (newest)', canvas.width - 4, canvas.height - 6);
 }
 
+// ----- the retention demo: a fact buried in book text -----
+
+/** Segments asked for exactly (the page's `segments` parameter), until the slider moves. */
+let exactSegments = null;
+
+/** Segments the length slider stands for: log-spaced from the fewest to the most. */
+function sliderSegments() {
+  if (exactSegments !== null) return exactSegments;
+  const { min_segments: lo, max_segments: hi } = keeperInfo;
+  const x = Number($('length').value) / Number($('length').max);
+  return Math.max(lo, Math.min(hi, Math.round(lo * Math.pow(hi / lo, x))));
+}
+
+function showLength() {
+  if (!keeperInfo) return;
+  const n = sliderSegments();
+  const bytes = n * keeperInfo.segment_len;
+  const trained = keeperInfo.trained_segments;
+  $('length-label').textContent =
+    `${bytes.toLocaleString('en')} bytes of text (${n} segments, ${(n / trained).toFixed(1)}× the training length)`;
+}
+
+/** Put the slider nearest `segments`, and read exactly that many until it moves. */
+function setSegments(segments) {
+  const { min_segments: lo, max_segments: hi } = keeperInfo;
+  exactSegments = Math.max(lo, Math.min(hi, Math.round(segments)));
+  const x = Math.log(exactSegments / lo) / Math.log(hi / lo);
+  $('length').value = String(Math.round(x * Number($('length').max)));
+  showLength();
+}
+
+async function showRetentionModel(entry) {
+  keeperInfo = JSON.parse(keeper.info());
+  const k = keeperInfo;
+  $('model-note').textContent =
+    `${entry.title}: ${k.layers} layers, ${k.heads} heads, segments of ${k.segment_len} bytes` +
+    (k.memory_tokens ? `, ${k.memory_tokens} memory tokens` : '') +
+    `, trained ${k.trained_steps} steps on ${k.trained_segments} segments ` +
+    `(${(k.trained_segments * k.segment_len).toLocaleString('en')} bytes). Held-out: ${entry.accuracy}. ` +
+    `Made with: ${entry.command}`;
+  for (const [id, words] of [['who', k.people], ['verb', k.verbs], ['place', k.places]]) {
+    $(id).innerHTML = '';
+    for (const w of words) $(id).append(new Option(w, w));
+    const wanted = params.get(id);
+    if (wanted && words.includes(wanted)) $(id).value = wanted;
+  }
+  setSegments(Number(params.get('segments') ?? 16 * k.trained_segments));
+  if (bookText === null) {
+    try {
+      const response = await fetch('assets/noise.txt');
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      bookText = new Uint8Array(await response.arrayBuffer());
+      $('text-note').textContent =
+        `Book text: ${bookText.length.toLocaleString('en')} bytes of public-domain books the model never trained on. ` +
+        'Names of people, places and objects in it are masked with x, so only your fact can give the answer.';
+    } catch (e) {
+      bookText = new Uint8Array();
+      $('text-note').textContent =
+        `No book text came with this page (assets/noise.txt: ${message(e)}; web/README.md says how to write it): ` +
+        'paste a text above.';
+    }
+  }
+}
+
+let survival = [];
+
+async function bury() {
+  if (busy || !keeper) return;
+  clearError();
+  const own = $('own-text').value;
+  const text = own.trim() ? new TextEncoder().encode(own) : bookText;
+  let plan;
+  try {
+    plan = JSON.parse(keeper.start($('who').value, $('verb').value, $('place').value, text, sliderSegments()));
+  } catch (e) {
+    showError(`The fact cannot be buried: ${message(e)}`);
+    return;
+  }
+  setBusy(true);
+  survival = [];
+  for (const id of ['r-answer', 'r-truth', 'r-verdict', 'reading-status']) $(id).textContent = '';
+  for (const id of ['survival', 'slots', 'fact-attention', 'question-attention']) clear($(id));
+  $('plan').textContent =
+    `"${plan.fact}", then ${plan.noise.toLocaleString('en')} bytes of text, then "${plan.question}": ` +
+    `${plan.tokens.toLocaleString('en')} bytes in ${plan.segments} segments.`;
+  const t0 = performance.now();
+  window.remem.retention = null;
+  try {
+    // Read in chunks, so the page shows progress between them.
+    let progress;
+    do {
+      progress = JSON.parse(await keeper.read(64));
+      survival.push(...progress.probes);
+      $('reading').max = progress.total;
+      $('reading').value = progress.read;
+      $('reading-status').textContent =
+        `${progress.read} of ${progress.total} segments of text read (${((performance.now() - t0) / 1000).toFixed(1)} s)`;
+      drawSurvival();
+      await new Promise((r) => requestAnimationFrame(() => r()));
+    } while (progress.read < progress.total);
+    const outcome = JSON.parse(await keeper.finish());
+    const seconds = (performance.now() - t0) / 1000;
+    $('r-answer').textContent = outcome.answer;
+    $('r-truth').textContent = outcome.truth;
+    $('r-verdict').textContent = outcome.correct
+      ? `Correct: the fact survived ${plan.noise.toLocaleString('en')} bytes of text.`
+      : 'Wrong: the model lost the fact (or never kept it).';
+    $('r-verdict').className = `verdict ${outcome.correct ? 'ok' : 'bad'}`;
+    $('reading-status').textContent += `; answered after ${seconds.toFixed(1)} s`;
+    drawAttentionOn($('fact-attention'), outcome.fact_attention, null, null);
+    drawAttentionOn($('question-attention'), outcome.question_attention, null, null);
+    window.remem.retention = { ...outcome, fact_attention: undefined, question_attention: undefined,
+      plan, probes: survival, seconds };
+  } catch (e) {
+    showError(`The model stopped: ${message(e)}. Reload the page to start again.`);
+  } finally {
+    setBusy(false);
+  }
+}
+
+function drawSurvival() {
+  const canvas = $('survival');
+  clear(canvas);
+  if (survival.length === 0) return;
+  const g = canvas.getContext('2d');
+  const left = 40, right = 10, top = 10, bottom = 28;
+  const w = canvas.width - left - right, h = canvas.height - top - bottom;
+  const most = Math.max(...survival.map((p) => p.distance), 10);
+  const fewest = Math.min(...survival.map((p) => p.distance));
+  const x = (d) => left + w * Math.log(d / fewest) / Math.log(Math.max(most / fewest, 1.0001));
+  const y = (p) => top + h * (1 - p);
+  g.strokeStyle = '#9aa6bb';
+  g.strokeRect(left, top, w, h);
+  g.setLineDash([4, 4]);
+  g.beginPath();
+  g.moveTo(left, y(1 / 6));
+  g.lineTo(left + w, y(1 / 6));
+  g.stroke();
+  g.setLineDash([]);
+  g.strokeStyle = '#1f5fbf';
+  g.lineWidth = 2;
+  g.beginPath();
+  survival.forEach((p, i) => (i ? g.lineTo(x(p.distance), y(p.p_answer)) : g.moveTo(x(p.distance), y(p.p_answer))));
+  g.stroke();
+  g.lineWidth = 1;
+  g.fillStyle = '#333';
+  g.font = '10px sans-serif';
+  g.textAlign = 'right';
+  for (const p of [0, 0.5, 1]) g.fillText(String(p), left - 4, y(p) + 3);
+  g.textAlign = 'left';
+  g.fillText(`${fewest.toLocaleString('en')} bytes`, left, canvas.height - 8);
+  g.textAlign = 'right';
+  g.fillText(`${most.toLocaleString('en')} bytes`, left + w, canvas.height - 8);
+  const slots = survival[0].similarity.length;
+  if (slots) drawGrid($('slots'), slots, survival.length, (r, c) => survival[c].similarity[r], (r) => `m${r}`);
+}
+
 // ----- start -----
 
 async function main() {
@@ -451,8 +634,19 @@ async function main() {
   $('play').addEventListener('click', () => run(true));
   $('layer').addEventListener('change', () => { drawAttention(); drawDensity(); });
   $('head').addEventListener('change', drawAttention);
+  $('bury').addEventListener('click', bury);
+  $('draw-fact').addEventListener('click', () => {
+    for (const id of ['who', 'verb', 'place']) {
+      const options = $(id).options;
+      $(id).selectedIndex = Math.floor(Math.random() * options.length);
+    }
+  });
+  $('length').addEventListener('input', () => {
+    exactSegments = null;
+    showLength();
+  });
   await loadModel();
-  window.remem.ready = demo !== null;
+  window.remem.ready = demo !== null || keeper !== null;
 }
 
 main();

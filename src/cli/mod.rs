@@ -1,4 +1,4 @@
-//! The command line: `remem train`, `eval`, `compare`, `stream`, `bench` and `export`.
+//! The command line: `remem train`, `eval`, `compare`, `stream`, `bench`, `export` and `data`.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +13,7 @@ use remem::device::{self, DeviceChoice};
 use remem::model::{BackboneConfig, Layout, ModelKind};
 use remem::nn::LtmSampling;
 use remem::task::TaskKind;
+use remem::task::text::{Corpus, Split};
 use remem::train::{self, Checkpoint, RunConfig, Start, TrainOptions};
 
 /// Memory-augmented transformers (RMT) on Burn: train and evaluate on any GPU or the CPU.
@@ -38,6 +39,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Write a checkpoint's model without its optimiser state (for inference: the web page).
     Export(ExportArgs),
+    /// List the documents of a text corpus and their split, or write one split's text.
+    Data(DataArgs),
 }
 
 /// A checkpoint file, or the checkpoint inside a run folder.
@@ -231,6 +234,31 @@ struct ExportArgs {
     /// Where to write the model-only checkpoint.
     #[arg(long)]
     out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct DataArgs {
+    /// Text files or folders, as `train --data` reads them.
+    #[arg(long, num_args = 1.., required = true)]
+    data: Vec<PathBuf>,
+    /// Write this split's documents (train, validation or test) to `--out`.
+    #[arg(long, value_parser = parse_split)]
+    split: Option<Split>,
+    /// Where to write the split's text (atomically).
+    #[arg(long, requires = "split")]
+    out: Option<PathBuf>,
+    /// Most bytes to write.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_bytes: usize,
+}
+
+fn parse_split(s: &str) -> Result<Split, String> {
+    match s {
+        "train" => Ok(Split::Train),
+        "validation" => Ok(Split::Validation),
+        "test" => Ok(Split::Test),
+        _ => Err(format!("`{s}` is not a split: train, validation or test")),
+    }
 }
 
 impl TrainArgs {
@@ -723,6 +751,32 @@ fn export_cmd(args: ExportArgs) -> Result<()> {
     Ok(())
 }
 
+fn data_cmd(args: DataArgs) -> Result<()> {
+    let corpus = Corpus::open(&args.data)?;
+    match (args.split, &args.out) {
+        (Some(split), Some(out)) => {
+            let text = corpus.text(split, args.max_bytes)?;
+            remem::train::checkpoint::write_atomic(out, &text)?;
+            eprintln!(
+                "wrote {} ({} bytes of the {split:?} documents)",
+                out.display(),
+                text.len()
+            );
+        }
+        (split, _) => {
+            println!("{:<40} {:>10}  split", "document", "bytes");
+            for doc in corpus
+                .documents()
+                .iter()
+                .filter(|d| split.is_none_or(|s| d.split == s))
+            {
+                println!("{:<40} {:>10}  {:?}", doc.name, doc.len, doc.split);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     let result = match cli.command {
@@ -732,6 +786,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Stream(args) => stream::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Export(args) => export_cmd(args),
+        Command::Data(args) => data_cmd(args),
     };
     // A hand-written GPU kernel this adapter could not run took the reference path: say so.
     for line in remem::ops::fallbacks() {

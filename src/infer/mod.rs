@@ -155,15 +155,33 @@ impl Session {
 
     fn from_loaded(checkpoint: &Checkpoint, path: &Path, device: &Device) -> Result<Self> {
         let mut config = checkpoint.config.clone();
-        let task = config.resolve().map_err(|e| Error::Checkpoint {
-            path: path.to_path_buf(),
-            reason: format!("its config does not resolve: {e}"),
-        })?;
+        // A model trained on text files runs without them (a browser has none): the config was
+        // resolved when it trained, and the session needs only its tokenizer and input length.
+        let trained = match &config.model.tokenizer {
+            Some(tokenizer) if !config.task.data.is_empty() && config.model.backbone.is_none() => {
+                Some((
+                    config.task.segments * config.model.segment_len,
+                    tokenizer.clone(),
+                ))
+            }
+            _ => None,
+        };
+        let (input_len, tokenizer) = match trained {
+            Some(known) => known,
+            None => {
+                let task = config.resolve().map_err(|e| Error::Checkpoint {
+                    path: path.to_path_buf(),
+                    reason: format!("its config does not resolve: {e}"),
+                })?;
+                // Checkpoints written before tokenizers were recorded get their task's.
+                let tokenizer = config.model.tokenizer.unwrap_or_else(|| task.tokenizer());
+                (task.input_len(), tokenizer)
+            }
+        };
         let model = checkpoint.load_model(path, device)?;
-        let step_len = model.step_len(task.input_len());
+        let step_len = model.step_len(input_len);
         let mut session = Self::with_step_len(model, device, step_len, checkpoint.model_id()?);
-        // Checkpoints written before tokenizers were recorded get their task's.
-        session.tokenizer = config.model.tokenizer.unwrap_or_else(|| task.tokenizer());
+        session.tokenizer = tokenizer;
         Ok(session)
     }
 

@@ -39,7 +39,7 @@ pub const PEOPLE: [&str; 6] = ["Mary", "John", "Sandra", "Daniel", "Fred", "Juli
 /// Objects that are picked up.
 pub const OBJECTS: [&str; 4] = ["apple", "football", "milk", "book"];
 /// Verbs of a move.
-const MOVES: [&str; 4] = ["went", "moved", "journeyed", "travelled"];
+pub const MOVES: [&str; 4] = ["went", "moved", "journeyed", "travelled"];
 /// Needle keys.
 pub const KEYS: [&str; 8] = [
     "tulip", "falcon", "copper", "meadow", "lantern", "walnut", "harbor", "violet",
@@ -156,16 +156,52 @@ pub struct Story {
     pub answer: String,
 }
 
+/// A move: `{who} {verb} to the {place}.`
+fn move_fact(who: &str, verb: &str, place: &str) -> String {
+    format!("{who} {verb} to the {place}.")
+}
+
+impl Story {
+    /// RMT-1M's memorize story with the given words: `{who} {verb} to the {place}.` opens the
+    /// text, `Where is {who}?` ends it, `{place}.` answers (the page's retention demo buries a
+    /// visitor's fact this way).
+    pub fn memorize(who: &str, verb: &str, place: &str) -> Story {
+        Story {
+            facts: vec![move_fact(who, verb, place)],
+            first_at_start: true,
+            question: format!("\nWhere is {who}? "),
+            answer: format!("{place}."),
+        }
+    }
+
+    /// The story as bytes around `noise` (masked here, see [`mask`]): its facts open the text,
+    /// each followed by a space, then the noise, the question and the answer. For a memorize
+    /// story these are the bytes a [`Stream`] writes with this noise. Returns the ids and
+    /// where the answer lies in them.
+    pub fn around(&self, noise: &[u8]) -> (Vec<u32>, std::ops::Range<usize>) {
+        let mut text = Vec::with_capacity(noise.len() + 64);
+        for fact in &self.facts {
+            text.extend_from_slice(fact.as_bytes());
+            text.push(b' ');
+        }
+        let at = text.len();
+        text.extend_from_slice(noise);
+        mask(&mut text[at..]);
+        text.extend_from_slice(self.question.as_bytes());
+        let start = text.len();
+        text.extend_from_slice(self.answer.as_bytes());
+        let answer = start..text.len();
+        (text.into_iter().map(u32::from).collect(), answer)
+    }
+}
+
 /// Draw a story of `kind`.
 pub fn story(kind: TaskKind, rng: &mut impl Rng) -> Story {
     let pick = |rng: &mut dyn rand::RngCore, from: &[&'static str]| -> &'static str {
         from[rng.random_range(0..from.len())]
     };
     let moved = |rng: &mut dyn rand::RngCore, who: &str, place: &str| {
-        format!(
-            "{who} {} to the {place}.",
-            MOVES[rng.random_range(0..MOVES.len())]
-        )
+        move_fact(who, MOVES[rng.random_range(0..MOVES.len())], place)
     };
     let (facts, question, answer): (Vec<String>, String, String) = match kind {
         TaskKind::Memorize | TaskKind::Detect => {
@@ -310,8 +346,9 @@ pub fn story(kind: TaskKind, rng: &mut impl Rng) -> Story {
     }
 }
 
-/// Replace every whole-word occurrence (any case) of a story word in `text` by `x`s.
-fn mask(text: &mut [u8]) {
+/// Replace every whole-word occurrence (any case) of a story word in `text` by `x`s, so book
+/// text never names a person, place, object or key a question asks about.
+pub fn mask(text: &mut [u8]) {
     let words: Vec<&str> = PLACES
         .iter()
         .chain(&PEOPLE)
@@ -960,6 +997,42 @@ mod tests {
             let text = String::from_utf8_lossy(&bytes).into_owned();
             let found: Vec<&str> = words.into_iter().filter(|w| text.contains(w)).collect();
             assert!(!found.is_empty() && found.iter().all(|w| word_of(split).contains(w)));
+        }
+    }
+
+    /// The page's retention demo builds its input with `Story::around`: for a memorize story it
+    /// gives the very bytes the task's own sampler writes around the same noise.
+    #[test]
+    fn a_story_around_noise_is_the_memorize_sample() {
+        let (_dir, corpus) = corpus();
+        for seed in 0..20 {
+            let total = 300;
+            let s = sample(
+                TaskKind::Memorize,
+                &corpus,
+                Split::Train,
+                Units::Bytes,
+                total,
+                &mut StdRng::seed_from_u64(seed),
+            )
+            .unwrap();
+            let bytes: Vec<u8> = s.tokens.iter().map(|&t| t as u8).collect();
+            let text = String::from_utf8(bytes.clone()).unwrap();
+            // "<who> <verb> to the <place>. " opens it; "\nWhere is <who>? <place>." ends it.
+            let fact_end = text.find(". ").unwrap() + 2;
+            let words: Vec<&str> = text[..fact_end - 2].split(' ').collect();
+            let (who, verb, place) = (words[0], words[1], words[4]);
+            let story = Story::memorize(who, verb, place);
+            let question = text.rfind("\nWhere is ").unwrap();
+            let (ids, answer) = story.around(&bytes[fact_end..question]);
+            assert_eq!(ids, s.tokens, "seed {seed}");
+            let truth: Vec<usize> = (0..ids.len()).filter(|&i| s.answer[i]).collect();
+            assert_eq!(answer, truth[0]..truth[truth.len() - 1] + 1);
+            assert_eq!(
+                &text[answer.clone()],
+                format!("{place}."),
+                "the answer is the fact's place"
+            );
         }
     }
 }

@@ -205,6 +205,31 @@ impl Corpus {
         Ok(())
     }
 
+    /// The text of `split`'s documents, in the corpus's order, each followed by a blank line,
+    /// up to `max_bytes` (the page's retention demo buries facts in the test documents this
+    /// way: `remem data --split test --out web/assets/noise.txt`).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a file cannot be read.
+    pub fn text(&self, split: Split, max_bytes: usize) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for doc in self.split(split) {
+            if out.len() >= max_bytes {
+                break;
+            }
+            let want = (max_bytes - out.len()).min(doc.len as usize);
+            let at = out.len();
+            out.resize(at + want, 0);
+            let mut reader = Self::reader(doc)?;
+            reader
+                .read_exact(&mut out[at..])
+                .map_err(|e| Error::io(&doc.path, e))?;
+            out.extend_from_slice(b"\n\n");
+        }
+        out.truncate(max_bytes);
+        Ok(out)
+    }
+
     /// A reader of `doc`'s bytes, from its start.
     pub fn reader(doc: &Document) -> Result<impl Read> {
         let mut file = File::open(&doc.path).map_err(|e| Error::io(&doc.path, e))?;

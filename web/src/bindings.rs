@@ -1,6 +1,6 @@
 //! The wasm-bindgen layer the page's JavaScript calls: [`Demo`] wraps [`crate::demo::Demo`].
 
-use crate::demo;
+use crate::{demo, retention};
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -150,5 +150,104 @@ impl Demo {
     /// The answer so far against the truth ([`demo::Outcome`]) as JSON, or `null` before a run.
     pub fn outcome(&self) -> Result<Option<String>, JsValue> {
         self.with(|d| d.outcome().map(|o| json(&o)))
+    }
+}
+
+/// The retention demo ([`crate::retention::Retention`]) driven by the page: a fact buried in
+/// book text, read segment by segment.
+#[wasm_bindgen]
+pub struct RetentionDemo {
+    /// `None` while a call is running (a second call then fails with "busy", not a panic).
+    inner: Rc<RefCell<Option<retention::Retention>>>,
+    device: String,
+}
+
+/// Run `f` on the demo taken out of `slot`, putting it back afterwards.
+async fn with_taken<T, F>(
+    slot: &Rc<RefCell<Option<retention::Retention>>>,
+    f: impl FnOnce(retention::Retention) -> F,
+) -> Result<T, JsValue>
+where
+    F: std::future::Future<Output = (retention::Retention, remem::Result<T>)>,
+{
+    let demo = slot
+        .borrow_mut()
+        .take()
+        .ok_or_else(|| js("busy: the model is reading"))?;
+    let (demo, result) = f(demo).await;
+    *slot.borrow_mut() = Some(demo);
+    result.map_err(js)
+}
+
+#[wasm_bindgen]
+impl RetentionDemo {
+    /// Open the device (WebGPU, or the CPU when `cpu`) and load a memorize checkpoint's bytes.
+    pub async fn load(bytes: Vec<u8>, name: String, cpu: bool) -> Result<RetentionDemo, JsValue> {
+        let (device, label) = open(cpu).await?;
+        let demo = retention::Retention::load(&bytes, &name, &device).map_err(js)?;
+        Ok(RetentionDemo {
+            inner: Rc::new(RefCell::new(Some(demo))),
+            device: label,
+        })
+    }
+
+    /// The device the model runs on, in words.
+    pub fn device(&self) -> String {
+        self.device.clone()
+    }
+
+    /// The model and the words of a fact ([`retention::Info`]) as JSON.
+    pub fn info(&self) -> Result<String, JsValue> {
+        let slot = self.inner.borrow();
+        let demo = slot
+            .as_ref()
+            .ok_or_else(|| js("busy: the model is reading"))?;
+        Ok(json(demo.info()))
+    }
+
+    /// Bury `who verb to the place.` under `text`, filling `segments` segments; the plan
+    /// ([`retention::Plan`]) as JSON.
+    pub fn start(
+        &self,
+        who: &str,
+        verb: &str,
+        place: &str,
+        text: &[u8],
+        segments: u32,
+    ) -> Result<String, JsValue> {
+        let mut slot = self.inner.borrow_mut();
+        let demo = slot
+            .as_mut()
+            .ok_or_else(|| js("busy: the model is reading"))?;
+        let plan = demo
+            .start(who, verb, place, text, segments as usize)
+            .map_err(js)?;
+        Ok(json(&plan))
+    }
+
+    /// Read up to `n` more segments: resolves to a [`retention::Progress`] as JSON.
+    pub fn read(&self, n: u32) -> Promise {
+        let inner = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let progress = with_taken(&inner, |mut demo| async move {
+                let result = demo.read(n as usize).await;
+                (demo, result)
+            })
+            .await?;
+            Ok(JsValue::from_str(&json(&progress)))
+        })
+    }
+
+    /// Ask the question: resolves to a [`retention::Outcome`] as JSON.
+    pub fn finish(&self) -> Promise {
+        let inner = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let outcome = with_taken(&inner, |mut demo| async move {
+                let result = demo.finish().await;
+                (demo, result)
+            })
+            .await?;
+            Ok(JsValue::from_str(&json(&outcome)))
+        })
     }
 }

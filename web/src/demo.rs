@@ -372,46 +372,7 @@ impl Demo {
             .attention
             .clone()
             .ok_or_else(|| Error::Input("the session did not record attention".into()))?;
-        let [_, heads, rows, cols] = layers[0].dims();
-        let n_layers = layers.len();
-        let weights = floats(Tensor::cat(layers, 0)).await?;
-        let m = self.info.memory_tokens;
-        let t = tokens.len();
-        let mut row_groups = Vec::new();
-        let mut labels = Vec::new();
-        if m > 0 {
-            row_groups.push(group("read memory", 0, m));
-            labels.extend((0..m).map(|i| format!("r{i}")));
-        }
-        row_groups.push(group("segment", labels.len(), t));
-        labels.extend(tokens.iter().cloned());
-        if m > 0 && rows == 2 * m + t {
-            row_groups.push(group("write memory", labels.len(), m));
-            labels.extend((0..m).map(|i| format!("w{i}")));
-        }
-        debug_assert_eq!(labels.len(), rows);
-        let cached = cols - rows;
-        let mut col_groups = Vec::new();
-        let mut col_labels: Vec<String> =
-            (0..cached).map(|i| format!("c-{}", cached - i)).collect();
-        if cached > 0 {
-            col_groups.push(group("cache", 0, cached));
-        }
-        col_groups.extend(
-            row_groups
-                .iter()
-                .map(|g| group(&g.name, g.start + cached, g.len)),
-        );
-        col_labels.extend(labels.iter().cloned());
-        Ok(Attention {
-            layers: n_layers,
-            heads,
-            rows: labels,
-            cols: col_labels,
-            row_groups,
-            col_groups,
-            weights,
-        })
+        attention_view(layers, tokens, self.info.memory_tokens).await
     }
 
     async fn memory_view(&mut self) -> Result<Option<MemoryView>> {
@@ -442,6 +403,55 @@ impl Demo {
     }
 }
 
+/// One step's attention weights (`[1, heads, rows, cols]` per layer) read back and labelled:
+/// `tokens` are the segment's tokens as text, `memory_tokens` the read and write slots around
+/// them (0 for models without).
+pub(crate) async fn attention_view(
+    layers: Vec<Tensor<4>>,
+    tokens: &[String],
+    memory_tokens: usize,
+) -> Result<Attention> {
+    let [_, heads, rows, cols] = layers[0].dims();
+    let n_layers = layers.len();
+    let weights = floats(Tensor::cat(layers, 0)).await?;
+    let m = memory_tokens;
+    let t = tokens.len();
+    let mut row_groups = Vec::new();
+    let mut labels = Vec::new();
+    if m > 0 {
+        row_groups.push(group("read memory", 0, m));
+        labels.extend((0..m).map(|i| format!("r{i}")));
+    }
+    row_groups.push(group("segment", labels.len(), t));
+    labels.extend(tokens.iter().cloned());
+    if m > 0 && rows == 2 * m + t {
+        row_groups.push(group("write memory", labels.len(), m));
+        labels.extend((0..m).map(|i| format!("w{i}")));
+    }
+    debug_assert_eq!(labels.len(), rows);
+    let cached = cols - rows;
+    let mut col_groups = Vec::new();
+    let mut col_labels: Vec<String> = (0..cached).map(|i| format!("c-{}", cached - i)).collect();
+    if cached > 0 {
+        col_groups.push(group("cache", 0, cached));
+    }
+    col_groups.extend(
+        row_groups
+            .iter()
+            .map(|g| group(&g.name, g.start + cached, g.len)),
+    );
+    col_labels.extend(labels.iter().cloned());
+    Ok(Attention {
+        layers: n_layers,
+        heads,
+        rows: labels,
+        cols: col_labels,
+        row_groups,
+        col_groups,
+        weights,
+    })
+}
+
 fn group(name: &str, start: usize, len: usize) -> Group {
     Group {
         name: name.into(),
@@ -453,7 +463,7 @@ fn group(name: &str, start: usize, len: usize) -> Group {
 /// The state's slots the page tracks: memory tokens, or the last layer's long-term memory
 /// coefficients (one per basis function). Transformer-XL's cache shifts every segment, so it
 /// has no slots to follow.
-fn slots(state: &State) -> Option<(&'static str, Tensor<3>)> {
+pub(crate) fn slots(state: &State) -> Option<(&'static str, Tensor<3>)> {
     match state {
         State::Memory { memory, .. } => Some(("memory tokens", memory.clone())),
         State::Xl {
@@ -471,7 +481,7 @@ fn slots(state: &State) -> Option<(&'static str, Tensor<3>)> {
 }
 
 /// The first batch row's slots, each a vector of `d_model` values.
-async fn slot_rows(tensor: Tensor<3>) -> Result<Vec<Vec<f32>>> {
+pub(crate) async fn slot_rows(tensor: Tensor<3>) -> Result<Vec<Vec<f32>>> {
     let [_, n, d] = tensor.dims();
     let values = floats(tensor).await?;
     Ok(values.chunks(d).take(n).map(<[f32]>::to_vec).collect())
@@ -479,7 +489,7 @@ async fn slot_rows(tensor: Tensor<3>) -> Result<Vec<Vec<f32>>> {
 
 /// Cosine similarity of each pair of rows: 1 where both are all zeros (nothing changed), 0
 /// where only one is.
-fn cosines(a: &[Vec<f32>], b: &[Vec<f32>]) -> Vec<f32> {
+pub(crate) fn cosines(a: &[Vec<f32>], b: &[Vec<f32>]) -> Vec<f32> {
     a.iter()
         .zip(b)
         .map(|(x, y)| {
@@ -511,7 +521,7 @@ async fn densities(layers: &[remem::nn::Density]) -> Result<DensityView> {
 }
 
 /// A float tensor's values, read back without blocking (WebGPU forbids blocking reads).
-async fn floats<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
+pub(crate) async fn floats<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
     let data = tensor.into_data_async().await.map_err(device_error)?;
     data.convert::<f32>()
         .try_into_vec::<f32>()
@@ -519,7 +529,7 @@ async fn floats<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
 }
 
 /// An int tensor's values, read back without blocking.
-async fn ints<const D: usize>(tensor: Tensor<D, Int>) -> Result<Vec<i64>> {
+pub(crate) async fn ints<const D: usize>(tensor: Tensor<D, Int>) -> Result<Vec<i64>> {
     let data = tensor.into_data_async().await.map_err(device_error)?;
     data.convert::<i64>()
         .try_into_vec::<i64>()

@@ -7,6 +7,7 @@
 //! calls.
 
 pub mod demo;
+pub mod retention;
 
 // Only the browser build needs the JavaScript bindings; leaving them (and wasm-bindgen) out of
 // native builds keeps the workspace's native feature set equal to the `remem` crate's, so

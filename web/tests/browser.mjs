@@ -16,7 +16,7 @@ const web = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const shots = path.join(web, 'screenshots');
 const types = {
   '.html': 'text/html', '.js': 'text/javascript', '.mjs': 'text/javascript', '.css': 'text/css',
-  '.wasm': 'application/wasm', '.json': 'application/json', '.png': 'image/png',
+  '.wasm': 'application/wasm', '.json': 'application/json', '.png': 'image/png', '.txt': 'text/plain',
 };
 
 /** A static server over web/, on a free port. */
@@ -149,6 +149,56 @@ async function runInfinity(base) {
   }
 }
 
+/**
+ * The retention demo: a fact buried in held-out book text `times` the training length, read
+ * segment by segment, answered right; the survival curve and both attention maps drawn.
+ * (On software WebGPU a segment takes about 0.4 s, so that path reads a shorter text.)
+ */
+async function runRetention(base, name, webgpu, times) {
+  const browser = await launch(webgpu);
+  const page = await browser.newPage({ viewport: { width: 1100, height: 1400 } });
+  const logs = [];
+  page.on('console', (m) => logs.push(`${m.type()}: ${m.text()}`));
+  try {
+    await page.goto(`${base}/?model=memorize-rmt&who=Julie&verb=journeyed&place=bathroom${webgpu ? '' : '&cpu=1'}`);
+    await page.waitForFunction(() => window.remem.ready || window.remem.error, null, { timeout: 300_000 });
+    const device = await page.textContent('#device');
+    check(webgpu ? /^WebGPU/.test(device) : /^CPU/.test(device), `${name} runs where asked (${device})`);
+    const note = await page.textContent('#text-note');
+    check(/never trained on/.test(note), `held-out book text came with the page (${note})`);
+    const info = await page.textContent('#model-note');
+    const trained = Number(/on (\d+) segments/.exec(info)[1]);
+    await page.evaluate((n) => window.remem.setSegments(n), times * trained);
+    await page.click('#bury', { timeout: 600_000 });
+    await page.waitForFunction(() => window.remem.retention || window.remem.error, null, { timeout: 600_000 });
+    const error = await page.evaluate(() => window.remem.error ?? null);
+    check(error === null, `no error while reading (got: ${error})`);
+    const r = await page.evaluate(() => window.remem.retention);
+    console.log(`[${name}] ${r.plan.fact} ... ${r.plan.question} over ${r.plan.tokens} bytes ` +
+      `(${r.plan.segments} segments, ${r.seconds.toFixed(1)} s): ${r.answer} (truth ${r.truth})`);
+    check(r.plan.segments === times * trained, `${r.plan.segments} segments are ${times} times the trained ${trained}`);
+    check(r.correct && r.answer === r.truth, `the buried fact is answered (${r.answer} vs ${r.truth})`);
+    check(r.probes.length >= 5 && r.probes.every((p) => p.p_answer >= 0 && p.p_answer <= 1),
+      `the memory was probed along the way (${r.probes.length} probes)`);
+    const last = r.probes[r.probes.length - 1];
+    check(last.p_answer > 1 / 6, `just before the question the right place is above chance (${last.p_answer})`);
+    for (const id of ['survival', 'slots', 'fact-attention', 'question-attention']) {
+      const n = await colours(page, id);
+      check(n > 5, `${id} is drawn (${n} colours)`);
+    }
+    const shot = path.join(shots, `retention-${name}.png`);
+    fs.mkdirSync(shots, { recursive: true });
+    await page.screenshot({ path: shot, fullPage: true });
+    console.log(JSON.stringify({ path: `retention ${name}`, device, segments: r.plan.segments,
+      seconds: r.seconds, p_answer: r.probes.map((p) => [p.distance, Number(p.p_answer.toFixed(3))]), screenshot: shot }));
+  } catch (e) {
+    console.error(`[retention ${name}] browser log:\n${logs.join('\n')}`);
+    throw e;
+  } finally {
+    await browser.close();
+  }
+}
+
 /** A model asset that fails to load shows a message, not a blank page. */
 async function runMissingAsset(base) {
   const browser = await launch(false);
@@ -170,13 +220,21 @@ const base = `http://127.0.0.1:${server.address().port}`;
 let failed = false;
 // REMEM_BROWSER_ONLY=webgpu,cpu runs only the paths named (for timing one of them).
 const only = process.env.REMEM_BROWSER_ONLY?.split(',');
+// REMEM_BROWSER_SKIP names paths to leave out (tests/browser.rs: the retention demo when no
+// book text could be had outside CI).
+const skip = process.env.REMEM_BROWSER_SKIP?.split(',') ?? [];
 for (const [name, fn] of [
   ['webgpu', () => runPath(base, 'webgpu', true)],
   ['cpu', () => runPath(base, 'cpu', false)],
   ['infinity', () => runInfinity(base)],
+  ['retention-webgpu', () => runRetention(base, 'webgpu', true, 2)],
+  ['retention-cpu', () => runRetention(base, 'cpu', false, 16)],
   ['missing asset', () => runMissingAsset(base)],
 ]) {
-  if (only && !only.includes(name)) continue;
+  if ((only && !only.includes(name)) || skip.includes(name)) {
+    console.log(`skipped: ${name}`);
+    continue;
+  }
   try {
     await fn();
     console.log(`ok: ${name}`);
