@@ -152,7 +152,7 @@ async function runInfinity(base) {
 /**
  * The retention demo: a fact buried in held-out book text `times` the training length, read
  * segment by segment, answered right; the survival curve and both attention maps drawn.
- * (On software WebGPU a segment takes about 0.4 s, so that path reads a shorter text.)
+ * (On software WebGPU a segment takes about 0.3 s, so that path reads a shorter text.)
  */
 async function runRetention(base, name, webgpu, times) {
   const browser = await launch(webgpu);
