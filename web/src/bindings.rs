@@ -134,13 +134,12 @@ impl Demo {
     pub fn step(&self) -> Promise {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
-            let mut demo = inner
-                .borrow_mut()
-                .take()
-                .ok_or_else(|| js("busy: a segment is being processed"))?;
-            let result = demo.step().await;
-            *inner.borrow_mut() = Some(demo);
-            match result.map_err(js)? {
+            let view = with_taken(&inner, |mut demo| async move {
+                let result = demo.step().await;
+                (demo, result)
+            })
+            .await?;
+            match view {
                 Some(view) => Ok(JsValue::from_str(&json(&view))),
                 None => Ok(JsValue::NULL),
             }
@@ -162,18 +161,19 @@ pub struct RetentionDemo {
     device: String,
 }
 
-/// Run `f` on the demo taken out of `slot`, putting it back afterwards.
-async fn with_taken<T, F>(
-    slot: &Rc<RefCell<Option<retention::Retention>>>,
-    f: impl FnOnce(retention::Retention) -> F,
+/// Run `f` on the demo taken out of `slot` (a second call meanwhile finds it empty: "busy"),
+/// putting it back afterwards.
+async fn with_taken<D, T, F>(
+    slot: &Rc<RefCell<Option<D>>>,
+    f: impl FnOnce(D) -> F,
 ) -> Result<T, JsValue>
 where
-    F: std::future::Future<Output = (retention::Retention, remem::Result<T>)>,
+    F: std::future::Future<Output = (D, remem::Result<T>)>,
 {
     let demo = slot
         .borrow_mut()
         .take()
-        .ok_or_else(|| js("busy: the model is reading"))?;
+        .ok_or_else(|| js("busy: the model is working"))?;
     let (demo, result) = f(demo).await;
     *slot.borrow_mut() = Some(demo);
     result.map_err(js)

@@ -203,10 +203,7 @@ impl Demo {
             task: format!("{:?}", task.config().kind).to_lowercase(),
             segments: task.config().segments,
             segment_len: session.step_len(),
-            memory_tokens: match m.kind {
-                ModelKind::Rmt | ModelKind::Memxl => m.memory_tokens,
-                _ => 0,
-            },
+            memory_tokens: memory_slots(m),
             layers: m.n_layers,
             heads: m.n_heads,
             trained_steps: checkpoint.progress.step,
@@ -450,6 +447,14 @@ pub(crate) async fn attention_view(
         col_groups,
         weights,
     })
+}
+
+/// Memory tokens a model reads and writes (RMT, MemTr-XL); 0 for the others.
+pub(crate) fn memory_slots(m: &remem::model::ModelConfig) -> usize {
+    match m.kind {
+        ModelKind::Rmt | ModelKind::Memxl => m.memory_tokens,
+        _ => 0,
+    }
 }
 
 fn group(name: &str, start: usize, len: usize) -> Group {

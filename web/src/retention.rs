@@ -16,14 +16,16 @@ use burn::prelude::*;
 use serde::Serialize;
 
 use remem::infer::Session;
-use remem::model::{Layout, ModelKind, SegmentModel};
+use remem::model::{Layout, SegmentModel};
 use remem::task::TaskKind;
 use remem::task::retention::{MOVES, PEOPLE, PLACES, Story, answer_width};
 use remem::tokenizer::Tokenizer;
 use remem::train::Checkpoint;
 use remem::{Error, Result};
 
-use crate::demo::{Attention, attention_view, cosines, floats, ints, slot_rows, slots};
+use crate::demo::{
+    Attention, attention_view, cosines, floats, ints, memory_slots, slot_rows, slots,
+};
 
 /// Longest text the page buries a fact under, in segments (of 32 bytes: 512 KiB).
 pub const MAX_SEGMENTS: usize = 16_384;
@@ -175,10 +177,7 @@ impl Retention {
             model: format!("{:?}", m.kind).to_lowercase(),
             segment_len: session.step_len(),
             trained_segments: config.task.segments,
-            memory_tokens: match m.kind {
-                ModelKind::Rmt | ModelKind::Memxl => m.memory_tokens,
-                _ => 0,
-            },
+            memory_tokens: memory_slots(m),
             layers: m.n_layers,
             heads: m.n_heads,
             trained_steps: checkpoint.progress.step,
@@ -240,7 +239,8 @@ impl Retention {
         // As in training: the answer starts `width` bytes before the input's end (the input
         // is `segments * l` bytes, plus the last answer byte, which is only predicted).
         let answer_start = segments * l + 1 - answer_width(TaskKind::Memorize);
-        let fixed = story.facts[0].len() + 1 + story.question.len();
+        // The fact and the question around no text: where the answer would start.
+        let fixed = story.around(&[]).1.start;
         let noise = answer_start.checked_sub(fixed).ok_or_else(|| {
             Error::Input(format!(
                 "{segments} segments cannot hold the fact and question"
