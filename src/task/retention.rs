@@ -25,7 +25,7 @@
 use rand::Rng;
 use rand::seq::IndexedRandom;
 
-use super::text::{Corpus, Split};
+use super::text::{Corpus, Split, Window};
 use super::{Sample, TaskKind};
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
@@ -47,6 +47,25 @@ pub const KEYS: [&str; 8] = [
 
 /// Bytes of book text a noise piece reads at most from one document.
 const PIECE: usize = 1 << 16;
+/// Bytes of a piece read at a time (a streamed sample holds this much of its noise).
+const PART: usize = 1 << 12;
+/// Letters in the longest story word (a longer run of letters cannot be one).
+const LONGEST_WORD: usize = {
+    const fn longest(words: &[&str], at_least: usize) -> usize {
+        let (mut i, mut most) = (0, at_least);
+        while i < words.len() {
+            if words[i].len() > most {
+                most = words[i].len();
+            }
+            i += 1;
+        }
+        most
+    }
+    longest(
+        &KEYS,
+        longest(&OBJECTS, longest(&PEOPLE, longest(&PLACES, 0))),
+    )
+};
 
 /// This module's tasks.
 pub const TASKS: [TaskKind; 9] = [
@@ -349,6 +368,12 @@ pub fn story(kind: TaskKind, rng: &mut impl Rng) -> Story {
 /// Replace every whole-word occurrence (any case) of a story word in `text` by `x`s, so book
 /// text never names a person, place, object or key a question asks about.
 pub fn mask(text: &mut [u8]) {
+    mask_after(text, false);
+}
+
+/// [`mask`] for a part of a text: `after_letter` says whether the byte before `text` is a
+/// letter (then the letters `text` opens with end a word that began before it, and are left).
+fn mask_after(text: &mut [u8], after_letter: bool) {
     let words: Vec<&str> = PLACES
         .iter()
         .chain(&PEOPLE)
@@ -359,7 +384,12 @@ pub fn mask(text: &mut [u8]) {
     let is_letter = |b: u8| b.is_ascii_alphabetic();
     let mut i = 0;
     while i < text.len() {
-        if !is_letter(text[i]) || (i > 0 && is_letter(text[i - 1])) {
+        let continues = if i == 0 {
+            after_letter
+        } else {
+            is_letter(text[i - 1])
+        };
+        if !is_letter(text[i]) || continues {
             i += 1;
             continue;
         }
@@ -457,23 +487,17 @@ impl<'a> Units<'a> {
         }
     }
 
-    /// A piece of book text as noise, into `out`: story words masked; bytes joined to the
-    /// noise before by a newline (replacing the piece's last byte, so its length holds).
-    fn noise(&self, bytes: &mut [u8], first: bool, out: &mut Vec<u32>) -> Result<()> {
+    /// A piece of book text as a tokenizer's noise, into `out`: story words masked, then
+    /// every id of a story word (or a part of one) replaced by `x`'s. (Bytes are read in parts
+    /// by [`Stream`] itself.)
+    fn token_noise(&self, bytes: &mut [u8], out: &mut Vec<u32>) -> Result<()> {
         mask(bytes);
         out.clear();
-        match self {
-            Units::Bytes if first => out.extend(bytes.iter().map(|&b| u32::from(b))),
-            Units::Bytes => {
-                out.push(u32::from(b'\n'));
-                out.extend(bytes[..bytes.len() - 1].iter().map(|&b| u32::from(b)));
-            }
-            Units::Tokens { story, x, .. } => {
-                out.extend(self.encode(&String::from_utf8_lossy(bytes))?);
-                for id in out.iter_mut() {
-                    if story.contains(id) {
-                        *id = *x;
-                    }
+        if let Units::Tokens { story, x, .. } = self {
+            out.extend(self.encode(&String::from_utf8_lossy(bytes))?);
+            for id in out.iter_mut() {
+                if story.contains(id) {
+                    *id = *x;
                 }
             }
         }
@@ -518,11 +542,23 @@ pub struct Stream<'a, R: Rng> {
     noise_left: usize,
     /// Noise units written.
     noise_done: usize,
-    /// The current noise piece and the read position in it.
-    piece: Vec<u32>,
-    at: usize,
-    /// Book bytes read for pieces (reused).
+    /// Bytes: the noise piece being read, a part at a time.
+    window: Option<Window>,
+    /// Bytes: the part read (masked up to `masked`; after it, a word cut by the part's end,
+    /// masked with the next part). Tokens: the whole piece's bytes.
     bytes: Vec<u8>,
+    /// Bytes: where the masked part ends; whether the piece opened with a newline (then its
+    /// last byte is dropped, so its length holds); whether the byte before `bytes` is a letter
+    /// that a word continues from.
+    masked: usize,
+    newline: bool,
+    after_letter: bool,
+    /// Bytes: how many bytes of a piece to read at a time ([`PART`]; tests vary it).
+    part: usize,
+    /// Tokens: the current piece's ids.
+    piece: Vec<u32>,
+    /// The read position in the current part (bytes) or piece (tokens).
+    at: usize,
     /// The last noise unit written (for sentence boundaries).
     last: u32,
     /// Units ready to be read (a fact, or the question and answer at the end).
@@ -588,9 +624,14 @@ impl<'a, R: Rng> Stream<'a, R> {
             facts: starts.into_iter().zip(story.facts).collect(),
             noise_left: noise,
             noise_done: 0,
+            window: None,
+            bytes: Vec::new(),
+            masked: 0,
+            newline: false,
+            after_letter: false,
+            part: PART,
             piece: Vec::new(),
             at: 0,
-            bytes: Vec::new(),
             last: u32::from(b'.'),
             ready: Default::default(),
             ended: false,
@@ -666,25 +707,76 @@ impl<'a, R: Rng> Stream<'a, R> {
         Ok(())
     }
 
-    /// The next noise unit, reading a new piece when the current one is done.
+    /// The next noise unit, reading on in the piece or opening a new one.
     fn next_noise(&mut self) -> Result<Option<u32>> {
         if self.noise_left == 0 {
             return Ok(None);
         }
+        if matches!(self.units, Units::Bytes) {
+            while self.at == self.masked {
+                self.read_part()?;
+            }
+            return Ok(Some(u32::from(self.bytes[self.at])));
+        }
         while self.at == self.piece.len() {
-            let longest = self.corpus.longest(self.split) as usize;
-            let want = self
-                .units
-                .bytes_for(self.noise_left)
-                .min(PIECE)
-                .min(longest);
+            let want = self.piece_len();
             self.corpus
                 .window_into(self.split, want, &mut self.rng, &mut self.bytes)?;
-            let first = self.noise_done == 0;
-            self.units.noise(&mut self.bytes, first, &mut self.piece)?;
+            self.units.token_noise(&mut self.bytes, &mut self.piece)?;
             self.at = 0;
         }
         Ok(Some(self.piece[self.at]))
+    }
+
+    /// Bytes of book text for the next piece.
+    fn piece_len(&self) -> usize {
+        let longest = self.corpus.longest(self.split) as usize;
+        self.units
+            .bytes_for(self.noise_left)
+            .min(PIECE)
+            .min(longest)
+    }
+
+    /// Bytes: the next part of the piece (opening a new piece when this one is done), masked.
+    /// The same text as masking the whole piece at once: a word the part's end cuts waits for
+    /// the next part (a run of letters longer than any story word cannot be one and goes on).
+    /// A piece after the first opens with a newline and drops its last byte.
+    fn read_part(&mut self) -> Result<()> {
+        self.bytes.drain(..self.at);
+        self.at = 0;
+        if self.window.as_ref().is_none_or(|w| w.left() == 0) {
+            let want = self.piece_len();
+            self.window = Some(self.corpus.open_window(self.split, want, &mut self.rng)?);
+            self.newline = self.noise_done > 0;
+            self.after_letter = false;
+            debug_assert!(self.bytes.is_empty(), "a piece ends with no word held");
+            if self.newline {
+                self.bytes.push(b'\n');
+            }
+        }
+        let window = self.window.as_mut().expect("a piece is open");
+        window.read(self.part, &mut self.bytes)?;
+        let ends = window.left() == 0;
+        let is_letter = |b: &u8| b.is_ascii_alphabetic();
+        let run = self.bytes.iter().rev().take_while(|b| is_letter(b)).count();
+        // The run is a word's start unless it fills the part and continues the part before.
+        let starts_word = run < self.bytes.len() || !self.after_letter;
+        let held = if !ends && run <= LONGEST_WORD && starts_word {
+            run
+        } else {
+            0
+        };
+        let mut ready = self.bytes.len() - held;
+        mask_after(&mut self.bytes[..ready], self.after_letter);
+        if ready > 0 {
+            self.after_letter = held == 0 && is_letter(&self.bytes[ready - 1]);
+        }
+        if ends && self.newline {
+            self.bytes.pop();
+            ready -= 1;
+        }
+        self.masked = ready;
+        Ok(())
     }
 }
 
@@ -937,6 +1029,48 @@ mod tests {
             s.answer.iter().position(|&a| a),
             Some(100_000 - answer_width(TaskKind::Memorize))
         );
+    }
+
+    #[test]
+    fn noise_read_in_parts_is_the_noise_read_whole() {
+        // Parts of a few bytes cut story words, words that only start like one ("Kitchenette")
+        // and runs of letters longer than any story word; the text must be the same as reading
+        // each piece whole.
+        let (dir, _) = corpus();
+        let odd = "Supercalifragilisticexpialidocious Mary. Kitchenette, bathroomfootball, \
+                   aMary Julie! ";
+        std::fs::write(dir.path().join("odd.txt"), odd.repeat(60)).unwrap();
+        let corpus = Corpus::open(&[dir.path().to_path_buf()]).unwrap();
+        let read = |kind, seed, part| {
+            let rng = StdRng::seed_from_u64(seed);
+            let mut stream =
+                Stream::new(kind, &corpus, Split::Train, Units::Bytes, 20_000, rng).unwrap();
+            stream.part = part;
+            let mut out = Vec::new();
+            while out.len() < stream.len() {
+                stream.read(333, &mut out).unwrap();
+            }
+            out
+        };
+        for kind in [TaskKind::Memorize, TaskKind::Qa1, TaskKind::Needles] {
+            for seed in 0..4 {
+                let whole = read(kind, seed, usize::MAX);
+                let text =
+                    String::from_utf8_lossy(&whole.iter().map(|&b| b as u8).collect::<Vec<_>>())
+                        .into_owned();
+                assert!(
+                    text.contains("Supercalifragilistic"),
+                    "the odd file is in the noise"
+                );
+                for part in [1, 2, 3, 5, 8, 9, 13, 64, 4096] {
+                    assert_eq!(
+                        read(kind, seed, part),
+                        whole,
+                        "{kind:?}, seed {seed}, part {part}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

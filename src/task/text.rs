@@ -164,8 +164,10 @@ impl Corpus {
     }
 
     /// [`Corpus::window`] from the documents of `split`, into `out` (cleared first), reusing
-    /// its allocation: the streamed evaluations read millions of windows (from a held-out
-    /// split) and keep the heap from fragmenting this way.
+    /// its allocation.
+    ///
+    /// # Errors
+    /// As [`Corpus::open_window`]; [`Error::Io`] when the file cannot be read.
     pub fn window_into(
         &self,
         split: Split,
@@ -173,6 +175,20 @@ impl Corpus {
         rng: &mut impl Rng,
         out: &mut Vec<u8>,
     ) -> Result<()> {
+        let mut window = self.open_window(split, len, rng)?;
+        out.clear();
+        window.read(len, out)
+    }
+
+    /// A window of `len` consecutive bytes of one document of `split`, drawn as
+    /// [`Corpus::window`] draws (the same draw from `rng`), opened to be read front to back in
+    /// parts: the streamed retention samples read millions of bytes of noise this way while
+    /// holding a few KiB of it.
+    ///
+    /// # Errors
+    /// [`Error::Input`] when no document of `split` holds `len` bytes; [`Error::Io`] when the
+    /// file cannot be opened (changed or removed since the corpus was opened).
+    pub fn open_window(&self, split: Split, len: usize, rng: &mut impl Rng) -> Result<Window> {
         let len64 = len as u64;
         let fits: Vec<&Document> = self.split(split).filter(|d| d.len >= len64).collect();
         let total: u64 = fits.iter().map(|d| d.len - len64 + 1).sum();
@@ -196,13 +212,14 @@ impl Corpus {
                 }
             })
             .expect("pick < total");
-        out.clear();
-        out.resize(len, 0);
         let mut file = File::open(&doc.path).map_err(|e| Error::io(&doc.path, e))?;
         file.seek(SeekFrom::Start(doc.start + pick))
-            .and_then(|_| file.read_exact(out))
             .map_err(|e| Error::io(&doc.path, e))?;
-        Ok(())
+        Ok(Window {
+            file,
+            path: doc.path.clone(),
+            left: len,
+        })
     }
 
     /// The text of `split`'s documents, in the corpus's order, each followed by a blank line,
@@ -236,6 +253,36 @@ impl Corpus {
         file.seek(SeekFrom::Start(doc.start))
             .map_err(|e| Error::io(&doc.path, e))?;
         Ok(std::io::BufReader::new(file).take(doc.len))
+    }
+}
+
+/// An open window of one document ([`Corpus::open_window`]), read front to back.
+#[derive(Debug)]
+pub struct Window {
+    file: File,
+    path: PathBuf,
+    left: usize,
+}
+
+impl Window {
+    /// Bytes of the window not yet read.
+    pub fn left(&self) -> usize {
+        self.left
+    }
+
+    /// Append the next `n` bytes of the window (fewer at its end) to `out`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be read (changed since the corpus was opened).
+    pub fn read(&mut self, n: usize, out: &mut Vec<u8>) -> Result<()> {
+        let n = n.min(self.left);
+        let at = out.len();
+        out.resize(at + n, 0);
+        self.file
+            .read_exact(&mut out[at..])
+            .map_err(|e| Error::io(&self.path, e))?;
+        self.left -= n;
+        Ok(())
     }
 }
 
