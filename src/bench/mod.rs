@@ -303,7 +303,7 @@ impl MatmulProbe {
     /// FLOP/s of one product.
     pub fn sample(&self) -> f64 {
         let t = Instant::now();
-        let c = crate::nn::matmul::matmul(self.a.clone(), self.b.clone());
+        let c = crate::ops::matmul::matmul(self.a.clone(), self.b.clone());
         // Reading one value back waits for the device.
         let _ = c.slice(s![0..1, 0..1]).into_data();
         2.0 * (Self::N as f64).powi(3) / t.elapsed().as_secs_f64()

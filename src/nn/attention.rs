@@ -31,10 +31,10 @@ use burn::tensor::ops::AttentionModuleOptions;
 use super::dropout::Dropout;
 use super::init::Init;
 use super::linear::{concat as linear_concat_weights, linear, linear_concat, linear_with};
-use super::matmul::matmul;
-use super::softmax::masked_softmax;
 use crate::device::is_cpu;
 use crate::ops::attention::{fused_attention, fused_attention_with_weights};
+use crate::ops::matmul::matmul;
+use crate::ops::softmax::masked_softmax;
 
 /// Configuration of [`Attention`].
 #[derive(Config, Debug)]

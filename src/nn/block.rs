@@ -7,10 +7,10 @@ use burn::prelude::*;
 
 use super::attention::{Attention, AttentionConfig};
 use super::dropout::Dropout;
-use super::gelu::gelu;
 use super::init::Init;
 use super::linear::linear;
 use super::norm::{LayerNorm, LayerNormConfig};
+use crate::ops::gelu::gelu;
 
 /// Configuration of [`Block`].
 #[derive(Config, Debug)]
@@ -230,7 +230,7 @@ fn rows_from_on(t: Tensor<3>, from: usize) -> Tensor<3> {
 mod tests {
     use super::*;
     use crate::model::{Layout, attention_mask};
-    use crate::nn::cpu::tests::{max_diff, values};
+    use crate::ops::cpu::tests::{max_diff, values};
     use burn::tensor::Distribution;
 
     /// `forward_rows` keeps rows of `forward`'s output, values and input gradients alike, on the

@@ -15,7 +15,7 @@
 use burn::nn::Linear;
 use burn::prelude::*;
 
-use super::matmul::matmul;
+use crate::ops::matmul::matmul;
 
 /// `layer(x)` as one product over the rows of `x`.
 ///
@@ -139,7 +139,7 @@ pub fn scaled_identity(d: usize, gain: f64, device: &Device) -> Linear {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::cpu::tests::{max_diff, values};
+    use crate::ops::cpu::tests::{max_diff, values};
     use burn::nn::LinearConfig;
     use burn::tensor::Distribution;
 

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use super::basis::Basis;
 use super::init::Init;
 use super::linear::linear;
-use super::matmul::matmul;
 use crate::error::{Error, Result};
+use crate::ops::matmul::matmul;
 
 /// Smallest variance of an attention density (a floor that keeps `r` finite).
 pub const MIN_VARIANCE: f64 = 1e-4;

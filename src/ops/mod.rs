@@ -1,13 +1,22 @@
-//! Fused operations, one folder each: the backend extension trait with its reference written in
-//! Burn's tensor operations, the CPU (flex) kernel, the wgpu launcher of its hand-written WGSL
-//! kernel in `shaders/`, and the backward.
+//! Fused operations and remem's CPU kernels: the only place with `unsafe` kernel code.
+//!
+//! An operation with a hand-written WGSL kernel has a folder ([`attention`], [`layer_norm`]):
+//! the backend extension trait with its reference written in Burn's tensor operations, the CPU
+//! (flex) kernel, the wgpu launcher of its kernel in `shaders/`, and the backward. [`gelu`],
+//! [`softmax`] and [`matmul`] have CPU kernels only (GPU backends run Burn's own); [`cpu`] is
+//! what the CPU kernels share, and [`checked`] enforces their `unsafe` invariants in tests.
 //!
 //! The modules in [`crate::nn`] call these; the models never see which device runs what.
 //! On wgpu each kernel is checked once per device before its first use ([`wgsl`]): an adapter
 //! that cannot compile or run it takes the reference path, with one message saying so.
 
 pub mod attention;
+pub(crate) mod checked;
+pub(crate) mod cpu;
+pub mod gelu;
 pub mod layer_norm;
+pub mod matmul;
+pub mod softmax;
 pub(crate) mod wgsl;
 
 pub use wgsl::fallbacks;

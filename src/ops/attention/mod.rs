@@ -390,12 +390,12 @@ mod cpu {
     use rayon::prelude::*;
 
     use super::Dims;
-    use crate::nn::checked::{all_written, buffer, invariant, set_written};
-    pub(super) use crate::nn::cpu::is_f32;
-    use crate::nn::cpu::{Kernel, f32s, vectorised, with_shape};
     use crate::nn::mask::BLOCKED;
-    use crate::nn::matmul::{Strided, product_into};
-    use crate::nn::softmax::{softmax_backward_row, softmax_row};
+    use crate::ops::checked::{all_written, buffer, invariant, set_written};
+    pub(super) use crate::ops::cpu::is_f32;
+    use crate::ops::cpu::{Kernel, f32s, vectorised, with_shape};
+    use crate::ops::matmul::{Strided, product_into};
+    use crate::ops::softmax::{softmax_backward_row, softmax_row};
 
     /// Calls of at least this many multiply-adds per product run their passes on the thread
     /// pool (below it, the hand-offs cost more than they save).
@@ -847,7 +847,7 @@ impl<B: Backend + FusedAttentionBackend, C: CheckpointStrategy> FusedAttentionBa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::cpu::tests::{max_diff, values};
+    use crate::ops::cpu::tests::{max_diff, values};
 
     /// Packed projections `[batch, seq, 3 · heads · d_head]` with a spread of magnitudes, and a
     /// causal-style bias whose first row leaves one key open.

@@ -29,7 +29,7 @@ use burn::prelude::*;
 
 use crate::ops::wgsl::{agrees, check_on, read};
 
-use crate::nn::cpu;
+use crate::ops::cpu;
 
 /// Layer norm over the last axis as a backend operation, so that autodiff records one node.
 #[backend_extension(Flex, Cube, Fusion, Autodiff: cfg(feature = "train"))]
@@ -356,7 +356,7 @@ impl<B: Backend + LayerNormBackend, C: CheckpointStrategy> LayerNormBackend for 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::cpu::tests::{max_diff, values};
+    use crate::ops::cpu::tests::{max_diff, values};
 
     /// Activations `[4, 300, 48]` (more rows than one chunk holds) with rows of different
     /// offsets and spreads, and a scale and shift that are not ones and zeros.

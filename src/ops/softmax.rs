@@ -274,7 +274,7 @@ impl<B: Backend + SoftmaxBackend, C: CheckpointStrategy> SoftmaxBackend for Auto
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::cpu::tests::{max_diff, values};
+    use crate::ops::cpu::tests::{max_diff, values};
 
     const SCALE: f64 = 0.125;
 

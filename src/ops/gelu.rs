@@ -184,7 +184,7 @@ fn gelu_and_slope_f32(x: f32) -> (f32, f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::cpu::tests::{max_diff, values};
+    use crate::ops::cpu::tests::{max_diff, values};
 
     /// -8..8 in steps of 1/64 and a row of zeros, as a transposed (non-contiguous) `[2, 1025]`
     /// view, so the kernel also meets a strided input.

@@ -6,7 +6,7 @@
 //! This backend extension calls the GEMM on an uninitialised f32 buffer instead, with the same
 //! threading policy (large products split across the pool, batches of small ones spread over
 //! it). The gradient is two more products through the same path. GPU backends run Burn's
-//! matmul. [`matmul`] is the entry point; [`linear`](mod@super::linear) and attention use
+//! matmul. [`matmul`] is the entry point; [`linear`](mod@crate::nn::linear) and attention use
 //! it.
 
 #[cfg(feature = "train")]
@@ -414,7 +414,7 @@ impl<B: Backend + MatmulBackend, C: CheckpointStrategy> MatmulBackend for Autodi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::cpu::tests::{max_diff, values};
+    use crate::ops::cpu::tests::{max_diff, values};
 
     /// `[batch..., m, k]` values with a spread of signs and magnitudes.
     fn filled<const D: usize>(dims: [usize; D], seed: usize, device: &Device) -> Tensor<D> {

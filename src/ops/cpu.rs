@@ -1,4 +1,4 @@
-//! What remem's CPU kernels ([`super::gelu`], [`super::norm`], [`super::softmax`]) share: f32
+//! What remem's CPU kernels ([`super::gelu`], [`super::layer_norm`], [`super::softmax`], [`super::matmul`], [`super::attention`]) share: f32
 //! views of flex tensors, a loop over chunks on the thread pool, and the arithmetic that makes
 //! their loops vectorise.
 //!
