@@ -434,6 +434,11 @@ const CONFIGS: &[(&str, &str)] = &[
         "[model]\nkind = \"memxl\"\nmemory_tokens = 0\n",
         "model.memory_tokens",
     ),
+    (
+        "[model]\nkind = \"xl\"\npositions = \"rotary\"\n",
+        "model.positions",
+    ),
+    ("[model]\npositions = \"absolute\"\n", "positions"),
     ("[train]\nlr = -1.0\n", "train.lr"),
     ("[train]\nlr = 0.0\n", "train.lr"),
     ("[train]\nmin_lr = 1.0\n", "train.min_lr"),

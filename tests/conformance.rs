@@ -1,4 +1,5 @@
-//! One conformance suite for every segment model (RMT in both layouts, the segment-level
+//! One conformance suite for every segment model (RMT in both layouts, with learned and with
+//! rotary positions, the segment-level
 //! Transformer, Transformer-XL, MemTr-XL, the infinity-former, RMT on a pretrained Llama
 //! decoder and on a BERT encoder, and the infinity-former's memory in a pretrained Llama, tiny
 //! ones here): what the `SegmentModel` interface promises, checked the same way for each.
@@ -10,7 +11,9 @@ use burn::prelude::*;
 use common::max_abs_diff;
 use remem::SegmentModel;
 use remem::infer::Session;
-use remem::model::{Architecture, BackboneConfig, Layout, Model, ModelConfig, ModelKind, State};
+use remem::model::{
+    Architecture, BackboneConfig, Layout, Model, ModelConfig, ModelKind, Positions, State,
+};
 use remem::nn::LtmSampling;
 use remem::task::Batch;
 use remem::train::loss::forward_batch;
@@ -35,6 +38,10 @@ fn models() -> Vec<(&'static str, ModelConfig)> {
         memory_tokens,
         ..base.clone()
     };
+    let rotary = |layout| ModelConfig {
+        positions: Positions::Rotary,
+        ..with(ModelKind::Rmt, layout, 2)
+    };
     let mut infinity = with(ModelKind::Infinity, Layout::Decoder, 0);
     infinity.mem_len = Some(3);
     infinity.ltm.basis = 8;
@@ -47,6 +54,8 @@ fn models() -> Vec<(&'static str, ModelConfig)> {
     vec![
         ("rmt decoder", with(ModelKind::Rmt, Layout::Decoder, 2)),
         ("rmt encoder", with(ModelKind::Rmt, Layout::Encoder, 2)),
+        ("rmt decoder, rotary", rotary(Layout::Decoder)),
+        ("rmt encoder, rotary", rotary(Layout::Encoder)),
         (
             "segment transformer",
             with(ModelKind::Rmt, Layout::Decoder, 0),

@@ -33,7 +33,8 @@ pub struct CompareArgs {
     /// Segment counts, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,3,6,9")]
     segments: Vec<usize>,
-    /// Models, comma-separated: rmt, transformer, xl, memxl, infinity, infinity-sticky.
+    /// Models, comma-separated: rmt, rmt-rotary, transformer, xl, memxl, infinity,
+    /// infinity-sticky.
     #[arg(
         long,
         value_delimiter = ',',
@@ -116,6 +117,9 @@ pub fn run(args: CompareArgs) -> Result<()> {
         c.model.kind = spec.model.kind;
         if spec.model.sticky {
             c.model.ltm.sampling = LtmSampling::Sticky;
+        }
+        if spec.model.rotary {
+            c.model.positions = remem::model::Positions::Rotary;
         }
         c.task.segments = spec.segments;
         c.model.segment_len = segment_len_of(spec.segments)?;

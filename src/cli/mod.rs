@@ -10,7 +10,7 @@ mod compare;
 mod stream;
 
 use remem::device::{self, DeviceChoice};
-use remem::model::{BackboneConfig, Layout, ModelKind};
+use remem::model::{BackboneConfig, Layout, ModelKind, Positions};
 use remem::nn::LtmSampling;
 use remem::task::TaskKind;
 use remem::task::text::{Corpus, Split};
@@ -127,6 +127,9 @@ struct TrainArgs {
     /// Memory tokens (0 = no memory).
     #[arg(long)]
     memory_tokens: Option<usize>,
+    /// RMT's positions: learned (default) or rotary.
+    #[arg(long, value_parser = parse_enum::<Positions>)]
+    positions: Option<Positions>,
     /// Each segment's loss reaches back through the memory of at most this many earlier
     /// segments, the last segment's through exactly this many (`full` = unbounded).
     #[arg(long, value_parser = parse_depth)]
@@ -294,6 +297,7 @@ impl TrainArgs {
         set!(c.model.kind, self.model);
         set!(c.model.layout, self.layout);
         set!(c.model.memory_tokens, self.memory_tokens);
+        set!(c.model.positions, self.positions);
         if let Some(Depth(depth)) = self.bptt_depth {
             c.model.bptt_depth = depth;
         }
@@ -331,7 +335,7 @@ impl TrainArgs {
 impl TrainArgs {
     /// Every flag that sets a run's setting: the flag, the config field it sets, and whether
     /// it was given. `--steps` is left out: it extends a resumed run rather than changing it.
-    fn settings(&self) -> [(&'static str, &'static str, bool); 25] {
+    fn settings(&self) -> [(&'static str, &'static str, bool); 26] {
         [
             ("--backbone", "model.backbone", self.backbone.is_some()),
             ("--config", "", self.config.is_some()),
@@ -352,6 +356,7 @@ impl TrainArgs {
             ),
             ("--model", "model.kind", self.model.is_some()),
             ("--layout", "model.layout", self.layout.is_some()),
+            ("--positions", "model.positions", self.positions.is_some()),
             (
                 "--memory-tokens",
                 "model.memory_tokens",

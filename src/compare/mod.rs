@@ -13,14 +13,18 @@ use serde::{Deserialize, Serialize};
 use crate::model::ModelKind;
 use crate::train::Summary;
 
-/// A model as compare names it: a kind, and for the infinity-former how it samples its memory
-/// (`infinity` uniform, `infinity-sticky` sticky).
+/// A model as compare names it: a kind, for the infinity-former how it samples its memory
+/// (`infinity` uniform, `infinity-sticky` sticky), and for RMT its positions (`rmt` learned,
+/// `rmt-rotary` rotary).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Contender {
     /// The model kind.
     pub kind: ModelKind,
     /// Sticky sampling of the long-term memory (infinity-former only).
     pub sticky: bool,
+    /// Rotary positions (RMT only).
+    #[serde(default)]
+    pub rotary: bool,
 }
 
 impl Contender {
@@ -29,6 +33,7 @@ impl Contender {
         Contender {
             kind,
             sticky: false,
+            rotary: false,
         }
     }
 }
@@ -38,17 +43,27 @@ impl std::str::FromStr for Contender {
 
     fn from_str(s: &str) -> Result<Self, String> {
         let lower = s.to_ascii_lowercase();
-        if lower == "infinity-sticky" {
-            return Ok(Contender {
-                kind: ModelKind::Infinity,
-                sticky: true,
-            });
+        match lower.as_str() {
+            "infinity-sticky" => {
+                return Ok(Contender {
+                    sticky: true,
+                    ..Contender::of(ModelKind::Infinity)
+                });
+            }
+            "rmt-rotary" => {
+                return Ok(Contender {
+                    rotary: true,
+                    ..Contender::of(ModelKind::Rmt)
+                });
+            }
+            _ => {}
         }
         serde_json::from_value(serde_json::Value::String(lower))
             .map(Contender::of)
             .map_err(|_| {
                 format!(
-                    "unknown model `{s}`: rmt, transformer, xl, memxl, infinity or infinity-sticky"
+                    "unknown model `{s}`: rmt, rmt-rotary, transformer, xl, memxl, infinity or \
+                     infinity-sticky"
                 )
             })
     }
@@ -78,13 +93,17 @@ impl RunSpec {
 }
 
 /// The lowercase name of a model, as the CLI spells it (`infinity-sticky` for the sticky
-/// infinity-former).
+/// infinity-former, `rmt-rotary` for RMT with rotary positions).
 pub fn model_name(model: Contender) -> String {
     let kind = serde_json::to_value(model.kind)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_else(|| format!("{:?}", model.kind).to_lowercase());
-    if model.sticky { kind + "-sticky" } else { kind }
+    match (model.sticky, model.rotary) {
+        (true, _) => kind + "-sticky",
+        (_, true) => kind + "-rotary",
+        _ => kind,
+    }
 }
 
 /// What one run produced: its summary, or why it failed.

@@ -32,6 +32,27 @@ impl ModelKind {
     }
 }
 
+/// How RMT tells positions apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Positions {
+    /// A learned vector added to each row of the layout (the RMT paper's BERT and GPT-2 form).
+    #[default]
+    Learned,
+    /// Rotary positions (RoPE) over the layout's rows in every attention layer, as remem's
+    /// Transformer-XL, MemTr-XL, Transformer and infinity-former have: scores depend on the
+    /// distance between rows only, so attending to the bytes just before needs nothing learned
+    /// (the RMT paper's language models sat on Transformer-XL's relative positions).
+    Rotary,
+}
+
+impl Positions {
+    /// Whether this is the default (learned), which configs leave unwritten.
+    pub fn is_learned(&self) -> bool {
+        *self == Positions::Learned
+    }
+}
+
 /// Where RMT puts its memory tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -85,6 +106,9 @@ pub struct ModelConfig {
     pub dropout: f64,
     /// Number of memory tokens M; 0 gives the plain segment-level Transformer.
     pub memory_tokens: usize,
+    /// RMT's positions: learned (default) or rotary.
+    #[serde(skip_serializing_if = "Positions::is_learned")]
+    pub positions: Positions,
     /// Tokens per segment T.
     pub segment_len: usize,
     /// Each segment's loss reaches back through the memory of at most this many earlier
@@ -120,6 +144,7 @@ impl Default for ModelConfig {
             d_ff: 128,
             dropout: 0.0,
             memory_tokens: 8,
+            positions: Positions::Learned,
             segment_len: 8,
             bptt_depth: None,
             mem_len: None,
@@ -199,6 +224,15 @@ impl ModelConfig {
             return Err(Error::config(
                 "model.layout",
                 "the encoder layout is an RMT option; use decoder",
+            ));
+        }
+        if self.positions == Positions::Rotary
+            && (self.kind != ModelKind::Rmt || self.backbone.is_some())
+        {
+            return Err(Error::config(
+                "model.positions",
+                "rotary is an option of RMT from scratch (the other models and the backbones \
+                 have their own positions)",
             ));
         }
         if self.kind == ModelKind::Memxl && self.memory_tokens == 0 {

@@ -23,7 +23,7 @@ use crate::nn::{Density, Init, Noise};
 
 pub use backbone::Architecture;
 pub use bert::{Bert, BertConfig};
-pub use config::{BackboneConfig, Layout, ModelConfig, ModelKind};
+pub use config::{BackboneConfig, Layout, ModelConfig, ModelKind, Positions};
 pub use llama::{Llama, LlamaConfig};
 pub use ltm_llama::LlamaLtm;
 pub use rmt::{Rmt, attention_mask};

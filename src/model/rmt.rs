@@ -28,10 +28,10 @@
 //! Transformer baseline with no recurrence.
 
 use burn::module::Param;
-use burn::nn::{Embedding, Linear};
+use burn::nn::{Embedding, Linear, RotaryEncoding, RotaryEncodingConfig};
 use burn::prelude::*;
 
-use super::config::{Layout, ModelConfig};
+use super::config::{Layout, ModelConfig, Positions};
 use super::state::State;
 use super::{SegmentModel, StepOutput};
 use crate::nn::{BiasCache, Block, Init, LayerNorm, LayerNormConfig, Mask, Noise, linear};
@@ -73,8 +73,11 @@ pub(crate) fn layout_mask(layout: Layout, memory: usize, seg_len: usize, write: 
 #[derive(Module, Debug)]
 pub struct Rmt {
     tokens: Embedding,
-    /// Learned positions over the layout: `[2M + T, d]` (decoder) or `[M + T, d]` (encoder).
-    positions: Param<Tensor<2>>,
+    /// Learned positions over the layout: `[2M + T, d]` (decoder) or `[M + T, d]` (encoder);
+    /// `None` with rotary positions.
+    positions: Option<Param<Tensor<2>>>,
+    /// Rotary positions over the layout's rows, in every layer (`None` with learned ones).
+    rope: Option<RotaryEncoding>,
     /// The initial memory: M distinct learned vectors `[M, d]`; `None` when M = 0.
     memory: Option<Param<Tensor<2>>>,
     blocks: Vec<Block>,
@@ -99,7 +102,11 @@ impl Rmt {
         };
         Rmt {
             tokens: init.embedding(config.vocab_size, d),
-            positions: init.normal([layout_len, d], 0.02),
+            positions: (config.positions == Positions::Learned)
+                .then(|| init.normal([layout_len, d], 0.02)),
+            rope: (config.positions == Positions::Rotary).then(|| {
+                RotaryEncodingConfig::new(layout_len, d / config.n_heads).init(init.device())
+            }),
             memory: config.initial_memory(init),
             blocks: config.blocks(init),
             norm: LayerNormConfig::new(d).init(init.device()),
@@ -157,26 +164,32 @@ impl Rmt {
             State::Xl { .. } => panic!("RMT was given a Transformer-XL state"),
         };
         let layout = self.config.layout;
-        let positions = self.positions.val();
+        // Learned positions: the layout's rows, write rows at M + T.. even for a shorter
+        // last segment. Rotary positions are the rows as they stand (only distances count).
+        let learned = self.positions.as_ref().map(|p| p.val());
         let (h, pos) = match (layout, memory) {
-            (_, None) => (x, positions.slice(s![m..m + t, ..])),
+            (_, None) => (x, learned.map(|p| p.slice(s![m..m + t, ..]))),
             (Layout::Decoder, Some(mem)) if with_write_rows => {
-                // Write positions stay at M + T.. even for a shorter last segment.
-                let pos = Tensor::cat(
-                    vec![
-                        positions.clone().slice(s![0..m + t, ..]),
-                        positions.slice(s![m + t_max..2 * m + t_max, ..]),
-                    ],
-                    0,
-                );
+                let pos = learned.map(|p| {
+                    Tensor::cat(
+                        vec![
+                            p.clone().slice(s![0..m + t, ..]),
+                            p.slice(s![m + t_max..2 * m + t_max, ..]),
+                        ],
+                        0,
+                    )
+                });
                 (Tensor::cat(vec![mem.clone(), x, mem], 1), pos)
             }
             (_, Some(mem)) => (
                 Tensor::cat(vec![mem, x], 1),
-                positions.slice(s![0..m + t, ..]),
+                learned.map(|p| p.slice(s![0..m + t, ..])),
             ),
         };
-        let mut h = h + pos.unsqueeze::<3>();
+        let mut h = match pos {
+            Some(pos) => h + pos.unsqueeze::<3>(),
+            None => h,
+        };
 
         let bias = self
             .masks
@@ -198,7 +211,15 @@ impl Rmt {
         let last = self.blocks.len() - 1;
         for (i, block) in self.blocks.iter().enumerate() {
             let rows_from = if i == last { from } else { 0 };
-            let out = block.forward_rows(h, bias.clone(), return_attention, rows_from);
+            let out = block.forward_with(
+                h,
+                None,
+                bias.clone(),
+                self.rope.as_ref(),
+                return_attention,
+                None,
+                rows_from,
+            );
             h = out.hidden;
             if let (Some(all), Some(w)) = (attention.as_mut(), out.weights) {
                 all.push(w);
@@ -332,6 +353,38 @@ mod tests {
         let attention = out.attention.unwrap();
         assert_eq!(attention.len(), config.n_layers);
         assert_eq!(attention[0].dims(), [2, 4, 3 + 3 + 3, 9]);
+    }
+
+    /// With rotary positions there is no learned position table, yet order still counts: in
+    /// one layer, without positions, the last token's output could not tell a swap of two
+    /// earlier tokens (attention over a set); with the rotary encoding it does.
+    #[test]
+    fn rotary_positions_replace_the_learned_table_and_tell_order() {
+        let device = Device::flex();
+        let config = |positions| ModelConfig {
+            vocab_size: 10,
+            n_layers: 1,
+            memory_tokens: 0,
+            segment_len: 4,
+            positions,
+            ..ModelConfig::default()
+        };
+        let learned = Rmt::new(&config(Positions::Learned), &mut Init::new(5, &device));
+        let rotary = Rmt::new(&config(Positions::Rotary), &mut Init::new(5, &device));
+        assert_eq!(
+            learned.num_params() - rotary.num_params(),
+            4 * config(Positions::Learned).d_model,
+            "the rotary model has no position table"
+        );
+        let last = |tokens: [i64; 4]| {
+            let tokens = Tensor::<2, Int>::from_data([tokens], &device);
+            let (out, _) = rotary.step(tokens, State::Empty, false);
+            let logits = out.logits.slice(s![.., 3..4, ..]);
+            logits.into_data().try_to_vec::<f32>().unwrap()
+        };
+        let (a, b) = (last([1, 2, 3, 4]), last([2, 1, 3, 4]));
+        let moved = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        assert!(moved > 1e-4, "swapping two earlier tokens moved the last logits by {moved}");
     }
 }
 
