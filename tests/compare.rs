@@ -133,7 +133,7 @@ fn compare_grows_the_input_at_a_fixed_segment_length_with_parallel_jobs() {
         "--segments",
         "2,3",
         "--models",
-        "infinity,infinity-sticky",
+        "infinity,infinity-sticky,rmt-rotary",
         "--seeds",
         "1",
         "--steps",
@@ -151,6 +151,7 @@ fn compare_grows_the_input_at_a_fixed_segment_length_with_parallel_jobs() {
         "| infinity | 2 |",
         "| infinity | 3 |",
         "| infinity-sticky | 3 |",
+        "| rmt-rotary | 2 |",
     ] {
         assert!(md.contains(row), "{row} missing: {md}");
     }
@@ -161,6 +162,8 @@ fn compare_grows_the_input_at_a_fixed_segment_length_with_parallel_jobs() {
     assert!(sticky.contains("sampling = \"sticky\""), "{sticky}");
     assert!(sticky.contains("segments = 3") && sticky.contains("segment_len = 12"));
     assert!(!config("infinity-s2-seed1").contains("sticky"));
+    let rotary = config("rmt-rotary-s2-seed1");
+    assert!(rotary.contains("positions = \"rotary\""), "{rotary}");
 
     let bad = remem(&["compare", "--models", "infinity-slippery"]);
     assert!(!bad.status.success());

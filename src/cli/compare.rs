@@ -203,6 +203,9 @@ pub fn run(args: CompareArgs) -> Result<()> {
             if spec.model.sticky {
                 cmd.args(["--ltm-sampling", "sticky"]);
             }
+            if spec.model.rotary {
+                cmd.args(["--positions", "rotary"]);
+            }
         }
         cmd.arg("--run-dir").arg(&dir);
         if let Some(n) = &threads {

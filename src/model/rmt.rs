@@ -383,8 +383,15 @@ mod tests {
             logits.into_data().try_to_vec::<f32>().unwrap()
         };
         let (a, b) = (last([1, 2, 3, 4]), last([2, 1, 3, 4]));
-        let moved = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
-        assert!(moved > 1e-4, "swapping two earlier tokens moved the last logits by {moved}");
+        let moved = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(
+            moved > 1e-4,
+            "swapping two earlier tokens moved the last logits by {moved}"
+        );
     }
 }
 
