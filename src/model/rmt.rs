@@ -211,13 +211,11 @@ impl Rmt {
         let last = self.blocks.len() - 1;
         for (i, block) in self.blocks.iter().enumerate() {
             let rows_from = if i == last { from } else { 0 };
-            let out = block.forward_with(
+            let out = block.forward_rows(
                 h,
-                None,
                 bias.clone(),
                 self.rope.as_ref(),
                 return_attention,
-                None,
                 rows_from,
             );
             h = out.hidden;

@@ -114,7 +114,8 @@ impl Block {
 
     /// Rows `rows_from..` of [`Block::forward`]'s output: every row is read as a key and value,
     /// but the residual branches run on the rows kept only. For a model's last layer, whose other
-    /// rows nothing reads (RMT's read memory).
+    /// rows nothing reads (RMT's read memory). Rotary positions, when given, number the rows
+    /// from 0.
     ///
     /// # Shapes
     /// - x: `[batch, seq, d_model]`
@@ -124,10 +125,11 @@ impl Block {
         &self,
         x: Tensor<3>,
         bias: Tensor<2>,
+        rotary: Option<&RotaryEncoding>,
         return_weights: bool,
         rows_from: usize,
     ) -> BlockOutput {
-        self.forward_with(x, None, bias, None, return_weights, None, rows_from)
+        self.forward_with(x, None, bias, rotary, return_weights, None, rows_from)
     }
 
     /// [`Block::forward_cached`] with a second attention branch: `side` gets the layer-normed
@@ -247,7 +249,7 @@ mod tests {
                 x = x.require_grad();
             }
             let all = block.forward(x.clone(), bias.clone(), false).hidden;
-            let kept = block.forward_rows(x.clone(), bias, false, 2).hidden;
+            let kept = block.forward_rows(x.clone(), bias, None, false, 2).hidden;
             assert_eq!(kept.dims(), [2, 5, 16]);
             let expected = all.clone().slice(s![.., 2.., ..]);
             let diff = max_diff(&values(kept.clone()), &values(expected.clone()));
