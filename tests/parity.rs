@@ -318,6 +318,65 @@ fn the_wgsl_attention_kernel_matches_the_cpu() {
     }
 }
 
+/// The WGSL attention backward (`shaders/attention_backward_query.wgsl`, then
+/// `shaders/attention_backward_key.wgsl`) gives the CPU's packed gradient at the forward
+/// test's shapes (batch 1 and 2, partial row blocks and key tiles, head widths 4 to 64, masks
+/// with holes). The kernels must be what ran.
+#[test]
+fn the_wgsl_attention_backward_matches_the_cpu() {
+    let Some(gpu) = common::wgpu_device() else {
+        return;
+    };
+    for (batch, seq, heads, d_head) in
+        [(1, 5, 1, 4), (2, 37, 2, 8), (1, 70, 4, 16), (2, 130, 2, 64)]
+    {
+        let width = 3 * heads * d_head;
+        let xs: Vec<f32> = (0..batch * seq * width)
+            .map(|i| ((i * 7919) % 1013) as f32 / 400.0 - 1.2)
+            .collect();
+        let ws: Vec<f32> = (0..batch * seq * width / 3)
+            .map(|i| ((i * 104_729) % 997) as f32 / 500.0 - 1.0)
+            .collect();
+        let mut mask = remem::nn::Mask::blocked(seq, seq);
+        for q in 0..seq {
+            for k in 0..seq {
+                if k == q || (k < q && (q * 3 + k) % 7 != 2) {
+                    mask.allow(q, k);
+                }
+            }
+        }
+        let run = |device: &Device| {
+            let device = device.clone().autodiff();
+            let data = TensorData::new(xs.clone(), [batch, seq, width]);
+            let qkv = Tensor::<3>::from_data(data, &device).require_grad();
+            let w = TensorData::new(ws.clone(), [batch, seq, width / 3]);
+            let w = Tensor::<3>::from_data(w, &device);
+            let context = remem::nn::fused_attention(qkv.clone(), mask.bias(&device), heads, 0.4);
+            let grads = (context * w).sum().backward();
+            common::values(qkv.grad(&grads).expect("qkv gradient"))
+        };
+        let want = run(&Device::flex());
+        let mut on_gpu = None;
+        let counts = launched(|| on_gpu = Some(run(&gpu)));
+        let got = on_gpu.unwrap();
+        let shape = format!("batch {batch}, seq {seq}, {heads} heads of {d_head}");
+        for kernel in ["remem::attention_backward", "remem::attention_backward_key"] {
+            assert!(
+                counts.get(kernel).is_some_and(|&n| n >= 1) && remem::ops::fallbacks().is_empty(),
+                "{shape}: {kernel} did not run ({counts:?}; fallbacks {:?})",
+                remem::ops::fallbacks()
+            );
+        }
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.05, "{shape}: trivially small gradient");
+        let diff = common::max_abs_diff(&want, &got) / scale;
+        assert!(
+            diff < 1e-3,
+            "{shape}: the packed gradient differs by {diff} (relative)"
+        );
+    }
+}
+
 /// Rows narrower and wider than a workgroup, one row and many.
 const LAYER_NORM_SHAPES: [(usize, usize); 4] = [(1, 5), (24, 64), (37, 100), (300, 257)];
 

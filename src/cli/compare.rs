@@ -296,19 +296,18 @@ pub fn run(args: CompareArgs) -> Result<()> {
     std::fs::write(&csv, compare::table::csv(&results))
         .with_context(|| format!("{}", csv.display()))?;
     if base.task.kind == TaskKind::Text {
-        compare::plot::accuracy_png(
-            &results,
-            ("BITS PER BYTE", |s| {
-                s.eval.bits_per_byte.unwrap_or(f64::NAN)
-            }),
-            8.0,
-            &png,
-        )?;
+        let bits = |s: &train::Summary| s.eval.bits_per_byte.unwrap_or(f64::NAN);
+        let range = compare::plot::fitted_range(
+            results
+                .iter()
+                .filter_map(|r| r.outcome.as_ref().ok().map(bits)),
+        );
+        compare::plot::accuracy_png(&results, ("BITS PER BYTE", bits), range, &png)?;
     } else {
         compare::plot::accuracy_png(
             &results,
             ("TOKEN ACCURACY", |s| s.eval.token_accuracy),
-            1.0,
+            (0.0, 1.0),
             &png,
         )?;
     }

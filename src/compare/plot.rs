@@ -115,14 +115,39 @@ fn label(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
+/// A y axis `(bottom, top)` of four equal steps that holds every finite value: the steps as
+/// small as 0.05 and the bottom a multiple of the step, so that differences of a few hundredths
+/// (bits per byte between models) show. `(0, 1)` when no value is finite.
+pub fn fitted_range(values: impl IntoIterator<Item = f64>) -> (f64, f64) {
+    let finite: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
+    let Some(min) = finite.iter().copied().reduce(f64::min) else {
+        return (0.0, 1.0);
+    };
+    let max = finite.iter().copied().fold(min, f64::max);
+    let mut step = 0.05;
+    loop {
+        for m in [1.0, 2.0, 5.0] {
+            let s = step * m;
+            let bottom = (min / s).floor() * s;
+            if bottom + 4.0 * s >= max {
+                return (bottom, bottom + 4.0 * s);
+            }
+        }
+        step *= 10.0;
+    }
+}
+
 /// Draw `metric` (mean line, min-max bar and each seed's point) against the segment counts,
-/// on a y axis from 0 to `top` (1 for accuracies, 8 for bits per byte).
+/// on a y axis from `range.0` to `range.1` (0 to 1 for accuracies; for bits per byte
+/// [`fitted_range`] of the values).
 pub fn accuracy_png(
     results: &[RunResult],
     metric: (&str, fn(&crate::train::Summary) -> f64),
-    top: f64,
+    range: (f64, f64),
     path: &Path,
 ) -> Result<()> {
+    let (bottom, top) = range;
+    let span = (top - bottom).max(f64::MIN_POSITIVE);
     let mut c = Canvas(RgbImage::from_pixel(W, H, Rgb([255, 255, 255])));
     let (x0, x1, y0, y1) = (LEFT, W as i64 - RIGHT, H as i64 - BOTTOM, TOP);
     let black = [0, 0, 0];
@@ -130,7 +155,7 @@ pub fn accuracy_png(
     for k in 0..=4 {
         let v = k as f64 / 4.0;
         let y = y0 + ((y1 - y0) as f64 * v) as i64;
-        let v = v * top;
+        let v = bottom + v * span;
         c.line((x0, y), (x1, y), grey);
         c.text(x0 - 8 - 8 * label(v).len() as i64, y - 5, &label(v), black);
     }
@@ -152,7 +177,7 @@ pub fn accuracy_png(
             black,
         );
     }
-    let to_y = |v: f64| y0 + ((y1 - y0) as f64 * (v / top).clamp(0.0, 1.0)) as i64;
+    let to_y = |v: f64| y0 + ((y1 - y0) as f64 * ((v - bottom) / span).clamp(0.0, 1.0)) as i64;
 
     for (m, model) in distinct(results, |s| s.model).into_iter().enumerate() {
         let color = COLORS[m % COLORS.len()];
@@ -188,6 +213,27 @@ pub fn accuracy_png(
 
 #[cfg(test)]
 mod tests {
+    use super::fitted_range;
+
+    /// Bits per byte between 2.33 and 3.17 get an axis that holds them with steps of 0.25, not
+    /// 0 to 8; a tight spread gets steps of 0.05; accuracies from 0 to 1 keep 0 to 1.
+    #[test]
+    fn the_fitted_axis_holds_the_values_in_small_steps() {
+        let (lo, hi) = fitted_range([2.333, 2.42, 3.167, f64::NAN]);
+        assert!(
+            (lo - 2.25).abs() < 1e-9 && (hi - 3.25).abs() < 1e-9,
+            "{lo}..{hi}"
+        );
+        let (lo, hi) = fitted_range([2.36, 2.41]);
+        assert!(
+            (lo - 2.35).abs() < 1e-9 && (hi - 2.55).abs() < 1e-9,
+            "{lo}..{hi}"
+        );
+        let (lo, hi) = fitted_range([0.0, 1.0]);
+        assert!(lo == 0.0 && (hi - 1.0).abs() < 1e-9, "{lo}..{hi}");
+        assert_eq!(fitted_range([f64::NAN]), (0.0, 1.0));
+    }
+
     /// Axis titles and legends are words: every letter and digit has a glyph, and no two
     /// letters share one.
     #[test]

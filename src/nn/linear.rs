@@ -108,9 +108,12 @@ fn broadcast_affine<const D: usize>(
 /// - bias: `[d_out]`
 /// - output: `[rows, d_out]`
 fn affine(rows: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
+    // The bias reshaped before the product: on GPUs its addition then joins the product's
+    // kernel (see [`broadcast_affine`]).
+    let bias = bias.map(|b| b.unsqueeze::<2>());
     let y = matmul(rows, weight);
     match bias {
-        Some(bias) => y + bias.unsqueeze(),
+        Some(bias) => y + bias,
         None => y,
     }
 }

@@ -4,8 +4,11 @@
 //! On wgpu the forward is one dispatch of `shaders/attention.wgsl` ([`wgpu`]): scores, mask,
 //! online softmax and the weighted values per block of query rows, instead of some twenty
 //! kernels (head copies, two batched products, the scaling, the mask, the softmax's reductions).
-//! It runs as one opaque operation in Burn's fusion stream. Its backward is still Burn's
-//! operations (the formulas below).
+//! It runs as one opaque operation in Burn's fusion stream. The backward is two dispatches
+//! ([`wgpu::attention_backward`]): per query row the query gradient and the score gradients
+//! (`shaders/attention_backward_query.wgsl`), then per key row the key and value gradients
+//! (`shaders/attention_backward_key.wgsl`), from the weights the forward kept; some twenty of
+//! Burn's kernels before.
 //!
 //! The general path in [`super::attention`] splits the projections into heads, runs two batched
 //! products and a softmax, and merges the heads back: under autodiff that is three projection
@@ -20,8 +23,8 @@
 //! weights row by row; then per block of rows, `P V` for every head, written straight into the
 //! merged context. The backward is two passes the same way: per `(batch, head)`,
 //! `dP = dO Vᵀ` and the softmax gradient `dS`; per block of rows, `dQ = dS K`, `dK = dSᵀ Q` and
-//! `dV = Pᵀ dO` into the packed gradient. GPU backends run the same backward formulas from Burn's
-//! ops.
+//! `dV = Pᵀ dO` into the packed gradient. GPU runtimes other than wgpu run the same backward
+//! formulas from Burn's ops.
 //!
 //! The products skip the keys a block of 64 rows cannot see ([`Mask`](crate::nn::Mask)'s blocked
 //! positions past each row's last open key, as in RMT's mostly causal mask; see `Reach`): their
@@ -82,7 +85,7 @@ pub trait FusedAttentionBackend: Backend {
 
     /// The gradient of `qkv` from the forward's input and mask bias, its weights and the
     /// context's gradient.
-    #[fusion(default)]
+    #[fusion(dtype = qkv, shape = qkv)]
     fn fused_attention_backward(
         qkv: FloatTensor<Self>,
         bias: FloatTensor<Self>,
@@ -108,6 +111,9 @@ pub trait FusedAttentionBackend: Backend {
 pub fn fused_attention(qkv: Tensor<3>, bias: Tensor<2>, heads: usize, scale: f64) -> Tensor<3> {
     check(&qkv, &bias, heads);
     check_kernel(&qkv.device());
+    if qkv.is_autodiff() {
+        check_backward_kernel(&qkv.device());
+    }
     Tensor::from_dispatch(<Dispatch as FusedAttentionBackend>::fused_attention(
         qkv.into_dispatch(),
         bias.into_dispatch(),
@@ -141,22 +147,8 @@ fn context_and_weights(
 /// synchronously, so there the kernel runs unchecked.
 fn check_kernel(device: &Device) {
     check_on(wgpu::NAME, device, |device| {
-        // Two sequences of 37 rows (a partial block), 2 heads of 8, a mask with holes.
-        let (batch, seq, heads, d_head) = (2, 37, 2, 8);
-        let width = 3 * heads * d_head;
-        let xs: Vec<f32> = (0..batch * seq * width)
-            .map(|i| ((i * 7919) % 1013) as f32 / 500.0 - 1.0)
-            .collect();
-        let data = TensorData::new(xs, [batch, seq, width]);
+        let (data, mask, heads) = check_input();
         let qkv = Tensor::<3>::from_data(data.clone(), device);
-        let mut mask = crate::nn::Mask::blocked(seq, seq);
-        for q in 0..seq {
-            for k in 0..=q {
-                if (q + 2 * k) % 5 != 1 || k == q {
-                    mask.allow(q, k);
-                }
-            }
-        }
         let bias = mask.bias(device);
         let (context, weights) = <Dispatch as FusedAttentionBackend>::fused_attention_with_weights(
             qkv.into_dispatch(),
@@ -184,6 +176,67 @@ fn check_kernel(device: &Device) {
             &read(Tensor::<4>::from_dispatch(want_weights))?,
         )
     });
+}
+
+/// On wgpu, check the WGSL backward kernels against [`backward_from_ops`] on the CPU once per
+/// device, as [`check_kernel`] does for the forward.
+fn check_backward_kernel(device: &Device) {
+    check_on(wgpu::BACKWARD, device, |device| {
+        let (qkv, mask, heads) = check_input();
+        let [batch, seq, width] = qkv.shape().dims::<3>();
+        let grad: Vec<f32> = (0..batch * seq * width / 3)
+            .map(|i| ((i * 104_729) % 997) as f32 / 500.0 - 1.0)
+            .collect();
+        let grad = TensorData::new(grad, [batch, seq, width / 3]);
+        // The weights come from the reference forward, so both sides start from the same ones.
+        let cpu = Device::flex();
+        let (_, weights) = forward_from_ops::<Dispatch>(
+            Tensor::<3>::from_data(qkv.clone(), &cpu).into_dispatch(),
+            mask.bias(&cpu).into_dispatch(),
+            heads,
+            0.3,
+        );
+        let weights = Tensor::<4>::from_dispatch(weights).into_data();
+        let got = <Dispatch as FusedAttentionBackend>::fused_attention_backward(
+            Tensor::<3>::from_data(qkv.clone(), device).into_dispatch(),
+            mask.bias(device).into_dispatch(),
+            Tensor::<4>::from_data(weights.clone(), device).into_dispatch(),
+            Tensor::<3>::from_data(grad.clone(), device).into_dispatch(),
+            heads,
+            0.3,
+        );
+        let want = backward_from_ops::<Dispatch>(
+            Tensor::<3>::from_data(qkv, &cpu).into_dispatch(),
+            Tensor::<4>::from_data(weights, &cpu).into_dispatch(),
+            Tensor::<3>::from_data(grad, &cpu).into_dispatch(),
+            heads,
+            0.3,
+        );
+        agrees(
+            "packed gradient",
+            &read(Tensor::<3>::from_dispatch(got))?,
+            &read(Tensor::<3>::from_dispatch(want))?,
+        )
+    });
+}
+
+/// The checks' input: two sequences of 37 rows (a partial block), 2 heads of 8, and a mask
+/// with holes; the packed projection, the mask and the head count.
+fn check_input() -> (TensorData, crate::nn::Mask, usize) {
+    let (batch, seq, heads, d_head) = (2, 37, 2, 8);
+    let width = 3 * heads * d_head;
+    let xs: Vec<f32> = (0..batch * seq * width)
+        .map(|i| ((i * 7919) % 1013) as f32 / 500.0 - 1.0)
+        .collect();
+    let mut mask = crate::nn::Mask::blocked(seq, seq);
+    for q in 0..seq {
+        for k in 0..=q {
+            if (q + 2 * k) % 5 != 1 || k == q {
+                mask.allow(q, k);
+            }
+        }
+    }
+    (TensorData::new(xs, [batch, seq, width]), mask, heads)
 }
 
 /// [`fused_attention`] with its weights `[batch, heads, seq, seq]` (for the visualisation; no
@@ -342,6 +395,22 @@ impl FusedAttentionBackend for CubeBackend {
             (context, weights.expect("asked for the weights"))
         } else {
             forward_from_ops::<Self>(qkv, bias, heads, scale)
+        }
+    }
+
+    fn fused_attention_backward(
+        qkv: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        weights: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        heads: usize,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        if wgpu::serves_backward(&qkv, heads) {
+            wgpu::attention_backward(qkv, weights, grad, heads, scale)
+        } else {
+            let _ = bias;
+            backward_from_ops::<Self>(qkv, weights, grad, heads, scale)
         }
     }
 }

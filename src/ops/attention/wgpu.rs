@@ -83,3 +83,94 @@ pub(super) fn attention(
     );
     (context, with_weights.then_some(weights))
 }
+
+/// The backward kernels' names (`shaders/attention_backward_query.wgsl`, then
+/// `shaders/attention_backward_key.wgsl`); they are checked together, under the first.
+pub(super) const BACKWARD: &str = "remem::attention_backward";
+const BACKWARD_KEY: &str = "remem::attention_backward_key";
+
+/// Whether the backward kernels serve this call (as [`serves`], for their own check).
+pub(super) fn serves_backward(qkv: &CubeTensor, heads: usize) -> bool {
+    let shape = qkv.meta.shape();
+    let d_head = shape[2] / (3 * heads);
+    wgsl::serves(qkv)
+        && d_head <= MAX_D_HEAD
+        && shape[1] > 0
+        && !wgsl::failed(BACKWARD, &qkv.device)
+}
+
+/// The gradient of the packed projection `[batch, seq, 3 · heads · d_head]` from the
+/// projection, the forward's weights `[batch, heads, seq, seq]` and the merged context's
+/// gradient `[batch, seq, heads · d_head]`, in two dispatches: per query row the query
+/// gradient and the score gradients, then per key row the key and value gradients.
+pub(super) fn attention_backward(
+    qkv: CubeTensor,
+    weights: CubeTensor,
+    grad: CubeTensor,
+    heads: usize,
+    scale: f64,
+) -> CubeTensor {
+    let dims = Dims::of::<CubeBackend>(&qkv, heads);
+    let qkv = burn_cubecl::kernel::into_contiguous(qkv);
+    let weights = burn_cubecl::kernel::into_contiguous(weights);
+    let grad = burn_cubecl::kernel::into_contiguous(grad);
+    let Dims {
+        batch, seq, d_head, ..
+    } = dims;
+    let d_qkv = wgsl::empty_like(&qkv, Shape::new([batch, seq, 3 * dims.d_model()]));
+    let scores = wgsl::empty_like(&qkv, Shape::new([batch, heads, seq, seq]));
+    let client = qkv.client.clone();
+    let info = wgsl::info(
+        &client,
+        &[
+            batch as u32,
+            seq as u32,
+            heads as u32,
+            (scale as f32).to_bits(),
+        ],
+    );
+    let values = [
+        ("d_head", d_head),
+        ("rows", ROWS),
+        ("keys", KEYS),
+        ("tile", KEYS * d_head),
+    ];
+    let count = || CubeCount::Static(seq.div_ceil(ROWS) as u32, heads as u32, batch as u32);
+    let per_query = Wgsl::new(
+        BACKWARD,
+        include_str!("../../../shaders/attention_backward_query.wgsl"),
+        &values,
+        ROWS as u32,
+    );
+    per_query.launch(
+        &client,
+        count(),
+        vec![
+            qkv.handle.clone(),
+            weights.handle.clone(),
+            grad.handle.clone(),
+            d_qkv.handle.clone(),
+            scores.handle.clone(),
+            info.clone(),
+        ],
+    );
+    let per_key = Wgsl::new(
+        BACKWARD_KEY,
+        include_str!("../../../shaders/attention_backward_key.wgsl"),
+        &values,
+        ROWS as u32,
+    );
+    per_key.launch(
+        &client,
+        count(),
+        vec![
+            qkv.handle.clone(),
+            weights.handle.clone(),
+            grad.handle.clone(),
+            scores.handle.clone(),
+            d_qkv.handle.clone(),
+            info,
+        ],
+    );
+    d_qkv
+}
