@@ -1,6 +1,7 @@
 //! Fused operations and remem's CPU kernels: the only place with `unsafe` kernel code.
 //!
-//! An operation with a hand-written WGSL kernel has a folder ([`attention`], [`layer_norm`]):
+//! An operation with a hand-written WGSL kernel has a folder ([`attention`], [`layer_norm`],
+//! [`sum_squares`]):
 //! the backend extension trait with its reference written in Burn's tensor operations, the CPU
 //! (flex) kernel, the wgpu launcher of its kernel in `shaders/`, and the backward. [`gelu`],
 //! [`softmax`] and [`matmul`] have CPU kernels only (GPU backends run Burn's own); [`cpu`] is
@@ -17,6 +18,7 @@ pub mod gelu;
 pub mod layer_norm;
 pub mod matmul;
 pub mod softmax;
+pub mod sum_squares;
 pub(crate) mod wgsl;
 
 pub use wgsl::fallbacks;

@@ -7,6 +7,8 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 
+use crate::ops::sum_squares::sum_squares_add;
+
 struct SquaredNorm<'a> {
     grads: &'a GradientsParams,
     total: Option<Tensor<1>>,
@@ -15,11 +17,12 @@ struct SquaredNorm<'a> {
 impl ModuleVisitor for SquaredNorm<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.get::<D>(param.id) {
-            let sq = g.powi_scalar(2).sum();
-            self.total = Some(match self.total.take() {
-                Some(t) => t + sq,
-                None => sq,
-            });
+            // One operation per parameter: on wgpu one kernel (see `sum_squares`).
+            let total = match self.total.take() {
+                Some(t) => t,
+                None => Tensor::zeros([1], &g.device()),
+            };
+            self.total = Some(sum_squares_add(total, g));
         }
     }
 }
