@@ -67,9 +67,17 @@ pub fn forward_batch_from(
     let [_, len] = batch.inputs.dims();
     let segments = len.div_ceil(seg_len);
     let bptt_depth = model.config().bptt_depth;
-    let mut nll = Vec::new();
-    let mut correct = Vec::new();
-    let mut predictions = Vec::new();
+    // The CPU scores each segment as it comes (one segment's scores alive at a time); GPUs
+    // score all segments' logits at once, a fixed dozen kernels instead of a dozen per segment,
+    // holding every segment's logits together. The gradients are the same either way.
+    let per_segment = crate::device::is_cpu(&batch.inputs.device());
+    let (mut nll, mut correct, mut predictions) = (Vec::new(), Vec::new(), Vec::new());
+    let mut record = |(n, c, p)| {
+        nll.push(n);
+        correct.push(c);
+        predictions.push(p);
+    };
+    let mut logits = Vec::new();
     let mut regulariser = Vec::new();
     for (segment, start) in (0..len).step_by(seg_len).enumerate() {
         let end = (start + seg_len).min(len);
@@ -77,8 +85,6 @@ pub fn forward_batch_from(
             state = state.detach();
         }
         let tokens = batch.inputs.clone().slice(s![.., start..end]);
-        let targets = batch.targets.clone().slice(s![.., start..end]);
-        let weights = batch.weights.clone().slice(s![.., start..end]);
         // The last segment's next state is not needed: that step skips computing it.
         let current = std::mem::replace(&mut state, State::Empty);
         let out = if end < len {
@@ -89,17 +95,26 @@ pub fn forward_batch_from(
             model.last_step(tokens, current)
         };
         regulariser.extend(out.regulariser.clone());
-        let logp = log_softmax(out.logits.clone(), 2);
-        let picked = logp
-            .gather(2, targets.clone().unsqueeze_dim::<3>(2))
-            .squeeze_dim::<2>(2);
-        nll.push(-(picked * weights.clone()).sum());
-        let pred = out.logits.argmax(2).squeeze_dim::<2>(2);
-        correct.push((pred.clone().equal(targets).float() * weights).sum());
-        predictions.push(pred);
+        if per_segment {
+            record(score(
+                out.logits,
+                batch.targets.clone().slice(s![.., start..end]),
+                batch.weights.clone().slice(s![.., start..end]),
+            ));
+        } else {
+            logits.push(out.logits);
+        }
     }
-    let nll = Tensor::cat(nll, 0).sum();
-    let correct = Tensor::cat(correct, 0).sum();
+    if !per_segment {
+        let logits = Tensor::cat(logits, 1);
+        record(score(logits, batch.targets.clone(), batch.weights.clone()));
+    }
+    let total = |parts: Vec<Tensor<1>>| match <[_; 1]>::try_from(parts) {
+        Ok([one]) => one,
+        Err(parts) => Tensor::cat(parts, 0).sum(),
+    };
+    let nll = total(nll);
+    let correct = total(correct);
     let mut loss = nll.clone().div_scalar(batch.answer_tokens.max(1) as f64);
     if !regulariser.is_empty() {
         let segments = regulariser.len() as f64;
@@ -108,8 +123,33 @@ pub fn forward_batch_from(
     BatchOutput {
         loss,
         summary: Tensor::cat(vec![nll.detach(), correct.detach()], 0),
-        predictions: Tensor::cat(predictions, 1),
+        predictions: match <[_; 1]>::try_from(predictions) {
+            Ok([one]) => one,
+            Err(all) => Tensor::cat(all, 1),
+        },
     }
+}
+
+/// The weighted negative log-likelihood of `targets` under `logits`, the weighted count of
+/// arg-max predictions equal to the targets, and the predictions.
+///
+/// # Shapes
+/// - logits: `[batch, seq, vocab]`
+/// - targets, weights: `[batch, seq]`
+/// - output: `[1]`, `[1]`, `[batch, seq]`
+fn score(
+    logits: Tensor<3>,
+    targets: Tensor<2, Int>,
+    weights: Tensor<2>,
+) -> (Tensor<1>, Tensor<1>, Tensor<2, Int>) {
+    let logp = log_softmax(logits.clone(), 2);
+    let picked = logp
+        .gather(2, targets.clone().unsqueeze_dim::<3>(2))
+        .squeeze_dim::<2>(2);
+    let nll = -(picked * weights.clone()).sum();
+    let pred = logits.argmax(2).squeeze_dim::<2>(2);
+    let correct = (pred.clone().equal(targets).float() * weights).sum();
+    (nll, correct, pred)
 }
 
 #[cfg(all(test, feature = "train"))]
