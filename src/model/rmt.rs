@@ -169,21 +169,27 @@ impl Rmt {
         let learned = self.positions.as_ref().map(|p| p.val());
         let (h, pos) = match (layout, memory) {
             (_, None) => (x, learned.map(|p| p.slice(s![m..m + t, ..]))),
+            // A whole segment's rows are the whole table: no slices, whose backward on a GPU
+            // is a zero-filled copy each.
             (Layout::Decoder, Some(mem)) if with_write_rows => {
                 let pos = learned.map(|p| {
-                    Tensor::cat(
-                        vec![
-                            p.clone().slice(s![0..m + t, ..]),
-                            p.slice(s![m + t_max..2 * m + t_max, ..]),
-                        ],
-                        0,
-                    )
+                    if t == t_max {
+                        return p;
+                    }
+                    let write = p.clone().slice(s![m + t_max..2 * m + t_max, ..]);
+                    Tensor::cat(vec![p.slice(s![0..m + t, ..]), write], 0)
                 });
                 (Tensor::cat(vec![mem.clone(), x, mem], 1), pos)
             }
-            (_, Some(mem)) => (
+            (layout, Some(mem)) => (
                 Tensor::cat(vec![mem, x], 1),
-                learned.map(|p| p.slice(s![0..m + t, ..])),
+                learned.map(|p| {
+                    if layout == Layout::Encoder && t == t_max {
+                        p
+                    } else {
+                        p.slice(s![0..m + t, ..])
+                    }
+                }),
             ),
         };
         let mut h = match pos {
