@@ -252,6 +252,29 @@ fn launched(work: impl FnOnce()) -> std::collections::HashMap<&'static str, usiz
     count.0.lock().unwrap().clone()
 }
 
+/// `(batch, seq, heads, d_head)` for the WGSL attention kernels' tests: batch 1 and 2,
+/// sequences shorter and longer than one block of query rows and not a multiple of the key
+/// tile, head widths from 4 to 64.
+const ATTENTION_SHAPES: [(usize, usize, usize, usize); 4] =
+    [(1, 5, 1, 4), (2, 37, 2, 8), (1, 70, 4, 16), (2, 130, 2, 64)];
+
+/// A packed projection `[batch, seq, width]` and a causal mask with holes (every row's own
+/// position open).
+fn attention_input(batch: usize, seq: usize, width: usize) -> (Vec<f32>, remem::nn::Mask) {
+    let xs: Vec<f32> = (0..batch * seq * width)
+        .map(|i| ((i * 7919) % 1013) as f32 / 400.0 - 1.2)
+        .collect();
+    let mut mask = remem::nn::Mask::blocked(seq, seq);
+    for q in 0..seq {
+        for k in 0..seq {
+            if k == q || (k < q && (q * 3 + k) % 7 != 2) {
+                mask.allow(q, k);
+            }
+        }
+    }
+    (xs, mask)
+}
+
 /// The hand-written WGSL attention kernel (`shaders/attention.wgsl`) gives the context and the
 /// weights of the CPU's packed attention, whose own tests check it against Burn's attention:
 /// batch 1 and 2, sequences shorter and longer than one block of query rows and not a multiple
@@ -261,22 +284,9 @@ fn the_wgsl_attention_kernel_matches_the_cpu() {
     let Some(gpu) = common::wgpu_device() else {
         return;
     };
-    for (batch, seq, heads, d_head) in
-        [(1, 5, 1, 4), (2, 37, 2, 8), (1, 70, 4, 16), (2, 130, 2, 64)]
-    {
+    for (batch, seq, heads, d_head) in ATTENTION_SHAPES {
         let width = 3 * heads * d_head;
-        let xs: Vec<f32> = (0..batch * seq * width)
-            .map(|i| ((i * 7919) % 1013) as f32 / 400.0 - 1.2)
-            .collect();
-        let mut mask = remem::nn::Mask::blocked(seq, seq);
-        for q in 0..seq {
-            for k in 0..seq {
-                // Causal with holes, and every row's own position open.
-                if k == q || (k < q && (q * 3 + k) % 7 != 2) {
-                    mask.allow(q, k);
-                }
-            }
-        }
+        let (xs, mask) = attention_input(batch, seq, width);
         let run = |device: &Device| {
             let qkv =
                 Tensor::<3>::from_data(TensorData::new(xs.clone(), [batch, seq, width]), device);
@@ -327,24 +337,12 @@ fn the_wgsl_attention_backward_matches_the_cpu() {
     let Some(gpu) = common::wgpu_device() else {
         return;
     };
-    for (batch, seq, heads, d_head) in
-        [(1, 5, 1, 4), (2, 37, 2, 8), (1, 70, 4, 16), (2, 130, 2, 64)]
-    {
+    for (batch, seq, heads, d_head) in ATTENTION_SHAPES {
         let width = 3 * heads * d_head;
-        let xs: Vec<f32> = (0..batch * seq * width)
-            .map(|i| ((i * 7919) % 1013) as f32 / 400.0 - 1.2)
-            .collect();
+        let (xs, mask) = attention_input(batch, seq, width);
         let ws: Vec<f32> = (0..batch * seq * width / 3)
             .map(|i| ((i * 104_729) % 997) as f32 / 500.0 - 1.0)
             .collect();
-        let mut mask = remem::nn::Mask::blocked(seq, seq);
-        for q in 0..seq {
-            for k in 0..seq {
-                if k == q || (k < q && (q * 3 + k) % 7 != 2) {
-                    mask.allow(q, k);
-                }
-            }
-        }
         let run = |device: &Device| {
             let device = device.clone().autodiff();
             let data = TensorData::new(xs.clone(), [batch, seq, width]);
