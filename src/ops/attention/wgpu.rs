@@ -21,8 +21,13 @@ pub(super) const NAME: &str = "remem::attention";
 /// Whether the kernel serves this call: `f32` on wgpu, a head no wider than [`MAX_D_HEAD`],
 /// and the check on this device passed (or has not run: the check itself calls here).
 pub(super) fn serves(qkv: &CubeTensor, heads: usize) -> bool {
+    serves_as(NAME, qkv, heads)
+}
+
+/// Whether the kernels checked under `kernel` serve `qkv` (as [`serves`]).
+fn serves_as(kernel: &'static str, qkv: &CubeTensor, heads: usize) -> bool {
     let d_head = qkv.meta.shape()[2] / (3 * heads);
-    wgsl::serves(qkv) && d_head <= MAX_D_HEAD && !wgsl::failed(NAME, &qkv.device)
+    wgsl::serves(qkv) && d_head <= MAX_D_HEAD && !wgsl::failed(kernel, &qkv.device)
 }
 
 /// The context `[batch, seq, heads · d_head]` and, when `with_weights`, the weights
@@ -91,12 +96,7 @@ const BACKWARD_KEY: &str = "remem::attention_backward_key";
 
 /// Whether the backward kernels serve this call (as [`serves`], for their own check).
 pub(super) fn serves_backward(qkv: &CubeTensor, heads: usize) -> bool {
-    let shape = qkv.meta.shape();
-    let d_head = shape[2] / (3 * heads);
-    wgsl::serves(qkv)
-        && d_head <= MAX_D_HEAD
-        && shape[1] > 0
-        && !wgsl::failed(BACKWARD, &qkv.device)
+    qkv.meta.shape()[1] > 0 && serves_as(BACKWARD, qkv, heads)
 }
 
 /// The gradient of the packed projection `[batch, seq, 3 · heads · d_head]` from the
