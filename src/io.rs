@@ -16,7 +16,8 @@
 //! plus what each kind adds (a checkpoint's `config`, `model`, `tokenizer`, `progress` and
 //! `param_ids`; a state's layout). A checkpoint written during training also holds the
 //! optimiser's state, in Burn's own record format, as one `u8` tensor named
-//! [`OPTIMIZER`]; `remem export` leaves it out.
+//! [`OPTIMIZER`], and a run that carries its memory across windows that memory as [`CARRIED`];
+//! `remem export` leaves both out.
 //!
 //! Reading checks the container, the kind, the format and the checksum before anything else, so
 //! a damaged or foreign file gets an error saying so instead of wrong numbers.
@@ -36,6 +37,10 @@ pub const FORMAT: u32 = 2;
 
 /// Name of the tensor holding a training checkpoint's optimiser state (Burn's record bytes).
 pub const OPTIMIZER: &str = "remem.optimizer";
+
+/// Name of the tensor holding the memory a training run carries into its next window (a saved
+/// state's bytes; `train.carry_memory`).
+pub const CARRIED: &str = "remem.carried";
 
 /// What a remem safetensors file holds (its `remem.file` metadata).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

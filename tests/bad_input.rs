@@ -550,6 +550,7 @@ fn flag_cases() -> Vec<Case> {
         train(&["--model", "nope"], 2, &["nope"]),
         train(&["--layout", "sideways"], 2, &["sideways"]),
         train(&["--ltm-sampling", "nope"], 2, &["nope"]),
+        train(&["--carry-memory"], 1, &["--carry-memory", "the text task"]),
         train(&["--bptt-depth", "deep"], 2, &["--bptt-depth"]),
         train(&["--bptt-depth=-1"], 2, &["--bptt-depth"]),
         train(&["--seed", "abc"], 2, &["--seed"]),

@@ -364,6 +364,7 @@ fn a_checkpoint_whose_weights_do_not_fit_its_config_is_refused() {
             segments: 3,
             recent_accuracy: vec![],
             elapsed_s: 0.0,
+            streamed: 0,
         },
         vec![],
     )

@@ -41,6 +41,7 @@ fn checkpoint(dir: &Path, name: &str, config: &RunConfig, model: &Model) -> Path
         segments: config.task.segments,
         recent_accuracy: Vec::new(),
         elapsed_s: 0.0,
+        streamed: 0,
     };
     Checkpoint::new(model, config.clone(), progress, Vec::new())
         .unwrap()

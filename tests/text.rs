@@ -217,6 +217,128 @@ fn a_small_model_learns_to_predict_held_out_text() {
     assert!(text.trim_end_matches('\n').len() >= 40, "{text:?}");
 }
 
+/// A run that carries its memory from window to window (`--carry-memory`) reads each stream's
+/// windows back to back (one byte shared, so none goes unpredicted), keeps that memory in its
+/// checkpoint, and a run stopped and resumed trains to exactly the numbers of one that was not.
+#[test]
+fn carried_memory_reads_streams_in_order_and_resumes_exactly() {
+    let Some((tmp, data)) = sliced() else {
+        return;
+    };
+    let config = remem::task::TaskConfig {
+        kind: remem::task::TaskKind::Text,
+        segments: 2,
+        data: vec![data.clone()],
+        ..Default::default()
+    };
+    let task = remem::task::Task::new(config, 16).unwrap();
+    let len = task.input_len() as u64;
+    for stream in 0..3 {
+        let first = task.stream_sample(stream, 3, 5 * len).unwrap().tokens;
+        let next = task.stream_sample(stream, 3, 6 * len).unwrap().tokens;
+        assert_eq!(first.len() as u64, len + 1);
+        assert_eq!(first.last(), next.first(), "stream {stream}");
+        let other = task
+            .stream_sample((stream + 1) % 3, 3, 5 * len)
+            .unwrap()
+            .tokens;
+        assert_ne!(
+            first,
+            other,
+            "streams {stream} and {} read the same text",
+            stream + 1
+        );
+    }
+
+    let data_s = data.to_str().unwrap();
+    let train = |run: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--data",
+            data_s,
+            "--segments",
+            "2",
+            "--segment-len",
+            "16",
+            "--d-model",
+            "16",
+            "--layers",
+            "1",
+            "--heads",
+            "2",
+            "--d-ff",
+            "32",
+            "--memory-tokens",
+            "4",
+            "--batch-size",
+            "3",
+            "--steps",
+            "6",
+            "--eval-every",
+            "100",
+            "--eval-samples",
+            "8",
+            "--checkpoint-every",
+            "3",
+            "--carry-memory",
+            "--run-dir",
+            run.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = remem(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let steps = |run: &std::path::Path| -> Vec<(u64, f64, f64)> {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["event"] == "train")
+            .map(|v| {
+                let f = |k: &str| v[k].as_f64().unwrap();
+                (v["step"].as_u64().unwrap(), f("loss"), f("grad_norm"))
+            })
+            .collect()
+    };
+    let whole = tmp.path().join("whole");
+    train(&whole, &[]);
+    let stopped = tmp.path().join("stopped");
+    train(&stopped, &["--stop-after", "3"]);
+    let ck = remem::train::Checkpoint::load(&stopped.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(ck.progress.step, 3);
+    assert_eq!(ck.progress.streamed, 3 * len);
+    let carried = remem::model::State::from_bytes(
+        &ck.carried,
+        remem::train::CARRIED_ID,
+        &burn::tensor::Device::flex(),
+    )
+    .expect("the checkpoint holds the carried memory");
+    assert_eq!(carried.memory().expect("RMT memory").dims()[0], 3);
+    let out = remem(&[
+        "train",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--resume",
+        "--run-dir",
+        stopped.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(steps(&whole).len(), 6);
+    assert_eq!(steps(&whole), steps(&stopped));
+}
+
 /// Memory carries a fact through book text: on memorize over 4 segments (the fact opens the
 /// first, the question ends the last), RMT with memory tokens answers far above chance (1/6)
 /// after brief training, while the same model with no memory stays near chance.

@@ -171,6 +171,12 @@ struct TrainArgs {
     /// passes the threshold.
     #[arg(long)]
     curriculum_from: Option<usize>,
+    /// Text: read the training text as --batch-size streams of consecutive windows, each
+    /// window starting from the memory its stream's previous window ended with (as
+    /// Transformer-XL's training carries its cache), instead of random windows from fresh
+    /// memory.
+    #[arg(long)]
+    carry_memory: bool,
     /// Text files or folders to model byte by byte (the text task; implies `--task text`).
     #[arg(long, num_args = 1..)]
     data: Vec<PathBuf>,
@@ -328,6 +334,9 @@ impl TrainArgs {
             cur.start_segments = start;
             c.train.curriculum = Some(cur);
         }
+        if self.carry_memory {
+            c.train.carry_memory = true;
+        }
         Ok(c)
     }
 }
@@ -335,7 +344,7 @@ impl TrainArgs {
 impl TrainArgs {
     /// Every flag that sets a run's setting: the flag, the config field it sets, and whether
     /// it was given. `--steps` is left out: it extends a resumed run rather than changing it.
-    fn settings(&self) -> [(&'static str, &'static str, bool); 26] {
+    fn settings(&self) -> [(&'static str, &'static str, bool); 27] {
         [
             ("--backbone", "model.backbone", self.backbone.is_some()),
             ("--config", "", self.config.is_some()),
@@ -403,6 +412,7 @@ impl TrainArgs {
                 "train.curriculum.start_segments",
                 self.curriculum_from.is_some(),
             ),
+            ("--carry-memory", "train.carry_memory", self.carry_memory),
         ]
     }
 
@@ -737,6 +747,7 @@ fn export_cmd(args: ExportArgs) -> Result<()> {
     ck.config.clone().resolve()?;
     ck.load_model(&path, &burn::tensor::Device::flex())?;
     ck.optimizer.clear();
+    ck.carried.clear();
     ck.save(&args.out)?;
     let size = std::fs::metadata(&args.out)
         .with_context(|| format!("reading back {}", args.out.display()))?

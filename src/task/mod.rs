@@ -449,6 +449,40 @@ impl Task {
         }
     }
 
+    /// The next window of training stream `stream` of `streams`, for a run that carries its
+    /// memory from one window to the next (`train.carry_memory`): the training documents are
+    /// joined into one loop ([`text::Corpus::read_loop`]), stream `b` starts `b / streams` of
+    /// the way round it, and `read` bytes of every stream have been consumed before this
+    /// window. The window holds `input_len + 1` bytes, so its last byte is the next window's
+    /// first input and no byte goes unpredicted.
+    ///
+    /// # Errors
+    /// [`Error::Input`] for a task other than byte-level text; [`Error::Io`] when a file can
+    /// no longer be read.
+    pub fn stream_sample(&self, stream: usize, streams: usize, read: u64) -> Result<Sample> {
+        let corpus = match &self.corpus {
+            Some(c) if self.config.kind == TaskKind::Text && self.text_tokenizer.is_none() => c,
+            _ => {
+                return Err(Error::Input(
+                    "only byte-level text is read as streams (train.carry_memory)".into(),
+                ));
+            }
+        };
+        let total = corpus.bytes(text::Split::Train);
+        let start = (u128::from(total) * stream as u128 / streams.max(1) as u128) as u64;
+        let mut bytes = Vec::new();
+        corpus.read_loop(
+            text::Split::Train,
+            start + read % total.max(1),
+            self.input_len() + 1,
+            &mut bytes,
+        )?;
+        Ok(Sample {
+            answer: vec![true; bytes.len()],
+            tokens: bytes.into_iter().map(u32::from).collect(),
+        })
+    }
+
     /// Draw one sample.
     ///
     /// # Panics

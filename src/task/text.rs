@@ -151,6 +151,48 @@ impl Corpus {
         self.split(split).map(|d| d.len).max().unwrap_or(0)
     }
 
+    /// `len` bytes of the documents of `split` joined in the corpus's order into one loop
+    /// (the last document followed by the first), from byte `offset` of the loop (taken
+    /// modulo its length), into `out` (cleared first). A training run that carries its memory
+    /// reads its consecutive windows this way ([`crate::task::Task::stream_sample`]).
+    ///
+    /// # Errors
+    /// [`Error::Input`] when `split` holds no bytes; [`Error::Io`] when a file cannot be read.
+    pub fn read_loop(
+        &self,
+        split: Split,
+        offset: u64,
+        len: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let total = self.bytes(split);
+        if total == 0 {
+            return Err(Error::Input(format!("the {split:?} split holds no text")));
+        }
+        out.clear();
+        let mut at = offset % total;
+        let documents: Vec<&Document> = self.split(split).collect();
+        let mut i = 0;
+        while at >= documents[i].len {
+            at -= documents[i].len;
+            i += 1;
+        }
+        while out.len() < len {
+            let doc = documents[i];
+            let n = ((doc.len - at) as usize).min(len - out.len());
+            let mut file = File::open(&doc.path).map_err(|e| Error::io(&doc.path, e))?;
+            file.seek(SeekFrom::Start(doc.start + at))
+                .map_err(|e| Error::io(&doc.path, e))?;
+            let from = out.len();
+            out.resize(from + n, 0);
+            file.read_exact(&mut out[from..])
+                .map_err(|e| Error::io(&doc.path, e))?;
+            at = 0;
+            i = (i + 1) % documents.len();
+        }
+        Ok(())
+    }
+
     /// A window of `len` consecutive bytes of one training document: the document drawn with
     /// probability proportional to the windows it holds, the start uniformly.
     ///
@@ -366,6 +408,60 @@ mod tests {
         for d in c.documents() {
             let other = again.documents().iter().find(|o| o.name == d.name).unwrap();
             assert_eq!(d.split, other.split, "{}", d.name);
+        }
+    }
+
+    #[test]
+    fn the_loop_joins_a_split_in_order_and_wraps_around() {
+        // Document i holds the bytes 'a'+i, 'A'+i, so the joined text says where it came from.
+        let files: Vec<(String, Vec<u8>)> = (0..26u8)
+            .map(|i| (format!("{i:02}.txt"), vec![b'a' + i, b'A' + i]))
+            .collect();
+        let refs: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_slice()))
+            .collect();
+        let (_dir, c) = corpus(&refs);
+        let joined: Vec<u8> = c
+            .split(Split::Train)
+            .flat_map(|d| {
+                files
+                    .iter()
+                    .find(|(n, _)| *n == d.name.trim_end_matches("#0"))
+                    .unwrap()
+                    .1
+                    .clone()
+            })
+            .collect();
+        let total = joined.len() as u64;
+        assert_eq!(total, c.bytes(Split::Train));
+        let mut out = Vec::new();
+        for (offset, len) in [
+            (0, 5),
+            (1, 2),
+            (3, total as usize),
+            (total - 1, 3),
+            (total + 4, 7),
+        ] {
+            c.read_loop(Split::Train, offset, len, &mut out).unwrap();
+            let want: Vec<u8> = (0..len as u64)
+                .map(|k| joined[((offset + k) % total) as usize])
+                .collect();
+            assert_eq!(out, want, "offset {offset}, len {len}");
+        }
+        // Held-out text never enters the training loop.
+        c.read_loop(Split::Train, 0, 3 * total as usize, &mut out)
+            .unwrap();
+        for d in c.split(Split::Test) {
+            let held = files
+                .iter()
+                .find(|(n, _)| *n == d.name.trim_end_matches("#0"))
+                .unwrap();
+            assert!(
+                !out.windows(2).any(|w| w == held.1.as_slice()),
+                "{}",
+                d.name
+            );
         }
     }
 

@@ -33,6 +33,9 @@ pub struct Progress {
     pub recent_accuracy: Vec<f64>,
     /// Wall-clock seconds spent training so far.
     pub elapsed_s: f64,
+    /// Bytes each training stream has read (`train.carry_memory`; 0 otherwise).
+    #[serde(default)]
+    pub streamed: u64,
 }
 
 /// What a checkpoint file holds.
@@ -48,6 +51,10 @@ pub struct Checkpoint {
     pub param_ids: BTreeMap<String, u64>,
     /// The optimiser's state as Burn's record bytes; empty in files `remem export` writes.
     pub optimizer: Vec<u8>,
+    /// The memory a run that carries it (`train.carry_memory`) takes into its next window,
+    /// as a saved state's bytes ([`crate::model::State::to_bytes`]); empty otherwise and in
+    /// files `remem export` writes.
+    pub carried: Vec<u8>,
 }
 
 /// The id of a model: its architecture fingerprint and the hash of its weights. A saved state
@@ -86,7 +93,14 @@ impl Checkpoint {
             weights,
             param_ids,
             optimizer,
+            carried: Vec::new(),
         })
+    }
+
+    /// The same checkpoint holding `carried` (see [`Checkpoint::carried`]).
+    pub fn with_carried(mut self, carried: Vec<u8>) -> Self {
+        self.carried = carried;
+        self
     }
 
     /// The id of the model these weights make (see [`model_id`]).
@@ -108,11 +122,16 @@ impl Checkpoint {
         metadata.insert("param_ids".to_string(), json(&self.param_ids));
         metadata.insert("model_id".to_string(), self.model_id()?);
         let mut tensors = self.weights.clone();
-        if !self.optimizer.is_empty() {
-            tensors.push((
-                io::OPTIMIZER.to_string(),
-                TensorData::new(self.optimizer.clone(), [self.optimizer.len()]),
-            ));
+        for (name, bytes) in [
+            (io::OPTIMIZER, &self.optimizer),
+            (io::CARRIED, &self.carried),
+        ] {
+            if !bytes.is_empty() {
+                tensors.push((
+                    name.to_string(),
+                    TensorData::new(bytes.clone(), [bytes.len()]),
+                ));
+            }
         }
         io::write(FileKind::Checkpoint, &tensors, metadata).map_err(Error::State)
     }
@@ -133,16 +152,19 @@ impl Checkpoint {
                 "its model id `{id}` does not match its config"
             )));
         }
-        let optimizer = match contents.take(io::OPTIMIZER) {
+        let mut bytes = |name| match contents.take(name) {
             Some(data) => data.into_bytes().to_vec(),
             None => Vec::new(),
         };
+        let optimizer = bytes(io::OPTIMIZER);
+        let carried = bytes(io::CARRIED);
         Ok(Checkpoint {
             config,
             progress,
             weights: contents.tensors.into_iter().collect(),
             param_ids,
             optimizer,
+            carried,
         })
     }
 
@@ -290,8 +312,11 @@ mod tests {
             segments: 3,
             recent_accuracy: vec![0.5],
             elapsed_s: 1.5,
+            streamed: 96,
         };
-        Checkpoint::new(&model, config, progress, vec![4, 5]).unwrap()
+        Checkpoint::new(&model, config, progress, vec![4, 5])
+            .unwrap()
+            .with_carried(vec![6, 7, 8])
     }
 
     #[test]
@@ -303,6 +328,7 @@ mod tests {
         let back = Checkpoint::load(&path).unwrap();
         assert_eq!(back.progress, ck.progress);
         assert_eq!(back.optimizer, ck.optimizer);
+        assert_eq!(back.carried, ck.carried);
         assert_eq!(back.param_ids, ck.param_ids);
         let mut a = back.weights.clone();
         let mut b = ck.weights.clone();

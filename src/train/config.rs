@@ -74,6 +74,11 @@ pub struct TrainConfig {
     pub target_exact: Option<f64>,
     /// Curriculum over the number of segments; `None` trains on `task.segments` from the start.
     pub curriculum: Option<Curriculum>,
+    /// Text only: read the training text as `batch_size` streams of consecutive windows and
+    /// start each window from the memory the previous window of its stream ended with
+    /// (detached), as Transformer-XL's training carries its cache; `false` draws every window
+    /// at random and starts it from the initial memory.
+    pub carry_memory: bool,
 }
 
 impl Default for TrainConfig {
@@ -92,6 +97,7 @@ impl Default for TrainConfig {
             checkpoint_every: 500,
             target_exact: None,
             curriculum: None,
+            carry_memory: false,
         }
     }
 }
@@ -272,6 +278,16 @@ impl RunConfig {
             && !(0.0..=1.0).contains(&x)
         {
             return Err(Error::config("train.target_exact", "must be in [0, 1]"));
+        }
+        if t.carry_memory
+            && (task.config().kind != crate::task::TaskKind::Text || self.model.backbone.is_some())
+        {
+            return Err(Error::config(
+                "train.carry_memory",
+                "carries the memory from one window of text to the next: it needs the text \
+                 task read byte by byte (not a retention task, a synthetic task or a \
+                 backbone's tokenizer)",
+            ));
         }
         if let Some(c) = &t.curriculum {
             if c.start_segments == 0 || c.start_segments > self.task.segments {

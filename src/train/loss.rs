@@ -62,8 +62,33 @@ pub fn forward_batch_from(
     model: &Model,
     batch: &Batch,
     seg_len: usize,
-    mut state: State,
+    state: State,
 ) -> BatchOutput {
+    run_segments(model, batch, seg_len, state, false).0
+}
+
+/// [`forward_batch_from`] that also returns the state after the batch's last segment, for the
+/// next window of the same text (`train.carry_memory`). The returned state still holds the
+/// graph: detach it before the next window.
+pub fn forward_batch_carrying(
+    model: &Model,
+    batch: &Batch,
+    seg_len: usize,
+    state: State,
+) -> (BatchOutput, State) {
+    let (out, state) = run_segments(model, batch, seg_len, state, true);
+    (out, state.expect("kept"))
+}
+
+/// The segment loop of [`forward_batch_from`]; with `keep`, the last segment computes the
+/// next state too and it is returned.
+fn run_segments(
+    model: &Model,
+    batch: &Batch,
+    seg_len: usize,
+    mut state: State,
+    keep: bool,
+) -> (BatchOutput, Option<State>) {
     let [_, len] = batch.inputs.dims();
     let segments = len.div_ceil(seg_len);
     let bptt_depth = model.config().bptt_depth;
@@ -87,7 +112,7 @@ pub fn forward_batch_from(
         let tokens = batch.inputs.clone().slice(s![.., start..end]);
         // The last segment's next state is not needed: that step skips computing it.
         let current = std::mem::replace(&mut state, State::Empty);
-        let out = if end < len {
+        let out = if end < len || keep {
             let (out, next) = model.step(tokens, current, false);
             state = next;
             out
@@ -120,14 +145,15 @@ pub fn forward_batch_from(
         let segments = regulariser.len() as f64;
         loss = loss + Tensor::cat(regulariser, 0).sum().div_scalar(segments);
     }
-    BatchOutput {
+    let out = BatchOutput {
         loss,
         summary: Tensor::cat(vec![nll.detach(), correct.detach()], 0),
         predictions: match <[_; 1]>::try_from(predictions) {
             Ok([one]) => one,
             Err(all) => Tensor::cat(all, 1),
         },
-    }
+    };
+    (out, keep.then_some(state))
 }
 
 /// The weighted negative log-likelihood of `targets` under `logits`, the weighted count of

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::device::SelectedDevice;
 use crate::error::{Error, Result};
-use crate::model::{Model, SegmentModel};
+use crate::model::{Model, SegmentModel, State};
 use crate::task::{Batch, Sample, SegmentBatcher, Task, TaskDataset};
 
 use super::checkpoint::{Checkpoint, Progress};
@@ -133,6 +133,10 @@ fn step_seed(seed: u64, step: usize) -> u64 {
     substream(purpose_seed(seed, Purpose::Dropout), step as u64)
 }
 
+/// The model id a checkpoint's carried memory is saved under: it belongs to the weights of the
+/// same file, so it names no model of its own.
+pub const CARRIED_ID: &str = "training";
+
 /// The lock file inside a run folder.
 const LOCK: &str = ".lock";
 
@@ -171,6 +175,34 @@ pub fn optimise(
     grad_clip: Option<f64>,
 ) -> (Model, [f64; 2], f64) {
     let out = loss::forward_batch(&model, batch, seg_len);
+    let (model, stats, grad_norm) = update(model, optim, out, lr, grad_clip);
+    (model, stats, grad_norm)
+}
+
+/// [`optimise`] for a batch that continues the text `carried` ended with
+/// (`train.carry_memory`): returns the state after the batch, detached, as well.
+pub fn optimise_carrying(
+    model: Model,
+    optim: &mut ModuleOptimizer,
+    batch: &Batch,
+    seg_len: usize,
+    lr: f64,
+    grad_clip: Option<f64>,
+    carried: State,
+) -> (Model, [f64; 2], f64, State) {
+    let (out, next) = loss::forward_batch_carrying(&model, batch, seg_len, carried);
+    let (model, stats, grad_norm) = update(model, optim, out, lr, grad_clip);
+    (model, stats, grad_norm, next.detach())
+}
+
+/// Backward from `out`'s loss, clip, update.
+fn update(
+    model: Model,
+    optim: &mut ModuleOptimizer,
+    out: loss::BatchOutput,
+    lr: f64,
+    grad_clip: Option<f64>,
+) -> (Model, [f64; 2], f64) {
     let stats = out.stats();
     let mut grads = GradientsParams::from_grads(out.loss.backward(), &model);
     let grad_norm = match grad_clip {
@@ -258,6 +290,7 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
                     .map_or(task.config().segments, |c| c.start_segments),
                 recent_accuracy: Vec::new(),
                 elapsed_s: 0.0,
+                streamed: 0,
             },
         ),
         Some(ck) => {
@@ -275,6 +308,14 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
                 .map_err(|e| record_error(&ck_path, "unreadable optimiser state", e))?;
             (model, ck.progress.clone())
         }
+    };
+    // The memory each training stream carries into its next window (train.carry_memory).
+    let mut carried: Option<State> = match &resumed {
+        Some(ck) if tc.carry_memory && !ck.carried.is_empty() => Some(
+            State::from_bytes(&ck.carried, CARRIED_ID, &ad)
+                .map_err(|e| record_error(&ck_path, "unreadable carried memory", e))?,
+        ),
+        _ => None,
     };
     // Nothing is written before here: a run refused above leaves no folder behind. A resumed
     // run's folder exists (its checkpoint was read).
@@ -315,16 +356,25 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
     );
     bar.set_position(progress.step as u64);
 
-    let save = |model: &Model, optim: &ModuleOptimizer, progress: &Progress| -> Result<()> {
+    let save = |model: &Model,
+                optim: &ModuleOptimizer,
+                progress: &Progress,
+                carried: &Option<State>|
+     -> Result<()> {
         let optim_bytes = optim
             .into_bytes()
             .map_err(|e| record_error(&ck_path, "cannot serialise optimiser", e))?;
+        let carried = match carried {
+            Some(state) => state.to_bytes(CARRIED_ID)?,
+            None => Vec::new(),
+        };
         Checkpoint::new(
             model,
             config.clone(),
             progress.clone(),
             optim_bytes.to_vec(),
         )?
+        .with_carried(carried)
         .save(&ck_path)
     };
     let eval_now = |model: &Model, stage: &Task| {
@@ -358,15 +408,31 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
         model.noise().reseed(step_seed(config.seed, step));
         let batcher = SegmentBatcher::new(config.model.layout, stage.input_len());
         let data = TaskDataset::new(stage.clone(), config.seed, tc.steps * tc.batch_size);
-        let items: Vec<Sample> = (0..tc.batch_size)
-            .map(|i| data.try_sample(step * tc.batch_size + i))
-            .collect::<Result<_>>()?;
+        let items: Vec<Sample> = match tc.carry_memory {
+            true => (0..tc.batch_size)
+                .map(|b| stage.stream_sample(b, tc.batch_size, progress.streamed))
+                .collect::<Result<_>>()?,
+            false => (0..tc.batch_size)
+                .map(|i| data.try_sample(step * tc.batch_size + i))
+                .collect::<Result<_>>()?,
+        };
         let batch = batcher.batch(items, &ad);
         let lr =
             schedule::learning_rate(step, tc.steps, tc.lr, tc.min_lr, tc.warmup_steps, tc.decay);
         let seg_len = model.step_len(stage.input_len());
-        let (next, stats, grad_norm) =
-            optimise(model, &mut optim, &batch, seg_len, lr, tc.grad_clip);
+        let (next, stats, grad_norm) = match tc.carry_memory {
+            true => {
+                let state = carried
+                    .take()
+                    .unwrap_or_else(|| model.init_state(tc.batch_size, &ad));
+                let (next, stats, grad_norm, state) =
+                    optimise_carrying(model, &mut optim, &batch, seg_len, lr, tc.grad_clip, state);
+                carried = Some(state);
+                progress.streamed += stage.input_len() as u64;
+                (next, stats, grad_norm)
+            }
+            false => optimise(model, &mut optim, &batch, seg_len, lr, tc.grad_clip),
+        };
         model = next;
 
         let tokens = tc.batch_size * stage.input_len();
@@ -466,13 +532,13 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
             }
         }
         if progress.step % tc.checkpoint_every == 0 {
-            save(&model, &optim, &progress)?;
+            save(&model, &optim, &progress, &carried)?;
             saved_at = progress.step;
         }
     }
     bar.finish_and_clear();
     if progress.step != saved_at {
-        save(&model, &optim, &progress)?;
+        save(&model, &optim, &progress, &carried)?;
     }
     let eval = match last_eval {
         Some(e) => e,
