@@ -89,6 +89,17 @@ impl Model {
         }
     }
 
+    /// This model for one training step over several segments, where that saves work: RMT's
+    /// self-attention weights packed once for all segments (see
+    /// [`crate::nn::Attention::for_training_step`]); `None` for the other models (the
+    /// Transformer-XL family attends over a cache with separate products).
+    pub(crate) fn for_training_step(&self) -> Option<Self> {
+        match self {
+            Model::Rmt(m) => m.for_training_step().map(Model::Rmt),
+            _ => None,
+        }
+    }
+
     /// Build the model `config` describes on `device`, with fresh weights drawn from `seed`
     /// (see [`Init`]: the same seed gives the same weights on any device, whatever else the
     /// process does).

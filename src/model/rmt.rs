@@ -122,6 +122,17 @@ impl Rmt {
         &self.tokens
     }
 
+    /// This model for one training step over several segments: each layer's query, key and
+    /// value weights concatenated once for all of them (see
+    /// [`crate::nn::Attention::for_training_step`]). `None` where training does not read
+    /// packed weights: rotary positions, or dropout (three products then).
+    pub(crate) fn for_training_step(&self) -> Option<Self> {
+        (self.rope.is_none() && self.config.dropout == 0.0).then(|| Self {
+            blocks: self.blocks.iter().map(Block::for_training_step).collect(),
+            ..self.clone()
+        })
+    }
+
     /// This model for a streaming session (see [`crate::nn::Attention::for_inference`]).
     pub(crate) fn for_inference(self) -> Self {
         Self {

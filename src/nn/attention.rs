@@ -30,7 +30,9 @@ use burn::tensor::ops::AttentionModuleOptions;
 
 use super::dropout::Dropout;
 use super::init::Init;
-use super::linear::{concat as linear_concat_weights, linear, linear_concat, linear_with};
+use super::linear::{
+    concat as linear_concat_weights, linear, linear_concat, linear_residual, linear_with,
+};
 use crate::device::is_cpu;
 use crate::ops::attention::{fused_attention, fused_attention_with_weights};
 use crate::ops::matmul::matmul;
@@ -69,8 +71,9 @@ pub struct Attention {
 struct Packed {
     /// Query, key and value: weights `[d_model, 3 d_model]`, biases `[3 d_model]`.
     qkv: (Tensor<2>, Option<Tensor<1>>),
-    /// Key and value, for keys from a longer context: `[d_model, 2 d_model]`, `[2 d_model]`.
-    kv: (Tensor<2>, Option<Tensor<1>>),
+    /// Key and value, for keys from a longer context: `[d_model, 2 d_model]`, `[2 d_model]`
+    /// (inference only).
+    kv: Option<(Tensor<2>, Option<Tensor<1>>)>,
 }
 
 /// What [`Attention::forward`] returns.
@@ -113,11 +116,28 @@ impl Attention {
     pub(crate) fn for_inference(self) -> Self {
         let packed = Packed {
             qkv: linear_concat_weights(&[&self.query, &self.key, &self.value]),
-            kv: linear_concat_weights(&[&self.key, &self.value]),
+            kv: Some(linear_concat_weights(&[&self.key, &self.value])),
         };
         Self {
             packed: Some(packed),
             ..self
+        }
+    }
+
+    /// This layer for one training step of several segments: the query, key and value weights
+    /// concatenated once, as tracked operations on the current parameters, instead of once per
+    /// segment. The gradients of the segments then add up on the packed weights and are split
+    /// back to the three layers once, not per segment (on wgpu 2 kernels fewer per layer and
+    /// segment forward, and fewer lone additions backward); the numbers are the same. The copy
+    /// is for that step only: it does not follow the optimiser's update.
+    pub(crate) fn for_training_step(&self) -> Self {
+        let packed = Packed {
+            qkv: linear_concat_weights(&[&self.query, &self.key, &self.value]),
+            kv: None,
+        };
+        Self {
+            packed: Some(packed),
+            ..self.clone()
         }
     }
 
@@ -154,6 +174,41 @@ impl Attention {
         return_weights: bool,
         rows_from: usize,
     ) -> AttentionOutput {
+        let (mixed, weights) = self.attend(query, context, bias, rotary, return_weights, rows_from);
+        AttentionOutput {
+            context: self.project(mixed),
+            weights,
+        }
+    }
+
+    /// The output projection of `mixed` ([`Attention::attend`]'s context).
+    ///
+    /// # Shapes
+    /// - mixed, output: `[batch, seq, d_model]`
+    pub(crate) fn project(&self, mixed: Tensor<3>) -> Tensor<3> {
+        linear(&self.output, mixed)
+    }
+
+    /// `residual + ` the output projection of `mixed` ([`Attention::attend`]'s context), the sum
+    /// taken inside the projection (see [`linear_residual`]).
+    ///
+    /// # Shapes
+    /// - mixed, residual, output: `[batch, seq, d_model]`
+    pub(crate) fn project_onto(&self, mixed: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+        linear_residual(&self.output, mixed, residual)
+    }
+
+    /// [`Attention::forward_rotary`] before the output projection: the heads' mixed values
+    /// joined `[batch, seq_q - rows_from, d_model]`, and the weights when asked for.
+    pub(crate) fn attend(
+        &self,
+        query: Tensor<3>,
+        context: Option<Tensor<3>>,
+        bias: Tensor<2>,
+        rotary: Option<(&RotaryEncoding, usize)>,
+        return_weights: bool,
+        rows_from: usize,
+    ) -> (Tensor<3>, Option<Tensor<4>>) {
         let [batch, seq_q, d_model] = query.dims();
         assert!(rows_from < seq_q, "rows {rows_from}.. of {seq_q} keep none");
         let keep = |mixed: Tensor<3>| match rows_from {
@@ -173,10 +228,7 @@ impl Attention {
             } else {
                 (fused_attention(qkv, bias, self.n_heads, scale), None)
             };
-            return AttentionOutput {
-                context: linear(&self.output, keep(mixed)),
-                weights,
-            };
+            return (keep(mixed), weights);
         }
         let (mut q, mut k, v) = if query.is_autodiff() {
             // Training keeps three products: splitting one product's output back up costs
@@ -189,8 +241,10 @@ impl Attention {
             )
         } else if let Some(context) = context {
             let kv = match &self.packed {
-                Some(Packed { kv: (w, b), .. }) => linear_with(context, w.clone(), b.clone()),
-                None => linear_concat(&[&self.key, &self.value], context),
+                Some(Packed {
+                    kv: Some((w, b)), ..
+                }) => linear_with(context, w.clone(), b.clone()),
+                _ => linear_concat(&[&self.key, &self.value], context),
             };
             let [k, v] = self.split_heads(kv);
             (self.heads(linear(&self.query, query)), k, v)
@@ -222,10 +276,7 @@ impl Attention {
             (matmul(self.dropout.forward(weights), v), returned)
         };
         let mixed = mixed.swap_dims(1, 2).reshape([batch, seq_q, d_model]);
-        AttentionOutput {
-            context: linear(&self.output, keep(mixed)),
-            weights: returned,
-        }
+        (keep(mixed), returned)
     }
 
     /// Whether [`fused_attention`] runs this call: self-attention without rotary positions
@@ -247,7 +298,9 @@ impl Attention {
     /// - output: `[batch, seq, 3 d_model]`
     fn qkv(&self, x: Tensor<3>) -> Tensor<3> {
         match &self.packed {
-            Some(Packed { qkv: (w, b), .. }) if !x.is_autodiff() => {
+            // An inference copy's packed weights serve inference only; a training step's
+            // (tracked) serve that step.
+            Some(Packed { qkv: (w, b), .. }) if w.is_autodiff() == x.is_autodiff() => {
                 linear_with(x, w.clone(), b.clone())
             }
             _ => linear_concat(&[&self.query, &self.key, &self.value], x),

@@ -8,7 +8,7 @@ use burn::prelude::*;
 use super::attention::{Attention, AttentionConfig};
 use super::dropout::Dropout;
 use super::init::Init;
-use super::linear::linear;
+use super::linear::{linear, linear_residual};
 use super::norm::{LayerNorm, LayerNormConfig};
 use crate::ops::gelu::gelu;
 
@@ -81,6 +81,15 @@ impl Block {
         Self {
             attn: self.attn.for_inference(),
             ..self
+        }
+    }
+
+    /// This block for one training step of several segments (see
+    /// [`Attention::for_training_step`]).
+    pub(crate) fn for_training_step(&self) -> Self {
+        Self {
+            attn: self.attn.for_training_step(),
+            ..self.clone()
         }
     }
 
@@ -174,7 +183,7 @@ impl Block {
         };
         let kept = |t: Tensor<3>| rows_from_on(t, rows_from);
         let extra = side.map(|f| kept(f(normed.clone())));
-        let attn = self.attn.forward_rotary(
+        let (mixed, weights) = self.attn.attend(
             normed,
             context,
             bias,
@@ -182,19 +191,26 @@ impl Block {
             return_weights,
             rows_from,
         );
-        let mixed = match extra {
-            Some(extra) => attn.context + extra,
-            None => attn.context,
+        // Without dropout the residual sums are taken inside the output products (one kernel
+        // fewer each on GPUs, the same numbers).
+        let fold = self.dropout.passes(&x);
+        let x = match extra {
+            None if fold => self.attn.project_onto(mixed, kept(x)),
+            extra => {
+                let context = self.attn.project(mixed);
+                let context = match extra {
+                    Some(extra) => context + extra,
+                    None => context,
+                };
+                kept(x) + self.dropout.forward(context)
+            }
         };
-        let x = kept(x) + self.dropout.forward(mixed);
-        let ff = linear(
-            &self.ff_out,
-            gelu(linear(&self.ff_in, self.norm_ff.forward(x.clone()))),
-        );
-        BlockOutput {
-            hidden: x + self.dropout.forward(ff),
-            weights: attn.weights,
-        }
+        let inner = gelu(linear(&self.ff_in, self.norm_ff.forward(x.clone())));
+        let hidden = match fold {
+            true => linear_residual(&self.ff_out, inner, x),
+            false => x + self.dropout.forward(linear(&self.ff_out, inner)),
+        };
+        BlockOutput { hidden, weights }
     }
 
     /// BERT's layer: `norm(x + attn(x))`, then `norm(x + ff(x))`, on rows `rows_from..`.

@@ -25,12 +25,17 @@ impl Dropout {
         self.prob
     }
 
+    /// Whether [`Dropout::forward`] leaves `x` as it is (`prob = 0`, or not training).
+    pub fn passes<const D: usize>(&self, x: &Tensor<D>) -> bool {
+        self.prob == 0.0 || !x.device().is_autodiff()
+    }
+
     /// Apply dropout to `x`.
     ///
     /// # Shapes
     /// any; the output has the input's shape.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        if self.prob == 0.0 || !x.device().is_autodiff() {
+        if self.passes(&x) {
             return x;
         }
         let keep = 1.0 - self.prob;

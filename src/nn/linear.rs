@@ -46,6 +46,30 @@ pub(crate) fn linear_with<const D: usize>(
     on_rows(x, |rows| affine(rows, weight, bias))
 }
 
+/// `residual + layer(x)`, the sum taken before the rows are unfolded: on GPUs it then joins the
+/// product's kernel with the bias (after the unfolding reshape it ran as a kernel of its own,
+/// two per layer and segment in training). The same numbers as `residual + linear(layer, x)`.
+///
+/// # Shapes
+/// - x: `[..., d_in]`
+/// - residual, output: `[..., d_out]`
+pub fn linear_residual<const D: usize>(
+    layer: &Linear,
+    x: Tensor<D>,
+    residual: Tensor<D>,
+) -> Tensor<D> {
+    let bias = layer.bias.as_ref().map(|b| b.val());
+    let weight = layer.weight.val();
+    if broadcast(&x) {
+        return broadcast_affine(x, weight, bias) + residual;
+    }
+    on_rows(x, |rows| {
+        let d_out = weight.dims()[1];
+        let residual = residual.reshape([rows.dims()[0], d_out]);
+        affine(rows, weight, bias) + residual
+    })
+}
+
 /// `layers[0](x)`, `layers[1](x)`, ... side by side along the last axis, as one product with the
 /// layers' weights (and biases) concatenated. The layers share `d_in`.
 ///

@@ -7,22 +7,18 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 
-use crate::ops::sum_squares::sum_squares_add;
+use crate::ops::sum_squares::SumSquares;
 
 struct SquaredNorm<'a> {
     grads: &'a GradientsParams,
-    total: Option<Tensor<1>>,
+    sum: SumSquares,
 }
 
 impl ModuleVisitor for SquaredNorm<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.get::<D>(param.id) {
-            // One operation per parameter: on wgpu one kernel (see `sum_squares`).
-            let total = match self.total.take() {
-                Some(t) => t,
-                None => Tensor::zeros([1], &g.device()),
-            };
-            self.total = Some(sum_squares_add(total, g));
+            // On wgpu one kernel per five parameters (see `sum_squares`).
+            self.sum.add(g);
         }
     }
 }
@@ -42,10 +38,14 @@ impl ModuleVisitor for Scale<'_> {
 
 /// The L2 norm of all of `model`'s gradients together.
 pub fn global_norm<M: Module>(model: &M, grads: &GradientsParams) -> f64 {
-    let mut visitor = SquaredNorm { grads, total: None };
+    let mut visitor = SquaredNorm {
+        grads,
+        sum: SumSquares::new(),
+    };
     model.visit(&mut visitor);
     visitor
-        .total
+        .sum
+        .total()
         .map(|t| t.into_scalar::<f32>() as f64)
         .unwrap_or(0.0)
         .sqrt()

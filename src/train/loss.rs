@@ -91,6 +91,11 @@ fn run_segments(
 ) -> (BatchOutput, Option<State>) {
     let [_, len] = batch.inputs.dims();
     let segments = len.div_ceil(seg_len);
+    let packed = match segments > 1 && batch.inputs.is_autodiff() {
+        true => model.for_training_step(),
+        false => None,
+    };
+    let model = packed.as_ref().unwrap_or(model);
     let bptt_depth = model.config().bptt_depth;
     // The CPU scores each segment as it comes (one segment's scores alive at a time); GPUs
     // score all segments' logits at once, a fixed dozen kernels instead of a dozen per segment,
