@@ -9,6 +9,8 @@
 //! kernel compiled for AVX2's eight lanes, chosen at run time. Both copies do the same
 //! operations in the same order, so they give the same bits.
 
+use std::mem::MaybeUninit;
+
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::tensor::{Bytes, DType, Shape};
 
@@ -98,19 +100,26 @@ pub(crate) fn for_chunks<K: Kernel>(out: &mut [f32], len: usize, kernel: &K) -> 
     out.chunks_mut(len).enumerate().map(run).collect()
 }
 
-/// A pass that writes two f32 buffers of the same length chunk by chunk, as
-/// [`for_chunk_pairs`] runs it; `run` is `#[inline(always)]` for the reason [`Kernel`] gives.
+/// A pass that rewrites one f32 buffer in place and fills a second, uninitialised one of the same
+/// length, chunk by chunk, as [`for_chunk_pairs`] runs it; `run` is `#[inline(always)]` for the
+/// reason [`Kernel`] gives.
 pub(crate) trait PairKernel: Sync {
-    /// Fill `a` and `b`, whose first elements are element `start` of their buffers.
-    fn run(&self, start: usize, a: &mut [f32], b: &mut [f32]);
+    /// Rewrite `a` and write every element of `b`; their first elements are element `start` of
+    /// their buffers.
+    fn run(&self, start: usize, a: &mut [f32], b: &mut [MaybeUninit<f32>]);
 }
 
 /// `kernel` over the chunks of `a` and `b` (the same length) of `len` elements side by side, as
 /// [`for_chunks`] runs a [`Kernel`].
-pub(crate) fn for_chunk_pairs<K: PairKernel>(a: &mut [f32], b: &mut [f32], len: usize, kernel: &K) {
+pub(crate) fn for_chunk_pairs<K: PairKernel>(
+    a: &mut [f32],
+    b: &mut [MaybeUninit<f32>],
+    len: usize,
+    kernel: &K,
+) {
     assert_eq!(a.len(), b.len(), "paired buffers differ in length");
     let len = len.max(1);
-    let run = |(c, (a, b)): (usize, (&mut [f32], &mut [f32]))| {
+    let run = |(c, (a, b)): (usize, (&mut [f32], &mut [MaybeUninit<f32>]))| {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2, the only feature `avx2_pair` is compiled for.
@@ -133,7 +142,12 @@ pub(crate) fn for_chunk_pairs<K: PairKernel>(a: &mut [f32], b: &mut [f32], len: 
 /// `kernel.run(start, a, b)` compiled for AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn avx2_pair<K: PairKernel>(kernel: &K, start: usize, a: &mut [f32], b: &mut [f32]) {
+unsafe fn avx2_pair<K: PairKernel>(
+    kernel: &K,
+    start: usize,
+    a: &mut [f32],
+    b: &mut [MaybeUninit<f32>],
+) {
     kernel.run(start, a, b)
 }
 

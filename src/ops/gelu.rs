@@ -71,12 +71,22 @@ impl GeluBackend for Flex {
         if !cpu::is_f32(&x) {
             return burns_gelu_and_slope::<Flex>(x);
         }
-        let x = x.to_contiguous();
-        let n = x.layout().num_elements();
-        let (mut out, mut slope) = (vec![0.0f32; n], vec![0.0f32; n]);
-        let kernel = SlopeKernel { x: cpu::f32s(&x) };
-        cpu::for_chunk_pairs(&mut out, &mut slope, cpu::CHUNK, &kernel);
-        (cpu::new(out, &x), cpu::new(slope, &x))
+        // The output overwrites the input where nothing else holds it (the backward needs only
+        // the slope); the slope goes to a buffer that is written whole, never zero-filled first.
+        let mut out = cpu::owned(x);
+        let n = out.layout().num_elements();
+        let mut slope = Vec::<f32>::with_capacity(n);
+        let values = cpu::f32s_mut(&mut out);
+        cpu::for_chunk_pairs(
+            values,
+            &mut slope.spare_capacity_mut()[..n],
+            cpu::CHUNK,
+            &SlopeKernel,
+        );
+        // SAFETY: `SlopeKernel` wrote every one of the `n` elements.
+        unsafe { slope.set_len(n) };
+        let slope = cpu::new(slope, &out);
+        (out, slope)
     }
 }
 
@@ -92,17 +102,16 @@ impl cpu::Kernel for ForwardKernel {
     }
 }
 
-/// The output and its slope at each element of `x`, into two buffers.
-struct SlopeKernel<'a> {
-    x: &'a [f32],
-}
+/// The output in place of each input element, and its slope into a second buffer.
+struct SlopeKernel;
 
-impl cpu::PairKernel for SlopeKernel<'_> {
+impl cpu::PairKernel for SlopeKernel {
     #[inline(always)]
-    fn run(&self, start: usize, out: &mut [f32], slope: &mut [f32]) {
-        let x = &self.x[start..start + out.len()];
-        for ((o, s), &x) in out.iter_mut().zip(slope.iter_mut()).zip(x) {
-            (*o, *s) = gelu_and_slope_f32(x);
+    fn run(&self, _: usize, x: &mut [f32], slope: &mut [std::mem::MaybeUninit<f32>]) {
+        for (v, s) in x.iter_mut().zip(slope.iter_mut()) {
+            let (out, d) = gelu_and_slope_f32(*v);
+            *v = out;
+            s.write(d);
         }
     }
 }
@@ -137,7 +146,8 @@ impl<B: Backend + GeluBackend, C: CheckpointStrategy> GeluBackend for Autodiff<B
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let (out, slope) = B::gelu_erf_and_slope(x.primitive().clone());
+                // The primitive is handed over, not cloned: the kernel can then overwrite it.
+                let (out, slope) = B::gelu_erf_and_slope(x.into_primitive());
                 prep.finish(slope, out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::gelu_erf(x.into_primitive())),
@@ -224,6 +234,10 @@ mod tests {
         };
         let ours = grad_of(&|x| gelu(x));
         let burns = grad_of(&|x| burn::tensor::activation::gelu(x));
+        // On a tensor nothing else holds (a fresh product), the output overwrites the input:
+        // the same gradient.
+        let in_place = grad_of(&|x| gelu(x.mul_scalar(1.0)));
+        assert_eq!(in_place, ours);
         // The tracked forward (output and slope in one pass) gives the untracked one's bits.
         let tracked = values(gelu(grid(&device).require_grad()));
         assert_eq!(tracked, values(gelu(grid(&Device::flex()))));
