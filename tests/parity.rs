@@ -483,6 +483,66 @@ fn the_wgsl_layer_norm_backward_matches_the_cpu() {
     }
 }
 
+/// The WGSL cross-entropy (`shaders/cross_entropy.wgsl` and its backward), which training's
+/// loss runs on wgpu, gives the CPU's per-row losses and logit gradients: one row and many,
+/// vocabularies smaller and larger than the workgroup and not multiples of it, zero weights,
+/// targets at both ends of the row. Both kernels must be what ran.
+#[test]
+fn the_wgsl_cross_entropy_matches_the_cpu() {
+    let Some(gpu) = common::wgpu_device() else {
+        return;
+    };
+    for (rows, vocab) in [(1, 5), (3, 64), (37, 300), (130, 1000)] {
+        let logits: Vec<f32> = (0..rows * vocab)
+            .map(|i| ((i * 7919) % 1013) as f32 / 60.0 - 8.0)
+            .collect();
+        let targets: Vec<i64> = (0..rows)
+            .map(|r| match r % 3 {
+                0 => 0,
+                1 => vocab as i64 - 1,
+                _ => ((r * 31) % vocab) as i64,
+            })
+            .collect();
+        let weights: Vec<f32> = (0..rows).map(|r| [1.0, 0.0, 0.5][r % 3]).collect();
+        let run = |device: &Device| {
+            let ad = device.clone().autodiff();
+            let l = Tensor::<2>::from_data(TensorData::new(logits.clone(), [rows, vocab]), &ad)
+                .require_grad();
+            let t = Tensor::<1, Int>::from_data(TensorData::new(targets.clone(), [rows]), &ad);
+            let w = Tensor::<1>::from_data(TensorData::new(weights.clone(), [rows]), &ad);
+            let out = remem::ops::cross_entropy::cross_entropy_rows(l.clone(), t, w);
+            let scale: Vec<f32> = (0..rows).map(|r| 1.0 + r as f32 / 10.0).collect();
+            let scale = Tensor::<1>::from_data(TensorData::new(scale, [rows]), &ad);
+            let grads = (out.clone() * scale).sum().backward();
+            (
+                common::values(out.inner()),
+                common::values(l.grad(&grads).unwrap()),
+            )
+        };
+        let (want, want_grad) = run(&Device::flex());
+        // The once-per-device checks run the kernels too: done before counting.
+        run(&gpu);
+        let mut got = None;
+        let counts = launched(|| got = Some(run(&gpu)));
+        let (got, got_grad) = got.unwrap();
+        for kernel in ["remem::cross_entropy", "remem::cross_entropy_backward"] {
+            assert!(
+                counts.get(kernel) == Some(&1) && remem::ops::fallbacks().is_empty(),
+                "{rows} x {vocab}: {kernel} did not run once ({counts:?}; fallbacks {:?})",
+                remem::ops::fallbacks()
+            );
+        }
+        let diff = common::max_diff(&got, &want);
+        assert!(diff < 1e-4, "{rows} x {vocab}: the losses differ by {diff}");
+        let diff = common::max_diff(&got_grad, &want_grad);
+        assert!(
+            diff < 1e-5,
+            "{rows} x {vocab}: the gradients differ by {diff}"
+        );
+        assert!(want.iter().any(|&v| v > 1.0), "{rows} x {vocab}: no loss");
+    }
+}
+
 /// The WGSL sum of squares (`shaders/sum_squares.wgsl`), which gradient clipping runs over
 /// the parameters five at a time, gives the CPU's total for tensors smaller and larger than its
 /// workgroup, in groups full and partly padded. The kernel must be what ran.
@@ -511,8 +571,7 @@ fn the_wgsl_sum_of_squares_matches_the_cpu() {
         let got = got.unwrap();
         let groups = count.div_ceil(remem::ops::sum_squares::GROUP);
         assert!(
-            counts.get("remem::sum_squares") == Some(&groups)
-                && remem::ops::fallbacks().is_empty(),
+            counts.get("remem::sum_squares") == Some(&groups) && remem::ops::fallbacks().is_empty(),
             "{count} tensors: the kernel did not run {groups} times ({counts:?}; fallbacks {:?})",
             remem::ops::fallbacks()
         );

@@ -87,6 +87,15 @@ pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .expect("f32 data")
 }
 
+/// The largest absolute difference between `a` and `b`, element by element.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "different lengths");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 /// Every value of a model state, in the state's order.
 pub fn state_values(state: &remem::model::State) -> Vec<f32> {
     state.tensors().into_iter().flat_map(values).collect()

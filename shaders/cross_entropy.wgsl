@@ -1,0 +1,51 @@
+// Each row's weighted cross-entropy, one workgroup per row:
+//   out[n] = weights[n] (logsumexp(logits[n]) - logits[n, targets[n]]),
+// with logsumexp = max + log Σ exp(l - max) (the maximum first, so no exponential overflows).
+// The targets are ids stored as f32 (exact below 2^24); an id past the row reads its last
+// column rather than another row (the caller checks ids against the vocabulary).
+//
+// Every binding is read_write, inputs too (see attention.wgsl). Launched by
+// src/ops/cross_entropy/wgpu.rs, which puts workgroup_sum.wgsl and workgroup_max.wgsl first.
+// Dispatch: (min(rows, 65535), ceil(rows / 65535)).
+
+@group(0) @binding(0) var<storage, read_write> logits: array<f32>;  // [rows, vocab]
+@group(0) @binding(1) var<storage, read_write> targets: array<f32>; // [rows]
+@group(0) @binding(2) var<storage, read_write> weights: array<f32>; // [rows]
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;     // [rows]
+@group(0) @binding(4) var<storage, read_write> info: array<u32>;    // rows, vocab
+
+var<workgroup> shared_rows: u32;
+var<workgroup> shared_vocab: u32;
+
+@compute @workgroup_size(64)
+fn main(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    if t == 0u {
+        shared_rows = info[0];
+        shared_vocab = info[1];
+    }
+    let rows = workgroupUniformLoad(&shared_rows);
+    let vocab = workgroupUniformLoad(&shared_vocab);
+    let row = group.y * groups.x + group.x;
+    if row >= rows {
+        return;
+    }
+    let base = row * vocab;
+    var m = -3.4028235e38;
+    for (var i = t; i < vocab; i += THREADS) {
+        m = max(m, logits[base + i]);
+    }
+    let top = workgroup_max(t, m);
+    var sum = 0.0;
+    for (var i = t; i < vocab; i += THREADS) {
+        sum += exp(logits[base + i] - top);
+    }
+    let lse = log(workgroup_sum(t, sum)) + top;
+    if t == 0u {
+        let id = min(u32(targets[row]), vocab - 1u);
+        out[row] = (lse - logits[base + id]) * weights[row];
+    }
+}

@@ -1,0 +1,52 @@
+// The gradient of each row's weighted cross-entropy (cross_entropy.wgsl) with respect to its
+// logits, one workgroup per row, recomputing the row's logsumexp:
+//   dlogits[n, v] = (exp(logits[n, v] - lse_n) - [v == targets[n]]) grad[n] weights[n].
+//
+// Every binding is read_write, inputs too (see attention.wgsl). Launched by
+// src/ops/cross_entropy/wgpu.rs, which puts workgroup_sum.wgsl and workgroup_max.wgsl first.
+// Dispatch: (min(rows, 65535), ceil(rows / 65535)).
+
+@group(0) @binding(0) var<storage, read_write> logits: array<f32>;  // [rows, vocab]
+@group(0) @binding(1) var<storage, read_write> targets: array<f32>; // [rows]
+@group(0) @binding(2) var<storage, read_write> weights: array<f32>; // [rows]
+@group(0) @binding(3) var<storage, read_write> grad: array<f32>;    // [rows]
+@group(0) @binding(4) var<storage, read_write> dlogits: array<f32>; // [rows, vocab]
+@group(0) @binding(5) var<storage, read_write> info: array<u32>;    // rows, vocab
+
+var<workgroup> shared_rows: u32;
+var<workgroup> shared_vocab: u32;
+
+@compute @workgroup_size(64)
+fn main(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    if t == 0u {
+        shared_rows = info[0];
+        shared_vocab = info[1];
+    }
+    let rows = workgroupUniformLoad(&shared_rows);
+    let vocab = workgroupUniformLoad(&shared_vocab);
+    let row = group.y * groups.x + group.x;
+    if row >= rows {
+        return;
+    }
+    let base = row * vocab;
+    var m = -3.4028235e38;
+    for (var i = t; i < vocab; i += THREADS) {
+        m = max(m, logits[base + i]);
+    }
+    let top = workgroup_max(t, m);
+    var sum = 0.0;
+    for (var i = t; i < vocab; i += THREADS) {
+        sum += exp(logits[base + i] - top);
+    }
+    let lse = log(workgroup_sum(t, sum)) + top;
+    let scale = grad[row] * weights[row];
+    let id = u32(targets[row]);
+    for (var i = t; i < vocab; i += THREADS) {
+        let hot = select(0.0, 1.0, i == id);
+        dlogits[base + i] = (exp(logits[base + i] - lse) - hot) * scale;
+    }
+}
