@@ -1,11 +1,12 @@
 // Each row's weighted cross-entropy, one workgroup per row:
 //   out[n] = weights[n] (logsumexp(logits[n]) - logits[n, targets[n]]),
-// with logsumexp = max + log Σ exp(l - max) (the maximum first, so no exponential overflows).
+// with the row's logsumexp from row_logsumexp.wgsl.
 // The targets are ids stored as f32 (exact below 2^24); an id past the row reads its last
 // column rather than another row (the caller checks ids against the vocabulary).
 //
 // Every binding is read_write, inputs too (see attention.wgsl). Launched by
-// src/ops/cross_entropy/wgpu.rs, which puts workgroup_sum.wgsl and workgroup_max.wgsl first.
+// src/ops/cross_entropy/wgpu.rs, which puts workgroup_sum.wgsl, workgroup_max.wgsl and
+// row_logsumexp.wgsl first.
 // Dispatch: (min(rows, 65535), ceil(rows / 65535)).
 
 @group(0) @binding(0) var<storage, read_write> logits: array<f32>;  // [rows, vocab]
@@ -34,16 +35,7 @@ fn main(
         return;
     }
     let base = row * vocab;
-    var m = -3.4028235e38;
-    for (var i = t; i < vocab; i += THREADS) {
-        m = max(m, logits[base + i]);
-    }
-    let top = workgroup_max(t, m);
-    var sum = 0.0;
-    for (var i = t; i < vocab; i += THREADS) {
-        sum += exp(logits[base + i] - top);
-    }
-    let lse = log(workgroup_sum(t, sum)) + top;
+    let lse = row_logsumexp(t, base, vocab);
     if t == 0u {
         let id = min(u32(targets[row]), vocab - 1u);
         out[row] = (lse - logits[base + id]) * weights[row];

@@ -3,7 +3,8 @@
 //   dlogits[n, v] = (exp(logits[n, v] - lse_n) - [v == targets[n]]) grad[n] weights[n].
 //
 // Every binding is read_write, inputs too (see attention.wgsl). Launched by
-// src/ops/cross_entropy/wgpu.rs, which puts workgroup_sum.wgsl and workgroup_max.wgsl first.
+// src/ops/cross_entropy/wgpu.rs, which puts workgroup_sum.wgsl, workgroup_max.wgsl and
+// row_logsumexp.wgsl first.
 // Dispatch: (min(rows, 65535), ceil(rows / 65535)).
 
 @group(0) @binding(0) var<storage, read_write> logits: array<f32>;  // [rows, vocab]
@@ -33,16 +34,7 @@ fn main(
         return;
     }
     let base = row * vocab;
-    var m = -3.4028235e38;
-    for (var i = t; i < vocab; i += THREADS) {
-        m = max(m, logits[base + i]);
-    }
-    let top = workgroup_max(t, m);
-    var sum = 0.0;
-    for (var i = t; i < vocab; i += THREADS) {
-        sum += exp(logits[base + i] - top);
-    }
-    let lse = log(workgroup_sum(t, sum)) + top;
+    let lse = row_logsumexp(t, base, vocab);
     let scale = grad[row] * weights[row];
     let id = u32(targets[row]);
     for (var i = t; i < vocab; i += THREADS) {

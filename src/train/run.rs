@@ -175,8 +175,7 @@ pub fn optimise(
     grad_clip: Option<f64>,
 ) -> (Model, [f64; 2], f64) {
     let out = loss::forward_batch(&model, batch, seg_len);
-    let (model, stats, grad_norm) = update(model, optim, out, lr, grad_clip);
-    (model, stats, grad_norm)
+    update(model, optim, out, lr, grad_clip)
 }
 
 /// [`optimise`] for a batch that continues the text `carried` ended with

@@ -29,46 +29,19 @@ pub(super) fn serves(kernel: &'static str, logits: &CubeTensor) -> bool {
         && !wgsl::failed(kernel, &logits.device)
 }
 
-/// A kernel's source after the shared workgroup sum and maximum.
-fn source(kernel: &str) -> String {
-    format!(
-        "{}\n{}\n{kernel}",
-        include_str!("../../../shaders/workgroup_sum.wgsl"),
-        include_str!("../../../shaders/workgroup_max.wgsl")
-    )
-}
-
 /// Each row's `weights[n] (logsumexp(logits[n]) - logits[n, targets[n]])`, `[rows]`.
 pub(super) fn cross_entropy_rows(
     logits: CubeTensor,
     targets: CubeTensor,
     weights: CubeTensor,
 ) -> CubeTensor {
-    let [rows, vocab] = dims(&logits);
-    let logits = burn_cubecl::kernel::into_contiguous(logits);
-    let targets = burn_cubecl::kernel::into_contiguous(targets);
-    let weights = burn_cubecl::kernel::into_contiguous(weights);
-    let out = wgsl::empty_like(&logits, Shape::new([rows]));
-    let client = logits.client.clone();
-    let info = wgsl::info(&client, &[rows as u32, vocab as u32]);
-    let kernel = Wgsl::new(
+    let [rows, _] = dims(&logits);
+    launch(
         NAME,
-        &source(include_str!("../../../shaders/cross_entropy.wgsl")),
-        &[],
-        THREADS,
-    );
-    kernel.launch(
-        &client,
-        groups(rows),
-        vec![
-            logits.handle.clone(),
-            targets.handle.clone(),
-            weights.handle.clone(),
-            out.handle.clone(),
-            info,
-        ],
-    );
-    out
+        include_str!("../../../shaders/cross_entropy.wgsl"),
+        [logits, targets, weights].into(),
+        Shape::new([rows]),
+    )
 }
 
 /// The logits' gradient `grad[n] weights[n] (softmax(logits[n]) - onehot(targets[n]))`.
@@ -78,33 +51,42 @@ pub(super) fn cross_entropy_rows_backward(
     weights: CubeTensor,
     grad: CubeTensor,
 ) -> CubeTensor {
-    let [rows, vocab] = dims(&logits);
-    let logits = burn_cubecl::kernel::into_contiguous(logits);
-    let targets = burn_cubecl::kernel::into_contiguous(targets);
-    let weights = burn_cubecl::kernel::into_contiguous(weights);
-    let grad = burn_cubecl::kernel::into_contiguous(grad);
-    let dlogits = wgsl::empty_like(&logits, Shape::new([rows, vocab]));
-    let client = logits.client.clone();
-    let info = wgsl::info(&client, &[rows as u32, vocab as u32]);
-    let kernel = Wgsl::new(
+    let shape = logits.shape();
+    launch(
         BACKWARD,
-        &source(include_str!("../../../shaders/cross_entropy_backward.wgsl")),
-        &[],
-        THREADS,
+        include_str!("../../../shaders/cross_entropy_backward.wgsl"),
+        [logits, targets, weights, grad].into(),
+        shape,
+    )
+}
+
+/// One dispatch of `kernel` (its source after the shared workgroup sum, maximum and row
+/// logsumexp), one workgroup per row of `inputs[0]` (the logits), with `inputs` bound in order,
+/// then a new output of `out_shape`, then the sizes.
+fn launch(
+    name: &'static str,
+    kernel: &str,
+    inputs: Vec<CubeTensor>,
+    out_shape: Shape,
+) -> CubeTensor {
+    let [rows, vocab] = dims(&inputs[0]);
+    let inputs: Vec<CubeTensor> = inputs
+        .into_iter()
+        .map(burn_cubecl::kernel::into_contiguous)
+        .collect();
+    let out = wgsl::empty_like(&inputs[0], out_shape);
+    let client = inputs[0].client.clone();
+    let info = wgsl::info(&client, &[rows as u32, vocab as u32]);
+    let source = format!(
+        "{}\n{}\n{}\n{kernel}",
+        include_str!("../../../shaders/workgroup_sum.wgsl"),
+        include_str!("../../../shaders/workgroup_max.wgsl"),
+        include_str!("../../../shaders/row_logsumexp.wgsl"),
     );
-    kernel.launch(
-        &client,
-        groups(rows),
-        vec![
-            logits.handle.clone(),
-            targets.handle.clone(),
-            weights.handle.clone(),
-            grad.handle.clone(),
-            dlogits.handle.clone(),
-            info,
-        ],
-    );
-    dlogits
+    let mut buffers: Vec<_> = inputs.iter().map(|t| t.handle.clone()).collect();
+    buffers.extend([out.handle.clone(), info]);
+    Wgsl::new(name, &source, &[], THREADS).launch(&client, groups(rows), buffers);
+    out
 }
 
 /// `[rows, vocab]` of a 2-d tensor.
