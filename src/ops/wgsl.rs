@@ -2,8 +2,8 @@
 //! and the once-per-device check that decides whether they run at all.
 //!
 //! A kernel is WGSL text with `{{ name }}` placeholders for the sizes it is compiled for (a
-//! head width, a workgroup size); [`Wgsl`] fills them and hands the text to the runtime, which
-//! compiles it once per distinct filling and caches the pipeline. Buffers bind in the order the
+//! head width, a workgroup size); [`Wgsl`] fills them once per distinct filling and hands the
+//! text to the runtime, which compiles it once and caches the pipeline. Buffers bind in the order the
 //! shader declares them, `@group(0) @binding(0..)`.
 //!
 //! Each operation checks its kernel once per device ([`check_once`]): it runs the kernel on a
@@ -12,7 +12,7 @@
 //! kept for [`fallbacks`], which the command line prints.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use burn::backend::wgpu::CubeTensor;
 use burn::cubecl::ir::{UIntKind, metadata::Info};
@@ -25,35 +25,40 @@ use burn::tensor::DType;
 /// A WGSL kernel with its placeholders filled.
 pub(crate) struct Wgsl {
     name: &'static str,
-    source: String,
+    source: Arc<str>,
     id: KernelId,
     cube_dim: CubeDim,
 }
 
+/// The filled sources by kernel name and values: a launch builds its text once, not on every
+/// dispatch (a training step dispatches hundreds of these kernels).
+type Sources = HashMap<(&'static str, Vec<(&'static str, usize)>), Arc<str>>;
+static SOURCES: Mutex<Option<Sources>> = Mutex::new(None);
+
 impl Wgsl {
-    /// `template` with each `{{ key }}` replaced by its value, run by `workgroup` invocations per
-    /// workgroup (the shader's own `@workgroup_size` must agree). `name` names the kernel in
-    /// the runtime's logs and in launch counts.
+    /// `parts` joined by new lines (shared fragments first, then the kernel), with each
+    /// `{{ key }}` replaced by its value, run by `workgroup` invocations per workgroup (the
+    /// shader's own `@workgroup_size` must agree). `name` names the kernel in the runtime's
+    /// logs and in launch counts, and with `values` keys the filled text, which is built once:
+    /// a name always stands for the same parts.
     pub(crate) fn new(
         name: &'static str,
-        template: &str,
-        values: &[(&str, usize)],
+        parts: &[&'static str],
+        values: &[(&'static str, usize)],
         workgroup: u32,
     ) -> Self {
-        let mut source = template.to_string();
-        for (key, value) in values {
-            source = source.replace(&format!("{{{{ {key} }}}}"), &value.to_string());
-        }
-        debug_assert!(
-            !source.contains("{{"),
-            "{name}: a placeholder was left unfilled"
-        );
-        let filled: Vec<(String, usize)> =
-            values.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let key = (name, values.to_vec());
+        let source = SOURCES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(HashMap::new)
+            .entry(key.clone())
+            .or_insert_with(|| fill(name, parts, values))
+            .clone();
         Self {
             name,
             source,
-            id: KernelId::new::<Self>().info((name, filled)),
+            id: KernelId::new::<Self>().info(key),
             cube_dim: CubeDim::new_1d(workgroup),
         }
     }
@@ -94,11 +99,24 @@ impl CubeKernel for Wgsl {
 
     fn source(&self) -> Option<PrecompiledSource> {
         Some(PrecompiledSource {
-            source: self.source.clone(),
+            source: self.source.to_string(),
             entrypoint_name: "main".to_string(),
             lang: "wgsl",
         })
     }
+}
+
+/// `parts` joined by new lines, each `{{ key }}` replaced by its value.
+fn fill(name: &str, parts: &[&str], values: &[(&str, usize)]) -> Arc<str> {
+    let mut source = parts.join("\n");
+    for (key, value) in values {
+        source = source.replace(&format!("{{{{ {key} }}}}"), &value.to_string());
+    }
+    assert!(
+        !source.contains("{{"),
+        "{name}: a placeholder was left unfilled"
+    );
+    source.into()
 }
 
 /// `values` as a read-only storage buffer of `u32` (sizes, and `f32`s by their bits).

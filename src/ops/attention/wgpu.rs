@@ -65,7 +65,7 @@ pub(super) fn attention(
     );
     let kernel = Wgsl::new(
         NAME,
-        include_str!("../../../shaders/attention.wgsl"),
+        &[include_str!("../../../shaders/attention.wgsl")],
         &[
             ("d_head", d_head),
             ("rows", ROWS),
@@ -138,7 +138,9 @@ pub(super) fn attention_backward(
     let count = || CubeCount::Static(seq.div_ceil(ROWS) as u32, heads as u32, batch as u32);
     let per_query = Wgsl::new(
         BACKWARD,
-        include_str!("../../../shaders/attention_backward_query.wgsl"),
+        &[include_str!(
+            "../../../shaders/attention_backward_query.wgsl"
+        )],
         &values,
         ROWS as u32,
     );
@@ -156,7 +158,7 @@ pub(super) fn attention_backward(
     );
     let per_key = Wgsl::new(
         BACKWARD_KEY,
-        include_str!("../../../shaders/attention_backward_key.wgsl"),
+        &[include_str!("../../../shaders/attention_backward_key.wgsl")],
         &values,
         ROWS as u32,
     );

@@ -65,7 +65,7 @@ pub(super) fn cross_entropy_rows_backward(
 /// then a new output of `out_shape`, then the sizes.
 fn launch(
     name: &'static str,
-    kernel: &str,
+    kernel: &'static str,
     inputs: Vec<CubeTensor>,
     out_shape: Shape,
 ) -> CubeTensor {
@@ -77,15 +77,15 @@ fn launch(
     let out = wgsl::empty_like(&inputs[0], out_shape);
     let client = inputs[0].client.clone();
     let info = wgsl::info(&client, &[rows as u32, vocab as u32]);
-    let source = format!(
-        "{}\n{}\n{}\n{kernel}",
+    let mut buffers: Vec<_> = inputs.iter().map(|t| t.handle.clone()).collect();
+    buffers.extend([out.handle.clone(), info]);
+    let parts = [
         include_str!("../../../shaders/workgroup_sum.wgsl"),
         include_str!("../../../shaders/workgroup_max.wgsl"),
         include_str!("../../../shaders/row_logsumexp.wgsl"),
-    );
-    let mut buffers: Vec<_> = inputs.iter().map(|t| t.handle.clone()).collect();
-    buffers.extend([out.handle.clone(), info]);
-    Wgsl::new(name, &source, &[], THREADS).launch(&client, groups(rows), buffers);
+        kernel,
+    ];
+    Wgsl::new(name, &parts, &[], THREADS).launch(&client, groups(rows), buffers);
     out
 }
 

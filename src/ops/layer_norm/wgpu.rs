@@ -28,12 +28,9 @@ fn serves_as(kernel: &'static str, x: &CubeTensor) -> bool {
     wgsl::serves(x) && d > 0 && shape.num_elements() > 0 && !wgsl::failed(kernel, &x.device)
 }
 
-/// A kernel's source after the shared workgroup sum (`shaders/workgroup_sum.wgsl`).
-fn source(kernel: &str) -> String {
-    format!(
-        "{}\n{kernel}",
-        include_str!("../../../shaders/workgroup_sum.wgsl")
-    )
+/// A kernel's parts: the shared workgroup sum (`shaders/workgroup_sum.wgsl`), then the kernel.
+fn source(kernel: &'static str) -> [&'static str; 2] {
+    [include_str!("../../../shaders/workgroup_sum.wgsl"), kernel]
 }
 
 /// `(x - mean) / sqrt(var + epsilon) * gamma + beta` over the last axis of `x`.

@@ -27,16 +27,20 @@ pub(super) fn sum_squares_add(acc: CubeTensor, xs: [CubeTensor; 5]) -> CubeTenso
     let out = wgsl::empty_like(&acc, Shape::new([1]));
     let client = acc.client.clone();
     let info = wgsl::info(&client, &sizes);
-    let source = format!(
-        "{}\n{}",
-        include_str!("../../../shaders/workgroup_sum.wgsl"),
-        include_str!("../../../shaders/sum_squares.wgsl")
-    );
     let mut buffers: Vec<_> = xs
         .into_iter()
         .map(|x| burn_cubecl::kernel::into_contiguous(x).handle.clone())
         .collect();
     buffers.extend([acc.handle.clone(), out.handle.clone(), info]);
-    Wgsl::new(NAME, &source, &[], 64).launch(&client, CubeCount::Static(1, 1, 1), buffers);
+    Wgsl::new(
+        NAME,
+        &[
+            include_str!("../../../shaders/workgroup_sum.wgsl"),
+            include_str!("../../../shaders/sum_squares.wgsl"),
+        ],
+        &[],
+        64,
+    )
+    .launch(&client, CubeCount::Static(1, 1, 1), buffers);
     out
 }
