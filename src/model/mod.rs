@@ -100,6 +100,15 @@ impl Model {
         }
     }
 
+    /// The RMT inside, for callers that run its output head themselves
+    /// ([`Rmt::step_rows`]); `None` for the other models.
+    pub(crate) fn as_rmt(&self) -> Option<&Rmt> {
+        match self {
+            Model::Rmt(m) => Some(m),
+            _ => None,
+        }
+    }
+
     /// Build the model `config` describes on `device`, with fresh weights drawn from `seed`
     /// (see [`Init`]: the same seed gives the same weights on any device, whatever else the
     /// process does).

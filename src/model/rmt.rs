@@ -157,6 +157,54 @@ impl Rmt {
         return_attention: bool,
         write: bool,
     ) -> (StepOutput, Option<State>) {
+        let (segment, attention, next) = self.rows(tokens, state, return_attention, write);
+        (
+            StepOutput {
+                logits: self.head(segment),
+                attention,
+                density: None,
+                regulariser: None,
+            },
+            next,
+        )
+    }
+
+    /// [`Rmt::step`] without the output head: the segment's final (normalised) rows, and the
+    /// next memory when `write`. Training on a GPU runs the head once over all its segments'
+    /// rows ([`Rmt::head`]) instead of once per segment: one product and its backward instead
+    /// of one per segment, and no logits to join.
+    ///
+    /// # Shapes
+    /// - tokens: `[batch, t]`, `1 <= t <= segment_len`
+    /// - rows: `[batch, t, d_model]`
+    pub(crate) fn step_rows(
+        &self,
+        tokens: Tensor<2, Int>,
+        state: State,
+        write: bool,
+    ) -> (Tensor<3>, Option<State>) {
+        let (segment, _, next) = self.rows(tokens, state, false, write);
+        (segment, next)
+    }
+
+    /// The output head: logits for final rows.
+    ///
+    /// # Shapes
+    /// - rows: `[batch, t, d_model]`
+    /// - output: `[batch, t, vocab]`
+    pub(crate) fn head(&self, rows: Tensor<3>) -> Tensor<3> {
+        linear(&self.head, rows)
+    }
+
+    /// [`Rmt::run`] up to the output head: the segment's final rows, the attention weights
+    /// when asked for, and the next memory when `write`.
+    fn rows(
+        &self,
+        tokens: Tensor<2, Int>,
+        state: State,
+        return_attention: bool,
+        write: bool,
+    ) -> (Tensor<3>, Option<Vec<Tensor<4>>>, Option<State>) {
         let [batch, t] = tokens.dims();
         let m = self.config.memory_tokens;
         let t_max = self.config.segment_len;
@@ -256,16 +304,7 @@ impl Rmt {
             Some(State::Memory { memory })
         };
         debug_assert_eq!(segment.dims(), [batch, t, d]);
-        let logits = linear(&self.head, segment);
-        (
-            StepOutput {
-                logits,
-                attention,
-                density: None,
-                regulariser: None,
-            },
-            next,
-        )
+        (segment, attention, next)
     }
 }
 

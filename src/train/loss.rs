@@ -111,6 +111,9 @@ fn run_segments(
     };
     let mut logits = Vec::new();
     let mut regulariser = Vec::new();
+    // On GPUs RMT's output head runs once over every segment's rows, after the loop.
+    let rmt = model.as_rmt().filter(|_| !per_segment);
+    let mut rows = Vec::new();
     for (segment, start) in (0..len).step_by(seg_len).enumerate() {
         let end = (start + seg_len).min(len);
         if segment > 0 && cuts_before(segment, segments, bptt_depth) {
@@ -119,6 +122,12 @@ fn run_segments(
         let tokens = batch.inputs.clone().slice(s![.., start..end]);
         // The last segment's next state is not needed: that step skips computing it.
         let current = std::mem::replace(&mut state, State::Empty);
+        if let Some(rmt) = rmt {
+            let (segment_rows, next) = rmt.step_rows(tokens, current, end < len || keep);
+            rows.push(segment_rows);
+            state = next.unwrap_or(State::Empty);
+            continue;
+        }
         let out = if end < len || keep {
             let (out, next) = model.step(tokens, current, false);
             state = next;
@@ -138,7 +147,10 @@ fn run_segments(
         }
     }
     if !per_segment {
-        let logits = Tensor::cat(logits, 1);
+        let logits = match rmt {
+            Some(rmt) => rmt.head(Tensor::cat(rows, 1)),
+            None => Tensor::cat(logits, 1),
+        };
         record(score_rows(
             logits,
             batch.targets.clone(),
