@@ -100,12 +100,55 @@ impl Model {
         }
     }
 
-    /// The RMT inside, for callers that run its output head themselves
-    /// ([`Rmt::step_rows`]); `None` for the other models.
-    pub(crate) fn as_rmt(&self) -> Option<&Rmt> {
+    /// Whether [`Model::step_rows`] and [`Model::head`] serve this model: RMT and the
+    /// Transformer-XL family (not the pretrained backbones).
+    pub(crate) fn splits_head(&self) -> bool {
+        matches!(self, Model::Rmt(_) | Model::Xl(_))
+    }
+
+    /// [`SegmentModel::step`] without the output head, for a caller that runs the head once
+    /// over several segments' rows ([`Model::head`]): the segment's final rows, the next state
+    /// when `write` (the Transformer-XL family always returns it), and the loss's regulariser
+    /// term if any.
+    ///
+    /// # Shapes
+    /// - tokens: `[batch, t]`
+    /// - rows: `[batch, t, d_model]`
+    ///
+    /// # Panics
+    /// For a model that does not [split its head](Model::splits_head).
+    pub(crate) fn step_rows(
+        &self,
+        tokens: Tensor<2, Int>,
+        state: State,
+        write: bool,
+    ) -> (Tensor<3>, Option<State>, Option<Tensor<1>>) {
         match self {
-            Model::Rmt(m) => Some(m),
-            _ => None,
+            Model::Rmt(m) => {
+                let (rows, next) = m.step_rows(tokens, state, write);
+                (rows, next, None)
+            }
+            Model::Xl(m) => {
+                let (rows, next, regulariser) = m.step_rows(tokens, state);
+                (rows, Some(next), regulariser)
+            }
+            _ => panic!("step_rows: this model runs its head inside its step"),
+        }
+    }
+
+    /// The output head over final rows from [`Model::step_rows`].
+    ///
+    /// # Shapes
+    /// - rows: `[batch, t, d_model]`
+    /// - output: `[batch, t, vocab]`
+    ///
+    /// # Panics
+    /// For a model that does not [split its head](Model::splits_head).
+    pub(crate) fn head(&self, rows: Tensor<3>) -> Tensor<3> {
+        match self {
+            Model::Rmt(m) => m.head(rows),
+            Model::Xl(m) => m.head(rows),
+            _ => panic!("head: this model runs its head inside its step"),
         }
     }
 

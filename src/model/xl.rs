@@ -163,6 +163,45 @@ impl SegmentModel for Xl {
         state: State,
         return_attention: bool,
     ) -> (StepOutput, State) {
+        let (out, next) = self.rows(tokens, state, return_attention);
+        let step = StepOutput {
+            logits: self.head(out.rows),
+            attention: out.attention,
+            density: out.density,
+            regulariser: out.regulariser,
+        };
+        (step, next)
+    }
+}
+
+impl Xl {
+    /// [`SegmentModel::step`] without the output head: the segment's final (normalised) rows,
+    /// the next state and the loss's regulariser term if any. Training on a GPU runs the head
+    /// once over all its segments' rows ([`Xl::head`]).
+    ///
+    /// # Shapes
+    /// - tokens: `[batch, t]`
+    /// - rows: `[batch, t, d_model]`
+    pub(crate) fn step_rows(
+        &self,
+        tokens: Tensor<2, Int>,
+        state: State,
+    ) -> (Tensor<3>, State, Option<Tensor<1>>) {
+        let (out, next) = self.rows(tokens, state, false);
+        (out.rows, next, out.regulariser)
+    }
+
+    /// The output head: logits for final rows.
+    ///
+    /// # Shapes
+    /// - rows: `[batch, t, d_model]`
+    /// - output: `[batch, t, vocab]`
+    pub(crate) fn head(&self, rows: Tensor<3>) -> Tensor<3> {
+        linear(&self.head, rows)
+    }
+
+    /// [`SegmentModel::step`] up to the output head, and the next state.
+    fn rows(&self, tokens: Tensor<2, Int>, state: State, return_attention: bool) -> (Rows, State) {
         let [batch, t] = tokens.dims();
         let device = tokens.device();
         let (m, mem_len) = (self.config.memory_len(), self.config.cache_len());
@@ -252,7 +291,7 @@ impl SegmentModel for Xl {
             }
         }
         let h = self.norm.forward(h);
-        let logits = linear(&self.head, h.clone().slice(s![.., m..m + t, ..]));
+        let rows = h.clone().slice(s![.., m..m + t, ..]);
 
         let next = if self.config.kind == ModelKind::Transformer {
             State::Empty
@@ -265,16 +304,26 @@ impl SegmentModel for Xl {
             }
         };
         let regulariser = (!regulariser.is_empty()).then(|| Tensor::cat(regulariser, 0).sum());
-        (
-            StepOutput {
-                logits,
-                attention,
-                density,
-                regulariser,
-            },
-            next,
-        )
+        let out = Rows {
+            rows,
+            attention,
+            density,
+            regulariser,
+        };
+        (out, next)
     }
+}
+
+/// A step's outputs before the output head ([`Xl::rows`]).
+struct Rows {
+    /// The segment's final rows `[batch, t, d_model]`.
+    rows: Tensor<3>,
+    /// As [`StepOutput::attention`].
+    attention: Option<Vec<Tensor<4>>>,
+    /// As [`StepOutput::density`].
+    density: Option<Vec<crate::nn::Density>>,
+    /// As [`StepOutput::regulariser`].
+    regulariser: Option<Tensor<1>>,
 }
 
 #[cfg(test)]

@@ -111,8 +111,8 @@ fn run_segments(
     };
     let mut logits = Vec::new();
     let mut regulariser = Vec::new();
-    // On GPUs RMT's output head runs once over every segment's rows, after the loop.
-    let rmt = model.as_rmt().filter(|_| !per_segment);
+    // On GPUs the output head runs once over every segment's rows, after the loop.
+    let split_head = !per_segment && model.splits_head();
     let mut rows = Vec::new();
     for (segment, start) in (0..len).step_by(seg_len).enumerate() {
         let end = (start + seg_len).min(len);
@@ -122,9 +122,10 @@ fn run_segments(
         let tokens = batch.inputs.clone().slice(s![.., start..end]);
         // The last segment's next state is not needed: that step skips computing it.
         let current = std::mem::replace(&mut state, State::Empty);
-        if let Some(rmt) = rmt {
-            let (segment_rows, next) = rmt.step_rows(tokens, current, end < len || keep);
+        if split_head {
+            let (segment_rows, next, term) = model.step_rows(tokens, current, end < len || keep);
             rows.push(segment_rows);
+            regulariser.extend(term);
             state = next.unwrap_or(State::Empty);
             continue;
         }
@@ -147,9 +148,9 @@ fn run_segments(
         }
     }
     if !per_segment {
-        let logits = match rmt {
-            Some(rmt) => rmt.head(Tensor::cat(rows, 1)),
-            None => Tensor::cat(logits, 1),
+        let logits = match split_head {
+            true => model.head(Tensor::cat(rows, 1)),
+            false => Tensor::cat(logits, 1),
         };
         record(score_rows(
             logits,
