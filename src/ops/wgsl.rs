@@ -3,8 +3,8 @@
 //!
 //! A kernel is WGSL text with `{{ name }}` placeholders for the sizes it is compiled for (a
 //! head width, a workgroup size); [`Wgsl`] fills them once per distinct filling and hands the
-//! text to the runtime, which compiles it once and caches the pipeline. Buffers bind in the order the
-//! shader declares them, `@group(0) @binding(0..)`.
+//! text to the runtime, which compiles it once and caches the pipeline. Buffers bind in the
+//! order the shader declares them, `@group(0) @binding(0..)`.
 //!
 //! Each operation checks its kernel once per device ([`check_once`]): it runs the kernel on a
 //! small input, the reference on the same input on the CPU, and compares them. An adapter that cannot compile or launch the
