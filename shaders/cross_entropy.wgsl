@@ -5,8 +5,8 @@
 // column rather than another row (the caller checks ids against the vocabulary).
 //
 // Every binding is read_write, inputs too (see attention.wgsl). Launched by
-// src/ops/cross_entropy/wgpu.rs, which puts workgroup_sum.wgsl, workgroup_max.wgsl and
-// row_logsumexp.wgsl first.
+// src/ops/cross_entropy/wgpu.rs, which puts workgroup_sum.wgsl, workgroup_max.wgsl,
+// row_sizes.wgsl and row_logsumexp.wgsl first.
 // Dispatch: (min(rows, 65535), ceil(rows / 65535)).
 
 @group(0) @binding(0) var<storage, read_write> logits: array<f32>;  // [rows, vocab]
@@ -15,21 +15,15 @@
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;     // [rows]
 @group(0) @binding(4) var<storage, read_write> info: array<u32>;    // rows, vocab
 
-var<workgroup> shared_rows: u32;
-var<workgroup> shared_vocab: u32;
-
 @compute @workgroup_size(64)
 fn main(
     @builtin(workgroup_id) group: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
-    if t == 0u {
-        shared_rows = info[0];
-        shared_vocab = info[1];
-    }
-    let rows = workgroupUniformLoad(&shared_rows);
-    let vocab = workgroupUniformLoad(&shared_vocab);
+    let sizes = row_sizes(t);
+    let rows = sizes.x;
+    let vocab = sizes.y;
     let row = group.y * groups.x + group.x;
     if row >= rows {
         return;

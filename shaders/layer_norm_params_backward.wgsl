@@ -14,10 +14,8 @@
 @group(0) @binding(4) var<storage, read_write> dbeta: array<f32>;  // [d]
 @group(0) @binding(5) var<storage, read_write> info: array<u32>;   // rows, d
 
-// THREADS and workgroup_sum come from workgroup_sum.wgsl, which the launcher puts first.
-
-var<workgroup> shared_rows: u32;
-var<workgroup> shared_d: u32;
+// THREADS and workgroup_sum come from workgroup_sum.wgsl, row_sizes from row_sizes.wgsl, which
+// the launcher puts first.
 
 @compute @workgroup_size(64)
 fn main(
@@ -25,12 +23,9 @@ fn main(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
-    if t == 0u {
-        shared_rows = info[0];
-        shared_d = info[1];
-    }
-    let rows = workgroupUniformLoad(&shared_rows);
-    let d = workgroupUniformLoad(&shared_d);
+    let sizes = row_sizes(t);
+    let rows = sizes.x;
+    let d = sizes.y;
     let column = group.y * groups.x + group.x;
     if column >= d {
         return;

@@ -60,9 +60,9 @@ pub(super) fn cross_entropy_rows_backward(
     )
 }
 
-/// One dispatch of `kernel` (its source after the shared workgroup sum, maximum and row
-/// logsumexp), one workgroup per row of `inputs[0]` (the logits), with `inputs` bound in order,
-/// then a new output of `out_shape`, then the sizes.
+/// One dispatch of `kernel` (its source after the shared workgroup sum, maximum, row sizes
+/// and row logsumexp), one workgroup per row of `inputs[0]` (the logits), with `inputs` bound
+/// in order, then a new output of `out_shape`, then the sizes.
 fn launch(
     name: &'static str,
     kernel: &'static str,
@@ -82,6 +82,7 @@ fn launch(
     let parts = [
         include_str!("../../../shaders/workgroup_sum.wgsl"),
         include_str!("../../../shaders/workgroup_max.wgsl"),
+        include_str!("../../../shaders/row_sizes.wgsl"),
         include_str!("../../../shaders/row_logsumexp.wgsl"),
         kernel,
     ];

@@ -28,9 +28,14 @@ fn serves_as(kernel: &'static str, x: &CubeTensor) -> bool {
     wgsl::serves(x) && d > 0 && shape.num_elements() > 0 && !wgsl::failed(kernel, &x.device)
 }
 
-/// A kernel's parts: the shared workgroup sum (`shaders/workgroup_sum.wgsl`), then the kernel.
-fn source(kernel: &'static str) -> [&'static str; 2] {
-    [include_str!("../../../shaders/workgroup_sum.wgsl"), kernel]
+/// A kernel's parts: the shared workgroup sum (`shaders/workgroup_sum.wgsl`) and row sizes
+/// (`shaders/row_sizes.wgsl`), then the kernel.
+fn source(kernel: &'static str) -> [&'static str; 3] {
+    [
+        include_str!("../../../shaders/workgroup_sum.wgsl"),
+        include_str!("../../../shaders/row_sizes.wgsl"),
+        kernel,
+    ]
 }
 
 /// `(x - mean) / sqrt(var + epsilon) * gamma + beta` over the last axis of `x`.

@@ -117,24 +117,6 @@ impl SumSquares {
     }
 }
 
-/// `acc + Σ x²` over every element of `x`.
-///
-/// # Shapes
-/// - acc: `[1]`
-/// - x: any
-/// - output: `[1]`
-pub fn sum_squares_add<const D: usize>(acc: Tensor<1>, x: Tensor<D>) -> Tensor<1> {
-    assert_eq!(
-        acc.dims(),
-        [1],
-        "sum_squares_add: the running total must be [1]"
-    );
-    let mut sum = SumSquares::new();
-    sum.total = Some(acc);
-    sum.add(x);
-    sum.total().expect("one tensor added")
-}
-
 /// On wgpu, check the WGSL kernel against the reference on the CPU once per device (see
 /// [`crate::ops::wgsl`]); elsewhere, and in a browser, nothing.
 fn check_kernel(device: &Device) {
@@ -214,7 +196,10 @@ mod tests {
             TensorData::new(vec![1.0f32, -2.0, 3.0, 0.5], [2, 2]),
             &device,
         );
-        let total = sum_squares_add(acc, x).into_scalar::<f32>();
+        let mut sum = SumSquares::new();
+        sum.total = Some(acc);
+        sum.add(x);
+        let total = sum.total().unwrap().into_scalar::<f32>();
         assert_eq!(total, 1.5 + 1.0 + 4.0 + 9.0 + 0.25);
     }
 
