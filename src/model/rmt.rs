@@ -35,6 +35,7 @@ use super::config::{Layout, ModelConfig, Positions};
 use super::state::State;
 use super::{SegmentModel, StepOutput};
 use crate::nn::{BiasCache, Block, Init, LayerNorm, LayerNormConfig, Mask, Noise, linear};
+use crate::ops::embed::embed_layout;
 
 /// The RMT attention mask for `memory` memory tokens and a segment of `seg_len` tokens.
 ///
@@ -215,45 +216,21 @@ impl Rmt {
         let device = tokens.device();
         let whole = !crate::device::is_cpu(&device);
         let with_write_rows = write || whole;
-        let x = self.tokens.forward(tokens);
-
         let memory = match state {
             State::Memory { memory } => Some(memory),
             State::Empty => None,
             State::Xl { .. } => panic!("RMT was given a Transformer-XL state"),
         };
         let layout = self.config.layout;
-        // Learned positions: the layout's rows, write rows at M + T.. even for a shorter
-        // last segment. Rotary positions are the rows as they stand (only distances count).
         let learned = self.positions.as_ref().map(|p| p.val());
-        let (h, pos) = match (layout, memory) {
-            (_, None) => (x, learned.map(|p| p.slice(s![m..m + t, ..]))),
-            // A whole segment's rows are the whole table: no slices, whose backward on a GPU
-            // is a zero-filled copy each.
-            (Layout::Decoder, Some(mem)) if with_write_rows => {
-                let pos = learned.map(|p| {
-                    if t == t_max {
-                        return p;
-                    }
-                    let write = p.clone().slice(s![m + t_max..2 * m + t_max, ..]);
-                    Tensor::cat(vec![p.slice(s![0..m + t, ..]), write], 0)
-                });
-                (Tensor::cat(vec![mem.clone(), x, mem], 1), pos)
+        let write_rows = layout == Layout::Decoder && with_write_rows;
+        let mut h = match (memory, learned) {
+            // On GPUs the rows and their positions as one operation, one kernel each way
+            // instead of about fourteen (`crate::ops::embed`); the CPU keeps Burn's.
+            (Some(mem), Some(p)) if whole => {
+                embed_layout(self.tokens.weight.val(), tokens, mem, p, write_rows)
             }
-            (layout, Some(mem)) => (
-                Tensor::cat(vec![mem, x], 1),
-                learned.map(|p| {
-                    if layout == Layout::Encoder && t == t_max {
-                        p
-                    } else {
-                        p.slice(s![0..m + t, ..])
-                    }
-                }),
-            ),
-        };
-        let mut h = match pos {
-            Some(pos) => h + pos.unsqueeze::<3>(),
-            None => h,
+            (memory, learned) => self.embed(tokens, memory, learned, write_rows),
         };
 
         let bias = self
@@ -305,6 +282,57 @@ impl Rmt {
         };
         debug_assert_eq!(segment.dims(), [batch, t, d]);
         (segment, attention, next)
+    }
+
+    /// The layout's rows from Burn's operations: the memory (when there is one) around the
+    /// tokens' embeddings, plus the learned positions (when there are). Learned positions
+    /// index the layout's rows, the write rows at `M + T_max..` even for a shorter last
+    /// segment; rotary positions are the rows as they stand (only distances count).
+    ///
+    /// # Shapes
+    /// - tokens: `[batch, t]`
+    /// - memory: `[batch, M, d_model]`
+    /// - output: `[batch, M + t (+ M with write rows), d_model]`, `[batch, t, d_model]`
+    ///   without memory
+    fn embed(
+        &self,
+        tokens: Tensor<2, Int>,
+        memory: Option<Tensor<3>>,
+        learned: Option<Tensor<2>>,
+        write_rows: bool,
+    ) -> Tensor<3> {
+        let t = tokens.dims()[1];
+        let (m, t_max) = (self.config.memory_tokens, self.config.segment_len);
+        let x = self.tokens.forward(tokens);
+        let (h, pos) = match memory {
+            None => (x, learned.map(|p| p.slice(s![m..m + t, ..]))),
+            // A whole segment's rows are the whole table: no slices, whose backward on a GPU
+            // is a zero-filled copy each.
+            Some(mem) if write_rows => {
+                let pos = learned.map(|p| {
+                    if t == t_max {
+                        return p;
+                    }
+                    let write = p.clone().slice(s![m + t_max..2 * m + t_max, ..]);
+                    Tensor::cat(vec![p.slice(s![0..m + t, ..]), write], 0)
+                });
+                (Tensor::cat(vec![mem.clone(), x, mem], 1), pos)
+            }
+            Some(mem) => (
+                Tensor::cat(vec![mem, x], 1),
+                learned.map(|p| {
+                    if self.config.layout == Layout::Encoder && t == t_max {
+                        p
+                    } else {
+                        p.slice(s![0..m + t, ..])
+                    }
+                }),
+            ),
+        };
+        match pos {
+            Some(pos) => h + pos.unsqueeze::<3>(),
+            None => h,
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
 use crate::model::{Model, SegmentModel, State, cuts_before};
-use crate::ops::cross_entropy::cross_entropy_rows;
+use crate::ops::cross_entropy::cross_entropy_totals;
 use crate::task::Batch;
 
 /// The outcome of running a batch through all its segments.
@@ -14,8 +14,9 @@ pub struct BatchOutput {
     pub loss: Tensor<1>,
     /// `[nll sum, correct answer tokens]`, to read back in one transfer.
     summary: Tensor<1>,
-    /// Argmax prediction at every position `[batch, len]`.
-    predictions: Tensor<2, Int>,
+    /// Argmax prediction at every position `[batch, len]`; on GPUs only where the batch was
+    /// not run for training (the loss counts the hits without them).
+    predictions: Option<Tensor<2, Int>>,
 }
 
 impl BatchOutput {
@@ -32,9 +33,16 @@ impl BatchOutput {
     }
 
     /// Argmax prediction per row and position, on the host.
+    ///
+    /// # Panics
+    /// For a batch run for training (with autodiff) on a GPU, which does not compute them.
     pub fn predictions(&self) -> Vec<Vec<u32>> {
-        let [n, len] = self.predictions.dims();
-        let flat: Vec<i64> = self.predictions.clone().into_data().iter::<i64>().collect();
+        let predictions = self
+            .predictions
+            .as_ref()
+            .expect("predictions are kept for batches run without autodiff");
+        let [n, len] = predictions.dims();
+        let flat: Vec<i64> = predictions.clone().into_data().iter::<i64>().collect();
         (0..n)
             .map(|i| {
                 flat[i * len..(i + 1) * len]
@@ -109,6 +117,10 @@ fn run_segments(
         correct.push(c);
         predictions.push(p);
     };
+    let total = |parts: Vec<Tensor<1>>| match <[_; 1]>::try_from(parts) {
+        Ok([one]) => one,
+        Err(parts) => Tensor::cat(parts, 0).sum(),
+    };
     let mut logits = Vec::new();
     let mut regulariser = Vec::new();
     // On GPUs the output head runs once over every segment's rows, after the loop.
@@ -147,34 +159,32 @@ fn run_segments(
             logits.push(out.logits);
         }
     }
-    if !per_segment {
+    let (nll, summary) = if per_segment {
+        let nll = total(nll);
+        let correct = total(correct);
+        let summary = Tensor::cat(vec![nll.clone().detach(), correct.detach()], 0);
+        (nll, summary)
+    } else {
         let logits = match split_head {
             true => model.head(Tensor::cat(rows, 1)),
             false => Tensor::cat(logits, 1),
         };
-        record(score_rows(
-            logits,
-            batch.targets.clone(),
-            batch.weights.clone(),
-        ));
-    }
-    let total = |parts: Vec<Tensor<1>>| match <[_; 1]>::try_from(parts) {
-        Ok([one]) => one,
-        Err(parts) => Tensor::cat(parts, 0).sum(),
+        let (nll, summary, p) = score_rows(logits, batch.targets.clone(), batch.weights.clone());
+        predictions.extend(p);
+        (nll, summary)
     };
-    let nll = total(nll);
-    let correct = total(correct);
-    let mut loss = nll.clone().div_scalar(batch.answer_tokens.max(1) as f64);
+    let mut loss = nll.div_scalar(batch.answer_tokens.max(1) as f64);
     if !regulariser.is_empty() {
         let segments = regulariser.len() as f64;
         loss = loss + Tensor::cat(regulariser, 0).sum().div_scalar(segments);
     }
     let out = BatchOutput {
         loss,
-        summary: Tensor::cat(vec![nll.detach(), correct.detach()], 0),
+        summary,
         predictions: match <[_; 1]>::try_from(predictions) {
-            Ok([one]) => one,
-            Err(all) => Tensor::cat(all, 1),
+            Ok([one]) => Some(one),
+            Err(all) if all.is_empty() => None,
+            Err(all) => Some(Tensor::cat(all, 1)),
         },
     };
     (out, keep.then_some(state))
@@ -202,25 +212,31 @@ fn score(
     (nll, correct, pred)
 }
 
-/// [`score`] with the negative log-likelihood as one operation per row
-/// ([`cross_entropy_rows`]: one kernel forward and one backward on wgpu, where the log-softmax
-/// and gather took about twenty). The same numbers within rounding.
+/// [`score`] with the negative log-likelihood and the hits as one operation
+/// ([`cross_entropy_totals`]: one kernel and a sum forward, one kernel backward on wgpu,
+/// where the log-softmax, gather, arg-max and comparison took about thirty). The same numbers
+/// within rounding. Returns the total negative log-likelihood (differentiable), the
+/// `[nll, correct]` summary (detached), and the predictions only for a batch run without
+/// autodiff (evaluation reads them; training does not).
+///
+/// # Shapes
+/// - logits: `[batch, seq, vocab]`
+/// - targets, weights: `[batch, seq]`
+/// - output: `[1]`, `[2]`, `[batch, seq]`
 fn score_rows(
     logits: Tensor<3>,
     targets: Tensor<2, Int>,
     weights: Tensor<2>,
-) -> (Tensor<1>, Tensor<1>, Tensor<2, Int>) {
+) -> (Tensor<1>, Tensor<1>, Option<Tensor<2, Int>>) {
     let [batch, seq, vocab] = logits.dims();
     let rows = batch * seq;
-    let nll = cross_entropy_rows(
-        logits.clone().reshape([rows, vocab]),
-        targets.clone().reshape([rows]),
-        weights.clone().reshape([rows]),
-    )
-    .sum();
-    let pred = logits.argmax(2).squeeze_dim::<2>(2);
-    let correct = (pred.clone().equal(targets).float() * weights).sum();
-    (nll, correct, pred)
+    let predictions = (!logits.is_autodiff()).then(|| logits.clone().argmax(2).squeeze_dim::<2>(2));
+    let totals = cross_entropy_totals(
+        logits.reshape([rows, vocab]),
+        targets.reshape([rows]),
+        weights.reshape([rows]),
+    );
+    (totals.clone().slice(0..1), totals.detach(), predictions)
 }
 
 #[cfg(all(test, feature = "train"))]

@@ -1,5 +1,6 @@
 //! The wgpu launchers of `shaders/cross_entropy.wgsl` and `shaders/cross_entropy_backward.wgsl`:
-//! each row's weighted cross-entropy, and its gradient, one workgroup per row.
+//! each row's weighted cross-entropy and arg-max hit, and the rows' gradient, one workgroup
+//! per row.
 
 use burn::backend::TensorMetadata;
 use burn::backend::wgpu::CubeTensor;
@@ -18,18 +19,22 @@ pub(super) const NAME: &str = "remem::cross_entropy";
 /// The backward kernel's name.
 pub(super) const BACKWARD: &str = "remem::cross_entropy_backward";
 
-/// Whether `kernel` serves these logits: `f32` on wgpu, a non-empty `[rows, vocab]`, and the
-/// kernel's check on this device passed (or has not run: the check itself calls here).
-pub(super) fn serves(kernel: &'static str, logits: &CubeTensor) -> bool {
+/// Whether `kernel` serves these logits: `f32` on wgpu, a non-empty `[rows, vocab]` with
+/// fewer than 2^24 columns (the arg-max travels as `f32`), `i32` targets, and the kernel's
+/// check on this device passed (or has not run: the check itself calls here).
+pub(super) fn serves(kernel: &'static str, logits: &CubeTensor, targets: &CubeTensor) -> bool {
     let shape = logits.shape();
     wgsl::serves(logits)
+        && targets.dtype == burn::tensor::DType::I32
         && shape.num_dims() == 2
         && shape.num_elements() > 0
         && shape.num_elements() <= u32::MAX as usize
+        && shape[1] < 1 << 24
         && !wgsl::failed(kernel, &logits.device)
 }
 
-/// Each row's `weights[n] (logsumexp(logits[n]) - logits[n, targets[n]])`, `[rows]`.
+/// Each row's `weights[n] (logsumexp(logits[n]) - logits[n, targets[n]])` and
+/// `weights[n] [argmax(logits[n]) == targets[n]]`, `[rows, 2]`.
 pub(super) fn cross_entropy_rows(
     logits: CubeTensor,
     targets: CubeTensor,
@@ -40,12 +45,13 @@ pub(super) fn cross_entropy_rows(
         NAME,
         include_str!("../../../shaders/cross_entropy.wgsl"),
         [logits, targets, weights].into(),
-        Shape::new([rows]),
+        Shape::new([rows, 2]),
     )
 }
 
-/// The logits' gradient `grad[n] weights[n] (softmax(logits[n]) - onehot(targets[n]))`.
-pub(super) fn cross_entropy_rows_backward(
+/// The logits' gradient `grad[0] weights[n] (softmax(logits[n]) - onehot(targets[n]))` from
+/// the totals' gradient `grad` (`[2]`).
+pub(super) fn cross_entropy_totals_backward(
     logits: CubeTensor,
     targets: CubeTensor,
     weights: CubeTensor,

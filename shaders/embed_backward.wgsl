@@ -1,0 +1,84 @@
+// The gradients of embed.wgsl's table, memory and positions from the rows' gradient, in one
+// dispatch: invocations [0, V D) write the table's, the next B M D the memory's, the next P D
+// the positions', each one element summing what reached it in a fixed order:
+//   dtable[v, j]    = Σ_b Σ_i [tokens[b, i] == v] grad[b, M + i, j]
+//   dmemory[b, k, j] = grad[b, k, j] + grad[b, M + T + k, j]  (the second term with write rows)
+//   dpositions[p, j] = Σ_b grad[b, row(p), j], row(p) the layout row at position p, if any.
+//
+// Every binding is read_write, inputs too (see attention.wgsl). Launched by
+// src/ops/embed/wgpu.rs. Dispatch: ceil((V D + B M D + P D) / 64) invocations over the first
+// two axes.
+
+@group(0) @binding(0) var<storage, read_write> grad: array<f32>;       // [B, L, D]
+@group(0) @binding(1) var<storage, read_write> tokens: array<i32>;     // [B, T], strided
+@group(0) @binding(2) var<storage, read_write> dtable: array<f32>;     // [V, D]
+@group(0) @binding(3) var<storage, read_write> dmemory: array<f32>;    // [B, M, D]
+@group(0) @binding(4) var<storage, read_write> dpositions: array<f32>; // [P, D]
+// batch, rows L, width D, memory M, tokens T, positions P, vocabulary V, then the strides of
+// the tokens' rows, the memory's batch and the memory's rows (the inputs may be views: a
+// segment's slice of the ids, the rows of the previous segment's output, a batch broadcast)
+@group(0) @binding(5) var<storage, read_write> info: array<u32>;
+
+@compute @workgroup_size(64)
+fn main(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let batch = info[0];
+    let rows = info[1];
+    let d = info[2];
+    let m = info[3];
+    let n = info[4];
+    let p_len = info[5];
+    let vocab = info[6];
+    let token_row = info[7];
+    let write = rows > m + n;
+    var idx = (group.y * groups.x + group.x) * 64u + t;
+    if idx < vocab * d {
+        let v = i32(idx / d);
+        let j = idx % d;
+        var sum = 0.0;
+        for (var b = 0u; b < batch; b++) {
+            for (var i = 0u; i < n; i++) {
+                if clamp(tokens[b * token_row + i], 0, i32(vocab) - 1) == v {
+                    sum += grad[(b * rows + m + i) * d + j];
+                }
+            }
+        }
+        dtable[idx] = sum;
+        return;
+    }
+    idx -= vocab * d;
+    if idx < batch * m * d {
+        let j = idx % d;
+        let k = (idx / d) % m;
+        let b = idx / (d * m);
+        var sum = grad[(b * rows + k) * d + j];
+        if write {
+            sum += grad[(b * rows + m + n + k) * d + j];
+        }
+        dmemory[idx] = sum;
+        return;
+    }
+    idx -= batch * m * d;
+    if idx < p_len * d {
+        let j = idx % d;
+        let p = idx / d;
+        // The layout row at position p: the read memory and the tokens at their own index,
+        // the write memory at the table's last M rows; none for the rest.
+        var r = rows;
+        if p < m + n {
+            r = p;
+        } else if write && p >= p_len - m {
+            r = m + n + (p - (p_len - m));
+        }
+        var sum = 0.0;
+        if r < rows {
+            for (var b = 0u; b < batch; b++) {
+                sum += grad[(b * rows + r) * d + j];
+            }
+        }
+        dpositions[idx] = sum;
+    }
+}
