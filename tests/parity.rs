@@ -685,6 +685,73 @@ fn the_wgsl_layout_embedding_matches_burns_operations() {
     }
 }
 
+/// The WGSL inference product (`shaders/affine.wgsl`), which every linear layer of a streaming
+/// step runs on wgpu, gives Burn's product, bias, GELU and residual on the CPU: three leading
+/// axes folded into rows, widths that are not multiples of its tile (an odd inner width among
+/// them), one row and many. The kernel must be what ran.
+#[test]
+fn the_wgsl_inference_product_matches_the_cpu() {
+    use remem::ops::affine::{Epilogue, affine};
+    let Some(gpu) = common::wgpu_device() else {
+        return;
+    };
+    let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 400.0 - 1.2;
+    for (batch, seq, k, n) in [
+        (1, 1, 3, 5),
+        (2, 20, 98, 245),
+        (3, 17, 245, 98),
+        (1, 40, 64, 16),
+    ] {
+        for epilogue in [Epilogue::None, Epilogue::Gelu, Epilogue::Residual] {
+            let run = |device: &Device, ours: bool| {
+                let data =
+                    |len: usize, salt| (0..len).map(|i| value(i, salt)).collect::<Vec<f32>>();
+                let x = Tensor::<3>::from_data(
+                    TensorData::new(data(batch * seq * k, 1), [batch, seq, k]),
+                    device,
+                );
+                let w = Tensor::<2>::from_data(TensorData::new(data(k * n, 2), [k, n]), device);
+                let b = Tensor::<1>::from_data(TensorData::new(data(n, 3), [n]), device);
+                let r = Tensor::<3>::from_data(
+                    TensorData::new(data(batch * seq * n, 4), [batch, seq, n]),
+                    device,
+                );
+                let y = match ours {
+                    true => {
+                        let residual = (epilogue == Epilogue::Residual).then_some(r);
+                        affine(x, w, b, residual, epilogue)
+                    }
+                    false => {
+                        let y = x.matmul(w.unsqueeze::<3>()) + b.unsqueeze::<3>();
+                        match epilogue {
+                            Epilogue::None => y,
+                            Epilogue::Gelu => burn::tensor::activation::gelu(y),
+                            Epilogue::Residual => y + r,
+                        }
+                    }
+                };
+                common::values(y)
+            };
+            let want = run(&Device::flex(), false);
+            // The once-per-device check runs the kernel too: done before counting.
+            run(&gpu, true);
+            let mut got = None;
+            let counts = launched(|| got = Some(run(&gpu, true)));
+            assert!(
+                counts.get("remem::affine") == Some(&1) && remem::ops::fallbacks().is_empty(),
+                "{epilogue:?} [{batch}, {seq}, {k}] x [{k}, {n}]: the kernel did not run once ({counts:?}; fallbacks {:?})",
+                remem::ops::fallbacks()
+            );
+            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+            let diff = common::max_diff(&got.unwrap(), &want) / scale;
+            assert!(
+                diff < 1e-5,
+                "{epilogue:?} [{batch}, {seq}, {k}] x [{k}, {n}]: differs by {diff} (relative)"
+            );
+        }
+    }
+}
+
 /// The WGSL sum of squares (`shaders/sum_squares.wgsl`), which gradient clipping runs over
 /// the parameters five at a time, gives the CPU's total for tensors smaller and larger than its
 /// workgroup, in groups full and partly padded, a transposed one and a slice of columns (both

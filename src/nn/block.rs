@@ -8,9 +8,8 @@ use burn::prelude::*;
 use super::attention::{Attention, AttentionConfig};
 use super::dropout::Dropout;
 use super::init::Init;
-use super::linear::{linear, linear_residual};
+use super::linear::{linear, linear_gelu, linear_residual};
 use super::norm::{LayerNorm, LayerNormConfig};
-use crate::ops::gelu::gelu;
 
 /// Configuration of [`Block`].
 #[derive(Config, Debug)]
@@ -205,7 +204,7 @@ impl Block {
                 kept(x) + self.dropout.forward(context)
             }
         };
-        let inner = gelu(linear(&self.ff_in, self.norm_ff.forward(x.clone())));
+        let inner = linear_gelu(&self.ff_in, self.norm_ff.forward(x.clone()));
         let hidden = match fold {
             true => linear_residual(&self.ff_out, inner, x),
             false => x + self.dropout.forward(linear(&self.ff_out, inner)),
@@ -228,7 +227,7 @@ impl Block {
         let x = self
             .norm_attn
             .forward(x + self.dropout.forward(attn.context));
-        let ff = linear(&self.ff_out, gelu(linear(&self.ff_in, x.clone())));
+        let ff = linear(&self.ff_out, linear_gelu(&self.ff_in, x.clone()));
         BlockOutput {
             hidden: self.norm_ff.forward(x + self.dropout.forward(ff)),
             weights: attn.weights,

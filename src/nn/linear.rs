@@ -15,6 +15,8 @@
 use burn::nn::Linear;
 use burn::prelude::*;
 
+use crate::ops::affine::{self, Epilogue, affine};
+use crate::ops::gelu::gelu;
 use crate::ops::matmul::matmul;
 
 /// `layer(x)` as one product over the rows of `x`.
@@ -40,10 +42,25 @@ pub(crate) fn linear_with<const D: usize>(
     weight: Tensor<2>,
     bias: Option<Tensor<1>>,
 ) -> Tensor<D> {
-    if broadcast(&x) {
-        return broadcast_affine(x, weight, bias);
+    match bias {
+        Some(bias) if affine::serves(&x, &weight) => affine(x, weight, bias, None, Epilogue::None),
+        bias if broadcast(&x) => broadcast_affine(x, weight, bias),
+        bias => on_rows(x, |rows| rows_affine(rows, weight, bias)),
     }
-    on_rows(x, |rows| affine(rows, weight, bias))
+}
+
+/// `gelu(layer(x))`; on wgpu at inference one kernel with the GELU in its epilogue.
+///
+/// # Shapes
+/// - x: `[..., d_in]`
+/// - output: `[..., d_out]`
+pub fn linear_gelu<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    match &layer.bias {
+        Some(bias) if affine::serves(&x, &layer.weight.val()) => {
+            affine(x, layer.weight.val(), bias.val(), None, Epilogue::Gelu)
+        }
+        _ => gelu(linear(layer, x)),
+    }
 }
 
 /// `residual + layer(x)`, the sum taken before the rows are unfolded: on GPUs it then joins the
@@ -60,14 +77,17 @@ pub fn linear_residual<const D: usize>(
 ) -> Tensor<D> {
     let bias = layer.bias.as_ref().map(|b| b.val());
     let weight = layer.weight.val();
-    if broadcast(&x) {
-        return broadcast_affine(x, weight, bias) + residual;
+    match bias {
+        Some(bias) if affine::serves(&x, &weight) => {
+            affine(x, weight, bias, Some(residual), Epilogue::Residual)
+        }
+        bias if broadcast(&x) => broadcast_affine(x, weight, bias) + residual,
+        bias => on_rows(x, |rows| {
+            let d_out = weight.dims()[1];
+            let residual = residual.reshape([rows.dims()[0], d_out]);
+            rows_affine(rows, weight, bias) + residual
+        }),
     }
-    on_rows(x, |rows| {
-        let d_out = weight.dims()[1];
-        let residual = residual.reshape([rows.dims()[0], d_out]);
-        affine(rows, weight, bias) + residual
-    })
 }
 
 /// `layers[0](x)`, `layers[1](x)`, ... side by side along the last axis, as one product with the
@@ -95,8 +115,9 @@ pub(crate) fn concat(layers: &[&Linear]) -> (Tensor<2>, Option<Tensor<1>>) {
     (weight, bias)
 }
 
-/// Whether [`broadcast_affine`] serves `x`: inference on a GPU. Training keeps the fold into
-/// rows: the weight's gradient is then one product instead of a batch of them and a sum.
+/// Whether [`broadcast_affine`] serves `x`: inference on a GPU other than wgpu's (which takes
+/// [`affine`]). Training keeps the fold into rows: the weight's gradient is then one product
+/// instead of a batch of them and a sum.
 fn broadcast<const D: usize>(x: &Tensor<D>) -> bool {
     !x.is_autodiff() && !crate::device::is_cpu(&x.device())
 }
@@ -131,7 +152,7 @@ fn broadcast_affine<const D: usize>(
 /// - weight: `[d_in, d_out]`
 /// - bias: `[d_out]`
 /// - output: `[rows, d_out]`
-fn affine(rows: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
+fn rows_affine(rows: Tensor<2>, weight: Tensor<2>, bias: Option<Tensor<1>>) -> Tensor<2> {
     // The bias reshaped before the product: on GPUs its addition then joins the product's
     // kernel (see [`broadcast_affine`]).
     let bias = bias.map(|b| b.unsqueeze::<2>());

@@ -1,7 +1,7 @@
 //! Fused operations and remem's CPU kernels: the only place with `unsafe` kernel code.
 //!
-//! An operation with a hand-written WGSL kernel has a folder ([`attention`], [`layer_norm`],
-//! [`cross_entropy`], [`embed`], [`sum_squares`]):
+//! An operation with a hand-written WGSL kernel has a folder ([`affine`], [`attention`],
+//! [`layer_norm`], [`cross_entropy`], [`embed`], [`sum_squares`]):
 //! the backend extension trait with its reference written in Burn's tensor operations, the CPU
 //! (flex) kernel, the wgpu launcher of its kernel in `shaders/`, and the backward. [`gelu`],
 //! [`softmax`] and [`matmul`] have CPU kernels only (GPU backends run Burn's own); [`cpu`] is
@@ -11,6 +11,7 @@
 //! On wgpu each kernel is checked once per device before its first use ([`wgsl`]): an adapter
 //! that cannot compile or run it takes the reference path, with one message saying so.
 
+pub mod affine;
 pub mod attention;
 pub(crate) mod checked;
 pub(crate) mod cpu;
