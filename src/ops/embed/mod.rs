@@ -138,7 +138,7 @@ pub fn embed_layout(
     ))
 }
 
-/// `rows` `[n, d]` of `x` from `start`.
+/// `n` entries of `x` along `dim` from `start`.
 fn rows<B: Backend>(x: FloatTensor<B>, dim: usize, start: usize, n: usize) -> FloatTensor<B> {
     let mut slices = vec![Slice::full(); x.shape().num_dims()];
     slices[dim] = Slice::new(start as isize, Some((start + n) as isize), 1);
@@ -214,7 +214,8 @@ fn backward_from_ops<B: Backend>(
 
 /// The checks' input: a vocabulary of 11 rows of width 70 (not a multiple of the workgroup),
 /// a batch of 3, 2 memory rows, a partial segment of 3 tokens out of 5 (so the write rows'
-/// positions are not the ones after the tokens), every id but a few used, some twice.
+/// positions are not the ones after the tokens), nine of the eleven ids (two table rows get no
+/// gradient).
 fn check_input() -> [TensorData; 4] {
     let (vocab, d, batch, m, t, t_max) = (11, 70, 3, 2, 3, 5);
     let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 500.0 - 1.0;
