@@ -6,7 +6,7 @@
 //   dpositions[p, j] = Σ_b grad[b, row(p), j], row(p) the layout row at position p, if any.
 //
 // Every binding is read_write, inputs too (see attention.wgsl). Launched by
-// src/ops/embed/wgpu.rs. Dispatch: ceil((V D + B M D + P D) / 64) invocations over the first
+// src/ops/embed/wgpu.rs, which puts embed_sizes.wgsl first. Dispatch: ceil((V D + B M D + P D) / 64) invocations over the first
 // two axes.
 
 @group(0) @binding(0) var<storage, read_write> grad: array<f32>;       // [B, L, D]
@@ -14,10 +14,7 @@
 @group(0) @binding(2) var<storage, read_write> dtable: array<f32>;     // [V, D]
 @group(0) @binding(3) var<storage, read_write> dmemory: array<f32>;    // [B, M, D]
 @group(0) @binding(4) var<storage, read_write> dpositions: array<f32>; // [P, D]
-// batch, rows L, width D, memory M, tokens T, positions P, vocabulary V, then the strides of
-// the tokens' rows, the memory's batch and the memory's rows (the inputs may be views: a
-// segment's slice of the ids, the rows of the previous segment's output, a batch broadcast)
-@group(0) @binding(5) var<storage, read_write> info: array<u32>;
+@group(0) @binding(5) var<storage, read_write> info: array<u32>;       // see embed_sizes.wgsl
 
 @compute @workgroup_size(64)
 fn main(
@@ -25,23 +22,23 @@ fn main(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) t: u32,
 ) {
-    let batch = info[0];
-    let rows = info[1];
-    let d = info[2];
-    let m = info[3];
-    let n = info[4];
-    let p_len = info[5];
-    let vocab = info[6];
-    let token_row = info[7];
+    let s = sizes();
+    let batch = s.batch;
+    let rows = s.rows;
+    let d = s.d;
+    let m = s.m;
+    let n = s.n;
+    let p_len = s.positions;
+    let vocab = s.vocab;
     let write = rows > m + n;
     var idx = (group.y * groups.x + group.x) * 64u + t;
     if idx < vocab * d {
-        let v = i32(idx / d);
+        let v = idx / d;
         let j = idx % d;
         var sum = 0.0;
         for (var b = 0u; b < batch; b++) {
             for (var i = 0u; i < n; i++) {
-                if clamp(tokens[b * token_row + i], 0, i32(vocab) - 1) == v {
+                if token_id(s, b, i) == v {
                     sum += grad[(b * rows + m + i) * d + j];
                 }
             }

@@ -55,9 +55,10 @@ pub(crate) fn linear_with<const D: usize>(
 /// - x: `[..., d_in]`
 /// - output: `[..., d_out]`
 pub fn linear_gelu<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let weight = layer.weight.val();
     match &layer.bias {
-        Some(bias) if affine::serves(&x, &layer.weight.val()) => {
-            affine(x, layer.weight.val(), bias.val(), None, Epilogue::Gelu)
+        Some(bias) if affine::serves(&x, &weight) => {
+            affine(x, weight, bias.val(), None, Epilogue::Gelu)
         }
         _ => gelu(linear(layer, x)),
     }

@@ -19,6 +19,9 @@ const MAX_GROUPS: usize = 65_535;
 /// segment's tokens, which pays while the table is small (bytes, a task's symbols).
 const MAX_VOCAB: usize = 4096;
 
+/// The sizes and token lookup both kernels share (`shaders/embed_sizes.wgsl`), put first.
+const SIZES: &str = include_str!("../../../shaders/embed_sizes.wgsl");
+
 /// The forward kernel's name in logs and launch counts.
 pub(super) const NAME: &str = "remem::embed";
 /// The backward kernel's name.
@@ -108,7 +111,7 @@ pub(super) fn embed_layout(
     .info(&out);
     Wgsl::new(
         NAME,
-        &[include_str!("../../../shaders/embed.wgsl")],
+        &[SIZES, include_str!("../../../shaders/embed.wgsl")],
         &[],
         THREADS as u32,
     )
@@ -156,7 +159,7 @@ pub(super) fn embed_layout_backward(
     let work = table_shape.num_elements() + batch * m * d + positions_shape.num_elements();
     Wgsl::new(
         BACKWARD,
-        &[include_str!("../../../shaders/embed_backward.wgsl")],
+        &[SIZES, include_str!("../../../shaders/embed_backward.wgsl")],
         &[],
         THREADS as u32,
     )
