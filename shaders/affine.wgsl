@@ -1,9 +1,11 @@
-// Inference's linear layers: out = epilogue(x w + b), one 16 x 16 tile of the output per
-// workgroup, the product's 16-wide slices of x and w staged in workgroup memory. The epilogue
+// Inference's linear layers: out = epilogue(x' w + b), one 16 x 16 tile of the output per
+// workgroup, the product's 16-wide slices of x' and w staged in workgroup memory. The epilogue
 // is fixed when the kernel is built ({{ epilogue }}): 0 none, 1 GELU, 2 adding `residual`
-// (bound but unread otherwise). One small kernel for every product of a streaming step, so a
-// browser compiles three of them instead of tuning Burn's matrix products (several candidate
-// kernels per shape, each compiled).
+// (bound but unread otherwise). x' is x as it lies (affine_rows.wgsl) or each row of x layer-
+// normed as it is read (affine_norm.wgsl: a pre-norm block's norm and the product after it in
+// one kernel); the launcher puts one of the two first, with its `prologue` and `load_x`. One
+// small kernel for every product of a streaming step, so a browser compiles a few of them
+// instead of tuning Burn's matrix products (several candidate kernels per shape, each compiled).
 //
 // Every binding is read_write, inputs too (see attention.wgsl). Launched by
 // src/ops/affine/wgpu.rs. Dispatch: (ceil(n / 16), ceil(rows / 16)).
@@ -13,7 +15,7 @@
 @group(0) @binding(2) var<storage, read_write> b: array<f32>;        // [n]
 @group(0) @binding(3) var<storage, read_write> residual: array<f32>; // [rows, n]
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;      // [rows, n]
-@group(0) @binding(5) var<storage, read_write> info: array<u32>;     // rows, k, n
+@group(0) @binding(5) var<storage, read_write> info: array<u32>;     // rows, k, n, epsilon
 
 const EPILOGUE: u32 = {{ epilogue }}u;
 const TILE: u32 = 16u;
@@ -43,11 +45,12 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
     let ty = t / TILE;
     let row = group.y * TILE + ty;
     let col = group.x * TILE + tx;
+    prologue(t, row, rows, k);
     var acc = 0.0;
     for (var k0 = 0u; k0 < k; k0 += TILE) {
         var xv = 0.0;
         if row < rows && k0 + tx < k {
-            xv = x[row * k + k0 + tx];
+            xv = load_x(row, k0 + tx, k, ty);
         }
         var wv = 0.0;
         if k0 + ty < k && col < n {

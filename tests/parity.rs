@@ -686,12 +686,13 @@ fn the_wgsl_layout_embedding_matches_burns_operations() {
 }
 
 /// The WGSL inference product (`shaders/affine.wgsl`), which every linear layer of a streaming
-/// step runs on wgpu, gives Burn's product, bias, GELU and residual on the CPU: three leading
-/// axes folded into rows, widths that are not multiples of its tile (an odd inner width among
-/// them), one row and many. The kernel must be what ran.
+/// step runs on wgpu, gives Burn's product, bias, GELU and residual on the CPU, and with a layer
+/// norm of its input rows Burn's layer norm before them (a pre-norm block's norm and product):
+/// three leading axes folded into rows, widths that are not multiples of its tile (an odd inner
+/// width among them), one row and many. The kernel must be what ran.
 #[test]
 fn the_wgsl_inference_product_matches_the_cpu() {
-    use remem::ops::affine::{Epilogue, affine};
+    use remem::ops::affine::{Epilogue, RowNorm, affine};
     let Some(gpu) = common::wgpu_device() else {
         return;
     };
@@ -702,7 +703,10 @@ fn the_wgsl_inference_product_matches_the_cpu() {
         (3, 17, 245, 98),
         (1, 40, 64, 16),
     ] {
-        for epilogue in [Epilogue::None, Epilogue::Gelu, Epilogue::Residual] {
+        for (epilogue, norm) in [Epilogue::None, Epilogue::Gelu, Epilogue::Residual]
+            .into_iter()
+            .flat_map(|e| [(e, false), (e, true)])
+        {
             let run = |device: &Device, ours: bool| {
                 let data =
                     |len: usize, salt| (0..len).map(|i| value(i, salt)).collect::<Vec<f32>>();
@@ -716,12 +720,28 @@ fn the_wgsl_inference_product_matches_the_cpu() {
                     TensorData::new(data(batch * seq * n, 4), [batch, seq, n]),
                     device,
                 );
+                let gamma = Tensor::<1>::from_data(TensorData::new(data(k, 5), [k]), device);
+                let beta = Tensor::<1>::from_data(TensorData::new(data(k, 6), [k]), device);
                 let y = match ours {
                     true => {
                         let residual = (epilogue == Epilogue::Residual).then_some(r);
-                        affine(x, w, b, residual, epilogue)
+                        let norm = norm.then_some(RowNorm {
+                            gamma,
+                            beta,
+                            epsilon: 1e-5,
+                        });
+                        affine(x, w, b, residual, epilogue, norm)
                     }
                     false => {
+                        let x = match norm {
+                            true => {
+                                let mut layer = burn::nn::LayerNormConfig::new(k).init(device);
+                                layer.gamma = burn::module::Param::from_tensor(gamma);
+                                layer.beta = Some(burn::module::Param::from_tensor(beta));
+                                layer.forward(x)
+                            }
+                            false => x,
+                        };
                         let y = x.matmul(w.unsqueeze::<3>()) + b.unsqueeze::<3>();
                         match epilogue {
                             Epilogue::None => y,
@@ -739,14 +759,14 @@ fn the_wgsl_inference_product_matches_the_cpu() {
             let counts = launched(|| got = Some(run(&gpu, true)));
             assert!(
                 counts.get("remem::affine") == Some(&1) && remem::ops::fallbacks().is_empty(),
-                "{epilogue:?} [{batch}, {seq}, {k}] x [{k}, {n}]: the kernel did not run once ({counts:?}; fallbacks {:?})",
+                "{epilogue:?}, norm {norm} [{batch}, {seq}, {k}] x [{k}, {n}]: the kernel did not run once ({counts:?}; fallbacks {:?})",
                 remem::ops::fallbacks()
             );
             let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
             let diff = common::max_diff(&got.unwrap(), &want) / scale;
             assert!(
                 diff < 1e-5,
-                "{epilogue:?} [{batch}, {seq}, {k}] x [{k}, {n}]: differs by {diff} (relative)"
+                "{epilogue:?}, norm {norm} [{batch}, {seq}, {k}] x [{k}, {n}]: differs by {diff} (relative)"
             );
         }
     }

@@ -31,9 +31,11 @@ use burn::tensor::ops::AttentionModuleOptions;
 use super::dropout::Dropout;
 use super::init::Init;
 use super::linear::{
-    concat as linear_concat_weights, linear, linear_concat, linear_residual, linear_with,
+    concat as linear_concat_weights, linear, linear_residual, linear_with, norm_linear_with,
 };
+use super::norm::LayerNorm;
 use crate::device::is_cpu;
+use crate::ops::affine;
 use crate::ops::attention::{fused_attention, fused_attention_with_weights};
 use crate::ops::matmul::matmul;
 use crate::ops::softmax::masked_softmax;
@@ -174,7 +176,15 @@ impl Attention {
         return_weights: bool,
         rows_from: usize,
     ) -> AttentionOutput {
-        let (mixed, weights) = self.attend(query, context, bias, rotary, return_weights, rows_from);
+        let (mixed, weights) = self.attend(
+            query,
+            context,
+            bias,
+            rotary,
+            return_weights,
+            rows_from,
+            None,
+        );
         AttentionOutput {
             context: self.project(mixed),
             weights,
@@ -200,6 +210,12 @@ impl Attention {
 
     /// [`Attention::forward_rotary`] before the output projection: the heads' mixed values
     /// joined `[batch, seq_q - rows_from, d_model]`, and the weights when asked for.
+    ///
+    /// With `norm`, `query` and `context` are a pre-norm block's input before its norm: the
+    /// products normalise their rows as they read them where they can (inference on wgpu, one
+    /// kernel per product instead of a norm kernel before them), and elsewhere the rows are
+    /// normalised first, as the block did.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn attend(
         &self,
         query: Tensor<3>,
@@ -208,7 +224,14 @@ impl Attention {
         rotary: Option<(&RotaryEncoding, usize)>,
         return_weights: bool,
         rows_from: usize,
+        norm: Option<&LayerNorm>,
     ) -> (Tensor<3>, Option<Tensor<4>>) {
+        let (query, context, norm) = match norm {
+            Some(n) if !affine::serves(&query, &self.query.weight.val()) => {
+                (n.forward(query), context.map(|c| n.forward(c)), None)
+            }
+            n => (query, context, n),
+        };
         let [batch, seq_q, d_model] = query.dims();
         assert!(rows_from < seq_q, "rows {rows_from}.. of {seq_q} keep none");
         let keep = |mixed: Tensor<3>| match rows_from {
@@ -221,7 +244,7 @@ impl Attention {
             context.is_some() || rotary.is_some(),
             return_weights,
         ) {
-            let qkv = self.qkv(query);
+            let qkv = self.qkv(query, norm);
             let (mixed, weights) = if return_weights {
                 let (mixed, weights) = fused_attention_with_weights(qkv, bias, self.n_heads, scale);
                 (mixed, Some(weights))
@@ -240,16 +263,22 @@ impl Attention {
                 self.heads(linear(&self.value, context)),
             )
         } else if let Some(context) = context {
-            let kv = match &self.packed {
+            let (w, b) = match &self.packed {
                 Some(Packed {
                     kv: Some((w, b)), ..
-                }) => linear_with(context, w.clone(), b.clone()),
-                _ => linear_concat(&[&self.key, &self.value], context),
+                }) => (w.clone(), b.clone()),
+                _ => linear_concat_weights(&[&self.key, &self.value]),
             };
-            let [k, v] = self.split_heads(kv);
-            (self.heads(linear(&self.query, query)), k, v)
+            let [k, v] = self.split_heads(project(norm, context, w, b));
+            let q = project(
+                norm,
+                query,
+                self.query.weight.val(),
+                self.query.bias.as_ref().map(|b| b.val()),
+            );
+            (self.heads(q), k, v)
         } else {
-            let [q, k, v] = self.split_heads(self.qkv(query));
+            let [q, k, v] = self.split_heads(self.qkv(query, norm));
             (q, k, v)
         };
         if let Some((rope, query_start)) = rotary {
@@ -296,15 +325,16 @@ impl Attention {
     /// # Shapes
     /// - x: `[batch, seq, d_model]`
     /// - output: `[batch, seq, 3 d_model]`
-    fn qkv(&self, x: Tensor<3>) -> Tensor<3> {
-        match &self.packed {
+    fn qkv(&self, x: Tensor<3>, norm: Option<&LayerNorm>) -> Tensor<3> {
+        let (w, b) = match &self.packed {
             // An inference copy's packed weights serve inference only; a training step's
             // (tracked) serve that step.
             Some(Packed { qkv: (w, b), .. }) if w.is_autodiff() == x.is_autodiff() => {
-                linear_with(x, w.clone(), b.clone())
+                (w.clone(), b.clone())
             }
-            _ => linear_concat(&[&self.query, &self.key, &self.value], x),
-        }
+            _ => linear_concat_weights(&[&self.query, &self.key, &self.value]),
+        };
+        project(norm, x, w, b)
     }
 
     /// `[batch, seq, d_model]` -> `[batch, n_heads, seq, d_head]`.
@@ -321,6 +351,26 @@ impl Attention {
         let h = self.n_heads;
         let x = x.reshape([batch, seq, N * h, self.d_head]).swap_dims(1, 2);
         std::array::from_fn(|i| x.clone().slice(s![.., i * h..(i + 1) * h, .., ..]))
+    }
+}
+
+/// `x · weight + bias`, with each row of `x` layer-normed first when `norm` is given
+/// ([`norm_linear_with`]).
+///
+/// # Shapes
+/// - x: `[batch, seq, d_in]`
+/// - weight: `[d_in, d_out]`
+/// - bias: `[d_out]`
+/// - output: `[batch, seq, d_out]`
+fn project(
+    norm: Option<&LayerNorm>,
+    x: Tensor<3>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<3> {
+    match norm {
+        Some(norm) => norm_linear_with(norm, x, weight, bias),
+        None => linear_with(x, weight, bias),
     }
 }
 

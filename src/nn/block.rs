@@ -8,7 +8,7 @@ use burn::prelude::*;
 use super::attention::{Attention, AttentionConfig};
 use super::dropout::Dropout;
 use super::init::Init;
-use super::linear::{linear, linear_gelu, linear_residual};
+use super::linear::{linear, linear_gelu, linear_residual, norm_linear_gelu};
 use super::norm::{LayerNorm, LayerNormConfig};
 
 /// Configuration of [`Block`].
@@ -166,29 +166,33 @@ impl Block {
             );
             return self.forward_post_norm(x, bias, return_weights, rows_from);
         }
-        let normed = self.norm_attn.forward(x.clone());
+        let kept = |t: Tensor<3>| rows_from_on(t, rows_from);
         let (context, offset) = match cache {
             Some(cache) => {
                 let offset = cache.dims()[1];
-                (
-                    Some(
-                        self.norm_attn
-                            .forward(Tensor::cat(vec![cache, x.clone()], 1)),
-                    ),
-                    offset,
-                )
+                (Some(Tensor::cat(vec![cache, x.clone()], 1)), offset)
             }
             None => (None, 0),
         };
-        let kept = |t: Tensor<3>| rows_from_on(t, rows_from);
-        let extra = side.map(|f| kept(f(normed.clone())));
+        // The attention's products normalise their inputs themselves where they can
+        // (`Attention::attend`); the long-term memory's read needs the normed rows anyway.
+        let (query, context, norm, extra) = match side {
+            Some(f) => {
+                let normed = self.norm_attn.forward(x.clone());
+                let extra = kept(f(normed.clone()));
+                let context = context.map(|c| self.norm_attn.forward(c));
+                (normed, context, None, Some(extra))
+            }
+            None => (x.clone(), context, Some(&self.norm_attn), None),
+        };
         let (mixed, weights) = self.attn.attend(
-            normed,
+            query,
             context,
             bias,
             rotary.map(|r| (r, offset)),
             return_weights,
             rows_from,
+            norm,
         );
         // Without dropout the residual sums are taken inside the output products (one kernel
         // fewer each on GPUs, the same numbers).
@@ -204,7 +208,7 @@ impl Block {
                 kept(x) + self.dropout.forward(context)
             }
         };
-        let inner = linear_gelu(&self.ff_in, self.norm_ff.forward(x.clone()));
+        let inner = norm_linear_gelu(&self.norm_ff, &self.ff_in, x.clone());
         let hidden = match fold {
             true => linear_residual(&self.ff_out, inner, x),
             false => x + self.dropout.forward(linear(&self.ff_out, inner)),

@@ -15,6 +15,7 @@
 use burn::nn::Linear;
 use burn::prelude::*;
 
+use super::norm::LayerNorm;
 use crate::ops::affine::{self, Epilogue, affine};
 use crate::ops::gelu::gelu;
 use crate::ops::matmul::matmul;
@@ -43,9 +44,44 @@ pub(crate) fn linear_with<const D: usize>(
     bias: Option<Tensor<1>>,
 ) -> Tensor<D> {
     match bias {
-        Some(bias) if affine::serves(&x, &weight) => affine(x, weight, bias, None, Epilogue::None),
+        Some(bias) if affine::serves(&x, &weight) => {
+            affine(x, weight, bias, None, Epilogue::None, None)
+        }
         bias if broadcast(&x) => broadcast_affine(x, weight, bias),
         bias => on_rows(x, |rows| rows_affine(rows, weight, bias)),
+    }
+}
+
+/// `layer(norm(x))`, a pre-norm block's norm and the product after it; on wgpu at inference
+/// one kernel that normalises each row as it reads it. The same numbers as
+/// `linear(layer, norm.forward(x))` up to rounding.
+///
+/// # Shapes
+/// - x: `[..., d_in]`
+/// - output: `[..., d_out]`
+pub fn norm_linear<const D: usize>(norm: &LayerNorm, layer: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let bias = layer.bias.as_ref().map(|b| b.val());
+    norm_linear_with(norm, x, layer.weight.val(), bias)
+}
+
+/// [`norm_linear`] with weights that are not one layer's (as [`linear_with`]).
+///
+/// # Shapes
+/// - x: `[..., d_in]`
+/// - weight: `[d_in, d_out]`
+/// - bias: `[d_out]`
+/// - output: `[..., d_out]`
+pub(crate) fn norm_linear_with<const D: usize>(
+    norm: &LayerNorm,
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
+    match bias {
+        Some(bias) if affine::serves(&x, &weight) => {
+            affine(x, weight, bias, None, Epilogue::None, Some(norm.row_norm()))
+        }
+        bias => linear_with(norm.forward(x), weight, bias),
     }
 }
 
@@ -58,9 +94,33 @@ pub fn linear_gelu<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let weight = layer.weight.val();
     match &layer.bias {
         Some(bias) if affine::serves(&x, &weight) => {
-            affine(x, weight, bias.val(), None, Epilogue::Gelu)
+            affine(x, weight, bias.val(), None, Epilogue::Gelu, None)
         }
         _ => gelu(linear(layer, x)),
+    }
+}
+
+/// `gelu(layer(norm(x)))`; on wgpu at inference one kernel (see [`norm_linear`]).
+///
+/// # Shapes
+/// - x: `[..., d_in]`
+/// - output: `[..., d_out]`
+pub fn norm_linear_gelu<const D: usize>(
+    norm: &LayerNorm,
+    layer: &Linear,
+    x: Tensor<D>,
+) -> Tensor<D> {
+    let weight = layer.weight.val();
+    match &layer.bias {
+        Some(bias) if affine::serves(&x, &weight) => affine(
+            x,
+            weight,
+            bias.val(),
+            None,
+            Epilogue::Gelu,
+            Some(norm.row_norm()),
+        ),
+        _ => linear_gelu(layer, norm.forward(x)),
     }
 }
 
@@ -80,7 +140,7 @@ pub fn linear_residual<const D: usize>(
     let weight = layer.weight.val();
     match bias {
         Some(bias) if affine::serves(&x, &weight) => {
-            affine(x, weight, bias, Some(residual), Epilogue::Residual)
+            affine(x, weight, bias, Some(residual), Epilogue::Residual, None)
         }
         bias if broadcast(&x) => broadcast_affine(x, weight, bias) + residual,
         bias => on_rows(x, |rows| {

@@ -8,6 +8,8 @@ use burn::prelude::*;
 
 pub use crate::ops::layer_norm::layer_norm;
 
+use crate::ops::affine::RowNorm;
+
 /// Configuration of [`LayerNorm`].
 #[derive(Config, Debug)]
 pub struct LayerNormConfig {
@@ -47,5 +49,14 @@ impl LayerNorm {
     /// - output: as `x`
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         layer_norm(x, self.gamma.val(), self.beta.val(), self.epsilon)
+    }
+
+    /// This norm for a product to apply as it reads its input ([`crate::nn::linear::norm_linear`]).
+    pub(crate) fn row_norm(&self) -> RowNorm {
+        RowNorm {
+            gamma: self.gamma.val(),
+            beta: self.beta.val(),
+            epsilon: self.epsilon,
+        }
     }
 }

@@ -40,7 +40,8 @@ impl Wgsl {
     /// `{{ key }}` replaced by its value, run by `workgroup` invocations per workgroup (the
     /// shader's own `@workgroup_size` must agree). `name` names the kernel in the runtime's
     /// logs and in launch counts, and with `values` keys the filled text, which is built once:
-    /// a name always stands for the same parts.
+    /// a name with the same values always stands for the same parts (a launcher that chooses
+    /// among parts puts its choice in the values).
     pub(crate) fn new(
         name: &'static str,
         parts: &[&'static str],

@@ -1,5 +1,7 @@
-//! Inference's linear layers on wgpu as one hand-written kernel: `epilogue(x w + b)`, the
-//! epilogue none, GELU, or a residual added (`shaders/affine.wgsl`).
+//! Inference's linear layers on wgpu as one hand-written kernel: `epilogue(x' w + b)`, the
+//! epilogue none, GELU, or a residual added (`shaders/affine.wgsl`), and `x'` the input as it
+//! lies or each row layer-normed as the kernel reads it (a pre-norm block's norm and the product
+//! after it in one kernel, [`RowNorm`]).
 //!
 //! At inference Burn runs each product through its matrix-product family, whose autotuning
 //! compiles and times several candidate kernels for every new shape (and a whole second family
@@ -37,20 +39,42 @@ impl Epilogue {
     }
 }
 
-/// Inference's `epilogue(x w + b)` as a backend operation.
+/// A layer norm applied to each row of a product's input as it is read: `(x - mean) /
+/// sqrt(var + epsilon) * gamma + beta`, as [`crate::ops::layer_norm::layer_norm`] computes it.
+#[derive(Debug, Clone)]
+pub struct RowNorm {
+    /// Scale, `[k]`.
+    pub gamma: Tensor<1>,
+    /// Shift, `[k]`.
+    pub beta: Tensor<1>,
+    /// Added to the variance before the square root.
+    pub epsilon: f64,
+}
+
+/// Inference's `epilogue(x' w + b)` as a backend operation.
 #[backend_extension(Flex, Cube, Fusion)]
 pub trait AffineBackend: Backend {
-    /// `epilogue(x w + b)` for `x` `[rows, k]`, `weight` `[k, n]`, `bias` `[n]`; `residual`
+    /// `epilogue(x' w + b)` for `x` `[rows, k]`, `weight` `[k, n]`, `bias` `[n]`; `residual`
     /// `[rows, n]` is added with epilogue 2 and not read otherwise. Epilogues: 0 none, 1 GELU,
-    /// 2 residual.
+    /// 2 residual. `x'` is `x`, or with `norm` each row of `x` layer-normed with `gamma` and
+    /// `beta` (`[k]`, not read otherwise) and `epsilon`.
+    #[allow(clippy::too_many_arguments)]
     #[fusion(dtype = x, shape = product_shape(x, weight))]
     fn affine_rows(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         residual: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
         epilogue: usize,
+        norm: bool,
+        epsilon: f64,
     ) -> FloatTensor<Self> {
+        let x = match norm {
+            true => row_norm::<Self>(x, gamma, beta, epsilon),
+            false => x,
+        };
         reference::<Self>(x, weight, bias, residual, epilogue)
     }
 }
@@ -76,13 +100,15 @@ pub(crate) fn serves<const D: usize>(x: &Tensor<D>, weight: &Tensor<2>) -> bool 
             if cube.runtime() == burn::cubecl::RuntimeId::Wgpu)
 }
 
-/// `epilogue(x · weight + bias)` over the rows of `x` (with `residual` added for
-/// [`Epilogue::Residual`]), as one kernel on wgpu. For inference: `x` carries no gradient.
+/// `epilogue(x' · weight + bias)` over the rows of `x` (with `residual` added for
+/// [`Epilogue::Residual`]), as one kernel on wgpu; `x'` is `x`, or each row layer-normed with
+/// `norm`. For inference: `x` carries no gradient.
 ///
 /// # Shapes
 /// - x: `[..., k]`
 /// - weight: `[k, n]`
 /// - bias: `[n]`
+/// - norm's gamma and beta: `[k]`
 /// - residual (read with [`Epilogue::Residual`] only), output: `[..., n]`
 pub fn affine<const D: usize>(
     x: Tensor<D>,
@@ -90,6 +116,7 @@ pub fn affine<const D: usize>(
     bias: Tensor<1>,
     residual: Option<Tensor<D>>,
     epilogue: Epilogue,
+    norm: Option<RowNorm>,
 ) -> Tensor<D> {
     let dims = x.dims();
     let k = dims[D - 1];
@@ -106,6 +133,14 @@ pub fn affine<const D: usize>(
         epilogue == Epilogue::Residual,
         "affine: a residual goes with Epilogue::Residual"
     );
+    if let Some(norm) = &norm {
+        assert!(
+            norm.gamma.dims() == [k] && norm.beta.dims() == [k],
+            "affine: x {dims:?}, norm gamma {:?}, beta {:?}",
+            norm.gamma.dims(),
+            norm.beta.dims()
+        );
+    }
     check_kernel(&x.device());
     let x = x.reshape([rows, k]);
     let residual = match residual {
@@ -113,19 +148,47 @@ pub fn affine<const D: usize>(
         // Bound, never read: any tensor of the device will do.
         None => x.clone(),
     };
+    let (gamma, beta, epsilon) = match &norm {
+        Some(n) => (n.gamma.clone(), n.beta.clone(), n.epsilon),
+        // Not read without a norm: the bias stands in.
+        None => (bias.clone(), bias.clone(), 0.0),
+    };
     let y = Tensor::<2>::from_dispatch(<Dispatch as AffineBackend>::affine_rows(
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),
         residual.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
         epilogue.code(),
+        norm.is_some(),
+        epsilon,
     ));
     let mut out = dims;
     out[D - 1] = n;
     y.reshape(out)
 }
 
-/// [`AffineBackend::affine_rows`] from the backend's tensor operations.
+/// Each row of `x` `[rows, k]` layer-normed, from the backend's tensor operations: the mean,
+/// then the variance of the centred values, as [`crate::ops::layer_norm`]'s reference.
+fn row_norm<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    epsilon: f64,
+) -> FloatTensor<B> {
+    let k = x.shape()[1];
+    let centred = B::float_sub(x.clone(), B::float_mean_dim(x, 1));
+    let variance = B::float_mean_dim(B::float_mul(centred.clone(), centred.clone()), 1);
+    let deviation = B::float_sqrt(B::float_add_scalar(variance, epsilon.into()));
+    let normed = B::float_div(centred, deviation);
+    B::float_add(
+        B::float_mul(normed, B::float_reshape(gamma, Shape::new([1, k]))),
+        B::float_reshape(beta, Shape::new([1, k])),
+    )
+}
+
+/// [`AffineBackend::affine_rows`] after the norm, from the backend's tensor operations.
 fn reference<B: Backend>(
     x: FloatTensor<B>,
     weight: FloatTensor<B>,
@@ -145,9 +208,9 @@ fn reference<B: Backend>(
     }
 }
 
-/// On wgpu, check the kernel with each epilogue against the reference on the CPU once per
-/// device (see [`crate::ops::wgsl`]): 37 rows, an odd inner width of 45 and 70 columns (none
-/// a multiple of the tile); elsewhere, and in a browser, nothing.
+/// On wgpu, check the kernel with each epilogue, without and with the norm, against the
+/// reference on the CPU once per device (see [`crate::ops::wgsl`]): 37 rows, an odd inner width
+/// of 45 and 70 columns (none a multiple of the tile); elsewhere, and in a browser, nothing.
 fn check_kernel(device: &Device) {
     check_on(wgpu::NAME, device, |device| {
         let (rows, k, n) = (37, 45, 70);
@@ -162,17 +225,25 @@ fn check_kernel(device: &Device) {
         let weight = data(k * n, vec![k, n], 2);
         let bias = data(n, vec![n], 3);
         let residual = data(rows * n, vec![rows, n], 4);
+        let gamma = data(k, vec![k], 5);
+        let beta = data(k, vec![k], 6);
         for epilogue in 0..3 {
-            let run = |device: &Device| {
-                Tensor::<2>::from_dispatch(<Dispatch as AffineBackend>::affine_rows(
-                    Tensor::<2>::from_data(x.clone(), device).into_dispatch(),
-                    Tensor::<2>::from_data(weight.clone(), device).into_dispatch(),
-                    Tensor::<1>::from_data(bias.clone(), device).into_dispatch(),
-                    Tensor::<2>::from_data(residual.clone(), device).into_dispatch(),
-                    epilogue,
-                ))
-            };
-            agrees("output", &read(run(device))?, &read(run(&Device::flex()))?)?;
+            for norm in [false, true] {
+                let run = |device: &Device| {
+                    Tensor::<2>::from_dispatch(<Dispatch as AffineBackend>::affine_rows(
+                        Tensor::<2>::from_data(x.clone(), device).into_dispatch(),
+                        Tensor::<2>::from_data(weight.clone(), device).into_dispatch(),
+                        Tensor::<1>::from_data(bias.clone(), device).into_dispatch(),
+                        Tensor::<2>::from_data(residual.clone(), device).into_dispatch(),
+                        Tensor::<1>::from_data(gamma.clone(), device).into_dispatch(),
+                        Tensor::<1>::from_data(beta.clone(), device).into_dispatch(),
+                        epilogue,
+                        norm,
+                        1e-5,
+                    ))
+                };
+                agrees("output", &read(run(device))?, &read(run(&Device::flex()))?)?;
+            }
         }
         Ok(())
     });
@@ -187,11 +258,20 @@ impl AffineBackend for CubeBackend {
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         residual: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
         epilogue: usize,
+        norm: bool,
+        epsilon: f64,
     ) -> FloatTensor<Self> {
         if wgpu::serves(&x) {
-            wgpu::affine_rows(x, weight, bias, residual, epilogue)
+            let norm = norm.then_some((gamma, beta, epsilon));
+            wgpu::affine_rows(x, weight, bias, residual, epilogue, norm)
         } else {
+            let x = match norm {
+                true => row_norm::<Self>(x, gamma, beta, epsilon),
+                false => x,
+            };
             reference::<Self>(x, weight, bias, residual, epilogue)
         }
     }

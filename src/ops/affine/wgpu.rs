@@ -1,5 +1,6 @@
-//! The wgpu launcher of `shaders/affine.wgsl`: `epilogue(x w + b)`, one 16 x 16 output tile
-//! per workgroup.
+//! The wgpu launcher of `shaders/affine.wgsl`: `epilogue(x' w + b)`, one 16 x 16 output tile
+//! per workgroup, `x'` read as it lies (`shaders/affine_rows.wgsl`) or layer-normed
+//! (`shaders/affine_norm.wgsl`).
 
 use burn::backend::TensorMetadata;
 use burn::backend::wgpu::CubeTensor;
@@ -28,18 +29,24 @@ pub(super) fn serves(x: &CubeTensor) -> bool {
         && !wgsl::failed(NAME, &x.device)
 }
 
-/// `epilogue(x w + b)`, `[rows, n]`.
+/// `epilogue(x' w + b)`, `[rows, n]`; `x'` is `x` with each row layer-normed when `norm` gives
+/// `(gamma, beta, epsilon)`.
 pub(super) fn affine_rows(
     x: CubeTensor,
     weight: CubeTensor,
     bias: CubeTensor,
     residual: CubeTensor,
     epilogue: usize,
+    norm: Option<(CubeTensor, CubeTensor, f64)>,
 ) -> CubeTensor {
     let [x, weight, bias] = [x, weight, bias].map(burn_cubecl::kernel::into_contiguous);
     let (rows, k, n) = (x.shape()[0], x.shape()[1], weight.shape()[1]);
     let out = wgsl::empty_like(&x, Shape::new([rows, n]));
-    let info = wgsl::info(&x.client, &[rows as u32, k as u32, n as u32]);
+    let epsilon = norm.as_ref().map_or(0.0, |n| n.2) as f32;
+    let info = wgsl::info(
+        &x.client,
+        &[rows as u32, k as u32, n as u32, epsilon.to_bits()],
+    );
     // Without the residual epilogue the binding is never read, but it must be a buffer of its
     // own: WebGPU refuses a buffer bound twice where one binding is writable (and every
     // binding here is), which the caller's stand-in (`x` again) would be.
@@ -48,23 +55,29 @@ pub(super) fn affine_rows(
         _ => wgsl::info(&x.client, &[0]),
     };
     let count = CubeCount::Static(n.div_ceil(TILE) as u32, rows.div_ceil(TILE) as u32, 1);
+    let mut buffers = vec![
+        x.handle.clone(),
+        weight.handle.clone(),
+        bias.handle.clone(),
+        residual,
+        out.handle.clone(),
+        info,
+    ];
+    let input = match norm {
+        Some((gamma, beta, _)) => {
+            let [gamma, beta] = [gamma, beta].map(burn_cubecl::kernel::into_contiguous);
+            buffers.extend([gamma.handle, beta.handle]);
+            include_str!("../../../shaders/affine_norm.wgsl")
+        }
+        None => include_str!("../../../shaders/affine_rows.wgsl"),
+    };
+    let normed = usize::from(buffers.len() > 6);
     Wgsl::new(
         NAME,
-        &[include_str!("../../../shaders/affine.wgsl")],
-        &[("epilogue", epilogue)],
+        &[input, include_str!("../../../shaders/affine.wgsl")],
+        &[("epilogue", epilogue), ("norm", normed)],
         (TILE * TILE) as u32,
     )
-    .launch(
-        &x.client,
-        count,
-        vec![
-            x.handle.clone(),
-            weight.handle.clone(),
-            bias.handle.clone(),
-            residual,
-            out.handle.clone(),
-            info,
-        ],
-    );
+    .launch(&x.client, count, buffers);
     out
 }
