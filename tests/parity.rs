@@ -164,23 +164,31 @@ fn inference(model: &Model, device: &Device, return_attention: bool) -> Vec<f32>
 }
 
 /// Inference runs attention differently from training: the projections that read the same rows
-/// as one product, and on GPUs the backend's fused attention kernel instead of the materialised
-/// softmax. Stepping without autodiff must give what the training-time forward gives.
+/// as one product (on wgpu with the block's layer norm inside), and on GPUs one attention
+/// kernel (RMT's packed one; over the cache or with rotary positions `kv_attention`) instead
+/// of the materialised softmax. Stepping without autodiff must give what the training-time
+/// forward gives.
 fn inference_matches_training_forward(device: &Device) {
     let training = device.clone().autodiff();
-    for (kind, layout) in [
-        (ModelKind::Rmt, Layout::Decoder),
-        (ModelKind::Rmt, Layout::Encoder),
-        (ModelKind::Memxl, Layout::Decoder),
-        (ModelKind::Infinity, Layout::Decoder),
+    let rotary = ModelConfig {
+        positions: remem::model::Positions::Rotary,
+        ..config(ModelKind::Rmt, Layout::Decoder)
+    };
+    for config in [
+        config(ModelKind::Rmt, Layout::Decoder),
+        config(ModelKind::Rmt, Layout::Encoder),
+        rotary,
+        config(ModelKind::Memxl, Layout::Decoder),
+        config(ModelKind::Infinity, Layout::Decoder),
     ] {
-        let model = Model::new(&config(kind, layout), 5, &training);
+        let model = Model::new(&config, 5, &training);
         let trained_path = inference(&model, &training, false);
         let inference_path = inference(&model.valid(), device, false);
         let diff = common::max_abs_diff(&inference_path, &trained_path);
+        let (kind, layout, positions) = (config.kind, config.layout, config.positions);
         assert!(
             diff < 1e-5,
-            "{kind:?} {layout:?}: inference differs from the training forward by {diff}"
+            "{kind:?} {layout:?} {positions:?}: inference differs from the training forward by {diff}"
         );
     }
 }
@@ -768,6 +776,94 @@ fn the_wgsl_inference_product_matches_the_cpu() {
                 diff < 1e-5,
                 "{epilogue:?}, norm {norm} [{batch}, {seq}, {k}] x [{k}, {n}]: differs by {diff} (relative)"
             );
+        }
+    }
+}
+
+/// The WGSL attention over keys and values given apart (`shaders/kv_attention.wgsl`), which
+/// Transformer-XL and the infinity-former run over `[cache | segment]` when streaming on wgpu,
+/// gives on the CPU Burn's rotary encoding of the queries (from the cache's length) and keys,
+/// then scaled scores, the mask, softmax and the weighted values: with rotary positions and
+/// without, one query and many, fewer queries than keys and as many, heads of 2 to 32, a mask
+/// with holes. The kernel must be what ran.
+#[test]
+fn the_wgsl_attention_over_a_cache_matches_the_cpu() {
+    use remem::ops::kv_attention::kv_attention;
+    let Some(gpu) = common::wgpu_device() else {
+        return;
+    };
+    let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 400.0 - 1.2;
+    for (batch, seq_q, seq_k, heads, d_head) in [
+        (1, 1, 1, 1, 2),
+        (2, 8, 24, 4, 16),
+        (1, 70, 90, 2, 32),
+        (3, 5, 5, 2, 8),
+    ] {
+        let width = heads * d_head;
+        let start = seq_k - seq_q;
+        let mut mask = remem::nn::Mask::blocked(seq_q, seq_k);
+        for i in 0..seq_q {
+            for j in 0..=start + i {
+                if (3 * i + j) % 7 != 2 || j == start + i {
+                    mask.allow(i, j);
+                }
+            }
+        }
+        for rotary in [false, true] {
+            let run = |device: &Device, ours: bool| {
+                let data =
+                    |len: usize, salt| (0..len).map(|i| value(i, salt)).collect::<Vec<f32>>();
+                let q = Tensor::<3>::from_data(
+                    TensorData::new(data(batch * seq_q * width, 1), [batch, seq_q, width]),
+                    device,
+                );
+                let kv = Tensor::<3>::from_data(
+                    TensorData::new(
+                        data(batch * seq_k * 2 * width, 2),
+                        [batch, seq_k, 2 * width],
+                    ),
+                    device,
+                );
+                let rope = burn::nn::RotaryEncodingConfig::new(seq_k + 3, d_head).init(device);
+                let scale = 1.0 / (d_head as f64).sqrt();
+                let y = if ours {
+                    let table = rotary.then(|| (rope.freq_complex.clone(), start));
+                    kv_attention(q, kv, mask.bias(device), table, heads, scale)
+                } else {
+                    let heads_of =
+                        |x: Tensor<3>, seq| x.reshape([batch, seq, heads, d_head]).swap_dims(1, 2);
+                    let q = heads_of(q, seq_q);
+                    let k = heads_of(kv.clone().slice(s![.., .., ..width]), seq_k);
+                    let v = heads_of(kv.slice(s![.., .., width..]), seq_k);
+                    let (q, k) = match rotary {
+                        true => (rope.apply(q, start), rope.apply(k, 0)),
+                        false => (q, k),
+                    };
+                    let scores =
+                        q.matmul(k.swap_dims(2, 3)) * scale + mask.bias(device).unsqueeze::<4>();
+                    let weights = burn::tensor::activation::softmax(scores, 3);
+                    weights
+                        .matmul(v)
+                        .swap_dims(1, 2)
+                        .reshape([batch, seq_q, width])
+                };
+                common::values(y)
+            };
+            let want = run(&Device::flex(), false);
+            // The once-per-device check runs the kernel too: done before counting.
+            run(&gpu, true);
+            let mut got = None;
+            let counts = launched(|| got = Some(run(&gpu, true)));
+            let what =
+                format!("rotary {rotary}, [{batch}, {seq_q}] over {seq_k}, {heads} x {d_head}");
+            assert!(
+                counts.get("remem::kv_attention") == Some(&1) && remem::ops::fallbacks().is_empty(),
+                "{what}: the kernel did not run once ({counts:?}; fallbacks {:?})",
+                remem::ops::fallbacks()
+            );
+            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+            let diff = common::max_diff(&got.unwrap(), &want) / scale;
+            assert!(diff < 1e-4, "{what}: differs by {diff} (relative)");
         }
     }
 }

@@ -37,6 +37,7 @@ use super::norm::LayerNorm;
 use crate::device::is_cpu;
 use crate::ops::affine;
 use crate::ops::attention::{fused_attention, fused_attention_with_weights};
+use crate::ops::kv_attention::{self, kv_attention};
 use crate::ops::matmul::matmul;
 use crate::ops::softmax::masked_softmax;
 
@@ -262,24 +263,45 @@ impl Attention {
                 self.heads(linear(&self.key, context.clone())),
                 self.heads(linear(&self.value, context)),
             )
-        } else if let Some(context) = context {
-            let (w, b) = match &self.packed {
-                Some(Packed {
-                    kv: Some((w, b)), ..
-                }) => (w.clone(), b.clone()),
-                _ => linear_concat_weights(&[&self.key, &self.value]),
-            };
-            let [k, v] = self.split_heads(project(norm, context, w, b));
-            let q = project(
-                norm,
-                query,
-                self.query.weight.val(),
-                self.query.bias.as_ref().map(|b| b.val()),
-            );
-            (self.heads(q), k, v)
         } else {
-            let [q, k, v] = self.split_heads(self.qkv(query, norm));
-            (q, k, v)
+            // On wgpu one kernel attends from the query rows over the keys and values, rotary
+            // positions turned inside it (`crate::ops::kv_attention`).
+            let kernel = !return_weights && kv_attention::serves(&query);
+            let attend = |q: Tensor<3>, kv: Tensor<3>| {
+                let rope = rotary.map(|(r, start)| (r.freq_complex.clone(), start));
+                keep(kv_attention(q, kv, bias.clone(), rope, self.n_heads, scale))
+            };
+            match context {
+                Some(context) => {
+                    let (w, b) = match &self.packed {
+                        Some(Packed {
+                            kv: Some((w, b)), ..
+                        }) => (w.clone(), b.clone()),
+                        _ => linear_concat_weights(&[&self.key, &self.value]),
+                    };
+                    let kv = project(norm, context, w, b);
+                    let q = project(
+                        norm,
+                        query,
+                        self.query.weight.val(),
+                        self.query.bias.as_ref().map(|b| b.val()),
+                    );
+                    if kernel {
+                        return (attend(q, kv), None);
+                    }
+                    let [k, v] = self.split_heads(kv);
+                    (self.heads(q), k, v)
+                }
+                None => {
+                    let qkv = self.qkv(query, norm);
+                    if kernel {
+                        let q = qkv.clone().slice(s![.., .., ..d_model]);
+                        return (attend(q, qkv.slice(s![.., .., d_model..])), None);
+                    }
+                    let [q, k, v] = self.split_heads(qkv);
+                    (q, k, v)
+                }
+            }
         };
         if let Some((rope, query_start)) = rotary {
             q = rope.apply(q, query_start);

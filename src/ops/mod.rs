@@ -1,7 +1,7 @@
 //! Fused operations and remem's CPU kernels: the only place with `unsafe` kernel code.
 //!
 //! An operation with a hand-written WGSL kernel has a folder ([`affine`], [`attention`],
-//! [`layer_norm`], [`cross_entropy`], [`embed`], [`sum_squares`]):
+//! [`kv_attention`], [`layer_norm`], [`cross_entropy`], [`embed`], [`sum_squares`]):
 //! the backend extension trait with its reference written in Burn's tensor operations, the CPU
 //! (flex) kernel, the wgpu launcher of its kernel in `shaders/`, and the backward. [`gelu`],
 //! [`softmax`] and [`matmul`] have CPU kernels only (GPU backends run Burn's own); [`cpu`] is
@@ -18,6 +18,7 @@ pub(crate) mod cpu;
 pub mod cross_entropy;
 pub mod embed;
 pub mod gelu;
+pub mod kv_attention;
 pub mod layer_norm;
 pub mod matmul;
 pub mod softmax;
