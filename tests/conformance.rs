@@ -122,7 +122,26 @@ fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 /// do its argmax predictions.
 #[test]
 fn streaming_equals_the_training_loop() {
-    let device = Device::flex();
+    streaming_equals_the_training_loop_on(&Device::flex());
+}
+
+/// The same on wgpu, where a session runs its packed inference kernels (the products with the
+/// norm inside, the attention over the cache, the long-term memory's read) and the training
+/// loop the modules' own operations.
+#[test]
+fn streaming_equals_the_training_loop_on_wgpu() {
+    if let Some(gpu) = common::wgpu_device() {
+        streaming_equals_the_training_loop_on(&gpu);
+        assert!(
+            remem::ops::fallbacks().is_empty(),
+            "a kernel fell back: {:?}",
+            remem::ops::fallbacks()
+        );
+    }
+}
+
+fn streaming_equals_the_training_loop_on(device: &Device) {
+    let device = device.clone();
     for (name, config) in models() {
         let model = build(&config, 1, &device);
         let input = tokens(3 * SEG);

@@ -868,6 +868,100 @@ fn the_wgsl_attention_over_a_cache_matches_the_cpu() {
     }
 }
 
+/// The WGSL read of the infinity-former's long-term memory (`shaders/ltm_read.wgsl`) gives on
+/// the CPU the module's formulas written out: scaled scores, the mean a sigmoid and the variance
+/// a softplus (at least the minimum) of their weighted sums, each basis function's Gaussian
+/// expectation and the weighted values; one query and many, 1 to 4 heads, variances on both
+/// sides of the minimum. The kernel must be what ran.
+#[test]
+fn the_wgsl_long_term_memory_read_matches_the_cpu() {
+    use burn::tensor::activation::{sigmoid, softplus};
+    use remem::ops::ltm_read::ltm_read;
+    let Some(gpu) = common::wgpu_device() else {
+        return;
+    };
+    let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 400.0 - 1.2;
+    for (batch, seq_q, n, heads, d_head, variance_bias) in [
+        (1, 1, 4, 1, 4, 0.5),
+        (2, 9, 16, 2, 16, -12.0),
+        (1, 70, 32, 4, 8, 2.0),
+    ] {
+        let width = heads * d_head;
+        let run = |device: &Device, ours: bool| {
+            let data = |len: usize, salt| (0..len).map(|i| value(i, salt)).collect::<Vec<f32>>();
+            let q = Tensor::<3>::from_data(
+                TensorData::new(data(batch * seq_q * width, 1), [batch, seq_q, width]),
+                device,
+            );
+            let kv = Tensor::<3>::from_data(
+                TensorData::new(data(batch * n * 2 * width, 2), [batch, n, 2 * width]),
+                device,
+            );
+            let w_mu = data(n, 3);
+            let w_sigma = data(n, 4);
+            let centres: Vec<f32> = (0..n).map(|j| j as f32 / (n - 1) as f32).collect();
+            let widths2: Vec<f32> = (0..n).map(|j| 0.005 + 0.01 * j as f32).collect();
+            let scale = 1.0 / (d_head as f64).sqrt();
+            if ours {
+                let mut params = w_mu.clone();
+                params.push(0.3);
+                params.extend(&w_sigma);
+                params.push(variance_bias);
+                params.extend(&centres);
+                params.extend(&widths2);
+                let params = Tensor::<1>::from_data(TensorData::new(params, [4 * n + 2]), device);
+                let (context, mu, variance) = ltm_read(q, kv, params, heads, scale, 1e-4);
+                let mut out = common::values(context);
+                out.extend(common::values(mu));
+                out.extend(common::values(variance));
+                return out;
+            }
+            let column = |v: Vec<f32>| {
+                Tensor::<2>::from_data(TensorData::new(v, [n, 1]), device).unsqueeze::<4>()
+            };
+            let row = |v: Vec<f32>| {
+                Tensor::<1>::from_data(TensorData::new(v, [n]), device).unsqueeze::<4>()
+            };
+            let heads_of =
+                |x: Tensor<3>, seq| x.reshape([batch, seq, heads, d_head]).swap_dims(1, 2);
+            let k = heads_of(kv.clone().slice(s![.., .., ..width]), n);
+            let v = heads_of(kv.slice(s![.., .., width..]), n);
+            let scores = heads_of(q, seq_q).matmul(k.swap_dims(2, 3)) * scale;
+            let mu = sigmoid(scores.clone().matmul(column(w_mu)) + 0.3);
+            let variance = softplus(scores.matmul(column(w_sigma)) + variance_bias as f64, 1.0)
+                .clamp_min(1e-4);
+            let var = variance.clone() + row(widths2);
+            let x = mu.clone() - row(centres);
+            let r = (x.clone() * x / (var.clone() * -2.0)).exp()
+                / (var * (2.0 * std::f64::consts::PI)).sqrt();
+            let context = r.matmul(v).swap_dims(1, 2).reshape([batch, seq_q, width]);
+            let mut out = common::values(context);
+            out.extend(common::values(mu.reshape([batch, heads, seq_q])));
+            out.extend(common::values(variance.reshape([batch, heads, seq_q])));
+            out
+        };
+        let want = run(&Device::flex(), false);
+        // The once-per-device check runs the kernel too: done before counting.
+        run(&gpu, true);
+        let mut got = None;
+        let counts = launched(|| got = Some(run(&gpu, true)));
+        let what = format!("[{batch}, {seq_q}] reading {n} with {heads} x {d_head}");
+        assert!(
+            counts.get("remem::ltm_read") == Some(&1) && remem::ops::fallbacks().is_empty(),
+            "{what}: the kernel did not run once ({counts:?}; fallbacks {:?})",
+            remem::ops::fallbacks()
+        );
+        let got = got.unwrap();
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-4 * b.abs().max(1.0),
+                "{what}: output {i} is {a}, the CPU's {b}"
+            );
+        }
+    }
+}
+
 /// The WGSL sum of squares (`shaders/sum_squares.wgsl`), which gradient clipping runs over
 /// the parameters five at a time, gives the CPU's total for tensors smaller and larger than its
 /// workgroup, in groups full and partly padded, a transposed one and a slice of columns (both

@@ -120,6 +120,11 @@ impl Xl {
     pub(crate) fn for_inference(self) -> Self {
         Self {
             blocks: self.blocks.into_iter().map(Block::for_inference).collect(),
+            ltm: self
+                .ltm
+                .into_iter()
+                .map(LongTermMemory::for_inference)
+                .collect(),
             ..self
         }
     }

@@ -137,7 +137,7 @@ impl Basis {
     }
 
     /// Centres `[N]` and squared widths `[N]` on `device`.
-    fn tensors(&self, device: &Device) -> (Tensor<1>, Tensor<1>) {
+    pub(crate) fn tensors(&self, device: &Device) -> (Tensor<1>, Tensor<1>) {
         let f32s = |v: Vec<f64>| -> Vec<f32> { v.into_iter().map(|x| x as f32).collect() };
         let centres = f32s(self.centres.clone());
         let w2 = f32s(self.widths.iter().map(|w| w * w).collect());

@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use super::basis::Basis;
 use super::init::Init;
-use super::linear::linear;
+use super::linear::{concat, linear, linear_with};
 use crate::error::{Error, Result};
+use crate::ops::ltm_read::{self, ltm_read};
 use crate::ops::matmul::matmul;
 
 /// Smallest variance of an attention density (a floor that keeps `r` finite).
@@ -218,6 +219,19 @@ pub struct LongTermMemory {
     basis: Basis,
     #[module(skip)]
     config: LtmConfig,
+    /// The read's inputs packed once for a streaming session ([`LongTermMemory::for_inference`]);
+    /// never saved, never trained.
+    #[module(skip)]
+    packed: Option<Packed>,
+}
+
+/// What a streaming session's read takes packed: the key and value projections side by side,
+/// and `[w_mu, b_mu, w_sigma, b_sigma, centres, widths²]` for the read's kernel
+/// ([`crate::ops::ltm_read`]).
+#[derive(Debug, Clone)]
+struct Packed {
+    kv: (Tensor<2>, Option<Tensor<1>>),
+    params: Tensor<1>,
 }
 
 impl LongTermMemory {
@@ -236,6 +250,34 @@ impl LongTermMemory {
             d_head: d_model / n_heads,
             basis: Basis::new(n, &config.widths, config.ridge),
             config: config.clone(),
+            packed: None,
+        }
+    }
+
+    /// This memory for a streaming session: its read's inputs packed once (the key and value
+    /// projections, the mean's and variance's weights with the basis), so that on wgpu the read
+    /// is three products and one kernel. The packed copy does not follow later changes to the
+    /// weights (as [`crate::nn::Attention`]'s).
+    pub(crate) fn for_inference(self) -> Self {
+        let n = self.basis.len();
+        let device = self.query.weight.device();
+        let (centres, widths2) = self.basis.tensors(&device);
+        let flat = |l: &Linear| {
+            let bias = match &l.bias {
+                Some(b) => b.val(),
+                None => Tensor::zeros([1], &device),
+            };
+            [l.weight.val().reshape([n]), bias]
+        };
+        let [w_mu, b_mu] = flat(&self.mu);
+        let [w_sigma, b_sigma] = flat(&self.sigma);
+        let params = Tensor::cat(vec![w_mu, b_mu, w_sigma, b_sigma, centres, widths2], 0);
+        Self {
+            packed: Some(Packed {
+                kv: concat(&[&self.key, &self.value]),
+                params,
+            }),
+            ..self
         }
     }
 
@@ -274,6 +316,26 @@ impl LongTermMemory {
     /// - x: `[batch, queries, d_model]`
     /// - coeffs: `[batch, N, d_model]`
     pub fn read(&self, x: Tensor<3>, coeffs: Tensor<3>) -> LtmRead {
+        if let Some(packed) = &self.packed
+            && ltm_read::serves(&x)
+        {
+            // On wgpu at inference: the scores, the Gaussians and the context in one kernel.
+            let q = linear(&self.query, x);
+            let kv = linear_with(coeffs, packed.kv.0.clone(), packed.kv.1.clone());
+            let scale = 1.0 / (self.d_head as f64).sqrt();
+            let (mixed, mu, variance) = ltm_read(
+                q,
+                kv,
+                packed.params.clone(),
+                self.n_heads,
+                scale,
+                MIN_VARIANCE,
+            );
+            return LtmRead {
+                context: linear(&self.output, mixed),
+                density: Density { mu, variance },
+            };
+        }
         let [batch, queries, d_model] = x.dims();
         let q = self.heads(linear(&self.query, x));
         let k = self.heads(linear(&self.key, coeffs.clone()));
