@@ -962,6 +962,67 @@ fn the_wgsl_long_term_memory_read_matches_the_cpu() {
     }
 }
 
+/// The WGSL rotary turn (`shaders/rotary.wgsl`), which training on wgpu applies to the query
+/// and key projections' rows, gives Burn's `RotaryEncoding::apply` on the heads on the CPU, and
+/// its gradient (the transposed turn, the same kernel) Burn's autodiff through it: one row and
+/// many, from position 0 and later, heads of 2 to 32. The kernel must be what ran, once each way.
+#[test]
+fn the_wgsl_rotary_turn_and_its_gradient_match_the_cpu() {
+    use remem::ops::rotary::rotary_rows;
+    let Some(gpu) = common::wgpu_device().map(Device::autodiff) else {
+        return;
+    };
+    let cpu = Device::flex().autodiff();
+    let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 400.0 - 1.2;
+    for (batch, seq, heads, d_head, start) in [(1, 1, 1, 2, 0), (2, 9, 4, 16, 7), (1, 70, 2, 32, 0)]
+    {
+        let width = heads * d_head;
+        let run = |device: &Device, ours: bool| {
+            let data = |len: usize, salt| (0..len).map(|i| value(i, salt)).collect::<Vec<f32>>();
+            let x = Tensor::<3>::from_data(
+                TensorData::new(data(batch * seq * width, 1), [batch, seq, width]),
+                device,
+            )
+            .require_grad();
+            let weight = Tensor::<3>::from_data(
+                TensorData::new(data(batch * seq * width, 2), [batch, seq, width]),
+                device,
+            );
+            let rope = burn::nn::RotaryEncodingConfig::new(start + seq, d_head).init(device);
+            let y = if ours {
+                rotary_rows(x.clone(), rope.freq_complex.clone(), start)
+            } else {
+                let heads_of = x
+                    .clone()
+                    .reshape([batch, seq, heads, d_head])
+                    .swap_dims(1, 2);
+                rope.apply(heads_of, start)
+                    .swap_dims(1, 2)
+                    .reshape([batch, seq, width])
+            };
+            let out = common::values(y.clone());
+            let grads = (y * weight).sum().backward();
+            (out, common::values(x.grad(&grads).unwrap()))
+        };
+        let want = run(&cpu, false);
+        // The once-per-device check runs the kernel too: done before counting.
+        run(&gpu, true);
+        let mut got = None;
+        let counts = launched(|| got = Some(run(&gpu, true)));
+        let what = format!("[{batch}, {seq}] of {heads} x {d_head} from {start}");
+        assert!(
+            counts.get("remem::rotary") == Some(&2) && remem::ops::fallbacks().is_empty(),
+            "{what}: the kernel did not run once each way ({counts:?}; fallbacks {:?})",
+            remem::ops::fallbacks()
+        );
+        let (out, grad) = got.unwrap();
+        for (name, got, want) in [("turn", out, want.0), ("gradient", grad, want.1)] {
+            let diff = common::max_diff(&got, &want);
+            assert!(diff < 1e-5, "{what}: the {name} differs by {diff}");
+        }
+    }
+}
+
 /// The WGSL sum of squares (`shaders/sum_squares.wgsl`), which gradient clipping runs over
 /// the parameters five at a time, gives the CPU's total for tensors smaller and larger than its
 /// workgroup, in groups full and partly padded, a transposed one and a slice of columns (both

@@ -39,6 +39,7 @@ use crate::ops::affine;
 use crate::ops::attention::{fused_attention, fused_attention_with_weights};
 use crate::ops::kv_attention::{self, kv_attention};
 use crate::ops::matmul::matmul;
+use crate::ops::rotary::{self, rotary_rows};
 use crate::ops::softmax::masked_softmax;
 
 /// Configuration of [`Attention`].
@@ -254,13 +255,25 @@ impl Attention {
             };
             return (keep(mixed), weights);
         }
+        // On wgpu in training the rotary turn is one kernel each way on the projections' rows
+        // (`crate::ops::rotary`); elsewhere Burn's rotary encoding turns the heads below.
+        let mut rotary = rotary;
         let (mut q, mut k, v) = if query.is_autodiff() {
             // Training keeps three products: splitting one product's output back up costs
             // its backward a zero-filled gradient per piece, more than the wider product saves.
             let context = context.unwrap_or_else(|| query.clone());
+            let turned = rotary.filter(|_| rotary::serves(&query));
+            let turn = |x: Tensor<3>, start: usize| match turned {
+                Some((rope, _)) => rotary_rows(x, rope.freq_complex.clone(), start),
+                None => x,
+            };
+            let query_start = turned.map_or(0, |(_, start)| start);
+            if turned.is_some() {
+                rotary = None;
+            }
             (
-                self.heads(linear(&self.query, query)),
-                self.heads(linear(&self.key, context.clone())),
+                self.heads(turn(linear(&self.query, query), query_start)),
+                self.heads(turn(linear(&self.key, context.clone()), 0)),
                 self.heads(linear(&self.value, context)),
             )
         } else {
