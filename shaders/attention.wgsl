@@ -4,8 +4,9 @@
 //
 // Flash-style: each workgroup holds ROWS query rows of one (batch, head) and walks the keys in
 // tiles of KEYS, staged in workgroup memory, with an online softmax (running maximum `m`, running
-// sum `l`), so the [seq, seq] scores never exist in memory. When asked (`info[4] == 1`), a second
-// pass writes the weights out for the visualisation.
+// sum `l`; `fold_tile` in online_softmax.wgsl, which the launcher appends), so the [seq, seq]
+// scores never exist in memory. When asked (`info[4] == 1`), a second pass writes the weights
+// out for the visualisation.
 //
 // Every binding is read_write, inputs too: the runtime pools tensors in shared wgpu buffers, and
 // one buffer bound both read-only and writable in a dispatch is a validation error.
@@ -56,8 +57,8 @@ fn main(
     let first_row = b * seq;
 
     // This row's query, scaled once.
-    var q: array<f32, {{ d_head }}>;
-    var acc: array<f32, {{ d_head }}>;
+    var q: array<f32, D>;
+    var acc: array<f32, D>;
     if live {
         let at = (first_row + i) * width + h * D;
         for (var d = 0u; d < D; d++) {
@@ -65,8 +66,7 @@ fn main(
             acc[d] = 0.0;
         }
     }
-    var m = -3.0e38;
-    var l = 0.0;
+    var run = Running(-3.0e38, 0.0);
 
     for (var j0 = 0u; j0 < seq; j0 += KEYS) {
         // Every invocation helps stage the tile, live or not: barriers need uniform control.
@@ -81,21 +81,7 @@ fn main(
         }
         workgroupBarrier();
         if live {
-            let n = min(KEYS, seq - j0);
-            for (var jj = 0u; jj < n; jj++) {
-                var s = bias[i * seq + j0 + jj];
-                for (var d = 0u; d < D; d++) {
-                    s += q[d] * k_tile[jj * D + d];
-                }
-                let m_new = max(m, s);
-                let c = exp(m - m_new);
-                let p = exp(s - m_new);
-                l = l * c + p;
-                for (var d = 0u; d < D; d++) {
-                    acc[d] = acc[d] * c + p * v_tile[jj * D + d];
-                }
-                m = m_new;
-            }
+            fold_tile(&q, &acc, &run, i * seq + j0, min(KEYS, seq - j0));
         }
         workgroupBarrier();
     }
@@ -105,7 +91,7 @@ fn main(
     }
     let out = (first_row + i) * heads * D + h * D;
     for (var d = 0u; d < D; d++) {
-        context[out + d] = acc[d] / l;
+        context[out + d] = acc[d] / run.l;
     }
     if write_weights {
         let row = ((b * heads + h) * seq + i) * seq;
@@ -115,7 +101,7 @@ fn main(
             for (var d = 0u; d < D; d++) {
                 s += q[d] * qkv[at + d];
             }
-            weights[row + j] = exp(s - m) / l;
+            weights[row + j] = exp(s - run.m) / run.l;
         }
     }
 }

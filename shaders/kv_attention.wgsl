@@ -6,8 +6,9 @@
 // with its own table entry; queries sit at positions query_start.., keys at 0...
 //
 // Flash-style as attention.wgsl: each workgroup holds ROWS query rows of one (batch, head) and
-// walks the keys in tiles of KEYS, staged in workgroup memory, with an online softmax (running
-// maximum `m`, running sum `l`), so the [seq_q, seq_k] scores never exist in memory.
+// walks the keys in tiles of KEYS, staged in workgroup memory, with an online softmax
+// (`fold_tile` in online_softmax.wgsl, which the launcher appends), so the [seq_q, seq_k] scores
+// never exist in memory.
 //
 // Every binding is read_write, inputs too (see attention.wgsl). The key count bounds the loop
 // that holds barriers, so it is read through workgroupUniformLoad.
@@ -53,8 +54,8 @@ fn main(
     let width = heads * D;
 
     // This row's query, turned to its position and scaled once.
-    var qr: array<f32, {{ d_head }}>;
-    var acc: array<f32, {{ d_head }}>;
+    var qr: array<f32, D>;
+    var acc: array<f32, D>;
     if live {
         let at = (b * seq_q + i) * width + h * D;
         let pos = (query_start + i) * D;
@@ -73,8 +74,7 @@ fn main(
             acc[d] = 0.0;
         }
     }
-    var m = -3.0e38;
-    var l = 0.0;
+    var run = Running(-3.0e38, 0.0);
 
     for (var j0 = 0u; j0 < seq_k; j0 += KEYS) {
         // Every invocation helps stage the tile, live or not: barriers need uniform control.
@@ -99,21 +99,7 @@ fn main(
         }
         workgroupBarrier();
         if live {
-            let n = min(KEYS, seq_k - j0);
-            for (var jj = 0u; jj < n; jj++) {
-                var s = bias[i * seq_k + j0 + jj];
-                for (var d = 0u; d < D; d++) {
-                    s += qr[d] * k_tile[jj * D + d];
-                }
-                let m_new = max(m, s);
-                let c = exp(m - m_new);
-                let p = exp(s - m_new);
-                l = l * c + p;
-                for (var d = 0u; d < D; d++) {
-                    acc[d] = acc[d] * c + p * v_tile[jj * D + d];
-                }
-                m = m_new;
-            }
+            fold_tile(&qr, &acc, &run, i * seq_k + j0, min(KEYS, seq_k - j0));
         }
         workgroupBarrier();
     }
@@ -123,6 +109,6 @@ fn main(
     }
     let out = (b * seq_q + i) * width + h * D;
     for (var d = 0u; d < D; d++) {
-        context[out + d] = acc[d] / l;
+        context[out + d] = acc[d] / run.l;
     }
 }

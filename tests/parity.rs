@@ -963,12 +963,13 @@ fn the_wgsl_long_term_memory_read_matches_the_cpu() {
 }
 
 /// The WGSL rotary turn (`shaders/rotary.wgsl`), which training on wgpu applies to the query
-/// and key projections' rows, gives Burn's `RotaryEncoding::apply` on the heads on the CPU, and
+/// and key projections' rows as it splits them into heads, gives Burn's `RotaryEncoding::apply`
+/// on the heads on the CPU, and
 /// its gradient (the transposed turn, the same kernel) Burn's autodiff through it: one row and
 /// many, from position 0 and later, heads of 2 to 32. The kernel must be what ran, once each way.
 #[test]
 fn the_wgsl_rotary_turn_and_its_gradient_match_the_cpu() {
-    use remem::ops::rotary::rotary_rows;
+    use remem::ops::rotary::rotary_heads;
     let Some(gpu) = common::wgpu_device().map(Device::autodiff) else {
         return;
     };
@@ -984,21 +985,19 @@ fn the_wgsl_rotary_turn_and_its_gradient_match_the_cpu() {
                 device,
             )
             .require_grad();
-            let weight = Tensor::<3>::from_data(
-                TensorData::new(data(batch * seq * width, 2), [batch, seq, width]),
+            let weight = Tensor::<4>::from_data(
+                TensorData::new(data(batch * seq * width, 2), [batch, heads, seq, d_head]),
                 device,
             );
             let rope = burn::nn::RotaryEncodingConfig::new(start + seq, d_head).init(device);
             let y = if ours {
-                rotary_rows(x.clone(), rope.freq_complex.clone(), start)
+                rotary_heads(x.clone(), rope.freq_complex.clone(), start)
             } else {
                 let heads_of = x
                     .clone()
                     .reshape([batch, seq, heads, d_head])
                     .swap_dims(1, 2);
                 rope.apply(heads_of, start)
-                    .swap_dims(1, 2)
-                    .reshape([batch, seq, width])
             };
             let out = common::values(y.clone());
             let grads = (y * weight).sum().backward();

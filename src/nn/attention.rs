@@ -39,7 +39,7 @@ use crate::ops::affine;
 use crate::ops::attention::{fused_attention, fused_attention_with_weights};
 use crate::ops::kv_attention::{self, kv_attention};
 use crate::ops::matmul::matmul;
-use crate::ops::rotary::{self, rotary_rows};
+use crate::ops::rotary::{self, rotary_heads};
 use crate::ops::softmax::masked_softmax;
 
 /// Configuration of [`Attention`].
@@ -255,8 +255,9 @@ impl Attention {
             };
             return (keep(mixed), weights);
         }
-        // On wgpu in training the rotary turn is one kernel each way on the projections' rows
-        // (`crate::ops::rotary`); elsewhere Burn's rotary encoding turns the heads below.
+        // On wgpu in training the rotary turn is one kernel each way, from the projections' rows
+        // into the heads (`crate::ops::rotary`); elsewhere Burn's rotary encoding turns the heads
+        // below.
         let mut rotary = rotary;
         let (mut q, mut k, v) = if query.is_autodiff() {
             // Training keeps three products: splitting one product's output back up costs
@@ -264,16 +265,16 @@ impl Attention {
             let context = context.unwrap_or_else(|| query.clone());
             let turned = rotary.filter(|_| rotary::serves(&query));
             let turn = |x: Tensor<3>, start: usize| match turned {
-                Some((rope, _)) => rotary_rows(x, rope.freq_complex.clone(), start),
-                None => x,
+                Some((rope, _)) => rotary_heads(x, rope.freq_complex.clone(), start),
+                None => self.heads(x),
             };
             let query_start = turned.map_or(0, |(_, start)| start);
             if turned.is_some() {
                 rotary = None;
             }
             (
-                self.heads(turn(linear(&self.query, query), query_start)),
-                self.heads(turn(linear(&self.key, context.clone()), 0)),
+                turn(linear(&self.query, query), query_start),
+                turn(linear(&self.key, context.clone()), 0),
                 self.heads(linear(&self.value, context)),
             )
         } else {

@@ -120,6 +120,13 @@ fn fill(name: &str, parts: &[&str], values: &[(&str, usize)]) -> Arc<str> {
     source.into()
 }
 
+/// Whether `device` is a wgpu device, where remem's WGSL kernels can serve.
+pub(crate) fn on_wgpu(device: &burn::prelude::Device) -> bool {
+    use burn::backend::DispatchDevice;
+    matches!(device.clone().inner().as_dispatch(), DispatchDevice::Cube(cube)
+        if cube.runtime() == burn::cubecl::RuntimeId::Wgpu)
+}
+
 /// `values` as a read-only storage buffer of `u32` (sizes, and `f32`s by their bits).
 pub(crate) fn info(client: &Client, values: &[u32]) -> Handle {
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();

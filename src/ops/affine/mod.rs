@@ -19,7 +19,7 @@ use burn::backend::{
 };
 use burn::prelude::*;
 
-use crate::ops::wgsl::{agrees, check_on, read};
+use crate::ops::wgsl::{agrees, check_on, on_wgpu, read};
 
 /// What follows the product and the bias.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,12 +92,7 @@ const MAX_WEIGHTS: usize = 1 << 21;
 /// Whether [`affine`] serves `x` with `weight`: inference (no autodiff) on wgpu, and a weight
 /// of at most [`MAX_WEIGHTS`]. Elsewhere the linear layers keep Burn's products.
 pub(crate) fn serves<const D: usize>(x: &Tensor<D>, weight: &Tensor<2>) -> bool {
-    use burn::backend::DispatchDevice;
-    let device = x.device().inner();
-    !x.is_autodiff()
-        && weight.shape().num_elements() <= MAX_WEIGHTS
-        && matches!(device.as_dispatch(), DispatchDevice::Cube(cube)
-            if cube.runtime() == burn::cubecl::RuntimeId::Wgpu)
+    !x.is_autodiff() && weight.shape().num_elements() <= MAX_WEIGHTS && on_wgpu(&x.device())
 }
 
 /// `epilogue(x' · weight + bias)` over the rows of `x` (with `residual` added for

@@ -65,7 +65,10 @@ pub(super) fn attention(
     );
     let kernel = Wgsl::new(
         NAME,
-        &[include_str!("../../../shaders/attention.wgsl")],
+        &[
+            include_str!("../../../shaders/attention.wgsl"),
+            include_str!("../../../shaders/online_softmax.wgsl"),
+        ],
         &[
             ("d_head", d_head),
             ("rows", ROWS),

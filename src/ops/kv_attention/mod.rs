@@ -19,7 +19,7 @@ use burn::backend::{
 use burn::prelude::*;
 use burn::tensor::Slice;
 
-use crate::ops::wgsl::{agrees, check_on, read};
+use crate::ops::wgsl::{agrees, check_on, on_wgpu, read};
 
 /// Attention over keys and values given apart as a backend operation.
 #[backend_extension(Flex, Cube, Fusion)]
@@ -49,11 +49,7 @@ pub trait KvAttentionBackend: Backend {
 /// Whether [`kv_attention`] serves a call on `q`'s device: inference (no autodiff) on wgpu. The
 /// attention layer takes its general path elsewhere.
 pub(crate) fn serves(q: &Tensor<3>) -> bool {
-    use burn::backend::DispatchDevice;
-    let device = q.device().inner();
-    !q.is_autodiff()
-        && matches!(device.as_dispatch(), DispatchDevice::Cube(cube)
-            if cube.runtime() == burn::cubecl::RuntimeId::Wgpu)
+    !q.is_autodiff() && on_wgpu(&q.device())
 }
 
 /// `heads`-head scaled dot-product attention from `q` over the keys and values `kv` (side by
@@ -100,21 +96,7 @@ pub fn kv_attention(
         );
     }
     check_kernel(&q.device());
-    let (table, rotary, start) = match rope {
-        Some((table, start)) => (table, true, start),
-        // Not read without rotary positions: the bias stands in.
-        None => (bias.clone().unsqueeze::<3>(), false, 0),
-    };
-    Tensor::from_dispatch(<Dispatch as KvAttentionBackend>::kv_attention(
-        q.into_dispatch(),
-        kv.into_dispatch(),
-        bias.into_dispatch(),
-        table.into_dispatch(),
-        heads,
-        scale,
-        rotary,
-        start,
-    ))
+    kv_attention_unchecked(q, kv, bias, rope, heads, scale)
 }
 
 /// [`KvAttentionBackend::kv_attention`] from the backend's tensor operations.
@@ -255,6 +237,7 @@ fn kv_attention_unchecked(
 ) -> Tensor<3> {
     let (table, rotary, start) = match rope {
         Some((table, start)) => (table, true, start),
+        // Not read without rotary positions: the bias stands in.
         None => (bias.clone().unsqueeze::<3>(), false, 0),
     };
     Tensor::from_dispatch(<Dispatch as KvAttentionBackend>::kv_attention(

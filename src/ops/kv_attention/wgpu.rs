@@ -69,7 +69,10 @@ pub(super) fn kv_attention(
     );
     let kernel = Wgsl::new(
         NAME,
-        &[include_str!("../../../shaders/kv_attention.wgsl")],
+        &[
+            include_str!("../../../shaders/kv_attention.wgsl"),
+            include_str!("../../../shaders/online_softmax.wgsl"),
+        ],
         &[
             ("d_head", d_head),
             ("rows", ROWS),

@@ -21,7 +21,7 @@ use burn::backend::{
 use burn::prelude::*;
 use burn::tensor::Slice;
 
-use crate::ops::wgsl::{agrees, check_on, read};
+use crate::ops::wgsl::{agrees, check_on, on_wgpu, read};
 
 /// The long-term memory's read as a backend operation.
 #[backend_extension(Flex, Cube, Fusion)]
@@ -63,11 +63,7 @@ fn read_specs(
 /// Whether [`ltm_read`] serves a call on `q`'s device: inference (no autodiff) on wgpu. The
 /// memory takes its own path elsewhere.
 pub(crate) fn serves(q: &Tensor<3>) -> bool {
-    use burn::backend::DispatchDevice;
-    let device = q.device().inner();
-    !q.is_autodiff()
-        && matches!(device.as_dispatch(), DispatchDevice::Cube(cube)
-            if cube.runtime() == burn::cubecl::RuntimeId::Wgpu)
+    !q.is_autodiff() && on_wgpu(&q.device())
 }
 
 /// The read of the long-term memory by `heads`-head queries `q`, from the memory's keys and

@@ -1,13 +1,15 @@
-//! Rotary positions on the rows of a projection, as one operation with its gradient: on wgpu
-//! one dispatch of `shaders/rotary.wgsl` each way ([`wgpu`]).
+//! Rotary positions on the rows of a projection, split into heads as they are turned, as one
+//! operation with its gradient: on wgpu one dispatch of `shaders/rotary.wgsl` each way
+//! ([`wgpu`]).
 //!
 //! Burn's `RotaryEncoding::apply` turns the pairs of a `[.., seq, d_head]` tensor with a batched
 //! product against a `[2, 4]` sign table, a product with the angle table and a sum: in training
 //! on wgpu four kernels for each of the queries and the keys of every layer and segment, the
 //! batched product with an inner width of 2 among the slowest kernels of a Transformer-XL step
-//! on lavapipe, and as many again backward. Here the turn is one element-wise kernel applied to
-//! the projection's rows before the heads are split (a head's pairs are whole within its row),
-//! and its gradient the transposed turn, one more. The CPU keeps Burn's rotary encoding (the same
+//! on lavapipe, and as many again backward. Here the turn is one element-wise kernel that reads
+//! the projection's rows and writes the heads' layout (a head's pairs are whole within its row),
+//! so the attention's products read contiguous heads, and its gradient the transposed turn back
+//! into rows, one more. The CPU keeps Burn's rotary encoding (the same
 //! bits as before); the reference written with Burn's operations is what the kernel is checked
 //! against.
 
@@ -28,16 +30,18 @@ use burn::backend::{
 use burn::prelude::*;
 use burn::tensor::Slice;
 
-use crate::ops::wgsl::{agrees, check_on, read};
+use crate::ops::wgsl::{agrees, check_on, on_wgpu, read};
 
 /// The rotary turn of rows of heads as a backend operation, so that autodiff records one node.
 #[backend_extension(Flex, Cube, Fusion, Autodiff: cfg(feature = "train"))]
 pub trait RotaryBackend: Backend {
     /// `x` `[batch, seq, heads · d_head]` with each head's pairs turned by `table` `[positions,
-    /// d_head, 2]` (cos, sin) at positions `start..`; with `transpose` the transposed turn (the
-    /// forward's gradient). The table carries no gradient.
+    /// d_head, 2]` (cos, sin) at positions `start..`, written in the heads' layout (the output
+    /// keeps `x`'s shape; its data is `[batch, heads, seq, d_head]`). With `transpose` the
+    /// transposed turn (the forward's gradient): `x` holds the heads' layout and the output is
+    /// rows. The table carries no gradient.
     #[fusion(dtype = x, shape = x)]
-    fn rotary_rows(
+    fn rotary_heads(
         x: FloatTensor<Self>,
         table: FloatTensor<Self>,
         d_head: usize,
@@ -48,44 +52,42 @@ pub trait RotaryBackend: Backend {
     }
 }
 
-/// Whether [`rotary_rows`] serves `x`: on wgpu (training or not). Elsewhere callers keep
+/// Whether [`rotary_heads`] serves `x`: on wgpu (training or not). Elsewhere callers keep
 /// Burn's `RotaryEncoding::apply`.
 pub(crate) fn serves(x: &Tensor<3>) -> bool {
-    use burn::backend::DispatchDevice;
-    let device = x.device().inner();
-    matches!(device.as_dispatch(), DispatchDevice::Cube(cube)
-        if cube.runtime() == burn::cubecl::RuntimeId::Wgpu)
+    on_wgpu(&x.device())
 }
 
-/// `x` with the pairs `(2j, 2j + 1)` of each `d_head`-wide head turned as Burn's
-/// `RotaryEncoding::apply` turns them, row `i` at position `start + i`: `x'[2j] = x[2j] cos -
-/// x[2j + 1] sin`, `x'[2j + 1] = x[2j + 1] cos + x[2j] sin`. `table` is the encoding's
-/// `freq_complex`.
+/// The heads of `x` with their pairs `(2j, 2j + 1)` turned as Burn's `RotaryEncoding::apply`
+/// turns them, row `i` at position `start + i`: `x'[2j] = x[2j] cos - x[2j + 1] sin`,
+/// `x'[2j + 1] = x[2j + 1] cos + x[2j] sin`. `table` is the encoding's `freq_complex`, and its
+/// head width is the heads'.
 ///
 /// # Shapes
 /// - x: `[batch, seq, heads · d_head]`
 /// - table: `[positions, d_head, 2]`, `positions >= start + seq`
-/// - output: as `x`
-pub fn rotary_rows(x: Tensor<3>, table: Tensor<3>, start: usize) -> Tensor<3> {
-    let [_, seq, width] = x.dims();
+/// - output: `[batch, heads, seq, d_head]`
+pub fn rotary_heads(x: Tensor<3>, table: Tensor<3>, start: usize) -> Tensor<4> {
+    let [batch, seq, width] = x.dims();
     let [positions, d_head, two] = table.dims();
     assert!(
         two == 2 && d_head % 2 == 0 && width.is_multiple_of(d_head) && positions >= start + seq,
-        "rotary_rows: a table {:?} does not turn rows {:?} from {start}",
+        "rotary_heads: a table {:?} does not turn rows {:?} from {start}",
         table.dims(),
         x.dims()
     );
     check_kernel(&x.device());
-    Tensor::from_dispatch(<Dispatch as RotaryBackend>::rotary_rows(
+    let turned = Tensor::<3>::from_dispatch(<Dispatch as RotaryBackend>::rotary_heads(
         x.into_dispatch(),
         table.into_dispatch(),
         d_head,
         start,
         false,
-    ))
+    ));
+    turned.reshape([batch, width / d_head, seq, d_head])
 }
 
-/// [`RotaryBackend::rotary_rows`] from the backend's tensor operations.
+/// [`RotaryBackend::rotary_heads`] from the backend's tensor operations.
 fn reference<B: Backend>(
     x: FloatTensor<B>,
     table: FloatTensor<B>,
@@ -95,6 +97,19 @@ fn reference<B: Backend>(
 ) -> FloatTensor<B> {
     let [batch, seq, width] = x.shape().dims::<3>();
     let heads = width / d_head;
+    let rows = Shape::new([batch, seq, width]);
+    let x = match transpose {
+        // The heads' layout back to rows.
+        true => B::float_reshape(
+            B::float_swap_dims(
+                B::float_reshape(x, Shape::new([batch, heads, seq, d_head])),
+                1,
+                2,
+            ),
+            rows.clone(),
+        ),
+        false => x,
+    };
     let pairs = B::float_reshape(x, Shape::new([batch, seq, heads, d_head / 2, 2]));
     let member = |m: isize| {
         let mut slices = [Slice::full(); 5];
@@ -102,18 +117,18 @@ fn reference<B: Backend>(
         B::float_slice(pairs.clone(), &slices)
     };
     let (a, b) = (member(0), member(1));
-    let rows = B::float_slice(
+    let angles = B::float_slice(
         table,
         &[Slice::new(start as isize, Some((start + seq) as isize), 1)],
     );
     // [1, seq, 1, pair, member, cos | sin]
-    let rows = B::float_reshape(rows, Shape::new([1, seq, 1, d_head / 2, 2, 2]));
+    let angles = B::float_reshape(angles, Shape::new([1, seq, 1, d_head / 2, 2, 2]));
     let entry = |m: isize, c: isize| {
         let mut slices = [Slice::full(); 6];
         slices[4] = Slice::new(m, Some(m + 1), 1);
         slices[5] = Slice::new(c, Some(c + 1), 1);
         B::float_reshape(
-            B::float_slice(rows.clone(), &slices),
+            B::float_slice(angles.clone(), &slices),
             Shape::new([1, seq, 1, d_head / 2, 1]),
         )
     };
@@ -134,10 +149,19 @@ fn reference<B: Backend>(
             B::float_add(B::float_mul(b, entry(1, 0)), B::float_mul(a, entry(1, 1))),
         )
     };
-    B::float_reshape(
-        B::float_cat(vec![even, odd], 4),
-        Shape::new([batch, seq, width]),
-    )
+    let turned = B::float_cat(vec![even, odd], 4);
+    match transpose {
+        true => B::float_reshape(turned, rows),
+        // Rows into the heads' layout, in `x`'s shape.
+        false => B::float_reshape(
+            B::float_swap_dims(
+                B::float_reshape(turned, Shape::new([batch, seq, heads, d_head])),
+                1,
+                2,
+            ),
+            rows,
+        ),
+    }
 }
 
 /// On wgpu, check the WGSL kernel both ways against the reference on the CPU once per device
@@ -157,7 +181,7 @@ fn check_kernel(device: &Device) {
             .into_data();
         for transpose in [false, true] {
             let run = |device: &Device| {
-                Tensor::<3>::from_dispatch(<Dispatch as RotaryBackend>::rotary_rows(
+                Tensor::<3>::from_dispatch(<Dispatch as RotaryBackend>::rotary_heads(
                     Tensor::<3>::from_data(x.clone(), device).into_dispatch(),
                     Tensor::<3>::from_data(table.clone(), device).into_dispatch(),
                     d_head,
@@ -175,7 +199,7 @@ impl RotaryBackend for Flex {}
 
 /// The GPU runtimes: on wgpu the WGSL kernel where it serves, Burn's operations elsewhere.
 impl RotaryBackend for CubeBackend {
-    fn rotary_rows(
+    fn rotary_heads(
         x: FloatTensor<Self>,
         table: FloatTensor<Self>,
         d_head: usize,
@@ -192,7 +216,7 @@ impl RotaryBackend for CubeBackend {
 
 #[cfg(feature = "train")]
 impl<B: Backend + RotaryBackend, C: CheckpointStrategy> RotaryBackend for Autodiff<B, C> {
-    fn rotary_rows(
+    fn rotary_heads(
         x: FloatTensor<Self>,
         table: FloatTensor<Self>,
         d_head: usize,
@@ -216,7 +240,7 @@ impl<B: Backend + RotaryBackend, C: CheckpointStrategy> RotaryBackend for Autodi
                 let grad = grads.consume::<B>(&ops.node);
                 let (table, d_head, start, transpose) = ops.state;
                 // The turn is linear: its gradient is the transposed turn.
-                let dx = B::rotary_rows(grad, table, d_head, start, !transpose);
+                let dx = B::rotary_heads(grad, table, d_head, start, !transpose);
                 if let Some(node) = x_node {
                     grads.register::<B>(node.id, dx);
                 }
@@ -230,10 +254,11 @@ impl<B: Backend + RotaryBackend, C: CheckpointStrategy> RotaryBackend for Autodi
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let y = B::rotary_rows(x.into_primitive(), table.clone(), d_head, start, transpose);
+                let y =
+                    B::rotary_heads(x.into_primitive(), table.clone(), d_head, start, transpose);
                 prep.finish((table, d_head, start, transpose), y)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::rotary_rows(
+            OpsKind::UnTracked(prep) => prep.finish(B::rotary_heads(
                 x.into_primitive(),
                 table,
                 d_head,

@@ -1,5 +1,5 @@
-//! The wgpu launcher of `shaders/rotary.wgsl`: rotary positions on rows of heads, or their
-//! transpose (the gradient), one invocation per element.
+//! The wgpu launcher of `shaders/rotary.wgsl`: rotary positions on rows of heads written in the
+//! heads' layout, or their transpose (the gradient) back into rows, one invocation per element.
 
 use burn::backend::TensorMetadata;
 use burn::backend::wgpu::CubeTensor;
@@ -26,8 +26,9 @@ pub(super) fn serves(x: &CubeTensor) -> bool {
         && !wgsl::failed(NAME, &x.device)
 }
 
-/// `x` `[batch, seq, heads · d_head]` turned (or with `transpose`, turned back) by `table`
-/// `[positions, d_head, 2]` at positions `start..`.
+/// `x` `[batch, seq, heads · d_head]` turned by `table` `[positions, d_head, 2]` at positions
+/// `start..` into the heads' layout, or with `transpose` the heads' layout turned back into rows
+/// (the shape is `x`'s either way).
 pub(super) fn rotary(
     x: CubeTensor,
     table: CubeTensor,
