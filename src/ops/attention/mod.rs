@@ -302,13 +302,19 @@ impl Dims {
 
 /// `[batch, seq, 3 · d]` -> query, key and value, each `[batch, heads, seq, d_head]`.
 fn split<B: Backend>(qkv: FloatTensor<B>, dims: Dims) -> [FloatTensor<B>; 3] {
-    let Dims {
-        batch,
-        seq,
-        heads,
-        d_head,
-    } = dims;
-    let x = B::float_reshape(qkv, Shape::new([batch, seq, 3, heads, d_head]));
+    split_heads::<B, 3>(qkv, dims.heads)
+}
+
+/// `N` projections side by side, `[batch, seq, N · heads · d_head]` (heads in order within
+/// each), as `N` tensors `[batch, heads, seq, d_head]`: the references of the attention
+/// operations read their packed inputs this way.
+pub(crate) fn split_heads<B: Backend, const N: usize>(
+    x: FloatTensor<B>,
+    heads: usize,
+) -> [FloatTensor<B>; N] {
+    let [batch, seq, width] = x.shape().dims::<3>();
+    let d_head = width / (N * heads);
+    let x = B::float_reshape(x, Shape::new([batch, seq, N, heads, d_head]));
     let x = B::float_permute(x, &[2, 0, 3, 1, 4]);
     std::array::from_fn(|i| {
         let one = B::float_slice(

@@ -19,6 +19,8 @@ use burn::backend::{
 use burn::prelude::*;
 use burn::tensor::Slice;
 
+use crate::ops::attention::split_heads;
+use crate::ops::rotary::turn_heads;
 use crate::ops::wgsl::{agrees, check_on, on_wgpu, read};
 
 /// Attention over keys and values given apart as a backend operation.
@@ -110,71 +112,34 @@ fn forward_from_ops<B: Backend>(
 ) -> FloatTensor<B> {
     let [batch, seq_q, width] = q.shape().dims::<3>();
     let seq_k = kv.shape()[1];
-    let d_head = width / heads;
-    let q = B::float_swap_dims(
-        B::float_reshape(q, Shape::new([batch, seq_q, heads, d_head])),
-        1,
-        2,
-    );
-    let kv = B::float_reshape(kv, Shape::new([batch, seq_k, 2, heads, d_head]));
-    let kv = B::float_permute(kv, &[2, 0, 3, 1, 4]);
-    let [k, v] = std::array::from_fn(|i| {
-        let one = B::float_slice(
-            kv.clone(),
-            &[Slice::new(i as isize, Some(i as isize + 1), 1)],
-        );
-        B::float_reshape(one, Shape::new([batch, heads, seq_k, d_head]))
-    });
+    let [k, v] = split_heads::<B, 2>(kv.clone(), heads);
     let (q, k) = match rope {
-        Some((table, start)) => (
-            rotate::<B>(q, table.clone(), start),
-            rotate::<B>(k, table, 0),
-        ),
-        None => (q, k),
+        // The rotary operation's reference turns rows into heads.
+        Some((table, start)) => {
+            let d_head = width / heads;
+            let keys = B::float_slice(
+                kv,
+                &[
+                    Slice::full(),
+                    Slice::full(),
+                    Slice::new(0, Some(width as isize), 1),
+                ],
+            );
+            (
+                turn_heads::<B>(q, table.clone(), d_head, start),
+                turn_heads::<B>(keys, table, d_head, 0),
+            )
+        }
+        None => {
+            let [q] = split_heads::<B, 1>(q, heads);
+            (q, k)
+        }
     };
     let scores = B::float_mul_scalar(B::float_matmul(q, B::float_transpose(k)), scale.into());
     let bias = B::float_reshape(bias, Shape::new([1, 1, seq_q, seq_k]));
     let weights = B::softmax(B::float_add(scores, bias), 3);
     let context = B::float_swap_dims(B::float_matmul(weights, v), 1, 2);
     B::float_reshape(context, Shape::new([batch, seq_q, width]))
-}
-
-/// `x` `[batch, heads, seq, d_head]` turned by the rotary table `[positions, d_head, 2]` at
-/// positions `start..`: `x'[2i] = x[2i] cos - x[2i + 1] sin`, `x'[2i + 1] = x[2i + 1] cos +
-/// x[2i] sin`, each element with its own entry (Burn's `RotaryEncoding::apply`).
-fn rotate<B: Backend>(x: FloatTensor<B>, table: FloatTensor<B>, start: usize) -> FloatTensor<B> {
-    let [batch, heads, seq, d] = x.shape().dims::<4>();
-    let pairs = B::float_reshape(x, Shape::new([batch, heads, seq, d / 2, 2]));
-    let member = |x: FloatTensor<B>, m: isize| {
-        let mut slices = [Slice::full(); 5];
-        slices[4] = Slice::new(m, Some(m + 1), 1);
-        B::float_slice(x, &slices)
-    };
-    let (a, b) = (member(pairs.clone(), 0), member(pairs, 1));
-    let rows = B::float_slice(
-        table,
-        &[Slice::new(start as isize, Some((start + seq) as isize), 1)],
-    );
-    // [1, 1, seq, pair, member, cos | sin]
-    let rows = B::float_reshape(rows, Shape::new([1, 1, seq, d / 2, 2, 2]));
-    let entry = |m: isize, c: isize| {
-        let mut slices = [Slice::full(); 6];
-        slices[4] = Slice::new(m, Some(m + 1), 1);
-        slices[5] = Slice::new(c, Some(c + 1), 1);
-        B::float_reshape(
-            B::float_slice(rows.clone(), &slices),
-            Shape::new([1, 1, seq, d / 2, 1]),
-        )
-    };
-    let even = B::float_sub(
-        B::float_mul(a.clone(), entry(0, 0)),
-        B::float_mul(b.clone(), entry(0, 1)),
-    );
-    let odd = B::float_add(B::float_mul(b, entry(1, 0)), B::float_mul(a, entry(1, 1)));
-    B::float_reshape(
-        B::float_cat(vec![even, odd], 4),
-        Shape::new([batch, heads, seq, d]),
-    )
 }
 
 /// On wgpu, check the WGSL kernel against the reference on the CPU once per device (see

@@ -21,6 +21,7 @@ use burn::backend::{
 use burn::prelude::*;
 use burn::tensor::Slice;
 
+use crate::ops::attention::split_heads;
 use crate::ops::wgsl::{agrees, check_on, on_wgpu, read};
 
 /// The long-term memory's read as a backend operation.
@@ -146,21 +147,8 @@ fn forward_from_ops<B: Backend>(
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let [batch, seq_q, width] = q.shape().dims::<3>();
     let n = kv.shape()[1];
-    let d_head = width / heads;
-    let q = B::float_swap_dims(
-        B::float_reshape(q, Shape::new([batch, seq_q, heads, d_head])),
-        1,
-        2,
-    );
-    let kv = B::float_reshape(kv, Shape::new([batch, n, 2, heads, d_head]));
-    let kv = B::float_permute(kv, &[2, 0, 3, 1, 4]);
-    let [k, v] = std::array::from_fn(|i| {
-        let one = B::float_slice(
-            kv.clone(),
-            &[Slice::new(i as isize, Some(i as isize + 1), 1)],
-        );
-        B::float_reshape(one, Shape::new([batch, heads, n, d_head]))
-    });
+    let [q] = split_heads::<B, 1>(q, heads);
+    let [k, v] = split_heads::<B, 2>(kv, heads);
     let part = |from: usize, len: usize, shape: Shape| {
         let one = B::float_slice(
             params.clone(),

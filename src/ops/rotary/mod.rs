@@ -87,6 +87,22 @@ pub fn rotary_heads(x: Tensor<3>, table: Tensor<3>, start: usize) -> Tensor<4> {
     turned.reshape([batch, width / d_head, seq, d_head])
 }
 
+/// The heads `[batch, heads, seq, d_head]` of `rows` `[batch, seq, heads · d_head]` turned
+/// at positions `start..`, from the backend's tensor operations: [`rotary_heads`]'s reference,
+/// for the references of other operations that turn their queries and keys.
+pub(crate) fn turn_heads<B: Backend>(
+    rows: FloatTensor<B>,
+    table: FloatTensor<B>,
+    d_head: usize,
+    start: usize,
+) -> FloatTensor<B> {
+    let [batch, seq, width] = rows.shape().dims::<3>();
+    B::float_reshape(
+        reference::<B>(rows, table, d_head, start, false),
+        Shape::new([batch, width / d_head, seq, d_head]),
+    )
+}
+
 /// [`RotaryBackend::rotary_heads`] from the backend's tensor operations.
 fn reference<B: Backend>(
     x: FloatTensor<B>,
