@@ -86,6 +86,7 @@ fn parity_of(config: ModelConfig) {
     let Some(gpu) = common::wgpu_device().map(Device::autodiff) else {
         return;
     };
+    let _shared = gpu_shared();
     let cpu = Device::flex().autodiff();
     let model_cpu = Model::new(&config, 11, &cpu);
     let model_gpu = copy_to(&model_cpu, &gpu);
@@ -201,6 +202,7 @@ fn inference_attention_matches_the_training_forward_on_flex() {
 #[test]
 fn inference_attention_matches_the_training_forward_on_wgpu() {
     if let Some(gpu) = common::wgpu_device() {
+        let _shared = gpu_shared();
         inference_matches_training_forward(&gpu);
     }
 }
@@ -213,6 +215,7 @@ fn fused_attention_and_its_gradient_agree_on_flex_and_wgpu() {
     let Some(gpu) = common::wgpu_device().map(Device::autodiff) else {
         return;
     };
+    let _shared = gpu_shared();
     let (batch, seq, width) = (2, 160, 24);
     let xs: Vec<f32> = (0..batch * seq * width)
         .map(|i| ((i * 7919) % 1013) as f32 / 300.0 - 1.7)
@@ -238,13 +241,27 @@ fn fused_attention_and_its_gradient_agree_on_flex_and_wgpu() {
     );
 }
 
-/// Kernels launched by `work`, by name, counted from the runtime. The runtime has one observer
-/// slot per process, so counting tests take turns.
+/// The GPU, as the tests of this file share it: a count of launched kernels ([`launched`])
+/// sees every kernel the process launches, so a test that counts holds it alone
+/// ([`gpu_alone`]) and the other wgpu tests hold it shared ([`gpu_shared`]). Without this, a
+/// model test running beside a count put its own launches of the counted kernel in the count.
+static GPU: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// The GPU for a test that counts its kernels: no other wgpu test of this file runs meanwhile.
+fn gpu_alone() -> std::sync::RwLockWriteGuard<'static, ()> {
+    GPU.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The GPU for a wgpu test that counts nothing: alongside others like it, never beside a count.
+fn gpu_shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    GPU.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Kernels launched by `work`, by name, counted from the runtime. The caller holds the GPU
+/// alone ([`gpu_alone`]): the count sees every launch of the process.
 fn launched(work: impl FnOnce()) -> std::collections::HashMap<&'static str, usize> {
     use burn::cubecl::logging::{LaunchObservation, LaunchObserver};
     use std::sync::{Arc, Mutex};
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     #[derive(Default)]
     struct Count(Mutex<std::collections::HashMap<&'static str, usize>>);
     impl LaunchObserver for Count {
@@ -292,6 +309,7 @@ fn the_wgsl_attention_kernel_matches_the_cpu() {
     let Some(gpu) = common::wgpu_device() else {
         return;
     };
+    let _alone = gpu_alone();
     for (batch, seq, heads, d_head) in ATTENTION_SHAPES {
         let width = 3 * heads * d_head;
         let (xs, mask) = attention_input(batch, seq, width);
@@ -345,6 +363,7 @@ fn the_wgsl_attention_backward_matches_the_cpu() {
     let Some(gpu) = common::wgpu_device() else {
         return;
     };
+    let _alone = gpu_alone();
     for (batch, seq, heads, d_head) in ATTENTION_SHAPES {
         let width = 3 * heads * d_head;
         let (xs, mask) = attention_input(batch, seq, width);
@@ -408,6 +427,7 @@ fn the_wgsl_layer_norm_kernel_matches_the_cpu() {
     let Some(gpu) = common::wgpu_device() else {
         return;
     };
+    let _alone = gpu_alone();
     for (rows, d) in LAYER_NORM_SHAPES {
         let run = |device: &Device| {
             let [x, gamma, beta] = layer_norm_input(rows, d);
@@ -444,6 +464,7 @@ fn the_wgsl_layer_norm_backward_matches_the_cpu() {
     let Some(gpu) = common::wgpu_device() else {
         return;
     };
+    let _alone = gpu_alone();
     for (rows, d) in LAYER_NORM_SHAPES {
         let weights: Vec<f32> = (0..rows * d)
             .map(|i| ((i * 104_729) % 997) as f32 / 500.0 - 1.0)
@@ -501,6 +522,7 @@ fn the_wgsl_cross_entropy_matches_the_cpu() {
     let Some(gpu) = common::wgpu_device() else {
         return;
     };
+    let _alone = gpu_alone();
     for (rows, vocab) in [(1, 5), (3, 64), (37, 300), (130, 1000)] {
         let mut logits: Vec<f32> = (0..rows * vocab)
             .map(|i| ((i * 7919) % 1013) as f32 / 60.0 - 8.0)
@@ -580,6 +602,7 @@ fn the_wgsl_layout_embedding_matches_burns_operations() {
     let Some(gpu) = common::wgpu_device() else {
         return;
     };
+    let _alone = gpu_alone();
     let (vocab, d, batch, m, t_max) = (13, 70, 3, 2, 5);
     let p = 2 * m + t_max;
     let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 500.0 - 1.0;
@@ -704,6 +727,7 @@ fn the_wgsl_inference_product_matches_the_cpu() {
     let Some(gpu) = common::wgpu_device() else {
         return;
     };
+    let _alone = gpu_alone();
     let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 400.0 - 1.2;
     for (batch, seq, k, n) in [
         (1, 1, 3, 5),
@@ -792,6 +816,7 @@ fn the_wgsl_attention_over_a_cache_matches_the_cpu() {
     let Some(gpu) = common::wgpu_device() else {
         return;
     };
+    let _alone = gpu_alone();
     let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 400.0 - 1.2;
     for (batch, seq_q, seq_k, heads, d_head) in [
         (1, 1, 1, 1, 2),
@@ -880,6 +905,7 @@ fn the_wgsl_long_term_memory_read_matches_the_cpu() {
     let Some(gpu) = common::wgpu_device() else {
         return;
     };
+    let _alone = gpu_alone();
     let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 400.0 - 1.2;
     for (batch, seq_q, n, heads, d_head, variance_bias) in [
         (1, 1, 4, 1, 4, 0.5),
@@ -973,6 +999,7 @@ fn the_wgsl_rotary_turn_and_its_gradient_match_the_cpu() {
     let Some(gpu) = common::wgpu_device().map(Device::autodiff) else {
         return;
     };
+    let _alone = gpu_alone();
     let cpu = Device::flex().autodiff();
     let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 400.0 - 1.2;
     for (batch, seq, heads, d_head, start) in [(1, 1, 1, 2, 0), (2, 9, 4, 16, 7), (1, 70, 2, 32, 0)]
@@ -1031,6 +1058,7 @@ fn the_wgsl_sum_of_squares_matches_the_cpu() {
     let Some(gpu) = common::wgpu_device() else {
         return;
     };
+    let _alone = gpu_alone();
     let sizes = [1, 63, 64, 1000, 70_001, 7, 128];
     for count in [1, 5, sizes.len()] {
         let run = |device: &Device| {
