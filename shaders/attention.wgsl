@@ -1,12 +1,17 @@
-// Masked multi-head self-attention over a packed [query | key | value] projection, in one
-// dispatch: the scores, the mask, the softmax and the weighted sum of the values, with the heads
-// read where they lie in the packed rows and the context written with its heads merged.
+// Masked multi-head attention over a packed [query | key | value] projection, in one dispatch:
+// the scores, the mask, the softmax and the weighted sum of the values, with the heads read
+// where they lie in the packed rows and the context written with its heads merged.
+//
+// Every row is a key and a value; the queries are the rows from `first` on (info[5]; 0 for
+// self-attention, the cache's length for Transformer-XL's [cache | segment], whose cached rows
+// are keys only). With rotary positions (info[6] == 1) each query and key turns to its row's
+// position as it is read (`turned` in attention_rotary.wgsl, which the launcher appends).
 //
 // Flash-style: each workgroup holds ROWS query rows of one (batch, head) and walks the keys in
 // tiles of KEYS, staged in workgroup memory, with an online softmax (running maximum `m`, running
-// sum `l`; `fold_tile` in online_softmax.wgsl, which the launcher appends), so the [seq, seq]
-// scores never exist in memory. When asked (`info[4] == 1`), a second pass writes the weights
-// out for the visualisation.
+// sum `l`; `fold_tile` in online_softmax.wgsl, which the launcher appends), so the
+// [seq_q, seq] scores never exist in memory. When asked (`info[4] == 1`), a second pass writes
+// the weights out (the page draws them; training keeps them for the backward).
 //
 // Every binding is read_write, inputs too: the runtime pools tensors in shared wgpu buffers, and
 // one buffer bound both read-only and writable in a dispatch is a validation error.
@@ -20,13 +25,14 @@
 // The loop over key tiles holds barriers, so its bound must be uniform: the sequence length is
 // read through workgroupUniformLoad (browsers' WGSL compilers check this; reads of a storage
 // buffer count as non-uniform).
-// Dispatch: (ceil(seq / ROWS), heads, batch).
+// Dispatch: (ceil(seq_q / ROWS), heads, batch), seq_q = seq - first.
 
-@group(0) @binding(0) var<storage, read_write> qkv: array<f32>;           // [batch, seq, 3 * heads * D]
-@group(0) @binding(1) var<storage, read_write> bias: array<f32>;          // [seq, seq], 0 or very negative
-@group(0) @binding(2) var<storage, read_write> context: array<f32>; // [batch, seq, heads * D]
-@group(0) @binding(3) var<storage, read_write> weights: array<f32>; // [batch, heads, seq, seq]
-@group(0) @binding(4) var<storage, read_write> info: array<u32>;          // batch, seq, heads, scale, weights?
+@group(0) @binding(0) var<storage, read_write> qkv: array<f32>;     // [batch, seq, 3 * heads * D]
+@group(0) @binding(1) var<storage, read_write> bias: array<f32>;    // [seq_q, seq], 0 or very negative
+@group(0) @binding(2) var<storage, read_write> rope: array<f32>;    // [positions, D, 2]: cos, sin
+@group(0) @binding(3) var<storage, read_write> context: array<f32>; // [batch, seq_q, heads * D]
+@group(0) @binding(4) var<storage, read_write> weights: array<f32>; // [batch, heads, seq_q, seq]
+@group(0) @binding(5) var<storage, read_write> info: array<u32>;    // batch, seq, heads, scale, weights?, first, rotary
 
 const D: u32 = {{ d_head }}u;
 const ROWS: u32 = {{ rows }}u;
@@ -48,21 +54,25 @@ fn main(
     let heads = info[2];
     let scale = bitcast<f32>(info[3]);
     let write_weights = info[4] == 1u;
+    let first = info[5];
+    let rotary = info[6] == 1u;
+    let seq_q = seq - first;
 
     let h = group.y;
     let b = group.z;
-    let i = group.x * ROWS + t;
-    let live = i < seq;
+    let qi = group.x * ROWS + t;
+    let i = first + qi;
+    let live = qi < seq_q;
     let width = 3u * heads * D;
     let first_row = b * seq;
 
-    // This row's query, scaled once.
+    // This row's query, turned and scaled once.
     var q: array<f32, D>;
     var acc: array<f32, D>;
     if live {
         let at = (first_row + i) * width + h * D;
         for (var d = 0u; d < D; d++) {
-            q[d] = qkv[at + d] * scale;
+            q[d] = turned(at, i, d, rotary) * scale;
             acc[d] = 0.0;
         }
     }
@@ -74,14 +84,14 @@ fn main(
             let j = j0 + e / D;
             let d = e % D;
             if j < seq {
-                let at = (first_row + j) * width + h * D + d;
-                k_tile[e] = qkv[at + heads * D];
-                v_tile[e] = qkv[at + 2u * heads * D];
+                let at = (first_row + j) * width + h * D;
+                k_tile[e] = turned(at + heads * D, j, d, rotary);
+                v_tile[e] = qkv[at + 2u * heads * D + d];
             }
         }
         workgroupBarrier();
         if live {
-            fold_tile(&q, &acc, &run, i * seq + j0, min(KEYS, seq - j0));
+            fold_tile(&q, &acc, &run, qi * seq + j0, min(KEYS, seq - j0));
         }
         workgroupBarrier();
     }
@@ -89,17 +99,17 @@ fn main(
     if !live {
         return;
     }
-    let out = (first_row + i) * heads * D + h * D;
+    let out = (b * seq_q + qi) * heads * D + h * D;
     for (var d = 0u; d < D; d++) {
         context[out + d] = acc[d] / run.l;
     }
     if write_weights {
-        let row = ((b * heads + h) * seq + i) * seq;
+        let row = ((b * heads + h) * seq_q + qi) * seq;
         for (var j = 0u; j < seq; j++) {
             let at = (first_row + j) * width + heads * D + h * D;
-            var s = bias[i * seq + j];
+            var s = bias[qi * seq + j];
             for (var d = 0u; d < D; d++) {
-                s += q[d] * qkv[at + d];
+                s += q[d] * turned(at, j, d, rotary);
             }
             weights[row + j] = exp(s - run.m) / run.l;
         }

@@ -1,25 +1,28 @@
-// Masked multi-head self-attention's backward, first pass: per query row, the query gradient
-// and the score gradients. From the packed projection, the forward's weights P and the merged
-// context's gradient dO, for query row i of one (batch, head):
+// Masked multi-head attention's backward, first pass: per query row, the query gradient and the
+// score gradients. From the packed projection, the forward's weights P and the merged context's
+// gradient dO, for query i of one (batch, head), with Q and K as the forward turned them:
 //   dP_ij = dO_i · V_j,   delta_i = Σ_j P_ij dP_ij,   dS_ij = P_ij (dP_ij - delta_i) · scale,
 //   dQ_i = Σ_j dS_ij K_j,
-// written into the query columns of the packed gradient; dS goes to `scores` for the second
-// pass (attention_backward_key.wgsl), which sums the key and value gradients per key row. The
-// mask needs no input: a blocked key has zero weight, so zero score gradient.
+// turned back (`unturn` in attention_rotary.wgsl) when positions are rotary and written into the
+// query columns of the packed gradient; dS goes to `scores` for the second pass
+// (attention_backward_key.wgsl), which sums the key and value gradients per key row and writes
+// the query columns of the rows that ask nothing (those before `first`). The mask needs no
+// input: a blocked key has zero weight, so zero score gradient.
 //
 // The keys and values are staged in workgroup memory a tile of KEYS at a time, as in the
 // forward (attention.wgsl); two walks over the tiles, the first for delta_i.
 //
 // Every binding is read_write, inputs too (see attention.wgsl). Launched by
 // src/ops/attention/wgpu.rs, which fills the placeholders (d_head, rows, keys, tile as in the
-// forward). Dispatch: (ceil(seq / ROWS), heads, batch).
+// forward). Dispatch: (ceil(seq_q / ROWS), heads, batch), seq_q = seq - first.
 
 @group(0) @binding(0) var<storage, read_write> qkv: array<f32>;     // [batch, seq, 3 * heads * D]
-@group(0) @binding(1) var<storage, read_write> weights: array<f32>; // [batch, heads, seq, seq]
-@group(0) @binding(2) var<storage, read_write> grad: array<f32>;    // [batch, seq, heads * D]
-@group(0) @binding(3) var<storage, read_write> d_qkv: array<f32>;   // [batch, seq, 3 * heads * D]
-@group(0) @binding(4) var<storage, read_write> scores: array<f32>;  // [batch, heads, seq, seq]
-@group(0) @binding(5) var<storage, read_write> info: array<u32>;    // batch, seq, heads, scale
+@group(0) @binding(1) var<storage, read_write> rope: array<f32>;    // [positions, D, 2]: cos, sin
+@group(0) @binding(2) var<storage, read_write> weights: array<f32>; // [batch, heads, seq_q, seq]
+@group(0) @binding(3) var<storage, read_write> grad: array<f32>;    // [batch, seq_q, heads * D]
+@group(0) @binding(4) var<storage, read_write> d_qkv: array<f32>;   // [batch, seq, 3 * heads * D]
+@group(0) @binding(5) var<storage, read_write> scores: array<f32>;  // [batch, heads, seq_q, seq]
+@group(0) @binding(6) var<storage, read_write> info: array<u32>;    // batch, seq, heads, scale, first, rotary
 
 const D: u32 = {{ d_head }}u;
 const ROWS: u32 = {{ rows }}u;
@@ -40,20 +43,24 @@ fn main(
     let seq = workgroupUniformLoad(&shared_seq);
     let heads = info[2];
     let scale = bitcast<f32>(info[3]);
+    let first = info[4];
+    let rotary = info[5] == 1u;
+    let seq_q = seq - first;
 
     let h = group.y;
     let b = group.z;
-    let i = group.x * ROWS + t;
-    let live = i < seq;
+    let qi = group.x * ROWS + t;
+    let i = first + qi;
+    let live = qi < seq_q;
     let width = 3u * heads * D;
     let first_row = b * seq;
-    let p_row = ((b * heads + h) * seq + min(i, seq - 1u)) * seq;
+    let p_row = ((b * heads + h) * seq_q + min(qi, seq_q - 1u)) * seq;
 
     // This row's context gradient, and its query gradient so far.
-    var g: array<f32, {{ d_head }}>;
-    var dq: array<f32, {{ d_head }}>;
+    var g: array<f32, D>;
+    var dq: array<f32, D>;
     if live {
-        let at = (first_row + i) * heads * D + h * D;
+        let at = (b * seq_q + qi) * heads * D + h * D;
         for (var d = 0u; d < D; d++) {
             g[d] = grad[at + d];
             dq[d] = 0.0;
@@ -90,10 +97,11 @@ fn main(
     for (var j0 = 0u; j0 < seq; j0 += KEYS) {
         for (var e = t; e < KEYS * D; e += ROWS) {
             let j = j0 + e / D;
+            let d = e % D;
             if j < seq {
-                let at = (first_row + j) * width + h * D + e % D;
-                k_tile[e] = qkv[at + heads * D];
-                v_tile[e] = qkv[at + 2u * heads * D];
+                let at = (first_row + j) * width + h * D;
+                k_tile[e] = turned(at + heads * D, j, d, rotary);
+                v_tile[e] = qkv[at + 2u * heads * D + d];
             }
         }
         workgroupBarrier();
@@ -119,6 +127,9 @@ fn main(
     }
 
     if live {
+        if rotary {
+            unturn(&dq, i);
+        }
         let at = (first_row + i) * width + h * D;
         for (var d = 0u; d < D; d++) {
             d_qkv[at + d] = dq[d];

@@ -402,6 +402,83 @@ fn the_wgsl_attention_backward_matches_the_cpu() {
     }
 }
 
+/// The WGSL attention kernels with the queries from a later row and rotary positions
+/// (Transformer-XL's attention over `[cache | segment]` in training): the context and the
+/// packed gradient of the operation's reference on the CPU, at the kernels' test shapes with a
+/// third of the rows cached, and the rows asking nothing get no query gradient. The kernels
+/// must be what ran.
+#[test]
+fn the_wgsl_attention_over_a_cache_with_rotary_positions_matches_the_cpu() {
+    let Some(gpu) = common::wgpu_device() else {
+        return;
+    };
+    let _alone = gpu_alone();
+    for (batch, seq, heads, d_head) in ATTENTION_SHAPES {
+        let width = 3 * heads * d_head;
+        let first = seq / 3;
+        let (xs, mask) = attention_input(batch, seq, width);
+        // The mask's rows from `first` on: each row's own position stays open.
+        let rows: Vec<f32> = common::values(mask.bias(&Device::flex()))[first * seq..].to_vec();
+        let ws: Vec<f32> = (0..batch * (seq - first) * width / 3)
+            .map(|i| ((i * 104_729) % 997) as f32 / 500.0 - 1.0)
+            .collect();
+        let table = burn::nn::RotaryEncodingConfig::new(seq, d_head)
+            .init(&Device::flex())
+            .freq_complex
+            .into_data();
+        let run = |device: &Device| {
+            let device = device.clone().autodiff();
+            let data = TensorData::new(xs.clone(), [batch, seq, width]);
+            let qkv = Tensor::<3>::from_data(data, &device).require_grad();
+            let bias =
+                Tensor::<2>::from_data(TensorData::new(rows.clone(), [seq - first, seq]), &device);
+            let rope = Tensor::<3>::from_data(table.clone(), &device);
+            let w = TensorData::new(ws.clone(), [batch, seq - first, width / 3]);
+            let w = Tensor::<3>::from_data(w, &device);
+            let context =
+                remem::nn::fused_attention_over(qkv.clone(), bias, Some(rope), first, heads, 0.4);
+            let grads = (context.clone() * w).sum().backward();
+            (
+                common::values(context),
+                common::values(qkv.grad(&grads).expect("qkv gradient")),
+            )
+        };
+        let (want_context, want) = run(&Device::flex());
+        let mut on_gpu = None;
+        let counts = launched(|| on_gpu = Some(run(&gpu)));
+        let (context, got) = on_gpu.unwrap();
+        let shape = format!("batch {batch}, seq {seq} from {first}, {heads} heads of {d_head}");
+        for kernel in [
+            "remem::attention",
+            "remem::attention_backward",
+            "remem::attention_backward_key",
+        ] {
+            assert!(
+                counts.get(kernel).is_some_and(|&n| n >= 1) && remem::ops::fallbacks().is_empty(),
+                "{shape}: {kernel} did not run ({counts:?}; fallbacks {:?})",
+                remem::ops::fallbacks()
+            );
+        }
+        let diff = common::max_abs_diff(&want_context, &context);
+        assert!(diff < 1e-4, "{shape}: contexts differ by {diff}");
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.05, "{shape}: trivially small gradient");
+        let diff = common::max_abs_diff(&want, &got) / scale;
+        assert!(
+            diff < 1e-3,
+            "{shape}: the packed gradient differs by {diff} (relative)"
+        );
+        let d = width / 3;
+        for r in 0..batch * first {
+            let at = ((r / first) * seq + r % first) * width;
+            assert!(
+                got[at..at + d].iter().all(|&g| g == 0.0),
+                "{shape}: cached row {r} got a query gradient"
+            );
+        }
+    }
+}
+
 /// Rows narrower and wider than a workgroup, one row and many.
 const LAYER_NORM_SHAPES: [(usize, usize); 4] = [(1, 5), (24, 64), (37, 100), (300, 257)];
 

@@ -89,13 +89,14 @@ impl Model {
         }
     }
 
-    /// This model for one training step over several segments, where that saves work: RMT's
-    /// self-attention weights packed once for all segments (see
-    /// [`crate::nn::Attention::for_training_step`]); `None` for the other models (the
-    /// Transformer-XL family attends over a cache with separate products).
-    pub(crate) fn for_training_step(&self) -> Option<Self> {
+    /// This model for one training step over several segments on `device`, where that saves
+    /// work: the attention's query, key and value weights packed once for all segments (see
+    /// [`crate::nn::Attention::for_training_step`]) where training reads them packed; `None`
+    /// elsewhere (the pretrained backbones; see [`Rmt`](rmt::Rmt) and [`Xl`](xl::Xl)).
+    pub(crate) fn for_training_step(&self, device: &Device) -> Option<Self> {
         match self {
-            Model::Rmt(m) => m.for_training_step().map(Model::Rmt),
+            Model::Rmt(m) => m.for_training_step(device).map(Model::Rmt),
+            Model::Xl(m) => m.for_training_step(device).map(Model::Xl),
             _ => None,
         }
     }

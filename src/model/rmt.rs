@@ -126,9 +126,10 @@ impl Rmt {
     /// This model for one training step over several segments: each layer's query, key and
     /// value weights concatenated once for all of them (see
     /// [`crate::nn::Attention::for_training_step`]). `None` where training does not read
-    /// packed weights: rotary positions, or dropout (three products then).
-    pub(crate) fn for_training_step(&self) -> Option<Self> {
-        (self.rope.is_none() && self.config.dropout == 0.0).then(|| Self {
+    /// packed weights: dropout, or rotary positions off wgpu (three products then).
+    pub(crate) fn for_training_step(&self, device: &Device) -> Option<Self> {
+        let packed = self.rope.is_none() || crate::ops::wgsl::on_wgpu(device);
+        (packed && self.config.dropout == 0.0).then(|| Self {
             blocks: self.blocks.iter().map(Block::for_training_step).collect(),
             ..self.clone()
         })

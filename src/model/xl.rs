@@ -116,6 +116,18 @@ impl Xl {
         &self.tokens
     }
 
+    /// This model for one training step over several segments: each layer's query, key and
+    /// value weights concatenated once for all of them (see
+    /// [`crate::nn::Attention::for_training_step`]). Only on wgpu without dropout, where the
+    /// attention over `[cache | segment]` reads one packed product; elsewhere `None` (three
+    /// products).
+    pub(crate) fn for_training_step(&self, device: &Device) -> Option<Self> {
+        (crate::ops::wgsl::on_wgpu(device) && self.config.dropout == 0.0).then(|| Self {
+            blocks: self.blocks.iter().map(Block::for_training_step).collect(),
+            ..self.clone()
+        })
+    }
+
     /// This model for a streaming session (see [`crate::nn::Attention::for_inference`]).
     pub(crate) fn for_inference(self) -> Self {
         Self {

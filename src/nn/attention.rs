@@ -5,23 +5,28 @@
 //! segment layout), returns the weights only when asked (the visualisation), and needs the
 //! projections exposed for models that add their own positional terms.
 //!
-//! On the CPU, self-attention without rotary positions or dropout (RMT's, the segment
-//! baseline's) runs as one packed operation ([`fused_attention`]): query, key and value from one
-//! product ([`linear_concat`]), forward and backward, and kernels that read the heads in place
-//! and write the context with heads merged. About 1.1x on an attention layer's training step at
-//! `copy-small` and `medium` sizes, measured interleaved in one process.
+//! Which path a call takes:
+//! - Self-attention without rotary positions or dropout (RMT's, the segment baseline's) runs as
+//!   one packed operation ([`fused_attention`]): query, key and value from one product
+//!   ([`linear_concat`]), forward and backward; remem's CPU kernels read the heads in place
+//!   (about 1.1x on an attention layer's training step at `copy-small` and `medium` sizes) and
+//!   on wgpu one WGSL kernel each way.
+//! - Training on wgpu with a cache or rotary positions (the Transformer-XL family, rotary RMT):
+//!   one product over the rows `[cache | segment]` and the same operation with the queries from
+//!   the segment's first row and the rotary turn inside its kernels
+//!   ([`fused_attention_over`]).
+//! - Inference on wgpu with a cache or rotary positions: query and key-value products (which
+//!   normalise their rows themselves) and one kernel that attends from the queries over the
+//!   keys and values ([`kv_attention`]).
+//! - Elsewhere (the CPU with a cache or rotary positions, dropout on the weights, weights asked
+//!   for in training, a kernel that failed its check) the materialised path: one product for
+//!   the scores, remem's softmax kernel over them in place ([`masked_softmax`], one autodiff
+//!   operation), one product with the values; at inference on GPUs without weights the
+//!   backend's fused attention instead. On the CPU that is faster than flex's fused kernel at
+//!   remem's sizes (`copy-small` streaming about 1.3x): flex's takes `exp` one element at a
+//!   time and through libm's slow path for every masked score.
 //!
-//! Elsewhere, at inference the projections that read the same rows still run as one product:
-//! query, key and value for self-attention, key and value when the keys come from a longer
-//! context. On GPUs at inference, when no weights are asked for, the scores never leave the
-//! backend's fused attention kernel (`burn::tensor::module::attention`, flash attention).
-//! Training on GPUs, the visualisation there and the CPU's remaining cases (Transformer-XL's
-//! cached keys and rotary positions) take the materialised path: one product for the scores,
-//! remem's softmax kernel over them in place ([`masked_softmax`], one autodiff operation), one
-//! product with the values. On the CPU that is faster than flex's fused kernel at remem's sizes
-//! (`copy-small` streaming about 1.3x): flex's takes `exp` one element at a time and through
-//! libm's slow path for every masked score. `tests/parity.rs` checks the paths agree on flex
-//! and wgpu.
+//! `tests/parity.rs` checks the paths agree on flex and wgpu.
 
 use burn::nn::{Linear, RotaryEncoding};
 use burn::prelude::*;
@@ -36,11 +41,12 @@ use super::linear::{
 use super::norm::LayerNorm;
 use crate::device::is_cpu;
 use crate::ops::affine;
-use crate::ops::attention::{fused_attention, fused_attention_with_weights};
+use crate::ops::attention::{fused_attention, fused_attention_over, fused_attention_with_weights};
 use crate::ops::kv_attention::{self, kv_attention};
 use crate::ops::matmul::matmul;
 use crate::ops::rotary::{self, rotary_heads};
 use crate::ops::softmax::masked_softmax;
+use crate::ops::wgsl::on_wgpu;
 
 /// Configuration of [`Attention`].
 #[derive(Config, Debug)]
@@ -156,37 +162,30 @@ impl Attention {
         self.forward_rotary(x, None, bias, None, return_weights, 0)
     }
 
-    /// Attend from `query` to `context` (`None`: to `query` itself), with rotary positions when
-    /// `rotary = Some((encoding, query_start))`: keys sit at positions `0..seq_k` and queries at
-    /// `query_start..query_start + seq_q`. The context is returned for query rows `rows_from..`
-    /// only: every row still attends (the weights, when asked for, cover all rows), but the
-    /// output projection runs on the rows kept (for a model's last layer, whose other rows
-    /// nothing reads; 0 keeps all).
+    /// Attend from the rows of `query` over `[cache | query]` (Transformer-XL's cached states
+    /// before the segment; `None`: over `query` itself), with rotary positions when `rotary` is
+    /// given: keys sit at positions `0..seq_k` and queries at `cache..seq_k`. The context is
+    /// returned for query rows `rows_from..` only: every row still attends (the weights, when
+    /// asked for, cover all rows), but the output projection runs on the rows kept (for a
+    /// model's last layer, whose other rows nothing reads; 0 keeps all).
     ///
     /// # Shapes
     /// - query: `[batch, seq_q, d_model]`
-    /// - context: `[batch, seq_k, d_model]`
+    /// - cache: `[batch, cache, d_model]`; `seq_k = cache + seq_q`
     /// - bias: `[seq_q, seq_k]`
     /// - output context: `[batch, seq_q - rows_from, d_model]`, weights
     ///   `[batch, n_heads, seq_q, seq_k]`
     pub fn forward_rotary(
         &self,
         query: Tensor<3>,
-        context: Option<Tensor<3>>,
+        cache: Option<Tensor<3>>,
         bias: Tensor<2>,
-        rotary: Option<(&RotaryEncoding, usize)>,
+        rotary: Option<&RotaryEncoding>,
         return_weights: bool,
         rows_from: usize,
     ) -> AttentionOutput {
-        let (mixed, weights) = self.attend(
-            query,
-            context,
-            bias,
-            rotary,
-            return_weights,
-            rows_from,
-            None,
-        );
+        let (mixed, weights) =
+            self.attend(query, cache, bias, rotary, return_weights, rows_from, None);
         AttentionOutput {
             context: self.project(mixed),
             weights,
@@ -213,7 +212,7 @@ impl Attention {
     /// [`Attention::forward_rotary`] before the output projection: the heads' mixed values
     /// joined `[batch, seq_q - rows_from, d_model]`, and the weights when asked for.
     ///
-    /// With `norm`, `query` and `context` are a pre-norm block's input before its norm: the
+    /// With `norm`, `query` and `cache` are a pre-norm block's input before its norm: the
     /// products normalise their rows as they read them where they can (inference on wgpu, one
     /// kernel per product instead of a norm kernel before them), and elsewhere the rows are
     /// normalised first, as the block did.
@@ -221,26 +220,48 @@ impl Attention {
     pub(crate) fn attend(
         &self,
         query: Tensor<3>,
-        context: Option<Tensor<3>>,
+        cache: Option<Tensor<3>>,
         bias: Tensor<2>,
-        rotary: Option<(&RotaryEncoding, usize)>,
+        rotary: Option<&RotaryEncoding>,
         return_weights: bool,
         rows_from: usize,
         norm: Option<&LayerNorm>,
     ) -> (Tensor<3>, Option<Tensor<4>>) {
-        let (query, context, norm) = match norm {
-            Some(n) if !affine::serves(&query, &self.query.weight.val()) => {
-                (n.forward(query), context.map(|c| n.forward(c)), None)
-            }
-            n => (query, context, n),
-        };
         let [batch, seq_q, d_model] = query.dims();
+        // Keys over `[cache | query]`; rotary queries sit after the cache.
+        let cached = cache.as_ref().map_or(0, |c| c.dims()[1]);
+        let context = cache.map(|c| Tensor::cat(vec![c, query.clone()], 1));
+        let rotary = rotary.map(|r| (r, cached));
         assert!(rows_from < seq_q, "rows {rows_from}.. of {seq_q} keep none");
         let keep = |mixed: Tensor<3>| match rows_from {
             0 => mixed,
             from => mixed.slice(s![.., from.., ..]),
         };
         let scale = 1.0 / (self.d_head as f64).sqrt();
+        if self.packed_over(
+            &query,
+            context.is_some() || rotary.is_some(),
+            return_weights,
+        ) {
+            // Training on wgpu: one product over the rows `[cache | segment]` (the cached rows'
+            // queries are computed and never read), the queries from the segment's first row
+            // on, rotary positions turned inside the attention's kernels.
+            let rows = context.unwrap_or(query);
+            let rows = match norm {
+                Some(n) => n.forward(rows),
+                None => rows,
+            };
+            let qkv = self.qkv(rows, None);
+            let rope = rotary.map(|(r, _)| r.freq_complex.clone());
+            let mixed = fused_attention_over(qkv, bias, rope, cached, self.n_heads, scale);
+            return (keep(mixed), None);
+        }
+        let (query, context, norm) = match norm {
+            Some(n) if !affine::serves(&query, &self.query.weight.val()) => {
+                (n.forward(query), context.map(|c| n.forward(c)), None)
+            }
+            n => (query, context, n),
+        };
         if self.packed(
             &query,
             context.is_some() || rotary.is_some(),
@@ -355,6 +376,17 @@ impl Attention {
         served && !extended && !(training && (self.dropout.prob() > 0.0 || return_weights))
     }
 
+    /// Whether [`fused_attention_over`] runs this call: training on wgpu (its WGSL kernels),
+    /// attention over a cache or with rotary positions (self-attention without either takes
+    /// [`Attention::packed`]), no dropout on the weights and none asked for.
+    fn packed_over(&self, query: &Tensor<3>, extended: bool, return_weights: bool) -> bool {
+        query.is_autodiff()
+            && on_wgpu(&query.device())
+            && extended
+            && self.dropout.prob() == 0.0
+            && !return_weights
+    }
+
     /// Query, key and value of `x` side by side, from the packed weights when the layer has
     /// them and `x` carries no gradient.
     ///
@@ -455,22 +487,15 @@ mod tests {
             let diff: f32 = (got.context - want.context).abs().max().into_scalar();
             assert!(diff < 1e-6, "weights {weights}: contexts differ by {diff}");
         }
-        // Keys and values from a longer context (Transformer-XL's cache).
-        let context = Tensor::<3>::random([2, 7, 8], burn::tensor::Distribution::Default, &device);
+        // Keys and values over a cache and the rows (Transformer-XL's).
+        let cache = Tensor::<3>::random([2, 2, 8], burn::tensor::Distribution::Default, &device);
         let bias = Mask::open(5, 7).bias(&device);
         let [want, got] = [&attn, &packed].map(|a| {
-            a.forward_rotary(
-                x.clone(),
-                Some(context.clone()),
-                bias.clone(),
-                None,
-                false,
-                0,
-            )
-            .context
+            a.forward_rotary(x.clone(), Some(cache.clone()), bias.clone(), None, false, 0)
+                .context
         });
         let diff: f32 = (got - want).abs().max().into_scalar();
-        assert!(diff < 1e-6, "with a context: contexts differ by {diff}");
+        assert!(diff < 1e-6, "with a cache: contexts differ by {diff}");
     }
 
     #[test]

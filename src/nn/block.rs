@@ -167,33 +167,20 @@ impl Block {
             return self.forward_post_norm(x, bias, return_weights, rows_from);
         }
         let kept = |t: Tensor<3>| rows_from_on(t, rows_from);
-        let (context, offset) = match cache {
-            Some(cache) => {
-                let offset = cache.dims()[1];
-                (Some(Tensor::cat(vec![cache, x.clone()], 1)), offset)
-            }
-            None => (None, 0),
-        };
         // The attention's products normalise their inputs themselves where they can
         // (`Attention::attend`); the long-term memory's read needs the normed rows anyway.
-        let (query, context, norm, extra) = match side {
+        let (query, cache, norm, extra) = match side {
             Some(f) => {
                 let normed = self.norm_attn.forward(x.clone());
                 let extra = kept(f(normed.clone()));
-                let context = context.map(|c| self.norm_attn.forward(c));
-                (normed, context, None, Some(extra))
+                let cache = cache.map(|c| self.norm_attn.forward(c));
+                (normed, cache, None, Some(extra))
             }
-            None => (x.clone(), context, Some(&self.norm_attn), None),
+            None => (x.clone(), cache, Some(&self.norm_attn), None),
         };
-        let (mixed, weights) = self.attn.attend(
-            query,
-            context,
-            bias,
-            rotary.map(|r| (r, offset)),
-            return_weights,
-            rows_from,
-            norm,
-        );
+        let (mixed, weights) =
+            self.attn
+                .attend(query, cache, bias, rotary, return_weights, rows_from, norm);
         // Without dropout the residual sums are taken inside the output products (one kernel
         // fewer each on GPUs, the same numbers).
         let fold = self.dropout.passes(&x);

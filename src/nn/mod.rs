@@ -11,7 +11,9 @@ pub mod ltm;
 pub mod mask;
 pub mod norm;
 
-pub use crate::ops::attention::{fused_attention, fused_attention_with_weights};
+pub use crate::ops::attention::{
+    fused_attention, fused_attention_over, fused_attention_with_weights,
+};
 pub use crate::ops::gelu::gelu;
 pub use crate::ops::matmul::matmul;
 pub use crate::ops::softmax::masked_softmax;

@@ -101,7 +101,7 @@ fn run_segments(
     let [_, len] = batch.inputs.dims();
     let segments = len.div_ceil(seg_len);
     let packed = match segments > 1 && batch.inputs.is_autodiff() {
-        true => model.for_training_step(),
+        true => model.for_training_step(&batch.inputs.device()),
         false => None,
     };
     let model = packed.as_ref().unwrap_or(model);

@@ -1,4 +1,4 @@
-//! Self-attention from one packed `[query | key | value]` projection, as one operation: the CPU's
+//! Attention from one packed `[query | key | value]` projection, as one operation: the CPU's
 //! kernels and the GPU's WGSL kernel read the heads where they lie.
 //!
 //! On wgpu the forward is one dispatch of `shaders/attention.wgsl` ([`wgpu`]): scores, mask,
@@ -10,31 +10,38 @@
 //! (`shaders/attention_backward_key.wgsl`), from the weights the forward kept; some twenty of
 //! Burn's kernels before.
 //!
+//! Every row of the projection is a key and a value; the queries are the rows from `first` on:
+//! all of them for self-attention, the segment's rows of `[cache | segment]` for
+//! Transformer-XL, whose cached rows are keys only. With rotary positions the kernels turn each
+//! query and key to its row's position as they read it, and turn the gradients back.
+//!
 //! The general path in [`super::attention`] splits the projections into heads, runs two batched
 //! products and a softmax, and merges the heads back: under autodiff that is three projection
 //! products instead of one, six tracked operations, copies to merge heads forward and to split
 //! their gradients backward, and a hand-off to the thread pool for each. This backend extension
 //! takes the packed projection `[batch, seq, 3 · d_model]` and returns the merged context
-//! `[batch, seq, d_model]`; its backward returns the packed gradient, so the projections stay one
-//! product forward and backward.
+//! `[batch, seq - first, d_model]`; its backward returns the packed gradient, so the projections
+//! stay one product forward and backward.
 //!
-//! On the CPU the forward is two passes on the thread pool: per `(batch, head)`, the scores
-//! `Q Kᵀ` (one small GEMM reading `Q` and `K` in place inside the packed rows) turned into
-//! weights row by row; then per block of rows, `P V` for every head, written straight into the
-//! merged context. The backward is two passes the same way: per `(batch, head)`,
-//! `dP = dO Vᵀ` and the softmax gradient `dS`; per block of rows, `dQ = dS K`, `dK = dSᵀ Q` and
-//! `dV = Pᵀ dO` into the packed gradient. GPU runtimes other than wgpu run the same backward
-//! formulas from Burn's ops.
+//! On the CPU self-attention without rotary positions runs on remem's kernels; the forward is
+//! two passes on the thread pool: per `(batch, head)`, the scores `Q Kᵀ` (one small GEMM
+//! reading `Q` and `K` in place inside the packed rows) turned into weights row by row; then per
+//! block of rows, `P V` for every head, written straight into the merged context. The backward
+//! is two passes the same way: per `(batch, head)`, `dP = dO Vᵀ` and the softmax gradient `dS`;
+//! per block of rows, `dQ = dS K`, `dK = dSᵀ Q` and `dV = Pᵀ dO` into the packed gradient. GPU
+//! runtimes other than wgpu, and the CPU with rotary positions or cached rows (which the models
+//! do not send it: on the CPU they take the general path), run the same formulas from Burn's
+//! ops.
 //!
 //! The products skip the keys a block of 64 rows cannot see ([`Mask`](crate::nn::Mask)'s blocked
 //! positions past each row's last open key, as in RMT's mostly causal mask; see `Reach`): their
 //! weights are exactly zero, so leaving them out changes nothing. At `medium`'s sizes that is 40%
 //! fewer attention multiply-adds, and the attention layer's forward and backward about 1.25x
 //! faster (interleaved in one process); `copy-small`'s 44 rows would skip too little to pay.
-//! [`fused_attention`] is the entry point; `tests` check it against those formulas and the
-//! gradients against finite differences.
+//! [`fused_attention`] and [`fused_attention_over`] are the entry points; `tests` check them
+//! against those formulas and the gradients against finite differences.
 //!
-//! The mask bias is a constant: no gradient flows to it (remem's masks do not learn).
+//! The mask bias and the rotary table are constants: no gradient flows to them.
 
 mod wgpu;
 
@@ -53,50 +60,68 @@ use burn::backend::{
 };
 use burn::prelude::*;
 
+use crate::ops::rotary::{turn_heads, unturn_heads};
 use crate::ops::wgsl::{agrees, check_on, read};
 use burn::tensor::Slice;
 
-/// Packed self-attention as a backend operation, so that autodiff records one node.
+/// Packed attention as a backend operation, so that autodiff records one node.
+///
+/// Every row of `qkv` `[batch, seq, 3 · d]` is a key and a value, the rows from `first` on are
+/// the queries; `bias` `[seq - first, seq]` is the additive mask and `scale` scales the scores.
+/// With `rotary`, queries and keys turn by `rope` `[positions, d_head, 2]` (cos, sin) to their
+/// rows' positions `0..seq`; without, `rope` is not read.
 #[backend_extension(Flex, Cube, Fusion, Autodiff: cfg(feature = "train"))]
 pub trait FusedAttentionBackend: Backend {
-    /// The merged context of `heads`-head attention over the packed projection `qkv`
-    /// `[batch, seq, 3 · d]` under the additive `[seq, seq]` `bias`, scores scaled by `scale`.
-    #[fusion(dtype = qkv, shape = context_shape(qkv))]
+    /// The merged context `[batch, seq - first, d]`.
+    #[allow(clippy::too_many_arguments)]
+    #[fusion(meta = context_meta)]
     fn fused_attention(
         qkv: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        rope: FloatTensor<Self>,
         heads: usize,
         scale: f64,
+        rotary: bool,
+        first: usize,
     ) -> FloatTensor<Self> {
-        Self::fused_attention_with_weights(qkv, bias, heads, scale).0
+        Self::fused_attention_with_weights(qkv, bias, rope, heads, scale, rotary, first).0
     }
 
-    /// The context and the weights `[batch, heads, seq, seq]`, for the visualisation. Under
-    /// autodiff this runs as Burn's tracked operations; training calls `fused_attention`.
+    /// The context and the weights `[batch, heads, seq - first, seq]`, for the visualisation
+    /// and the backward. Under autodiff this runs as Burn's tracked operations; training calls
+    /// `fused_attention`.
+    #[allow(clippy::too_many_arguments)]
     #[fusion(meta = context_and_weights)]
     fn fused_attention_with_weights(
         qkv: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        rope: FloatTensor<Self>,
         heads: usize,
         scale: f64,
+        rotary: bool,
+        first: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        forward_from_ops::<Self>(qkv, bias, heads, scale)
+        forward_from_ops::<Self>(qkv, bias, rotary.then_some(rope), first, heads, scale)
     }
 
-    /// The gradient of `qkv` from the forward's input and mask bias, its weights and the
-    /// context's gradient.
+    /// The gradient of `qkv` from the forward's inputs, its weights and the context's gradient.
+    #[allow(clippy::too_many_arguments)]
     #[fusion(dtype = qkv, shape = qkv)]
     fn fused_attention_backward(
         qkv: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        rope: FloatTensor<Self>,
         weights: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         heads: usize,
         scale: f64,
+        rotary: bool,
+        first: usize,
     ) -> FloatTensor<Self> {
         // The formulas need no mask: blocked keys have zero weight, so zero gradient.
         let _ = bias;
-        backward_from_ops::<Self>(qkv, weights, grad, heads, scale)
+        let rope = rotary.then_some(rope);
+        backward_from_ops::<Self>(qkv, rope, first, weights, grad, heads, scale)
     }
 }
 
@@ -109,72 +134,133 @@ pub trait FusedAttentionBackend: Backend {
 /// - bias: `[seq, seq]`
 /// - output: `[batch, seq, d_model]`, heads merged
 pub fn fused_attention(qkv: Tensor<3>, bias: Tensor<2>, heads: usize, scale: f64) -> Tensor<3> {
-    check(&qkv, &bias, heads);
+    fused_attention_over(qkv, bias, None, 0, heads, scale)
+}
+
+/// [`fused_attention`] with the queries from row `first` on (every row is still a key and a
+/// value: Transformer-XL's `[cache | segment]`, whose cached rows ask nothing), and with
+/// rotary positions when `rope` is given: queries and keys turn as Burn's
+/// `RotaryEncoding::apply` turns them, each row at its own position `0..seq`; `rope` is the
+/// encoding's `freq_complex`.
+///
+/// # Shapes
+/// - qkv: `[batch, seq, 3 · d_model]`
+/// - bias: `[seq - first, seq]`
+/// - rope: `[positions, d_head, 2]`, `positions >= seq`
+/// - output: `[batch, seq - first, d_model]`, heads merged
+pub fn fused_attention_over(
+    qkv: Tensor<3>,
+    bias: Tensor<2>,
+    rope: Option<Tensor<3>>,
+    first: usize,
+    heads: usize,
+    scale: f64,
+) -> Tensor<3> {
+    check(&qkv, &bias, rope.as_ref(), first, heads);
     check_kernel(&qkv.device());
     if qkv.is_autodiff() {
         check_backward_kernel(&qkv.device());
     }
+    let (rope, rotary) = table_or_stand_in(rope, &bias);
     Tensor::from_dispatch(<Dispatch as FusedAttentionBackend>::fused_attention(
         qkv.into_dispatch(),
         bias.into_dispatch(),
+        rope.into_dispatch(),
         heads,
         scale,
+        rotary,
+        first,
     ))
 }
 
-/// `[batch, seq, 3 · d]` -> `[batch, seq, d]`: the context's shape, for the fusion stream.
-fn context_shape(qkv: &Shape) -> Shape {
+/// The rotary table and `true`, or without one a stand-in (not read) and `false`.
+fn table_or_stand_in(rope: Option<Tensor<3>>, bias: &Tensor<2>) -> (Tensor<3>, bool) {
+    match rope {
+        Some(table) => (table, true),
+        None => (bias.clone().unsqueeze::<3>(), false),
+    }
+}
+
+/// `[batch, seq, 3 · d]` and the first query row -> `[batch, seq - first, d]`: the context's
+/// shape.
+fn context_shape(qkv: &Shape, first: usize) -> Shape {
     let [batch, seq, width] = qkv.dims::<3>();
-    Shape::new([batch, seq, width / 3])
+    Shape::new([batch, seq - first, width / 3])
+}
+
+/// The context's shape and type, for the fusion stream.
+fn context_meta(
+    qkv: &TensorSpec,
+    _bias: &TensorSpec,
+    _rope: &TensorSpec,
+    _heads: &usize,
+    _scale: &f64,
+    _rotary: &bool,
+    first: &usize,
+) -> TensorSpec {
+    TensorSpec::new(context_shape(&qkv.shape, *first), qkv.dtype)
 }
 
 /// The context's and the weights' shapes and type, for the fusion stream.
 fn context_and_weights(
     qkv: &TensorSpec,
     _bias: &TensorSpec,
+    _rope: &TensorSpec,
     heads: &usize,
     _scale: &f64,
+    _rotary: &bool,
+    first: &usize,
 ) -> (TensorSpec, TensorSpec) {
     let [batch, seq, _] = qkv.shape.dims::<3>();
     (
-        TensorSpec::new(context_shape(&qkv.shape), qkv.dtype),
-        TensorSpec::new(Shape::new([batch, *heads, seq, seq]), qkv.dtype),
+        TensorSpec::new(context_shape(&qkv.shape, *first), qkv.dtype),
+        TensorSpec::new(Shape::new([batch, *heads, seq - first, seq]), qkv.dtype),
     )
 }
 
+/// One case of the kernels' checks: the queries' first row and whether positions are rotary.
+const CHECKED: [(usize, bool); 3] = [(0, false), (0, true), (11, true)];
+
 /// On wgpu, check the WGSL kernel against the reference on the CPU once per device (see
-/// [`crate::ops::wgsl`]); on other devices nothing. In a browser results cannot be read back
+/// [`crate::ops::wgsl`]): self-attention without and with rotary positions, and queries from a
+/// later row; on other devices nothing. In a browser results cannot be read back
 /// synchronously, so there the kernel runs unchecked.
 fn check_kernel(device: &Device) {
     check_on(wgpu::NAME, device, |device| {
-        let (data, mask, heads) = check_input();
-        let qkv = Tensor::<3>::from_data(data.clone(), device);
-        let bias = mask.bias(device);
-        let (context, weights) = <Dispatch as FusedAttentionBackend>::fused_attention_with_weights(
-            qkv.into_dispatch(),
-            bias.into_dispatch(),
-            heads,
-            0.3,
-        );
+        let (data, heads, table) = check_input();
         // The reference runs on the CPU: on the device it would compile and tune kernels of
         // its own (tens of seconds on a software adapter) only to be thrown away.
         let cpu = Device::flex();
-        let (want_context, want_weights) = forward_from_ops::<Dispatch>(
-            Tensor::<3>::from_data(data, &cpu).into_dispatch(),
-            mask.bias(&cpu).into_dispatch(),
-            heads,
-            0.3,
-        );
-        agrees(
-            "context",
-            &read(Tensor::<3>::from_dispatch(context))?,
-            &read(Tensor::<3>::from_dispatch(want_context))?,
-        )?;
-        agrees(
-            "weights",
-            &read(Tensor::<4>::from_dispatch(weights))?,
-            &read(Tensor::<4>::from_dispatch(want_weights))?,
-        )
+        for (first, rotary) in CHECKED {
+            let run = |device: &Device, reference: bool| {
+                let qkv = Tensor::<3>::from_data(data.clone(), device).into_dispatch();
+                let bias = check_mask(data.shape()[1], first).bias(device);
+                let rope = Tensor::<3>::from_data(table.clone(), device);
+                let (context, weights) = if reference {
+                    let rope = rotary.then(|| rope.into_dispatch());
+                    forward_from_ops::<Dispatch>(qkv, bias.into_dispatch(), rope, first, heads, 0.3)
+                } else {
+                    <Dispatch as FusedAttentionBackend>::fused_attention_with_weights(
+                        qkv,
+                        bias.into_dispatch(),
+                        rope.into_dispatch(),
+                        heads,
+                        0.3,
+                        rotary,
+                        first,
+                    )
+                };
+                Ok::<_, String>((
+                    read(Tensor::<3>::from_dispatch(context))?,
+                    read(Tensor::<4>::from_dispatch(weights))?,
+                ))
+            };
+            let (context, weights) = run(device, false)?;
+            let (want_context, want_weights) = run(&cpu, true)?;
+            agrees("context", &context, &want_context)?;
+            agrees("weights", &weights, &want_weights)?;
+        }
+        Ok(())
     });
 }
 
@@ -182,61 +268,88 @@ fn check_kernel(device: &Device) {
 /// device, as [`check_kernel`] does for the forward.
 fn check_backward_kernel(device: &Device) {
     check_on(wgpu::BACKWARD, device, |device| {
-        let (qkv, mask, heads) = check_input();
+        let (qkv, heads, table) = check_input();
         let [batch, seq, width] = qkv.shape().dims::<3>();
-        let grad: Vec<f32> = (0..batch * seq * width / 3)
-            .map(|i| ((i * 104_729) % 997) as f32 / 500.0 - 1.0)
-            .collect();
-        let grad = TensorData::new(grad, [batch, seq, width / 3]);
-        // The weights come from the reference forward, so both sides start from the same ones.
         let cpu = Device::flex();
-        let (_, weights) = forward_from_ops::<Dispatch>(
-            Tensor::<3>::from_data(qkv.clone(), &cpu).into_dispatch(),
-            mask.bias(&cpu).into_dispatch(),
-            heads,
-            0.3,
-        );
-        let weights = Tensor::<4>::from_dispatch(weights).into_data();
-        let got = <Dispatch as FusedAttentionBackend>::fused_attention_backward(
-            Tensor::<3>::from_data(qkv.clone(), device).into_dispatch(),
-            mask.bias(device).into_dispatch(),
-            Tensor::<4>::from_data(weights.clone(), device).into_dispatch(),
-            Tensor::<3>::from_data(grad.clone(), device).into_dispatch(),
-            heads,
-            0.3,
-        );
-        let want = backward_from_ops::<Dispatch>(
-            Tensor::<3>::from_data(qkv, &cpu).into_dispatch(),
-            Tensor::<4>::from_data(weights, &cpu).into_dispatch(),
-            Tensor::<3>::from_data(grad, &cpu).into_dispatch(),
-            heads,
-            0.3,
-        );
-        agrees(
-            "packed gradient",
-            &read(Tensor::<3>::from_dispatch(got))?,
-            &read(Tensor::<3>::from_dispatch(want))?,
-        )
+        for (first, rotary) in CHECKED {
+            let grad: Vec<f32> = (0..batch * (seq - first) * width / 3)
+                .map(|i| ((i * 104_729) % 997) as f32 / 500.0 - 1.0)
+                .collect();
+            let grad = TensorData::new(grad, [batch, seq - first, width / 3]);
+            let tensor = |data: &TensorData, device: &Device| {
+                Tensor::<3>::from_data(data.clone(), device).into_dispatch()
+            };
+            let rope = |device: &Device| rotary.then(|| tensor(&table, device));
+            let mask = check_mask(seq, first);
+            // The weights come from the reference forward, so both sides start from the same
+            // ones.
+            let (_, weights) = forward_from_ops::<Dispatch>(
+                tensor(&qkv, &cpu),
+                mask.bias(&cpu).into_dispatch(),
+                rope(&cpu),
+                first,
+                heads,
+                0.3,
+            );
+            let weights = Tensor::<4>::from_dispatch(weights).into_data();
+            let got = <Dispatch as FusedAttentionBackend>::fused_attention_backward(
+                tensor(&qkv, device),
+                mask.bias(device).into_dispatch(),
+                tensor(&table, device),
+                Tensor::<4>::from_data(weights.clone(), device).into_dispatch(),
+                tensor(&grad, device),
+                heads,
+                0.3,
+                rotary,
+                first,
+            );
+            let want = backward_from_ops::<Dispatch>(
+                tensor(&qkv, &cpu),
+                rope(&cpu),
+                first,
+                Tensor::<4>::from_data(weights, &cpu).into_dispatch(),
+                tensor(&grad, &cpu),
+                heads,
+                0.3,
+            );
+            agrees(
+                "packed gradient",
+                &read(Tensor::<3>::from_dispatch(got))?,
+                &read(Tensor::<3>::from_dispatch(want))?,
+            )?;
+        }
+        Ok(())
     });
 }
 
-/// The checks' input: two sequences of 37 rows (a partial block), 2 heads of 8, and a mask
-/// with holes; the packed projection, the mask and the head count.
-fn check_input() -> (TensorData, crate::nn::Mask, usize) {
+/// The checks' input: two sequences of 37 rows (a partial block), 2 heads of 8; the packed
+/// projection, the head count and a rotary table.
+fn check_input() -> (TensorData, usize, TensorData) {
     let (batch, seq, heads, d_head) = (2, 37, 2, 8);
     let width = 3 * heads * d_head;
     let xs: Vec<f32> = (0..batch * seq * width)
         .map(|i| ((i * 7919) % 1013) as f32 / 500.0 - 1.0)
         .collect();
-    let mut mask = crate::nn::Mask::blocked(seq, seq);
-    for q in 0..seq {
-        for k in 0..=q {
-            if (q + 2 * k) % 5 != 1 || k == q {
+    let table = burn::nn::RotaryEncodingConfig::new(seq, d_head)
+        .init(&Device::flex())
+        .freq_complex
+        .into_data();
+    (TensorData::new(xs, [batch, seq, width]), heads, table)
+}
+
+/// The checks' mask for queries from row `first` of `seq`: causal with holes, every row's own
+/// position open.
+fn check_mask(seq: usize, first: usize) -> crate::nn::Mask {
+    let mut mask = crate::nn::Mask::blocked(seq - first, seq);
+    for q in 0..seq - first {
+        let row = first + q;
+        for k in 0..=row {
+            if (row + 2 * k) % 5 != 1 || k == row {
                 mask.allow(q, k);
             }
         }
     }
-    (TensorData::new(xs, [batch, seq, width]), mask, heads)
+    mask
 }
 
 /// [`fused_attention`] with its weights `[batch, heads, seq, seq]` (for the visualisation; no
@@ -247,13 +360,17 @@ pub fn fused_attention_with_weights(
     heads: usize,
     scale: f64,
 ) -> (Tensor<3>, Tensor<4>) {
-    check(&qkv, &bias, heads);
+    check(&qkv, &bias, None, 0, heads);
     check_kernel(&qkv.device());
+    let (rope, rotary) = table_or_stand_in(None, &bias);
     let (context, weights) = <Dispatch as FusedAttentionBackend>::fused_attention_with_weights(
         qkv.into_dispatch(),
         bias.into_dispatch(),
+        rope.into_dispatch(),
         heads,
         scale,
+        rotary,
+        0,
     );
     (
         Tensor::from_dispatch(context),
@@ -262,17 +379,30 @@ pub fn fused_attention_with_weights(
 }
 
 /// The shapes the operation needs, checked before any backend sees them.
-fn check(qkv: &Tensor<3>, bias: &Tensor<2>, heads: usize) {
+fn check(qkv: &Tensor<3>, bias: &Tensor<2>, rope: Option<&Tensor<3>>, first: usize, heads: usize) {
     let [_, seq, width] = qkv.dims();
     assert!(
         heads > 0 && width.is_multiple_of(3 * heads),
         "fused_attention: a packed width of {width} does not split into 3 x {heads} heads"
     );
+    assert!(
+        first < seq,
+        "fused_attention: queries from row {first} of {seq} ask nothing"
+    );
     assert_eq!(
         bias.dims(),
-        [seq, seq],
-        "fused_attention: bias must be [seq, seq]"
+        [seq - first, seq],
+        "fused_attention: bias must be [seq - first, seq]"
     );
+    if let Some(table) = rope {
+        let [positions, d, two] = table.dims();
+        assert!(
+            d == width / (3 * heads) && d % 2 == 0 && two == 2 && positions >= seq,
+            "fused_attention: a rotary table {:?} does not cover {seq} rows of heads of {}",
+            table.dims(),
+            width / (3 * heads)
+        );
+    }
 }
 
 /// The geometry of one call: `batch` sequences of `seq` rows, `heads` heads of `d_head`.
@@ -300,11 +430,6 @@ impl Dims {
     }
 }
 
-/// `[batch, seq, 3 · d]` -> query, key and value, each `[batch, heads, seq, d_head]`.
-fn split<B: Backend>(qkv: FloatTensor<B>, dims: Dims) -> [FloatTensor<B>; 3] {
-    split_heads::<B, 3>(qkv, dims.heads)
-}
-
 /// `N` projections side by side, `[batch, seq, N · heads · d_head]` (heads in order within
 /// each), as `N` tensors `[batch, heads, seq, d_head]`: the references of the attention
 /// operations read their packed inputs this way.
@@ -326,28 +451,75 @@ pub(crate) fn split_heads<B: Backend, const N: usize>(
 }
 
 /// `[batch, heads, seq, d_head]` -> `[batch, seq, heads · d_head]`.
-fn merge<B: Backend>(x: FloatTensor<B>, dims: Dims) -> FloatTensor<B> {
+fn merge<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    let [batch, heads, seq, d_head] = x.shape().dims::<4>();
     let x = B::float_swap_dims(x, 1, 2);
-    B::float_reshape(x, Shape::new([dims.batch, dims.seq, dims.d_model()]))
+    B::float_reshape(x, Shape::new([batch, seq, heads * d_head]))
 }
 
+/// Rows `from..` of `[batch, heads, seq, d_head]`.
+fn rows_from<B: Backend>(x: FloatTensor<B>, from: usize) -> FloatTensor<B> {
+    let mut slices = [Slice::full(); 4];
+    slices[2] = Slice::new(from as isize, None, 1);
+    B::float_slice(x, &slices)
+}
+
+/// The queries (rows `first..`), keys and values of `qkv`, each `[batch, heads, rows,
+/// d_head]`, queries and keys turned to their rows' positions when `rope` is given.
+fn split_turned<B: Backend>(
+    qkv: FloatTensor<B>,
+    rope: Option<FloatTensor<B>>,
+    first: usize,
+    dims: Dims,
+) -> [FloatTensor<B>; 3] {
+    let [q, k, v] = split_heads::<B, 3>(qkv.clone(), dims.heads);
+    let (q, k) = match rope {
+        Some(table) => {
+            let d = dims.d_model() as isize;
+            let columns = |from: isize| {
+                B::float_slice(
+                    qkv.clone(),
+                    &[
+                        Slice::full(),
+                        Slice::full(),
+                        Slice::new(from, Some(from + d), 1),
+                    ],
+                )
+            };
+            (
+                turn_heads::<B>(columns(0), table.clone(), dims.d_head, 0),
+                turn_heads::<B>(columns(d), table, dims.d_head, 0),
+            )
+        }
+        None => (q, k),
+    };
+    [rows_from::<B>(q, first), k, v]
+}
+
+/// [`FusedAttentionBackend::fused_attention_with_weights`] from the backend's tensor
+/// operations: the reference the kernels are checked against.
 fn forward_from_ops<B: Backend>(
     qkv: FloatTensor<B>,
     bias: FloatTensor<B>,
+    rope: Option<FloatTensor<B>>,
+    first: usize,
     heads: usize,
     scale: f64,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let dims = Dims::of::<B>(&qkv, heads);
-    let [q, k, v] = split::<B>(qkv, dims);
+    let [q, k, v] = split_turned::<B>(qkv, rope, first, dims);
     let scores = B::float_mul_scalar(B::float_matmul(q, B::float_transpose(k)), scale.into());
-    let bias = B::float_reshape(bias, Shape::new([1, 1, dims.seq, dims.seq]));
+    let bias = B::float_reshape(bias, Shape::new([1, 1, dims.seq - first, dims.seq]));
     let weights = B::softmax(B::float_add(scores, bias), 3);
-    let context = merge::<B>(B::float_matmul(weights.clone(), v), dims);
+    let context = merge::<B>(B::float_matmul(weights.clone(), v));
     (context, weights)
 }
 
+/// [`FusedAttentionBackend::fused_attention_backward`] from the backend's tensor operations.
 fn backward_from_ops<B: Backend>(
     qkv: FloatTensor<B>,
+    rope: Option<FloatTensor<B>>,
+    first: usize,
     weights: FloatTensor<B>,
     grad: FloatTensor<B>,
     heads: usize,
@@ -360,8 +532,8 @@ fn backward_from_ops<B: Backend>(
         heads,
         d_head,
     } = dims;
-    let [q, k, v] = split::<B>(qkv, dims);
-    let d_out = B::float_reshape(grad, Shape::new([batch, seq, heads, d_head]));
+    let [q, k, v] = split_turned::<B>(qkv.clone(), rope.clone(), first, dims);
+    let d_out = B::float_reshape(grad, Shape::new([batch, seq - first, heads, d_head]));
     let d_out = B::float_swap_dims(d_out, 1, 2);
     let d_v = B::float_matmul(B::float_transpose(weights.clone()), d_out.clone());
     let d_w = B::float_matmul(d_out, B::float_transpose(v));
@@ -369,10 +541,25 @@ fn backward_from_ops<B: Backend>(
     let d_s = B::float_mul_scalar(B::float_mul(weights, B::float_sub(d_w, dot)), scale.into());
     let d_q = B::float_matmul(d_s.clone(), k);
     let d_k = B::float_matmul(B::float_transpose(d_s), q);
-    let one = Shape::new([1, batch, heads, seq, d_head]);
-    let parts = [d_q, d_k, d_v].map(|x| B::float_reshape(x, one.clone()));
-    let packed = B::float_permute(B::float_cat(parts.into(), 0), &[1, 3, 0, 2, 4]);
-    B::float_reshape(packed, Shape::new([batch, seq, 3 * dims.d_model()]))
+    // The rows before `first` ask nothing: their query gradient is zero.
+    let d_q = match first {
+        0 => d_q,
+        _ => {
+            let zeros = B::float_zeros(
+                Shape::new([batch, heads, first, d_head]),
+                &qkv.device(),
+                qkv.dtype().into(),
+            );
+            B::float_cat(vec![zeros, d_q], 2)
+        }
+    };
+    // Each gradient back into rows, turned back to its rows' positions where the forward
+    // turned it.
+    let rows = |x: FloatTensor<B>, turned: bool| match (&rope, turned) {
+        (Some(table), true) => unturn_heads::<B>(x, table.clone(), 0),
+        _ => merge::<B>(x),
+    };
+    B::float_cat(vec![rows(d_q, true), rows(d_k, true), rows(d_v, false)], 2)
 }
 
 /// The GPU runtimes: on wgpu the WGSL kernel where it serves, Burn's operations elsewhere.
@@ -380,43 +567,55 @@ impl FusedAttentionBackend for CubeBackend {
     fn fused_attention(
         qkv: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        rope: FloatTensor<Self>,
         heads: usize,
         scale: f64,
+        rotary: bool,
+        first: usize,
     ) -> FloatTensor<Self> {
+        let rope = rotary.then_some(rope);
         if wgpu::serves(&qkv, heads) {
-            wgpu::attention(qkv, bias, heads, scale, false).0
+            wgpu::attention(qkv, bias, rope, first, heads, scale, false).0
         } else {
-            forward_from_ops::<Self>(qkv, bias, heads, scale).0
+            forward_from_ops::<Self>(qkv, bias, rope, first, heads, scale).0
         }
     }
 
     fn fused_attention_with_weights(
         qkv: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        rope: FloatTensor<Self>,
         heads: usize,
         scale: f64,
+        rotary: bool,
+        first: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let rope = rotary.then_some(rope);
         if wgpu::serves(&qkv, heads) {
-            let (context, weights) = wgpu::attention(qkv, bias, heads, scale, true);
+            let (context, weights) = wgpu::attention(qkv, bias, rope, first, heads, scale, true);
             (context, weights.expect("asked for the weights"))
         } else {
-            forward_from_ops::<Self>(qkv, bias, heads, scale)
+            forward_from_ops::<Self>(qkv, bias, rope, first, heads, scale)
         }
     }
 
     fn fused_attention_backward(
         qkv: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        rope: FloatTensor<Self>,
         weights: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         heads: usize,
         scale: f64,
+        rotary: bool,
+        first: usize,
     ) -> FloatTensor<Self> {
+        let _ = bias;
+        let rope = rotary.then_some(rope);
         if wgpu::serves_backward(&qkv, heads) {
-            wgpu::attention_backward(qkv, weights, grad, heads, scale)
+            wgpu::attention_backward(qkv, rope, first, weights, grad, heads, scale)
         } else {
-            let _ = bias;
-            backward_from_ops::<Self>(qkv, weights, grad, heads, scale)
+            backward_from_ops::<Self>(qkv, rope, first, weights, grad, heads, scale)
         }
     }
 }
@@ -424,16 +623,22 @@ impl FusedAttentionBackend for CubeBackend {
 #[cfg(target_family = "wasm")]
 impl FusedAttentionBackend for Flex {}
 
+/// The CPU: remem's kernels for self-attention without rotary positions, the reference
+/// otherwise (see the module docs).
 #[cfg(not(target_family = "wasm"))]
 impl FusedAttentionBackend for Flex {
     fn fused_attention_with_weights(
         qkv: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        rope: FloatTensor<Self>,
         heads: usize,
         scale: f64,
+        rotary: bool,
+        first: usize,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        if !cpu::is_f32(&qkv) || !cpu::is_f32(&bias) {
-            return forward_from_ops::<Flex>(qkv, bias, heads, scale);
+        if rotary || first > 0 || !cpu::is_f32(&qkv) || !cpu::is_f32(&bias) {
+            let rope = rotary.then_some(rope);
+            return forward_from_ops::<Flex>(qkv, bias, rope, first, heads, scale);
         }
         let dims = Dims::of::<Flex>(&qkv, heads);
         cpu::forward(qkv, bias, dims, scale)
@@ -442,14 +647,18 @@ impl FusedAttentionBackend for Flex {
     fn fused_attention_backward(
         qkv: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        rope: FloatTensor<Self>,
         weights: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         heads: usize,
         scale: f64,
+        rotary: bool,
+        first: usize,
     ) -> FloatTensor<Self> {
         let f32s = [&qkv, &bias, &weights, &grad].into_iter().all(cpu::is_f32);
-        if !f32s {
-            return backward_from_ops::<Flex>(qkv, weights, grad, heads, scale);
+        if rotary || first > 0 || !f32s {
+            let rope = rotary.then_some(rope);
+            return backward_from_ops::<Flex>(qkv, rope, first, weights, grad, heads, scale);
         }
         let dims = Dims::of::<Flex>(&qkv, heads);
         cpu::backward(qkv, bias, weights, grad, dims, scale)
@@ -874,15 +1083,22 @@ impl<B: Backend + FusedAttentionBackend, C: CheckpointStrategy> FusedAttentionBa
     fn fused_attention(
         qkv: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        rope: FloatTensor<Self>,
         heads: usize,
         scale: f64,
+        rotary: bool,
+        first: usize,
     ) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct FusedAttentionBackward;
 
+        /// What the backward keeps: the packed input, the mask bias, the rotary table, the
+        /// weights, and the head count, the scale, whether positions are rotary and the first
+        /// query row.
+        type Kept<B> = ([FloatTensor<B>; 4], usize, f64, bool, usize);
+
         impl<B: Backend + FusedAttentionBackend> Backward<B, 1> for FusedAttentionBackward {
-            /// The packed input, the mask bias, the weights, the head count and the scale.
-            type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, usize, f64);
+            type State = Kept<B>;
 
             fn backward(
                 self,
@@ -892,15 +1108,18 @@ impl<B: Backend + FusedAttentionBackend, C: CheckpointStrategy> FusedAttentionBa
             ) {
                 let [qkv_node] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
-                let (qkv, bias, weights, heads, scale) = ops.state;
+                let ([qkv, bias, rope, weights], heads, scale, rotary, first) = ops.state;
                 if let Some(node) = qkv_node {
-                    let d_qkv = B::fused_attention_backward(qkv, bias, weights, grad, heads, scale);
+                    let d_qkv = B::fused_attention_backward(
+                        qkv, bias, rope, weights, grad, heads, scale, rotary, first,
+                    );
                     grads.register::<B>(node.id, d_qkv);
                 }
             }
         }
 
         let bias = bias.into_primitive();
+        let rope = rope.into_primitive();
         match FusedAttentionBackward
             .prepare::<C>([qkv.node()])
             .compute_bound()
@@ -908,13 +1127,27 @@ impl<B: Backend + FusedAttentionBackend, C: CheckpointStrategy> FusedAttentionBa
         {
             OpsKind::Tracked(prep) => {
                 let qkv = qkv.into_primitive();
-                let (context, weights) =
-                    B::fused_attention_with_weights(qkv.clone(), bias.clone(), heads, scale);
-                prep.finish((qkv, bias, weights, heads, scale), context)
+                let (context, weights) = B::fused_attention_with_weights(
+                    qkv.clone(),
+                    bias.clone(),
+                    rope.clone(),
+                    heads,
+                    scale,
+                    rotary,
+                    first,
+                );
+                let kept = ([qkv, bias, rope, weights], heads, scale, rotary, first);
+                prep.finish(kept, context)
             }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(B::fused_attention(qkv.into_primitive(), bias, heads, scale))
-            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_attention(
+                qkv.into_primitive(),
+                bias,
+                rope,
+                heads,
+                scale,
+                rotary,
+                first,
+            )),
         }
     }
 }
@@ -964,6 +1197,80 @@ mod tests {
         let weights = burn::tensor::activation::softmax(scores + bias.unsqueeze::<4>(), 3);
         let context = weights.clone().matmul(part(2)).swap_dims(1, 2);
         (context.reshape([batch, seq, d]), weights)
+    }
+
+    /// Queries from a later row and rotary positions (Transformer-XL's attention over
+    /// `[cache | segment]`): the operation's reference forward and its own backward
+    /// (`backward_from_ops`, with the transposed turn and the cached rows' zero query gradient)
+    /// against Burn's rotary encoding, products and softmax under autodiff.
+    #[cfg(feature = "train")]
+    #[test]
+    fn queries_from_a_later_row_with_rotary_positions_match_burns_operations() {
+        let device = Device::flex().autodiff();
+        let (batch, seq, heads, d_head, first) = (2, 9, 2, 4, 3);
+        let (qkv, _) = inputs([batch, seq, heads, d_head], &device);
+        let bias: Vec<f32> = (0..(seq - first) * seq)
+            .map(|i| {
+                let (q, k) = (first + i / seq, i % seq);
+                if k > q || (q + k) % 4 == 1 { -1e9 } else { 0.0 }
+            })
+            .collect();
+        let bias = Tensor::<2>::from_data(TensorData::new(bias, [seq - first, seq]), &device);
+        let rope = burn::nn::RotaryEncodingConfig::new(16, d_head).init(&device);
+        let weights = Tensor::<3>::from_data(
+            TensorData::new(
+                (0..batch * (seq - first) * heads * d_head)
+                    .map(|i| ((i * 31) % 17) as f32 / 8.0 - 1.0)
+                    .collect::<Vec<f32>>(),
+                [batch, seq - first, heads * d_head],
+            ),
+            &device,
+        );
+        let d = heads * d_head;
+        let run = |ours: bool| {
+            let qkv = qkv.clone().require_grad();
+            let context = if ours {
+                let table = Some(rope.freq_complex.clone());
+                fused_attention_over(qkv.clone(), bias.clone(), table, first, heads, 0.4)
+            } else {
+                let part = |i: usize| {
+                    qkv.clone()
+                        .slice(s![.., .., i * d..(i + 1) * d])
+                        .reshape([batch, seq, heads, d_head])
+                        .swap_dims(1, 2)
+                };
+                let q = rope.apply(part(0), 0).slice(s![.., .., first.., ..]);
+                let k = rope.apply(part(1), 0);
+                let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(0.4);
+                let p = burn::tensor::activation::softmax(scores + bias.clone().unsqueeze(), 3);
+                p.matmul(part(2))
+                    .swap_dims(1, 2)
+                    .reshape([batch, seq - first, d])
+            };
+            let grads = (context.clone() * weights.clone()).sum().backward();
+            (
+                values(context),
+                values(qkv.grad(&grads).expect("qkv gradient")),
+            )
+        };
+        let (context, grad) = run(true);
+        let (want_context, want_grad) = run(false);
+        let diff = max_diff(&context, &want_context);
+        assert!(diff < 1e-5, "context off by {diff}");
+        let diff = max_diff(&grad, &want_grad);
+        assert!(diff < 1e-5, "gradient off by {diff}");
+        // The cached rows ask nothing: their query columns get no gradient; their keys do.
+        let width = 3 * d;
+        let cached_queries = (0..batch * first).flat_map(|r| {
+            let (b, i) = (r / first, r % first);
+            let at = (b * seq + i) * width;
+            grad[at..at + d].to_vec()
+        });
+        assert!(cached_queries.into_iter().all(|g| g == 0.0));
+        assert!(
+            grad[d..2 * d].iter().any(|g| g.abs() > 1e-3),
+            "no key gradient"
+        );
     }
 
     /// One call of the CPU kernels on the calling thread, one on the thread pool.

@@ -1,7 +1,10 @@
-//! The wgpu launcher of `shaders/attention.wgsl`: packed, masked self-attention in one dispatch.
+//! The wgpu launchers of `shaders/attention.wgsl` (packed, masked attention in one dispatch) and
+//! of its backward, `shaders/attention_backward_query.wgsl` then
+//! `shaders/attention_backward_key.wgsl`; all three append `shaders/attention_rotary.wgsl`.
 
 use burn::backend::wgpu::{CubeBackend, CubeTensor};
 use burn::cubecl::prelude::CubeCount;
+use burn::cubecl::server::Handle;
 use burn::prelude::Shape;
 
 use super::Dims;
@@ -19,7 +22,8 @@ pub(super) const MAX_D_HEAD: usize = 128;
 pub(super) const NAME: &str = "remem::attention";
 
 /// Whether the kernel serves this call: `f32` on wgpu, a head no wider than [`MAX_D_HEAD`],
-/// and the check on this device passed (or has not run: the check itself calls here).
+/// and the check on this device passed (or has not run: the check itself calls here). Rotary
+/// heads are even (the operation's shape check).
 pub(super) fn serves(qkv: &CubeTensor, heads: usize) -> bool {
     serves_as(NAME, qkv, heads)
 }
@@ -30,11 +34,33 @@ fn serves_as(kernel: &'static str, qkv: &CubeTensor, heads: usize) -> bool {
     wgsl::serves(qkv) && d_head <= MAX_D_HEAD && !wgsl::failed(kernel, &qkv.device)
 }
 
-/// The context `[batch, seq, heads · d_head]` and, when `with_weights`, the weights
-/// `[batch, heads, seq, seq]`.
+/// The placeholders' values for a head width.
+fn values(d_head: usize) -> [(&'static str, usize); 4] {
+    [
+        ("d_head", d_head),
+        ("rows", ROWS),
+        ("keys", KEYS),
+        ("tile", KEYS * d_head),
+    ]
+}
+
+/// The rotary table's buffer, or without rotary positions a one-element buffer of its own
+/// (bound, never read; WebGPU refuses a buffer bound twice where one binding is writable).
+fn table(qkv: &CubeTensor, rope: Option<CubeTensor>) -> Handle {
+    match rope {
+        Some(table) => burn_cubecl::kernel::into_contiguous(table).handle,
+        None => wgsl::info(&qkv.client, &[0]),
+    }
+}
+
+/// The context `[batch, seq - first, heads · d_head]` and, when `with_weights`, the weights
+/// `[batch, heads, seq - first, seq]`: queries are the rows from `first` on, turned with the
+/// keys by the rotary table `rope` `[positions, d_head, 2]` when given.
 pub(super) fn attention(
     qkv: CubeTensor,
     bias: CubeTensor,
+    rope: Option<CubeTensor>,
+    first: usize,
     heads: usize,
     scale: f64,
     with_weights: bool,
@@ -45,14 +71,17 @@ pub(super) fn attention(
     let Dims {
         batch, seq, d_head, ..
     } = dims;
-    let context = wgsl::empty_like(&qkv, Shape::new([batch, seq, dims.d_model()]));
+    let seq_q = seq - first;
+    let context = wgsl::empty_like(&qkv, Shape::new([batch, seq_q, dims.d_model()]));
     // Without weights the binding still needs a buffer; one element serves.
     let weights = if with_weights {
-        wgsl::empty_like(&qkv, Shape::new([batch, heads, seq, seq]))
+        wgsl::empty_like(&qkv, Shape::new([batch, heads, seq_q, seq]))
     } else {
         wgsl::empty_like(&qkv, Shape::new([1]))
     };
     let client = qkv.client.clone();
+    let rotary = rope.is_some();
+    let table = table(&qkv, rope);
     let info = wgsl::info(
         &client,
         &[
@@ -61,6 +90,8 @@ pub(super) fn attention(
             heads as u32,
             (scale as f32).to_bits(),
             with_weights as u32,
+            first as u32,
+            rotary as u32,
         ],
     );
     let kernel = Wgsl::new(
@@ -68,22 +99,19 @@ pub(super) fn attention(
         &[
             include_str!("../../../shaders/attention.wgsl"),
             include_str!("../../../shaders/online_softmax.wgsl"),
+            include_str!("../../../shaders/attention_rotary.wgsl"),
         ],
-        &[
-            ("d_head", d_head),
-            ("rows", ROWS),
-            ("keys", KEYS),
-            ("tile", KEYS * d_head),
-        ],
+        &values(d_head),
         ROWS as u32,
     );
-    let count = CubeCount::Static(seq.div_ceil(ROWS) as u32, heads as u32, batch as u32);
+    let count = CubeCount::Static(seq_q.div_ceil(ROWS) as u32, heads as u32, batch as u32);
     kernel.launch(
         &client,
         count,
         vec![
             qkv.handle.clone(),
             bias.handle.clone(),
+            table,
             context.handle.clone(),
             weights.handle.clone(),
             info,
@@ -103,11 +131,15 @@ pub(super) fn serves_backward(qkv: &CubeTensor, heads: usize) -> bool {
 }
 
 /// The gradient of the packed projection `[batch, seq, 3 · heads · d_head]` from the
-/// projection, the forward's weights `[batch, heads, seq, seq]` and the merged context's
-/// gradient `[batch, seq, heads · d_head]`, in two dispatches: per query row the query
-/// gradient and the score gradients, then per key row the key and value gradients.
+/// projection, the forward's weights `[batch, heads, seq - first, seq]` and the merged context's
+/// gradient `[batch, seq - first, heads · d_head]`, in two dispatches: per query row the query
+/// gradient and the score gradients, then per key row the key and value gradients (and zeros
+/// for the query columns of the rows before `first`).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn attention_backward(
     qkv: CubeTensor,
+    rope: Option<CubeTensor>,
+    first: usize,
     weights: CubeTensor,
     grad: CubeTensor,
     heads: usize,
@@ -120,9 +152,12 @@ pub(super) fn attention_backward(
     let Dims {
         batch, seq, d_head, ..
     } = dims;
+    let seq_q = seq - first;
     let d_qkv = wgsl::empty_like(&qkv, Shape::new([batch, seq, 3 * dims.d_model()]));
-    let scores = wgsl::empty_like(&qkv, Shape::new([batch, heads, seq, seq]));
+    let scores = wgsl::empty_like(&qkv, Shape::new([batch, heads, seq_q, seq]));
     let client = qkv.client.clone();
+    let rotary = rope.is_some();
+    let table = table(&qkv, rope);
     let info = wgsl::info(
         &client,
         &[
@@ -130,28 +165,28 @@ pub(super) fn attention_backward(
             seq as u32,
             heads as u32,
             (scale as f32).to_bits(),
+            first as u32,
+            rotary as u32,
         ],
     );
-    let values = [
-        ("d_head", d_head),
-        ("rows", ROWS),
-        ("keys", KEYS),
-        ("tile", KEYS * d_head),
-    ];
-    let count = || CubeCount::Static(seq.div_ceil(ROWS) as u32, heads as u32, batch as u32);
+    let rotary_source = include_str!("../../../shaders/attention_rotary.wgsl");
+    let groups =
+        |rows: usize| CubeCount::Static(rows.div_ceil(ROWS) as u32, heads as u32, batch as u32);
     let per_query = Wgsl::new(
         BACKWARD,
-        &[include_str!(
-            "../../../shaders/attention_backward_query.wgsl"
-        )],
-        &values,
+        &[
+            include_str!("../../../shaders/attention_backward_query.wgsl"),
+            rotary_source,
+        ],
+        &values(d_head),
         ROWS as u32,
     );
     per_query.launch(
         &client,
-        count(),
+        groups(seq_q),
         vec![
             qkv.handle.clone(),
+            table.clone(),
             weights.handle.clone(),
             grad.handle.clone(),
             d_qkv.handle.clone(),
@@ -161,15 +196,19 @@ pub(super) fn attention_backward(
     );
     let per_key = Wgsl::new(
         BACKWARD_KEY,
-        &[include_str!("../../../shaders/attention_backward_key.wgsl")],
-        &values,
+        &[
+            include_str!("../../../shaders/attention_backward_key.wgsl"),
+            rotary_source,
+        ],
+        &values(d_head),
         ROWS as u32,
     );
     per_key.launch(
         &client,
-        count(),
+        groups(seq),
         vec![
             qkv.handle.clone(),
+            table,
             weights.handle.clone(),
             grad.handle.clone(),
             scores.handle.clone(),

@@ -103,6 +103,19 @@ pub(crate) fn turn_heads<B: Backend>(
     )
 }
 
+/// The transposed turn of `heads` `[batch, heads, seq, d_head]` at positions `start..`, written
+/// as rows `[batch, seq, heads · d_head]`: [`turn_heads`]'s gradient, from the backend's tensor
+/// operations, for the references of other operations' backward.
+pub(crate) fn unturn_heads<B: Backend>(
+    heads: FloatTensor<B>,
+    table: FloatTensor<B>,
+    start: usize,
+) -> FloatTensor<B> {
+    let [batch, n, seq, d_head] = heads.shape().dims::<4>();
+    let heads = B::float_reshape(heads, Shape::new([batch, seq, n * d_head]));
+    reference::<B>(heads, table, d_head, start, true)
+}
+
 /// [`RotaryBackend::rotary_heads`] from the backend's tensor operations.
 fn reference<B: Backend>(
     x: FloatTensor<B>,
