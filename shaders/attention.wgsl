@@ -72,7 +72,7 @@ fn main(
     if live {
         let at = (first_row + i) * width + h * D;
         for (var d = 0u; d < D; d++) {
-            q[d] = turned(at, i, d, rotary) * scale;
+            q[d] = turned(qkv[at + d], qkv[at + (d ^ 1u)], i, d, rotary) * scale;
             acc[d] = 0.0;
         }
     }
@@ -85,7 +85,8 @@ fn main(
             let d = e % D;
             if j < seq {
                 let at = (first_row + j) * width + h * D;
-                k_tile[e] = turned(at + heads * D, j, d, rotary);
+                let k = at + heads * D;
+                k_tile[e] = turned(qkv[k + d], qkv[k + (d ^ 1u)], j, d, rotary);
                 v_tile[e] = qkv[at + 2u * heads * D + d];
             }
         }
@@ -109,7 +110,7 @@ fn main(
             let at = (first_row + j) * width + heads * D + h * D;
             var s = bias[qi * seq + j];
             for (var d = 0u; d < D; d++) {
-                s += q[d] * turned(at, j, d, rotary);
+                s += q[d] * turned(qkv[at + d], qkv[at + (d ^ 1u)], j, d, rotary);
             }
             weights[row + j] = exp(s - run.m) / run.l;
         }

@@ -65,7 +65,8 @@ fn main(
             let i = i0 + e / D;
             let d = e % D;
             if i < seq_q {
-                q_tile[e] = turned((first_row + first + i) * width + h * D, first + i, d, rotary);
+                let at = (first_row + first + i) * width + h * D;
+                q_tile[e] = turned(qkv[at + d], qkv[at + (d ^ 1u)], first + i, d, rotary);
                 g_tile[e] = grad[(b * seq_q + i) * heads * D + h * D + d];
             }
         }

@@ -100,7 +100,8 @@ fn main(
             let d = e % D;
             if j < seq {
                 let at = (first_row + j) * width + h * D;
-                k_tile[e] = turned(at + heads * D, j, d, rotary);
+                let k = at + heads * D;
+                k_tile[e] = turned(qkv[k + d], qkv[k + (d ^ 1u)], j, d, rotary);
                 v_tile[e] = qkv[at + 2u * heads * D + d];
             }
         }

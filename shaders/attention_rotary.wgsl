@@ -1,20 +1,21 @@
-// Rotary positions for the packed attention kernels (attention.wgsl and its two backward passes;
-// their launchers put this file after the kernel). Each head's pairs (2j, 2j + 1) turn by the
-// table's angle as Burn's RotaryEncoding turns them, each element with its own entry (cos, sin):
+// Rotary positions for the attention kernels (attention.wgsl, its two backward passes and
+// kv_attention.wgsl; their launchers put this file after the kernel). Each head's pairs
+// (2j, 2j + 1) turn by the table's angle as Burn's RotaryEncoding turns them, each element with
+// its own entry (cos, sin):
 //   x'[2j] = x[2j] cos - x[2j + 1] sin,   x'[2j + 1] = x[2j + 1] cos + x[2j] sin.
-// The kernel declares D and the bindings `qkv` and `rope` ([positions, D, 2]: cos, sin).
+// The kernel declares D and the binding `rope` ([positions, D, 2]: cos, sin).
 
-// Element d of the head that starts at qkv[at], turned to position `pos` when `on`.
-fn turned(at: u32, pos: u32, d: u32, on: bool) -> f32 {
-    let x = qkv[at + d];
+// Element d of a head, `x`, turned to position `pos` when `on`; `partner` is the head's element
+// d ^ 1 (the other member of the pair).
+fn turned(x: f32, partner: f32, pos: u32, d: u32, on: bool) -> f32 {
     if !on {
         return x;
     }
     let e = (pos * D + d) * 2u;
     if d % 2u == 0u {
-        return x * rope[e] - qkv[at + d + 1u] * rope[e + 1u];
+        return x * rope[e] - partner * rope[e + 1u];
     }
-    return x * rope[e] + qkv[at + d - 1u] * rope[e + 1u];
+    return x * rope[e] + partner * rope[e + 1u];
 }
 
 // The transposed turn at position `pos` of a turned head's gradient, in place: the gradient of

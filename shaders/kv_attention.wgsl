@@ -1,9 +1,8 @@
 // Masked multi-head attention from query rows to keys and values given apart, in one dispatch:
 // Transformer-XL and the infinity-former attend from a segment's rows over [cache | segment].
 // Rotary positions, when asked for (`info[5] == 1`), are applied inside the kernel as each query
-// and key is read: pairs (2i, 2i + 1) turned by the table's angle, as Burn's RotaryEncoding does,
-// x'[2i] = x[2i] cos - x[2i + 1] sin and x'[2i + 1] = x[2i + 1] cos + x[2i] sin, each element
-// with its own table entry; queries sit at positions query_start.., keys at 0...
+// and key is read (`turned` in attention_rotary.wgsl, which the launcher appends); queries sit at
+// positions query_start.., keys at 0...
 //
 // Flash-style as attention.wgsl: each workgroup holds ROWS query rows of one (batch, head) and
 // walks the keys in tiles of KEYS, staged in workgroup memory, with an online softmax
@@ -58,19 +57,8 @@ fn main(
     var acc: array<f32, D>;
     if live {
         let at = (b * seq_q + i) * width + h * D;
-        let pos = (query_start + i) * D;
         for (var d = 0u; d < D; d++) {
-            var x = q[at + d];
-            if rotary {
-                let c = rope[(pos + d) * 2u];
-                let s = rope[(pos + d) * 2u + 1u];
-                if d % 2u == 0u {
-                    x = x * c - q[at + d + 1u] * s;
-                } else {
-                    x = x * c + q[at + d - 1u] * s;
-                }
-            }
-            qr[d] = x * scale;
+            qr[d] = turned(q[at + d], q[at + (d ^ 1u)], query_start + i, d, rotary) * scale;
             acc[d] = 0.0;
         }
     }
@@ -83,17 +71,7 @@ fn main(
             let d = e % D;
             if j < seq_k {
                 let at = (b * seq_k + j) * 2u * width + h * D;
-                var x = kv[at + d];
-                if rotary {
-                    let c = rope[(j * D + d) * 2u];
-                    let s = rope[(j * D + d) * 2u + 1u];
-                    if d % 2u == 0u {
-                        x = x * c - kv[at + d + 1u] * s;
-                    } else {
-                        x = x * c + kv[at + d - 1u] * s;
-                    }
-                }
-                k_tile[e] = x;
+                k_tile[e] = turned(kv[at + d], kv[at + (d ^ 1u)], j, d, rotary);
                 v_tile[e] = kv[at + width + d];
             }
         }

@@ -72,6 +72,7 @@ pub(super) fn kv_attention(
         &[
             include_str!("../../../shaders/kv_attention.wgsl"),
             include_str!("../../../shaders/online_softmax.wgsl"),
+            include_str!("../../../shaders/attention_rotary.wgsl"),
         ],
         &[
             ("d_head", d_head),
