@@ -116,6 +116,13 @@ fn rmt_encoder_forward_and_gradients_agree_on_flex_and_wgpu() {
     parity(ModelKind::Rmt, Layout::Encoder);
 }
 
+/// On wgpu Transformer-XL trains all its segments at once (its cache carries no gradient); the
+/// CPU runs them one after another.
+#[test]
+fn xl_forward_and_gradients_agree_on_flex_and_wgpu() {
+    parity(ModelKind::Xl, Layout::Decoder);
+}
+
 #[test]
 fn memxl_forward_and_gradients_agree_on_flex_and_wgpu() {
     // Covers the cache and the rotary positions as well as memory tokens.

@@ -137,6 +137,20 @@ impl Model {
         }
     }
 
+    /// Every segment's final rows at once where the model's state carries no gradient
+    /// (Transformer-XL: [`Xl::window_rows`]), for a caller that runs the head itself; `None`
+    /// where the segments must run one after another.
+    ///
+    /// # Shapes
+    /// - tokens: `[batch, segments * seg_len]`
+    /// - output: `[batch, segments * seg_len, d_model]`
+    pub(crate) fn window_rows(&self, tokens: Tensor<2, Int>, seg_len: usize) -> Option<Tensor<3>> {
+        match self {
+            Model::Xl(m) => m.window_rows(tokens, seg_len),
+            _ => None,
+        }
+    }
+
     /// The output head over final rows from [`Model::step_rows`].
     ///
     /// # Shapes

@@ -217,6 +217,78 @@ impl Xl {
         linear(&self.head, rows)
     }
 
+    /// The final (normalised) rows of every segment of `tokens` read from an empty state, all
+    /// segments at once, where the state carries no gradient: Transformer-XL's cache is
+    /// detached, so the input each layer's cache holds for segment `s` is that layer's input
+    /// for segment `s - 1`, and every segment after the first runs a layer together (as one
+    /// batch), the first alone (it has no cache). The same numbers as [`Xl::step_rows`]
+    /// segment after segment, within rounding; on GPUs two launches of each kernel per
+    /// layer instead of one per segment, and no weight gradient added up segment by segment.
+    ///
+    /// `None` (use the segment loop) for the kinds whose state carries gradient (MemTr-XL's
+    /// memory, the infinity-former's long-term memory), a cache longer than a segment (the
+    /// early segments would see caches of different lengths), fewer than two segments or a
+    /// partial last one.
+    ///
+    /// # Shapes
+    /// - tokens: `[batch, segments * seg_len]`
+    /// - output: `[batch, segments * seg_len, d_model]`
+    pub(crate) fn window_rows(&self, tokens: Tensor<2, Int>, seg_len: usize) -> Option<Tensor<3>> {
+        let [n, len] = tokens.dims();
+        let (t, mem_len, d) = (seg_len, self.config.cache_len(), self.config.d_model);
+        let segments = len / t;
+        let stateless = matches!(self.config.kind, ModelKind::Xl | ModelKind::Transformer);
+        if !stateless || mem_len > t || segments < 2 || len % t != 0 {
+            return None;
+        }
+        let device = tokens.device();
+        let rope = Some(&self.rope);
+        let mask = |cached| {
+            self.masks
+                .get(&[t, cached], &device, || attention_mask(0, t, cached))
+        };
+        if mem_len == 0 {
+            // No cache: the segments are independent rows of one batch.
+            let bias = mask(0);
+            let mut h = self.tokens.forward(tokens.reshape([n * segments, t]));
+            for block in &self.blocks {
+                h = block
+                    .forward_cached(h, None, bias.clone(), rope, false)
+                    .hidden;
+            }
+            return Some(self.norm.forward(h.reshape([n, len, d])));
+        }
+        let rest = segments - 1;
+        let (first_bias, rest_bias) = (mask(0), mask(mem_len));
+        let mut first = self.tokens.forward(tokens.clone().slice(s![.., 0..t]));
+        let mut later = self
+            .tokens
+            .forward(tokens.slice(s![.., t..len]).reshape([n * rest, t]));
+        for block in &self.blocks {
+            // Segment s's cache: the last `mem_len` rows of this layer's input for segment s - 1.
+            let before = first.clone().detach().unsqueeze_dim::<4>(1);
+            let before = match rest {
+                1 => before,
+                _ => {
+                    let earlier = later.clone().detach().reshape([n, rest, t, d]);
+                    Tensor::cat(vec![before, earlier.slice(s![.., 0..rest - 1, .., ..])], 1)
+                }
+            };
+            let cache =
+                before
+                    .slice(s![.., .., t - mem_len..t, ..])
+                    .reshape([n * rest, mem_len, d]);
+            first = block
+                .forward_cached(first, None, first_bias.clone(), rope, false)
+                .hidden;
+            later = block
+                .forward_cached(later, Some(cache), rest_bias.clone(), rope, false)
+                .hidden;
+        }
+        let rows = Tensor::cat(vec![first, later.reshape([n, rest * t, d])], 1);
+        Some(self.norm.forward(rows))
+    }
+
     /// [`SegmentModel::step`] up to the output head, and the next state.
     fn rows(&self, tokens: Tensor<2, Int>, state: State, return_attention: bool) -> (Rows, State) {
         let [batch, t] = tokens.dims();
@@ -427,6 +499,85 @@ mod tests {
         let second_only = g.slice(s![1..5, ..]).abs().sum().into_scalar::<f32>();
         assert_eq!(first_only, 0.0, "gradient crossed the cache");
         assert!(second_only > 0.0);
+    }
+
+    /// Checks that two sets of gradients agree for every parameter visited (relative 1e-4).
+    struct SameGradients<'a>(&'a GradientsParams, &'a GradientsParams, usize);
+    impl burn::module::ModuleVisitor for SameGradients<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let (a, b) = match (self.0.get::<D>(param.id), self.1.get::<D>(param.id)) {
+                (Some(a), Some(b)) => (a, b),
+                (None, None) => return,
+                _ => panic!("a parameter has a gradient one way only"),
+            };
+            let scale = b.clone().abs().max().into_scalar::<f32>();
+            let diff = (a - b).abs().max().into_scalar::<f32>();
+            assert!(
+                diff <= 1e-4 * scale.max(1e-3),
+                "gradients differ by {diff} (scale {scale})"
+            );
+            self.2 += 1;
+        }
+    }
+
+    /// All segments at once ([`Xl::window_rows`]) give the rows, and under a loss on them the
+    /// weight gradients, of the segment loop: caches as long as a segment and shorter, two
+    /// segments and four, and no cache at all.
+    #[test]
+    fn all_segments_at_once_equal_the_segment_loop() {
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        for (mem_len, segments) in [(4, 4), (2, 3), (4, 2), (0, 3)] {
+            let xl = Xl::new(&config(ModelKind::Xl, mem_len), &mut Init::new(5, &device));
+            let ids: Vec<i64> = (0..2 * 4 * segments as i64)
+                .map(|i| (i * 7 + 3) % 11)
+                .collect();
+            let tokens =
+                Tensor::<2, Int>::from_data(TensorData::new(ids, [2, 4 * segments]), &device);
+            let at_once = xl
+                .window_rows(tokens.clone(), 4)
+                .expect("Transformer-XL batches");
+            let mut state = xl.init_state(2, &device);
+            let mut looped = Vec::new();
+            for s in 0..segments {
+                let (rows, next, _) =
+                    xl.step_rows(tokens.clone().slice(s![.., s * 4..s * 4 + 4]), state);
+                looped.push(rows);
+                state = next;
+            }
+            let looped = Tensor::cat(looped, 1);
+            let diff = (at_once.clone() - looped.clone())
+                .abs()
+                .max()
+                .into_scalar::<f32>();
+            assert!(
+                diff < 1e-5,
+                "mem_len {mem_len}, {segments} segments: rows differ by {diff}"
+            );
+
+            // The same loss through either path: every weight's gradient agrees.
+            let w =
+                Tensor::<3>::random(at_once.dims(), burn::tensor::Distribution::Default, &device);
+            let grads = |rows: Tensor<3>| {
+                GradientsParams::from_grads((rows * w.clone()).sum().backward(), &xl)
+            };
+            let (ours, theirs) = (grads(at_once), grads(looped));
+            let mut compare = SameGradients(&ours, &theirs, 0);
+            xl.visit(&mut compare);
+            assert!(compare.2 > 20, "compared {} parameters", compare.2);
+        }
+        // What must run segment by segment: a cache longer than a segment, memory that
+        // carries gradient, one segment, a partial last segment.
+        let tokens = Tensor::<2, Int>::zeros([1, 12], &device);
+        let longer = Xl::new(&config(ModelKind::Xl, 6), &mut Init::new(5, &device));
+        assert!(longer.window_rows(tokens.clone(), 4).is_none());
+        let mut memxl = config(ModelKind::Memxl, 4);
+        memxl.memory_tokens = 2;
+        let memxl = Xl::new(&memxl, &mut Init::new(5, &device));
+        assert!(memxl.window_rows(tokens.clone(), 4).is_none());
+        let xl = Xl::new(&config(ModelKind::Xl, 4), &mut Init::new(5, &device));
+        assert!(xl.window_rows(tokens.clone(), 12).is_none());
+        assert!(xl.window_rows(tokens, 5).is_none());
     }
 
     #[test]

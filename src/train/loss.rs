@@ -126,7 +126,12 @@ fn run_segments(
     // On GPUs the output head runs once over every segment's rows, after the loop.
     let split_head = !per_segment && model.splits_head();
     let mut rows = Vec::new();
-    for (segment, start) in (0..len).step_by(seg_len).enumerate() {
+    // On GPUs Transformer-XL reads all its segments at once: its cache carries no gradient.
+    if split_head && !keep && state.tensors().is_empty() {
+        rows.extend(model.window_rows(batch.inputs.clone(), seg_len));
+    }
+    let looped = if rows.is_empty() { segments } else { 0 };
+    for (segment, start) in (0..len).step_by(seg_len).enumerate().take(looped) {
         let end = (start + seg_len).min(len);
         if segment > 0 && cuts_before(segment, segments, bptt_depth) {
             state = state.detach();
@@ -159,21 +164,29 @@ fn run_segments(
             logits.push(out.logits);
         }
     }
-    let (nll, summary) = if per_segment {
+    let answers = batch.answer_tokens.max(1) as f64;
+    let (mut loss, summary) = if per_segment {
         let nll = total(nll);
         let correct = total(correct);
         let summary = Tensor::cat(vec![nll.clone().detach(), correct.detach()], 0);
-        (nll, summary)
+        (nll.div_scalar(answers), summary)
     } else {
         let logits = match split_head {
-            true => model.head(Tensor::cat(rows, 1)),
+            true => model.head(match <[_; 1]>::try_from(rows) {
+                Ok([one]) => one,
+                Err(rows) => Tensor::cat(rows, 1),
+            }),
             false => Tensor::cat(logits, 1),
         };
-        let (nll, summary, p) = score_rows(logits, batch.targets.clone(), batch.weights.clone());
+        let (loss, summary, p) = score_rows(
+            logits,
+            batch.targets.clone(),
+            batch.weights.clone(),
+            1.0 / answers,
+        );
         predictions.extend(p);
-        (nll, summary)
+        (loss, summary)
     };
-    let mut loss = nll.div_scalar(batch.answer_tokens.max(1) as f64);
     if !regulariser.is_empty() {
         let segments = regulariser.len() as f64;
         loss = loss + Tensor::cat(regulariser, 0).sum().div_scalar(segments);
@@ -215,8 +228,8 @@ fn score(
 /// [`score`] with the negative log-likelihood and the hits as one operation
 /// ([`cross_entropy_totals`]: one kernel and a sum forward, one kernel backward on wgpu,
 /// where the log-softmax, gather, arg-max and comparison took about thirty). The same numbers
-/// within rounding. Returns the total negative log-likelihood (differentiable), the
-/// `[nll, correct]` summary (detached), and the predictions only for a batch run without
+/// within rounding. Returns the total negative log-likelihood times `scale` (differentiable),
+/// the `[nll, correct]` summary (detached), and the predictions only for a batch run without
 /// autodiff (evaluation reads them; training does not).
 ///
 /// # Shapes
@@ -227,16 +240,23 @@ fn score_rows(
     logits: Tensor<3>,
     targets: Tensor<2, Int>,
     weights: Tensor<2>,
+    scale: f64,
 ) -> (Tensor<1>, Tensor<1>, Option<Tensor<2, Int>>) {
     let [batch, seq, vocab] = logits.dims();
     let rows = batch * seq;
+    let device = logits.device();
     let predictions = (!logits.is_autodiff()).then(|| logits.clone().argmax(2).squeeze_dim::<2>(2));
     let totals = cross_entropy_totals(
         logits.reshape([rows, vocab]),
         targets.reshape([rows]),
         weights.reshape([rows]),
     );
-    (totals.clone().slice(0..1), totals.detach(), predictions)
+    // `scale · nll` as a weighted sum of both totals: one fused kernel each way on GPUs, where
+    // taking the first element and scaling it cost four (the slice's gradient is a zero
+    // tensor with the gradient written into it, and the scaling ran alone each way).
+    let pick = Tensor::<1>::from_data(TensorData::new(vec![scale as f32, 0.0], [2]), &device);
+    let loss = (totals.clone() * pick).sum();
+    (loss, totals.detach(), predictions)
 }
 
 #[cfg(all(test, feature = "train"))]
