@@ -217,18 +217,19 @@ impl Xl {
         linear(&self.head, rows)
     }
 
-    /// The final (normalised) rows of every segment of `tokens` read from an empty state, all
+    /// The final (normalised) rows of every segment of `tokens` read from an empty state, most
     /// segments at once, where the state carries no gradient: Transformer-XL's cache is
-    /// detached, so the input each layer's cache holds for segment `s` is that layer's input
-    /// for segment `s - 1`, and every segment after the first runs a layer together (as one
-    /// batch), the first alone (it has no cache). The same numbers as [`Xl::step_rows`]
-    /// segment after segment, within rounding; on GPUs two launches of each kernel per
-    /// layer instead of one per segment, and no weight gradient added up segment by segment.
+    /// detached, so what each layer's cache holds for segment `s` is that layer's input for the
+    /// segments before `s`, which a layer-by-layer pass over all segments has at hand. The
+    /// segments whose cache is full run each layer together as one batch; the first ones,
+    /// whose caches are still filling (only the first when the cache is no longer than a
+    /// segment), run it one by one. The same numbers as [`Xl::step_rows`] segment after
+    /// segment, within rounding; on GPUs a few launches of each kernel per layer instead of one
+    /// per segment, and fewer weight gradients to add up.
     ///
     /// `None` (use the segment loop) for the kinds whose state carries gradient (MemTr-XL's
-    /// memory, the infinity-former's long-term memory), a cache longer than a segment (the
-    /// early segments would see caches of different lengths), fewer than two segments or a
-    /// partial last one.
+    /// memory, the infinity-former's long-term memory), a partial last segment, or fewer than
+    /// two segments with a full cache.
     ///
     /// # Shapes
     /// - tokens: `[batch, segments * seg_len]`
@@ -237,56 +238,79 @@ impl Xl {
         let [n, len] = tokens.dims();
         let (t, mem_len, d) = (seg_len, self.config.cache_len(), self.config.d_model);
         let segments = len / t;
+        // Segments before `alone` see a cache shorter than `mem_len`, each its own length.
+        let alone = mem_len.div_ceil(t);
         let stateless = matches!(self.config.kind, ModelKind::Xl | ModelKind::Transformer);
-        if !stateless || mem_len > t || segments < 2 || len % t != 0 {
+        if !stateless || len % t != 0 || segments < alone + 2 {
             return None;
         }
+        let together = segments - alone;
         let device = tokens.device();
         let rope = Some(&self.rope);
         let mask = |cached| {
             self.masks
                 .get(&[t, cached], &device, || attention_mask(0, t, cached))
         };
-        if mem_len == 0 {
-            // No cache: the segments are independent rows of one batch.
-            let bias = mask(0);
-            let mut h = self.tokens.forward(tokens.reshape([n * segments, t]));
-            for block in &self.blocks {
-                h = block
-                    .forward_cached(h, None, bias.clone(), rope, false)
-                    .hidden;
-            }
-            return Some(self.norm.forward(h.reshape([n, len, d])));
-        }
-        let rest = segments - 1;
-        let (first_bias, rest_bias) = (mask(0), mask(mem_len));
-        let mut first = self.tokens.forward(tokens.clone().slice(s![.., 0..t]));
-        let mut later = self
-            .tokens
-            .forward(tokens.slice(s![.., t..len]).reshape([n * rest, t]));
+        let mut single: Vec<Tensor<3>> = (0..alone)
+            .map(|s| {
+                self.tokens
+                    .forward(tokens.clone().slice(s![.., s * t..(s + 1) * t]))
+            })
+            .collect();
+        let mut rest = self.tokens.forward(
+            tokens
+                .slice(s![.., alone * t..len])
+                .reshape([n * together, t]),
+        );
         for block in &self.blocks {
-            // Segment s's cache: the last `mem_len` rows of this layer's input for segment s - 1.
-            let before = first.clone().detach().unsqueeze_dim::<4>(1);
-            let before = match rest {
-                1 => before,
-                _ => {
-                    let earlier = later.clone().detach().reshape([n, rest, t, d]);
-                    Tensor::cat(vec![before, earlier.slice(s![.., 0..rest - 1, .., ..])], 1)
+            // Segment s's cache: the last min(mem_len, s t) rows of this layer's input for the
+            // segments before it.
+            let mut caches = vec![None; alone];
+            let mut rest_cache = None;
+            if mem_len > 0 {
+                let mut parts: Vec<_> = single.iter().map(|h| h.clone().detach()).collect();
+                parts.push(rest.clone().detach().reshape([n, together * t, d]));
+                let all = Tensor::cat(parts, 1);
+                for (s, cache) in caches.iter_mut().enumerate().skip(1) {
+                    *cache = Some(all.clone().slice(s![.., 0..s * t, ..]));
                 }
-            };
-            let cache =
-                before
-                    .slice(s![.., .., t - mem_len..t, ..])
-                    .reshape([n * rest, mem_len, d]);
-            first = block
-                .forward_cached(first, None, first_bias.clone(), rope, false)
-                .hidden;
-            later = block
-                .forward_cached(later, Some(cache), rest_bias.clone(), rope, false)
+                // For each later segment, the `alone` segments before it side by side.
+                let by_segment = all.reshape([n, segments, t, d]);
+                let before: Vec<_> = (1..=alone)
+                    .rev()
+                    .map(|j| {
+                        by_segment
+                            .clone()
+                            .slice(s![.., alone - j..segments - j, .., ..])
+                    })
+                    .collect();
+                let before = match <[_; 1]>::try_from(before) {
+                    Ok([one]) => one,
+                    Err(before) => Tensor::cat(before, 2),
+                };
+                let reach = alone * t;
+                rest_cache = Some(
+                    before
+                        .slice(s![.., .., reach - mem_len..reach, ..])
+                        .reshape([n * together, mem_len, d]),
+                );
+            }
+            single = single
+                .into_iter()
+                .zip(caches)
+                .enumerate()
+                .map(|(s, (h, cache))| {
+                    block
+                        .forward_cached(h, cache, mask(s * t), rope, false)
+                        .hidden
+                })
+                .collect();
+            rest = block
+                .forward_cached(rest, rest_cache, mask(mem_len), rope, false)
                 .hidden;
         }
-        let rows = Tensor::cat(vec![first, later.reshape([n, rest * t, d])], 1);
-        Some(self.norm.forward(rows))
+        single.push(rest.reshape([n, together * t, d]));
+        Some(self.norm.forward(Tensor::cat(single, 1)))
     }
 
     /// [`SegmentModel::step`] up to the output head, and the next state.
@@ -521,13 +545,13 @@ mod tests {
     }
 
     /// All segments at once ([`Xl::window_rows`]) give the rows, and under a loss on them the
-    /// weight gradients, of the segment loop: caches as long as a segment and shorter, two
-    /// segments and four, and no cache at all.
+    /// weight gradients, of the segment loop: caches as long as a segment, shorter, and longer
+    /// (one and a half segments, two), two to five segments, and no cache at all.
     #[test]
     fn all_segments_at_once_equal_the_segment_loop() {
         let device = Device::flex().autodiff();
         device.seed(5);
-        for (mem_len, segments) in [(4, 4), (2, 3), (4, 2), (0, 3)] {
+        for (mem_len, segments) in [(4, 4), (2, 3), (3, 3), (0, 2), (6, 4), (8, 5)] {
             let xl = Xl::new(&config(ModelKind::Xl, mem_len), &mut Init::new(5, &device));
             let ids: Vec<i64> = (0..2 * 4 * segments as i64)
                 .map(|i| (i * 7 + 3) % 11)
@@ -566,8 +590,8 @@ mod tests {
             xl.visit(&mut compare);
             assert!(compare.2 > 20, "compared {} parameters", compare.2);
         }
-        // What must run segment by segment: a cache longer than a segment, memory that
-        // carries gradient, one segment, a partial last segment.
+        // What must run segment by segment: fewer than two segments with a full cache, memory
+        // that carries gradient, one segment, a partial last segment.
         let tokens = Tensor::<2, Int>::zeros([1, 12], &device);
         let longer = Xl::new(&config(ModelKind::Xl, 6), &mut Init::new(5, &device));
         assert!(longer.window_rows(tokens.clone(), 4).is_none());
@@ -577,6 +601,8 @@ mod tests {
         assert!(memxl.window_rows(tokens.clone(), 4).is_none());
         let xl = Xl::new(&config(ModelKind::Xl, 4), &mut Init::new(5, &device));
         assert!(xl.window_rows(tokens.clone(), 12).is_none());
+        let two = Tensor::<2, Int>::zeros([1, 8], &device);
+        assert!(xl.window_rows(two, 4).is_none());
         assert!(xl.window_rows(tokens, 5).is_none());
     }
 
