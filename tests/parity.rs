@@ -1134,7 +1134,7 @@ fn the_wgsl_rotary_turn_and_its_gradient_match_the_cpu() {
 }
 
 /// The WGSL sum of squares (`shaders/sum_squares.wgsl`), which gradient clipping runs over
-/// the parameters five at a time, gives the CPU's total for tensors smaller and larger than its
+/// the parameters seven at a time and then six with the running total, gives the CPU's total for tensors smaller and larger than its
 /// workgroup, in groups full and partly padded, a transposed one and a slice of columns (both
 /// read in place, through their strides) among them. The kernel must be what ran.
 #[test]
@@ -1169,7 +1169,7 @@ fn the_wgsl_sum_of_squares_matches_the_cpu() {
         let mut got = None;
         let counts = launched(|| got = Some(run(&gpu)));
         let got = got.unwrap();
-        let groups = (count + 2).div_ceil(remem::ops::sum_squares::GROUP);
+        let groups = remem::ops::sum_squares::operations(count + 2);
         assert!(
             counts.get("remem::sum_squares") == Some(&groups) && remem::ops::fallbacks().is_empty(),
             "{count} tensors: the kernel did not run {groups} times ({counts:?}; fallbacks {:?})",

@@ -404,7 +404,12 @@ impl Xl {
             }
         }
         let h = self.norm.forward(h);
-        let rows = h.clone().slice(s![.., m..m + t, ..]);
+        // Without memory rows the rows are all of `h`: no slice, whose backward would be a
+        // zero fill and a copy on GPUs.
+        let rows = match m {
+            0 => h.clone(),
+            _ => h.clone().slice(s![.., m..m + t, ..]),
+        };
 
         let next = if self.config.kind == ModelKind::Transformer {
             State::Empty

@@ -17,7 +17,7 @@ struct SquaredNorm<'a> {
 impl ModuleVisitor for SquaredNorm<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.get::<D>(param.id) {
-            // On wgpu one kernel per five parameters (see `sum_squares`).
+            // On wgpu one kernel per six parameters (see `sum_squares`).
             self.sum.add(g);
         }
     }

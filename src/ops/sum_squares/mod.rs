@@ -1,15 +1,16 @@
-//! `acc + Σ x²` over several tensors as one operation: the global gradient norm that clipping
-//! needs, one kernel per five parameters on wgpu.
+//! The sum of the squares of every element of several tensors as one operation: the global
+//! gradient norm that clipping needs, one kernel per six parameters on wgpu.
 //!
 //! Clipping by the global norm ([`crate::train::clip`]) sums the squares of every gradient.
 //! From Burn's operations each parameter cost a square, a reduction (two for larger tensors)
 //! and an addition to the running total: about 105 kernels of a default RMT training step's
-//! 561 on wgpu. [`SumSquares`] gathers the gradients and hands them to the backend [`GROUP`] at
-//! a time with the running total, so every five parameters are one dispatch of
-//! `shaders/sum_squares.wgsl` ([`wgpu`]): five inputs, the total, the result and the sizes are
-//! the eight storage buffers a WebGPU adapter must allow a shader. The CPU and other GPU
-//! runtimes take the reference (the same sums from Burn's operations, tensor after tensor). No
-//! gradient flows through it (it reads gradients).
+//! 561 on wgpu. [`SumSquares`] gathers the gradients and hands them to the backend
+//! [`INPUTS`] at a time, the running total taking the last place after the first group, so
+//! the first seven parameters and every six after them are one dispatch of
+//! `shaders/sum_squares.wgsl` ([`wgpu`]): seven inputs and the result are the eight storage
+//! buffers a WebGPU adapter must allow a shader, the inputs' layouts are compiled into it. The
+//! CPU and other GPU runtimes take the reference (the same sums from Burn's operations,
+//! tensor after tensor). No gradient flows through it (it reads gradients).
 
 mod wgpu;
 
@@ -20,50 +21,77 @@ use burn::prelude::*;
 
 use crate::ops::wgsl::{agrees, check_on, read};
 
-/// Tensors summed per operation.
-pub const GROUP: usize = 5;
+/// Tensors per operation: seven summed, or six and the running total.
+pub const INPUTS: usize = 7;
 
-/// `acc + Σ x²` over five tensors as a backend operation.
+/// The operations (dispatches on wgpu) that a sum over `tensors` tensors takes: the first
+/// seven, then six with the running total.
+pub fn operations(tensors: usize) -> usize {
+    if tensors == 0 {
+        0
+    } else {
+        1 + tensors.saturating_sub(INPUTS).div_ceil(INPUTS - 1)
+    }
+}
+
+/// The sum of squares over seven tensors as a backend operation.
 #[backend_extension(Flex, Cube, Fusion, Autodiff: cfg(feature = "train"))]
 pub trait SumSquaresBackend: Backend {
-    /// The running total `acc` (`[1]`) plus the sum of the squares of every element of
-    /// `x0`..`x4` (any shapes).
+    /// The sum of the squares of every element of `x0`..`x6` (any shapes), `[1]`; when
+    /// `carried`, `x6` is a running total (`[1]`) added as it is, after the others.
     #[fusion(meta = total_spec)]
-    fn sum_squares_add(
-        acc: FloatTensor<Self>,
+    #[allow(clippy::too_many_arguments)]
+    fn sum_squares(
         x0: FloatTensor<Self>,
         x1: FloatTensor<Self>,
         x2: FloatTensor<Self>,
         x3: FloatTensor<Self>,
         x4: FloatTensor<Self>,
+        x5: FloatTensor<Self>,
+        x6: FloatTensor<Self>,
+        carried: bool,
     ) -> FloatTensor<Self> {
-        reference::<Self>(acc, [x0, x1, x2, x3, x4])
+        reference::<Self>([x0, x1, x2, x3, x4, x5, x6], carried)
     }
 }
 
-/// The result's shape and type, for the fusion stream: the running total's.
+/// The result's shape and type, for the fusion stream: `[1]` of the inputs' type.
+#[allow(clippy::too_many_arguments)]
 fn total_spec(
-    acc: &TensorSpec,
-    _x0: &TensorSpec,
+    x0: &TensorSpec,
     _x1: &TensorSpec,
     _x2: &TensorSpec,
     _x3: &TensorSpec,
     _x4: &TensorSpec,
+    _x5: &TensorSpec,
+    _x6: &TensorSpec,
+    _carried: &bool,
 ) -> TensorSpec {
-    acc.clone()
+    TensorSpec {
+        shape: Shape::new([1]),
+        dtype: x0.dtype,
+    }
 }
 
-/// `acc + Σ x²` from the backend's tensor operations, one tensor after another.
-fn reference<B: Backend>(mut acc: FloatTensor<B>, xs: [FloatTensor<B>; GROUP]) -> FloatTensor<B> {
-    for x in xs {
-        let squares = B::float_mul(x.clone(), x);
-        acc = B::float_add(acc, B::float_sum(squares));
+/// The sum of squares from the backend's tensor operations, one tensor after another: with
+/// `carried`, the running total `x6` plus each input's sum in turn, else the same from the
+/// first input's sum.
+fn reference<B: Backend>(xs: [FloatTensor<B>; INPUTS], carried: bool) -> FloatTensor<B> {
+    let [x0, x1, x2, x3, x4, x5, x6] = xs;
+    let square_sum = |x: FloatTensor<B>| B::float_sum(B::float_mul(x.clone(), x));
+    let (mut total, rest) = if carried {
+        (x6, vec![x0, x1, x2, x3, x4, x5])
+    } else {
+        (square_sum(x0), vec![x1, x2, x3, x4, x5, x6])
+    };
+    for x in rest {
+        total = B::float_add(total, square_sum(x));
     }
-    acc
+    total
 }
 
 /// A running sum of the squares of every element of the tensors added to it, computed
-/// [`GROUP`] tensors at a time.
+/// [`INPUTS`] tensors at a time.
 #[derive(Default)]
 pub struct SumSquares {
     total: Option<Tensor<1>>,
@@ -81,7 +109,9 @@ impl SumSquares {
     pub fn add<const D: usize>(&mut self, x: Tensor<D>) {
         let device = self.device.get_or_insert_with(|| x.device()).clone();
         self.pending.push(x.into_dispatch());
-        if self.pending.len() == GROUP {
+        // Seven to a group, six once the running total takes the last place.
+        let full = INPUTS - usize::from(self.total.is_some());
+        if self.pending.len() == full {
             self.flush(&device);
         }
     }
@@ -96,23 +126,20 @@ impl SumSquares {
         self.total
     }
 
-    /// One operation for the pending tensors, the missing ones `[0.0]` (an upload, no kernel).
+    /// One operation for the pending tensors (and the running total, if any), the missing
+    /// ones `[0.0]` (an upload, no kernel).
     fn flush(&mut self, device: &Device) {
         check_kernel(device);
         let zero = || Tensor::<1>::from_data(TensorData::new(vec![0.0f32], [1]), device);
-        let acc = self.total.take().unwrap_or_else(zero);
-        let mut xs = std::mem::take(&mut self.pending).into_iter();
-        let mut next = || xs.next().unwrap_or_else(|| zero().into_dispatch());
-        let [x0, x1, x2, x3, x4] = std::array::from_fn(|_| next());
+        let carried = self.total.is_some();
+        let mut group: Vec<_> = std::mem::take(&mut self.pending);
+        group.resize_with(INPUTS - usize::from(carried), || zero().into_dispatch());
+        group.extend(self.total.take().map(Tensor::into_dispatch));
+        let Ok([x0, x1, x2, x3, x4, x5, x6]) = <[_; INPUTS]>::try_from(group) else {
+            unreachable!("a group holds {INPUTS} tensors")
+        };
         self.total = Some(Tensor::from_dispatch(
-            <Dispatch as SumSquaresBackend>::sum_squares_add(
-                acc.into_dispatch(),
-                x0,
-                x1,
-                x2,
-                x3,
-                x4,
-            ),
+            <Dispatch as SumSquaresBackend>::sum_squares(x0, x1, x2, x3, x4, x5, x6, carried),
         ));
     }
 }
@@ -127,24 +154,36 @@ fn check_kernel(device: &Device) {
             .map(|i| ((i * 7919) % 1013) as f32 / 500.0 - 1.0)
             .collect();
         let run = |device: &Device| {
-            let acc = Tensor::<1>::from_data(TensorData::new(vec![0.75f32], [1]), device);
-            // Five inputs of different sizes, one of them the whole 1000.
             let x = |from: usize, n: usize| {
                 Tensor::<1>::from_data(TensorData::new(xs[from..from + n].to_vec(), [n]), device)
                     .into_dispatch()
             };
+            // Seven inputs of different sizes, the whole 1000 and a transposed view among
+            // them; then six more with that total carried.
             let whole = Tensor::<2>::from_data(TensorData::new(xs.clone(), [40, 25]), device);
-            Tensor::<1>::from_dispatch(<Dispatch as SumSquaresBackend>::sum_squares_add(
-                acc.into_dispatch(),
+            let first = <Dispatch as SumSquaresBackend>::sum_squares(
                 x(0, 1),
-                whole.into_dispatch(),
+                whole.clone().into_dispatch(),
                 x(3, 64),
                 x(100, 700),
+                whole.transpose().into_dispatch(),
                 x(999, 1),
+                x(7, 65),
+                false,
+            );
+            Tensor::<1>::from_dispatch(<Dispatch as SumSquaresBackend>::sum_squares(
+                x(5, 3),
+                x(200, 129),
+                x(0, 1000),
+                x(1, 1),
+                x(2, 2),
+                x(500, 64),
+                first,
+                true,
             ))
         };
         let (got, want) = (read(run(device))?, read(run(&Device::flex()))?);
-        // A sum of 1000 squares near 1: compare relative to its size.
+        // A sum of a few thousand squares near 1: compare relative to its size.
         let scale = want.first().copied().unwrap_or(1.0).abs().max(1.0);
         agrees(
             "sum",
@@ -158,19 +197,21 @@ impl SumSquaresBackend for Flex {}
 
 /// The GPU runtimes: on wgpu the WGSL kernel where it serves, Burn's operations elsewhere.
 impl SumSquaresBackend for CubeBackend {
-    fn sum_squares_add(
-        acc: FloatTensor<Self>,
+    fn sum_squares(
         x0: FloatTensor<Self>,
         x1: FloatTensor<Self>,
         x2: FloatTensor<Self>,
         x3: FloatTensor<Self>,
         x4: FloatTensor<Self>,
+        x5: FloatTensor<Self>,
+        x6: FloatTensor<Self>,
+        carried: bool,
     ) -> FloatTensor<Self> {
-        let xs = [x0, x1, x2, x3, x4];
-        if wgpu::serves(&xs, &acc) {
-            wgpu::sum_squares_add(acc, xs)
+        let xs = [x0, x1, x2, x3, x4, x5, x6];
+        if wgpu::serves(&xs) {
+            wgpu::sum_squares(xs, carried)
         } else {
-            reference::<Self>(acc, xs)
+            reference::<Self>(xs, carried)
         }
     }
 }
@@ -208,7 +249,7 @@ mod tests {
     #[test]
     fn a_sum_over_many_tensors_is_the_chain_of_their_sums() {
         let device = Device::flex();
-        let tensors: Vec<Tensor<1>> = (1..=12)
+        let tensors: Vec<Tensor<1>> = (1..=20)
             .map(|n| {
                 let v: Vec<f32> = (0..n).map(|i| (i as f32 - 3.5) / n as f32).collect();
                 Tensor::from_data(TensorData::new(v, [n]), &device)
@@ -225,5 +266,12 @@ mod tests {
             chain.into_scalar::<f32>()
         );
         assert!(SumSquares::new().total().is_none());
+    }
+
+    /// Seven tensors to the first operation, six to each after it.
+    #[test]
+    fn operations_take_seven_then_six() {
+        let counts: Vec<usize> = [0, 1, 7, 8, 13, 14, 37].map(operations).to_vec();
+        assert_eq!(counts, [0, 1, 1, 2, 2, 3, 6]);
     }
 }
