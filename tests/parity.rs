@@ -142,6 +142,18 @@ fn infinity_former_forward_and_gradients_agree_on_flex_and_wgpu() {
     parity_of(c);
 }
 
+/// With uniform sampling and no KL term the infinity-former's state carries no gradient, so
+/// on wgpu training reads all segments at once (`Xl::window_rows`, the fits one after another
+/// first); the CPU runs the segment loop.
+#[test]
+fn infinity_former_with_uniform_sampling_agrees_on_flex_and_wgpu() {
+    let mut c = config(ModelKind::Infinity, Layout::Decoder);
+    c.ltm.basis = 16;
+    c.ltm.samples = 12;
+    c.ltm.gate = true;
+    parity_of(c);
+}
+
 /// Logits of every segment and the final state, stepping without autodiff.
 fn inference(model: &Model, device: &Device, return_attention: bool) -> Vec<f32> {
     let cfg = model.config();

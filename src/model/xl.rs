@@ -21,7 +21,8 @@ use super::config::{ModelConfig, ModelKind};
 use super::state::State;
 use super::{SegmentModel, StepOutput};
 use crate::nn::{
-    BiasCache, Block, Init, LayerNorm, LayerNormConfig, LongTermMemory, Mask, Noise, linear,
+    BiasCache, Block, Init, LayerNorm, LayerNormConfig, LongTermMemory, LtmSampling, Mask, Noise,
+    linear,
 };
 
 /// Longest `cache + layout` a step may attend over.
@@ -227,9 +228,14 @@ impl Xl {
     /// segment, within rounding; on GPUs a few launches of each kernel per layer instead of one
     /// per segment, and fewer weight gradients to add up.
     ///
-    /// `None` (use the segment loop) for the kinds whose state carries gradient (MemTr-XL's
-    /// memory, the infinity-former's long-term memory), a partial last segment, or fewer than
-    /// two segments with a full cache.
+    /// The infinity-former's long-term memory is detached between segments too, and what each
+    /// layer fits into it for segment `s` is what left that layer's cache before `s`: its
+    /// coefficients for every segment are fitted first, one fit after another (each from the
+    /// last one detached, as the loop stores them), and the segments then read them together.
+    ///
+    /// `None` (use the segment loop) for MemTr-XL (its memory carries gradient), for sticky
+    /// sampling or a KL term (each read depends on the segment before it, or adds a term),
+    /// a partial last segment, or fewer than two segments with a full cache.
     ///
     /// # Shapes
     /// - tokens: `[batch, segments * seg_len]`
@@ -240,8 +246,14 @@ impl Xl {
         let segments = len / t;
         // Segments before `alone` see a cache shorter than `mem_len`, each its own length.
         let alone = mem_len.div_ceil(t);
-        let stateless = matches!(self.config.kind, ModelKind::Xl | ModelKind::Transformer);
-        if !stateless || len % t != 0 || segments < alone + 2 {
+        let detached = match self.config.kind {
+            ModelKind::Xl | ModelKind::Transformer => true,
+            ModelKind::Infinity => self.ltm.iter().all(|ltm| {
+                ltm.config().sampling == LtmSampling::Uniform && ltm.config().kl_weight == 0.0
+            }),
+            _ => false,
+        };
+        if !detached || len % t != 0 || segments < alone + 2 {
             return None;
         }
         let together = segments - alone;
@@ -262,15 +274,31 @@ impl Xl {
                 .slice(s![.., alone * t..len])
                 .reshape([n * together, t]),
         );
-        for block in &self.blocks {
+        for (l, block) in self.blocks.iter().enumerate() {
+            let ltm = self.ltm.get(l);
+            // This layer's input for every segment, detached as the cache keeps it.
+            let all = (mem_len > 0 || ltm.is_some()).then(|| {
+                let mut parts: Vec<_> = single.iter().map(|h| h.clone().detach()).collect();
+                parts.push(rest.clone().detach().reshape([n, together * t, d]));
+                Tensor::cat(parts, 1)
+            });
+            // Each segment's long-term memory, and the later segments' side by side.
+            let (mut coeffs, mut rest_coeffs) = (vec![None; alone], None);
+            if let (Some(ltm), Some(all)) = (ltm, &all) {
+                let mut every = fitted_by_segment(ltm, all, n, segments, t, mem_len);
+                let later = every.split_off(alone);
+                coeffs = every.into_iter().map(Some).collect();
+                rest_coeffs = Some(Tensor::stack::<4>(later, 1).reshape([
+                    n * together,
+                    ltm.config().basis,
+                    d,
+                ]));
+            }
             // Segment s's cache: the last min(mem_len, s t) rows of this layer's input for the
             // segments before it.
             let mut caches = vec![None; alone];
             let mut rest_cache = None;
-            if mem_len > 0 {
-                let mut parts: Vec<_> = single.iter().map(|h| h.clone().detach()).collect();
-                parts.push(rest.clone().detach().reshape([n, together * t, d]));
-                let all = Tensor::cat(parts, 1);
+            if let (true, Some(all)) = (mem_len > 0, all) {
                 for (s, cache) in caches.iter_mut().enumerate().skip(1) {
                     *cache = Some(all.clone().slice(s![.., 0..s * t, ..]));
                 }
@@ -295,19 +323,27 @@ impl Xl {
                         .reshape([n * together, mem_len, d]),
                 );
             }
+            // The block, reading the long-term memory `coeffs` beside its attention if any.
+            let run = |h, cache, cached, coeffs: Option<Tensor<3>>| match (ltm, coeffs) {
+                (Some(ltm), Some(coeffs)) => {
+                    let mut read = |normed| ltm.read(normed, coeffs.clone()).context;
+                    block
+                        .forward_with(h, cache, mask(cached), rope, false, Some(&mut read), 0)
+                        .hidden
+                }
+                _ => {
+                    block
+                        .forward_cached(h, cache, mask(cached), rope, false)
+                        .hidden
+                }
+            };
             single = single
                 .into_iter()
-                .zip(caches)
+                .zip(caches.into_iter().zip(coeffs))
                 .enumerate()
-                .map(|(s, (h, cache))| {
-                    block
-                        .forward_cached(h, cache, mask(s * t), rope, false)
-                        .hidden
-                })
+                .map(|(s, (h, (cache, coeffs)))| run(h, cache, s * t, coeffs))
                 .collect();
-            rest = block
-                .forward_cached(rest, rest_cache, mask(mem_len), rope, false)
-                .hidden;
+            rest = run(rest, rest_cache, mem_len, rest_coeffs);
         }
         single.push(rest.reshape([n, together * t, d]));
         Some(self.norm.forward(Tensor::cat(single, 1)))
@@ -444,6 +480,44 @@ struct Rows {
     regulariser: Option<Tensor<1>>,
 }
 
+/// One layer's long-term memory as each segment of a window reads it, from an empty memory:
+/// segment `s` reads the fit of what left the layer's cache in segment `s - 1` into the memory
+/// segment `s - 1` read (detached, as the segment loop stores it). `all` is the layer's input
+/// for every segment, detached; `mem_len` the cache length.
+///
+/// # Shapes
+/// - all: `[batch, segments * t, d_model]`
+/// - output: `segments` tensors `[batch, N, d_model]`
+fn fitted_by_segment(
+    ltm: &LongTermMemory,
+    all: &Tensor<3>,
+    batch: usize,
+    segments: usize,
+    t: usize,
+    mem_len: usize,
+) -> Vec<Tensor<3>> {
+    let mut coeffs = ltm.empty(batch, &all.device());
+    let mut every = Vec::with_capacity(segments);
+    every.push(coeffs.clone());
+    for s in 1..segments {
+        // Segment s - 1 saw a cache of `cached` rows and pushed the first `evicted` rows of
+        // [cache | its input] out of it.
+        let cached = mem_len.min((s - 1) * t);
+        let evicted = (cached + t).saturating_sub(mem_len);
+        let start = (s - 1) * t - cached;
+        coeffs = match evicted {
+            0 => coeffs.detach(),
+            _ => ltm.write(
+                coeffs.detach(),
+                None,
+                all.clone().slice(s![.., start..start + evicted, ..]),
+            ),
+        };
+        every.push(coeffs.clone());
+    }
+    every
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -549,15 +623,34 @@ mod tests {
         }
     }
 
+    /// An infinity-former with a small long-term memory and its gate on (the gate trains
+    /// through the fit).
+    fn infinity(mem_len: usize) -> ModelConfig {
+        let mut cfg = config(ModelKind::Infinity, mem_len);
+        cfg.ltm.basis = 8;
+        cfg.ltm.samples = 6;
+        cfg.ltm.gate = true;
+        cfg
+    }
+
     /// All segments at once ([`Xl::window_rows`]) give the rows, and under a loss on them the
-    /// weight gradients, of the segment loop: caches as long as a segment, shorter, and longer
-    /// (one and a half segments, two), two to five segments, and no cache at all.
+    /// weight gradients, of the segment loop, for Transformer-XL and the infinity-former:
+    /// caches as long as a segment, shorter, and longer (one and a half segments, two), two to
+    /// five segments, and no cache at all.
     #[test]
     fn all_segments_at_once_equal_the_segment_loop() {
         let device = Device::flex().autodiff();
         device.seed(5);
-        for (mem_len, segments) in [(4, 4), (2, 3), (3, 3), (0, 2), (6, 4), (8, 5)] {
-            let xl = Xl::new(&config(ModelKind::Xl, mem_len), &mut Init::new(5, &device));
+        let cases = [(4, 4), (2, 3), (3, 3), (0, 2), (6, 4), (8, 5)];
+        let models = [config(ModelKind::Xl, 0), infinity(0)];
+        for ((mem_len, segments), model) in cases
+            .into_iter()
+            .flat_map(|c| models.iter().map(move |m| (c, m)))
+        {
+            let mut cfg = model.clone();
+            cfg.mem_len = Some(mem_len);
+            let xl = Xl::new(&cfg, &mut Init::new(5, &device));
+            let kind = cfg.kind;
             let ids: Vec<i64> = (0..2 * 4 * segments as i64)
                 .map(|i| (i * 7 + 3) % 11)
                 .collect();
@@ -565,7 +658,7 @@ mod tests {
                 Tensor::<2, Int>::from_data(TensorData::new(ids, [2, 4 * segments]), &device);
             let at_once = xl
                 .window_rows(tokens.clone(), 4)
-                .expect("Transformer-XL batches");
+                .expect("Transformer-XL and the infinity-former batch");
             let mut state = xl.init_state(2, &device);
             let mut looped = Vec::new();
             for s in 0..segments {
@@ -581,7 +674,7 @@ mod tests {
                 .into_scalar::<f32>();
             assert!(
                 diff < 1e-5,
-                "mem_len {mem_len}, {segments} segments: rows differ by {diff}"
+                "{kind:?}, mem_len {mem_len}, {segments} segments: rows differ by {diff}"
             );
 
             // The same loss through either path: every weight's gradient agrees.
@@ -608,7 +701,17 @@ mod tests {
         assert!(xl.window_rows(tokens.clone(), 12).is_none());
         let two = Tensor::<2, Int>::zeros([1, 8], &device);
         assert!(xl.window_rows(two, 4).is_none());
-        assert!(xl.window_rows(tokens, 5).is_none());
+        assert!(xl.window_rows(tokens.clone(), 5).is_none());
+        // The infinity-former's reads depend on the segment before with sticky sampling, and
+        // a KL term is added per read.
+        let mut sticky = infinity(4);
+        sticky.ltm.sampling = crate::nn::LtmSampling::Sticky;
+        let mut kl = infinity(4);
+        kl.ltm.kl_weight = 1e-3;
+        for cfg in [sticky, kl] {
+            let model = Xl::new(&cfg, &mut Init::new(5, &device));
+            assert!(model.window_rows(tokens.clone(), 4).is_none());
+        }
     }
 
     #[test]

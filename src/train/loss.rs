@@ -62,7 +62,7 @@ impl BatchOutput {
 pub fn forward_batch(model: &Model, batch: &Batch, seg_len: usize) -> BatchOutput {
     let [n, _] = batch.inputs.dims();
     let state = model.init_state(n, &batch.inputs.device());
-    forward_batch_from(model, batch, seg_len, state)
+    run_segments(model, batch, seg_len, state, false, true).0
 }
 
 /// [`forward_batch`] from `state`: the batch continues an input whose earlier segments the
@@ -73,7 +73,8 @@ pub fn forward_batch_from(
     seg_len: usize,
     state: State,
 ) -> BatchOutput {
-    run_segments(model, batch, seg_len, state, false).0
+    let fresh = state.tensors().is_empty();
+    run_segments(model, batch, seg_len, state, false, fresh).0
 }
 
 /// [`forward_batch_from`] that also returns the state after the batch's last segment, for the
@@ -85,18 +86,20 @@ pub fn forward_batch_carrying(
     seg_len: usize,
     state: State,
 ) -> (BatchOutput, State) {
-    let (out, state) = run_segments(model, batch, seg_len, state, true);
+    let (out, state) = run_segments(model, batch, seg_len, state, true, false);
     (out, state.expect("kept"))
 }
 
 /// The segment loop of [`forward_batch_from`]; with `keep`, the last segment computes the
-/// next state too and it is returned.
+/// next state too and it is returned. `fresh`: `state` is the model's initial state (nothing
+/// read yet), so a model may read all segments at once where its state carries no gradient.
 fn run_segments(
     model: &Model,
     batch: &Batch,
     seg_len: usize,
     mut state: State,
     keep: bool,
+    fresh: bool,
 ) -> (BatchOutput, Option<State>) {
     let [_, len] = batch.inputs.dims();
     let segments = len.div_ceil(seg_len);
@@ -126,8 +129,9 @@ fn run_segments(
     // On GPUs the output head runs once over every segment's rows, after the loop.
     let split_head = !per_segment && model.splits_head();
     let mut rows = Vec::new();
-    // On GPUs Transformer-XL reads all its segments at once: its cache carries no gradient.
-    if split_head && !keep && state.tensors().is_empty() {
+    // On GPUs Transformer-XL and the infinity-former read all their segments at once: their
+    // cache and long-term memory carry no gradient.
+    if split_head && !keep && fresh {
         rows.extend(model.window_rows(batch.inputs.clone(), seg_len));
     }
     let looped = if rows.is_empty() { segments } else { 0 };
