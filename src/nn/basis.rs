@@ -22,6 +22,8 @@ pub struct Basis {
     widths: Vec<f64>,
     ridge: f64,
     fits: FitCache,
+    /// `[A | G_new]` of [`Basis::uniform_update`] per update shape, `[N, N + new]`.
+    uniform: FitCache,
 }
 
 impl Basis {
@@ -47,6 +49,7 @@ impl Basis {
             widths: ws,
             ridge,
             fits: Arc::default(),
+            uniform: Arc::default(),
         }
     }
 
@@ -133,6 +136,63 @@ impl Basis {
         Tensor::from_data(
             TensorData::new(values.to_vec(), [self.len(), samples + new]),
             device,
+        )
+    }
+
+    /// An update with the old signal sampled evenly (at `(k + 0.5) / samples`) as two
+    /// matrices: the new coefficients are `A B + G_new X` for old coefficients `B` and `new`
+    /// vectors `X`, where `A = G_oldᵀ Ψ` (`[N, N]`: the samples' values `Ψ B` fitted at their
+    /// squeezed positions) and `G_new` (`[N, new]`) is the fit's part for the new vectors.
+    /// The same numbers as sampling `Ψ B` and fitting `[Ψ B; X]` with [`Basis::update_fit`],
+    /// with `A` multiplied out in f64 once per shape and kept: on a GPU two products instead
+    /// of the samples' evaluation, a product, a join and a product.
+    pub fn uniform_update(
+        &self,
+        samples: usize,
+        new: usize,
+        tau: f64,
+        device: &Device,
+    ) -> (Tensor<2>, Tensor<2>) {
+        let n = self.len();
+        let key = (samples, new, tau.to_bits());
+        let cached = self.uniform.lock().expect("basis cache").get(&key).cloned();
+        let values = match cached {
+            Some(v) => v,
+            None => {
+                let p = samples + new;
+                let g = self.fit_matrix(&Self::update_positions(samples, new, tau));
+                let psi: Vec<Vec<f64>> = (0..samples)
+                    .map(|k| self.psi((k as f64 + 0.5) / samples as f64))
+                    .collect();
+                let mut v = Vec::with_capacity(n * (n + new));
+                for r in 0..n {
+                    let row = &g[r * p..(r + 1) * p];
+                    // Row r of A: Σ_k G[r, k] ψ(t_k).
+                    let mut a = vec![0.0f64; n];
+                    for (g_rk, psi_k) in row.iter().zip(&psi) {
+                        for (a_c, p_kc) in a.iter_mut().zip(psi_k) {
+                            *a_c += g_rk * p_kc;
+                        }
+                    }
+                    v.extend(a.into_iter().map(|x| x as f32));
+                    v.extend(row[samples..].iter().map(|&x| x as f32));
+                }
+                let v = Arc::new(v);
+                self.uniform
+                    .lock()
+                    .expect("basis cache")
+                    .insert(key, v.clone());
+                v
+            }
+        };
+        let (mut carry, mut place) = (Vec::with_capacity(n * n), Vec::with_capacity(n * new));
+        for row in values.chunks(n + new) {
+            carry.extend_from_slice(&row[..n]);
+            place.extend_from_slice(&row[n..]);
+        }
+        (
+            Tensor::from_data(TensorData::new(carry, [n, n]), device),
+            Tensor::from_data(TensorData::new(place, [n, new]), device),
         )
     }
 

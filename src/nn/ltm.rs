@@ -373,20 +373,9 @@ impl LongTermMemory {
         attended: Option<Tensor<2>>,
         new: Tensor<3>,
     ) -> Tensor<3> {
-        let [batch, e, _] = new.dims();
+        let [_, e, _] = new.dims();
         let device = new.device();
         let m = self.config.samples;
-        let positions = match (self.config.sampling, attended) {
-            (LtmSampling::Sticky, Some(hist)) => sticky_positions(hist, m),
-            _ => {
-                let t: Vec<f32> = (0..m).map(|k| (k as f32 + 0.5) / m as f32).collect();
-                Tensor::<1>::from_data(TensorData::new(t, [m]), &device)
-                    .unsqueeze::<2>()
-                    .repeat_dim(0, batch)
-            }
-        };
-        // Old signal at the sampled positions: ψ(t)ᵀ B, [batch, M, d].
-        let old = self.basis.evaluate(positions).matmul(coeffs);
         let new = match &self.gate {
             Some(conv) => {
                 let g = sigmoid(conv.forward(new.clone().swap_dims(1, 2))).swap_dims(1, 2);
@@ -394,6 +383,17 @@ impl LongTermMemory {
             }
             None => new,
         };
+        let positions = match (self.config.sampling, attended) {
+            (LtmSampling::Sticky, Some(hist)) => sticky_positions(hist, m),
+            _ => {
+                // Evenly spaced samples: the sampling and the fit are fixed matrices, multiplied
+                // out once (`Basis::uniform_update`).
+                let (carry, place) = self.basis.uniform_update(m, e, self.config.tau, &device);
+                return carry.unsqueeze::<3>().matmul(coeffs) + place.unsqueeze::<3>().matmul(new);
+            }
+        };
+        // Old signal at the sampled positions: ψ(t)ᵀ B, [batch, M, d].
+        let old = self.basis.evaluate(positions).matmul(coeffs);
         let x = Tensor::cat(vec![old, new], 1);
         let fit = self.basis.update_fit(m, e, self.config.tau, &device);
         fit.unsqueeze::<3>().matmul(x)
@@ -497,6 +497,36 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// An update with evenly spaced samples (the fixed matrices of `Basis::uniform_update`)
+    /// is the old signal sampled at `(k + 0.5) / M`, joined with the new vectors and refitted.
+    #[test]
+    fn an_even_update_is_the_sampled_signal_refitted() {
+        let device = Device::flex();
+        device.seed(3);
+        let config = LtmConfig {
+            basis: 16,
+            samples: 10,
+            tau: 0.6,
+            ..LtmConfig::default()
+        };
+        let ltm = LongTermMemory::new(&config, 8, 2, &mut Init::new(3, &device));
+        let normal = burn::tensor::Distribution::Normal(0.0, 1.0);
+        let coeffs = Tensor::<3>::random([2, 16, 8], normal, &device);
+        let new = Tensor::<3>::random([2, 5, 8], normal, &device);
+        let got = ltm.write(coeffs.clone(), None, new.clone());
+
+        let t: Vec<f32> = (0..10).map(|k| (k as f32 + 0.5) / 10.0).collect();
+        let t = Tensor::<1>::from_data(TensorData::new(t, [10]), &device)
+            .unsqueeze::<2>()
+            .repeat_dim(0, 2);
+        let old = ltm.basis.evaluate(t).matmul(coeffs);
+        let fit = ltm.basis.update_fit(10, 5, 0.6, &device);
+        let want = fit.unsqueeze::<3>().matmul(Tensor::cat(vec![old, new], 1));
+        let scale = want.clone().abs().max().into_scalar::<f32>();
+        let diff = (got - want).abs().max().into_scalar::<f32>();
+        assert!(diff <= 1e-4 * scale, "differs by {diff} (scale {scale})");
     }
 
     #[test]
