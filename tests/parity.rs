@@ -144,14 +144,30 @@ fn infinity_former_forward_and_gradients_agree_on_flex_and_wgpu() {
 
 /// With uniform sampling and no KL term the infinity-former's state carries no gradient, so
 /// on wgpu training reads all segments at once (`Xl::window_rows`, the fits one after another
-/// first); the CPU runs the segment loop.
+/// first), each memory read one operation with its WGSL backward (`ops::ltm_read`); the CPU
+/// runs the segment loop with Burn's operations. The read's backward kernel must be what ran.
 #[test]
 fn infinity_former_with_uniform_sampling_agrees_on_flex_and_wgpu() {
     let mut c = config(ModelKind::Infinity, Layout::Decoder);
     c.ltm.basis = 16;
     c.ltm.samples = 12;
     c.ltm.gate = true;
-    parity_of(c);
+    parity_of(c.clone());
+
+    let Some(gpu) = common::wgpu_device().map(Device::autodiff) else {
+        return;
+    };
+    let _alone = gpu_alone();
+    let model = Model::new(&c, 11, &gpu);
+    let counts = launched(|| {
+        run(&model, &gpu);
+    });
+    let backward = counts.get("remem::ltm_read_backward").copied().unwrap_or(0);
+    assert!(
+        backward > 0 && remem::ops::fallbacks().is_empty(),
+        "the read's backward kernel did not run ({counts:?}; fallbacks {:?})",
+        remem::ops::fallbacks()
+    );
 }
 
 /// Logits of every segment and the final state, stepping without autodiff.

@@ -125,6 +125,11 @@ impl Xl {
     pub(crate) fn for_training_step(&self, device: &Device) -> Option<Self> {
         (crate::ops::wgsl::on_wgpu(device) && self.config.dropout == 0.0).then(|| Self {
             blocks: self.blocks.iter().map(Block::for_training_step).collect(),
+            ltm: self
+                .ltm
+                .iter()
+                .map(LongTermMemory::for_training_step)
+                .collect(),
             ..self.clone()
         })
     }
@@ -326,7 +331,7 @@ impl Xl {
             // The block, reading the long-term memory `coeffs` beside its attention if any.
             let run = |h, cache, cached, coeffs: Option<Tensor<3>>| match (ltm, coeffs) {
                 (Some(ltm), Some(coeffs)) => {
-                    let mut read = |normed| ltm.read(normed, coeffs.clone()).context;
+                    let mut read = |normed| ltm.read_context(normed, coeffs.clone());
                     block
                         .forward_with(h, cache, mask(cached), rope, false, Some(&mut read), 0)
                         .hidden

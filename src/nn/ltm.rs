@@ -259,6 +259,28 @@ impl LongTermMemory {
     /// is three products and one kernel. The packed copy does not follow later changes to the
     /// weights (as [`crate::nn::Attention`]'s).
     pub(crate) fn for_inference(self) -> Self {
+        Self {
+            packed: Some(self.pack()),
+            ..self
+        }
+    }
+
+    /// This memory for one training step of several segments on wgpu: the read's inputs packed
+    /// once, as tracked operations on the current parameters (as [`crate::nn::Attention`]'s
+    /// projections), for [`LongTermMemory::read_context`]. The copy is for that step only.
+    /// With sticky sampling or a KL term the reads need their densities: nothing is packed.
+    pub(crate) fn for_training_step(&self) -> Self {
+        let needs_densities =
+            self.config.sampling == LtmSampling::Sticky || self.config.kl_weight > 0.0;
+        Self {
+            packed: (!needs_densities).then(|| self.pack()),
+            ..self.clone()
+        }
+    }
+
+    /// The key and value projections side by side, and `[w_mu, b_mu, w_sigma, b_sigma,
+    /// centres, widths²]`.
+    fn pack(&self) -> Packed {
         let n = self.basis.len();
         let device = self.query.weight.device();
         let (centres, widths2) = self.basis.tensors(&device);
@@ -271,13 +293,9 @@ impl LongTermMemory {
         };
         let [w_mu, b_mu] = flat(&self.mu);
         let [w_sigma, b_sigma] = flat(&self.sigma);
-        let params = Tensor::cat(vec![w_mu, b_mu, w_sigma, b_sigma, centres, widths2], 0);
-        Self {
-            packed: Some(Packed {
-                kv: concat(&[&self.key, &self.value]),
-                params,
-            }),
-            ..self
+        Packed {
+            kv: concat(&[&self.key, &self.value]),
+            params: Tensor::cat(vec![w_mu, b_mu, w_sigma, b_sigma, centres, widths2], 0),
         }
     }
 
@@ -354,6 +372,38 @@ impl LongTermMemory {
             context: linear(&self.output, mixed),
             density: Density { mu, variance },
         }
+    }
+
+    /// [`LongTermMemory::read`]'s context alone, for training where nothing reads the
+    /// densities (no KL term, no sticky sampling, no attention drawn). On wgpu, with the read's
+    /// inputs packed for the step ([`LongTermMemory::for_training_step`]), the read is one
+    /// autodiff operation: one kernel forward and two backward
+    /// ([`crate::ops::ltm_read::ltm_read_context`]) instead of Burn's operations and their
+    /// gradients; elsewhere [`LongTermMemory::read`].
+    ///
+    /// # Shapes
+    /// - x: `[batch, queries, d_model]`
+    /// - coeffs: `[batch, N, d_model]`
+    /// - output: `[batch, queries, d_model]`
+    pub fn read_context(&self, x: Tensor<3>, coeffs: Tensor<3>) -> Tensor<3> {
+        if let Some(packed) = &self.packed
+            && x.is_autodiff()
+            && ltm_read::serves_training(&x)
+        {
+            let q = linear(&self.query, x);
+            let kv = linear_with(coeffs, packed.kv.0.clone(), packed.kv.1.clone());
+            let scale = 1.0 / (self.d_head as f64).sqrt();
+            let mixed = ltm_read::ltm_read_context(
+                q,
+                kv,
+                packed.params.clone(),
+                self.n_heads,
+                scale,
+                MIN_VARIANCE,
+            );
+            return linear(&self.output, mixed);
+        }
+        self.read(x, coeffs).context
     }
 
     /// The memory after `new` vectors arrive: the old signal `coeffs` sampled (where

@@ -451,7 +451,7 @@ pub(crate) fn split_heads<B: Backend, const N: usize>(
 }
 
 /// `[batch, heads, seq, d_head]` -> `[batch, seq, heads · d_head]`.
-fn merge<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+pub(crate) fn merge<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
     let [batch, heads, seq, d_head] = x.shape().dims::<4>();
     let x = B::float_swap_dims(x, 1, 2);
     B::float_reshape(x, Shape::new([batch, seq, heads * d_head]))

@@ -13,6 +13,14 @@
 
 mod wgpu;
 
+#[cfg(feature = "train")]
+use burn::backend::Autodiff;
+#[cfg(feature = "train")]
+use burn::backend::autodiff::{
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
 use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::wgpu::CubeBackend;
 use burn::backend::{
@@ -21,7 +29,7 @@ use burn::backend::{
 use burn::prelude::*;
 use burn::tensor::Slice;
 
-use crate::ops::attention::split_heads;
+use crate::ops::attention::{merge, split_heads};
 use crate::ops::wgsl::{agrees, check_on, on_wgpu, read};
 
 /// The long-term memory's read as a backend operation.
@@ -45,7 +53,69 @@ pub trait LtmReadBackend: Backend {
     }
 }
 
-/// The context's and the densities' shapes and type, for the fusion stream.
+/// The long-term memory's read in training: the context alone (the densities then carry no
+/// gradient), as one autodiff operation whose backward is two dispatches on wgpu
+/// (`shaders/ltm_read_backward.wgsl`, `shaders/ltm_read_params_backward.wgsl`) instead of
+/// Burn's operations and their gradients, some fifty kernels per layer and segment.
+#[backend_extension(Flex, Cube, Fusion, Autodiff: cfg(feature = "train"))]
+pub trait LtmReadTrainBackend: Backend {
+    /// [`LtmReadBackend::ltm_read`]'s context alone, `[batch, seq_q, heads · d_head]`.
+    #[fusion(meta = context_spec)]
+    fn ltm_read_context(
+        q: FloatTensor<Self>,
+        kv: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        heads: usize,
+        scale: f64,
+        min_variance: f64,
+    ) -> FloatTensor<Self> {
+        forward_from_ops::<Self>(q, kv, params, heads, scale, min_variance).0
+    }
+
+    /// The gradients of `q`, `kv` and `params` (zero for the basis's centres and widths) from
+    /// the context's gradient `grad`.
+    #[fusion(meta = gradient_specs)]
+    #[allow(clippy::too_many_arguments)]
+    fn ltm_read_backward(
+        q: FloatTensor<Self>,
+        kv: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        heads: usize,
+        scale: f64,
+        min_variance: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        backward_from_ops::<Self>(q, kv, params, grad, heads, scale, min_variance)
+    }
+}
+
+/// The context's shape and type, for the fusion stream: the queries'.
+fn context_spec(
+    q: &TensorSpec,
+    _kv: &TensorSpec,
+    _params: &TensorSpec,
+    _heads: &usize,
+    _scale: &f64,
+    _min_variance: &f64,
+) -> TensorSpec {
+    q.clone()
+}
+
+/// The gradients' shapes and type, for the fusion stream: the inputs'.
+#[allow(clippy::too_many_arguments)]
+fn gradient_specs(
+    q: &TensorSpec,
+    kv: &TensorSpec,
+    params: &TensorSpec,
+    _grad: &TensorSpec,
+    _heads: &usize,
+    _scale: &f64,
+    _min_variance: &f64,
+) -> (TensorSpec, TensorSpec, TensorSpec) {
+    (q.clone(), kv.clone(), params.clone())
+}
+
+/// The context's shapes and type, for the fusion stream.
 fn read_specs(
     q: &TensorSpec,
     _kv: &TensorSpec,
@@ -109,6 +179,43 @@ pub fn ltm_read(
             .reshape([batch, heads, seq_q])
     });
     (context, mu, variance)
+}
+
+/// Whether the module should read through [`ltm_read_context`] in training on `q`'s device:
+/// on wgpu, after the forward and backward kernels' checks there (a kernel that failed its
+/// check leaves the operation to Burn's operations, the same numbers with more kernels). The
+/// CPU keeps the module's own path.
+pub(crate) fn serves_training(q: &Tensor<3>) -> bool {
+    let device = q.device();
+    if !on_wgpu(&device) {
+        return false;
+    }
+    check_kernel(&device);
+    check_backward_kernel(&device);
+    true
+}
+
+/// [`ltm_read`]'s context alone, as one autodiff operation (training; see
+/// [`LtmReadTrainBackend`]).
+///
+/// # Shapes
+/// as [`ltm_read`]
+pub fn ltm_read_context(
+    q: Tensor<3>,
+    kv: Tensor<3>,
+    params: Tensor<1>,
+    heads: usize,
+    scale: f64,
+    min_variance: f64,
+) -> Tensor<3> {
+    Tensor::from_dispatch(<Dispatch as LtmReadTrainBackend>::ltm_read_context(
+        q.into_dispatch(),
+        kv.into_dispatch(),
+        params.into_dispatch(),
+        heads,
+        scale,
+        min_variance,
+    ))
 }
 
 /// [`ltm_read`]'s operation without its checks: the context and the densities `[2, batch,
@@ -200,6 +307,129 @@ fn forward_from_ops<B: Backend>(
     (context, density)
 }
 
+/// [`LtmReadTrainBackend::ltm_read_backward`] from the backend's tensor operations: the
+/// forward's quantities again, then the chain rule written out (the kernels' formulas).
+fn backward_from_ops<B: Backend>(
+    q: FloatTensor<B>,
+    kv: FloatTensor<B>,
+    params: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    heads: usize,
+    scale: f64,
+    min_variance: f64,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let n = kv.shape()[1];
+    let [batch, seq_q, _] = q.shape().dims::<3>();
+    let [qh] = split_heads::<B, 1>(q, heads);
+    let [k, v] = split_heads::<B, 2>(kv, heads);
+    let [g] = split_heads::<B, 1>(grad, heads);
+    let part = |from: usize, len: usize, shape: Shape| {
+        let one = B::float_slice(
+            params.clone(),
+            &[Slice::new(from as isize, Some((from + len) as isize), 1)],
+        );
+        B::float_reshape(one, shape)
+    };
+    let column = || Shape::new([1, 1, n, 1]);
+    let row = || Shape::new([1, 1, 1, n]);
+    let scalar = || Shape::new([1, 1, 1, 1]);
+    // The forward's scores [batch, heads, seq_q, N], Gaussians and expectations.
+    let s = B::float_mul_scalar(
+        B::float_matmul(qh.clone(), B::float_transpose(k.clone())),
+        scale.into(),
+    );
+    let weighted = |w: usize, b: usize| {
+        B::float_add(
+            B::float_matmul(s.clone(), part(w, n, column())),
+            part(b, 1, scalar()),
+        )
+    };
+    let mu = B::sigmoid(weighted(0, n));
+    let sigma_in = weighted(n + 1, 2 * n + 1);
+    let tail = B::float_log1p(B::float_exp(B::float_neg(B::float_abs(sigma_in.clone()))));
+    let softplus = B::float_add(B::float_clamp_min(sigma_in.clone(), 0.0.into()), tail);
+    let variance = B::float_clamp_min(softplus.clone(), min_variance.into());
+    let var = B::float_add(variance, part(3 * n + 2, n, row()));
+    let x = B::float_sub(mu.clone(), part(2 * n + 2, n, row()));
+    let x2 = B::float_mul(x.clone(), x.clone());
+    let r = B::float_div(
+        B::float_exp(B::float_div(
+            x2.clone(),
+            B::float_mul_scalar(var.clone(), (-2.0).into()),
+        )),
+        B::float_sqrt(B::float_mul_scalar(
+            var.clone(),
+            (2.0 * std::f64::consts::PI).into(),
+        )),
+    );
+    // dr_j = g · v_j, then back to the mean and the variance:
+    // dr/dmu = -r x / V, dr/dvar = r (x² / 2V² - 1 / 2V).
+    let dr_r = B::float_mul(B::float_matmul(g.clone(), B::float_transpose(v)), r.clone());
+    let dmu = B::float_sum_dim(
+        B::float_neg(B::float_div(B::float_mul(dr_r.clone(), x), var.clone())),
+        3,
+    );
+    let half_over = B::float_div(
+        B::float_mul_scalar(x2, 0.5.into()),
+        B::float_mul(var.clone(), var.clone()),
+    );
+    let dvar = B::float_sum_dim(
+        B::float_mul(
+            dr_r,
+            B::float_sub(
+                half_over,
+                B::float_div_scalar(B::float_recip(var), 2.0.into()),
+            ),
+        ),
+        3,
+    );
+    // Through the sigmoid, and the softplus (slope: the sigmoid) above the variance's floor
+    // (half the slope exactly at it).
+    let da = B::float_mul(
+        dmu,
+        B::float_mul(
+            mu.clone(),
+            B::float_neg(B::float_sub_scalar(mu, 1.0.into())),
+        ),
+    );
+    let above = B::float_mul_scalar(
+        B::float_add_scalar(
+            B::float_sign(B::float_sub_scalar(softplus, min_variance.into())),
+            1.0.into(),
+        ),
+        0.5.into(),
+    );
+    let dc = B::float_mul(dvar, B::float_mul(B::sigmoid(sigma_in), above));
+    // Each score's gradient e_j = da w_mu_j + dc w_sigma_j.
+    let e = B::float_add(
+        B::float_mul(da.clone(), part(0, n, row())),
+        B::float_mul(dc.clone(), part(n + 1, n, row())),
+    );
+    let dq = merge::<B>(B::float_mul_scalar(
+        B::float_matmul(e.clone(), k),
+        scale.into(),
+    ));
+    let dk = B::float_mul_scalar(B::float_matmul(B::float_transpose(e), qh), scale.into());
+    let dv = B::float_matmul(B::float_transpose(r), g);
+    let dkv = B::float_cat(vec![merge::<B>(dk), merge::<B>(dv)], 2);
+    // The parameters: sums over every (batch, head, query row).
+    let rows = batch * heads * seq_q;
+    let over_rows = |t: FloatTensor<B>, width: usize| {
+        B::float_reshape(
+            B::float_sum_dim(B::float_reshape(t, Shape::new([rows, width])), 0),
+            Shape::new([width]),
+        )
+    };
+    let s_flat = || B::float_reshape(s.clone(), Shape::new([batch, heads, seq_q, n]));
+    let dw_mu = over_rows(B::float_mul(da.clone(), s_flat()), n);
+    let db_mu = over_rows(da, 1);
+    let dw_sigma = over_rows(B::float_mul(dc.clone(), s_flat()), n);
+    let db_sigma = over_rows(dc, 1);
+    let fixed = B::float_zeros(Shape::new([2 * n]), &dw_mu.device(), dw_mu.dtype().into());
+    let dparams = B::float_cat(vec![dw_mu, db_mu, dw_sigma, db_sigma, fixed], 0);
+    (dq, dkv, dparams)
+}
+
 /// On wgpu, check the WGSL kernel against the reference on the CPU once per device (see
 /// [`crate::ops::wgsl`]): two sequences of 21 query rows reading 12 basis functions with 2
 /// heads of 8, one variance's input above softplus's threshold; elsewhere, and in a browser,
@@ -243,7 +473,169 @@ fn check_kernel(device: &Device) {
     });
 }
 
+/// On wgpu, check the backward kernels against the reference's gradients (Burn's autodiff of
+/// the reference forward, on the CPU) once per device: the forward check's input, a context
+/// gradient of both signs, one variance at its floor.
+fn check_backward_kernel(device: &Device) {
+    check_on(wgpu::BACKWARD_NAME, device, |device| {
+        let (batch, seq_q, n, heads, d_head) = (2, 21, 12, 2, 8);
+        let width = heads * d_head;
+        let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 500.0 - 1.0;
+        let data = |len: usize, shape: Vec<usize>, salt| {
+            TensorData::new(
+                (0..len).map(|i| value(i, salt)).collect::<Vec<f32>>(),
+                shape,
+            )
+        };
+        let q = data(batch * seq_q * width, vec![batch, seq_q, width], 1);
+        let kv = data(batch * n * 2 * width, vec![batch, n, 2 * width], 2);
+        let grad = data(batch * seq_q * width, vec![batch, seq_q, width], 4);
+        let mut params: Vec<f32> = (0..4 * n + 2).map(|i| value(i, 3)).collect();
+        for j in 0..n {
+            params[2 * n + 2 + j] = j as f32 / (n - 1) as f32;
+            params[3 * n + 2 + j] = 0.01 + 0.02 * j as f32;
+        }
+        let params = TensorData::new(params, [4 * n + 2]);
+        let run = |device: &Device| {
+            let (dq, dkv, dparams) = <Dispatch as LtmReadTrainBackend>::ltm_read_backward(
+                Tensor::<3>::from_data(q.clone(), device).into_dispatch(),
+                Tensor::<3>::from_data(kv.clone(), device).into_dispatch(),
+                Tensor::<1>::from_data(params.clone(), device).into_dispatch(),
+                Tensor::<3>::from_data(grad.clone(), device).into_dispatch(),
+                heads,
+                0.35,
+                1e-4,
+            );
+            (
+                Tensor::<3>::from_dispatch(dq),
+                Tensor::<3>::from_dispatch(dkv),
+                Tensor::<1>::from_dispatch(dparams),
+            )
+        };
+        let (dq, dkv, dparams) = run(device);
+        let (want_dq, want_dkv, want_dparams) = run(&Device::flex());
+        agrees("query gradient", &read(dq)?, &read(want_dq)?)?;
+        agrees("key and value gradient", &read(dkv)?, &read(want_dkv)?)?;
+        agrees("parameter gradient", &read(dparams)?, &read(want_dparams)?)
+    });
+}
+
 impl LtmReadBackend for Flex {}
+impl LtmReadTrainBackend for Flex {}
+
+/// The GPU runtimes: on wgpu the WGSL kernels where they serve, Burn's operations elsewhere.
+impl LtmReadTrainBackend for CubeBackend {
+    fn ltm_read_context(
+        q: FloatTensor<Self>,
+        kv: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        heads: usize,
+        scale: f64,
+        min_variance: f64,
+    ) -> FloatTensor<Self> {
+        if wgpu::serves(&q, heads) {
+            wgpu::ltm_read(q, kv, params, heads, scale, min_variance).0
+        } else {
+            forward_from_ops::<Self>(q, kv, params, heads, scale, min_variance).0
+        }
+    }
+
+    fn ltm_read_backward(
+        q: FloatTensor<Self>,
+        kv: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        heads: usize,
+        scale: f64,
+        min_variance: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let n = kv.shape()[1];
+        if wgpu::serves_backward(&q, heads, n) {
+            wgpu::ltm_read_backward(q, kv, params, grad, heads, scale, min_variance)
+        } else {
+            backward_from_ops::<Self>(q, kv, params, grad, heads, scale, min_variance)
+        }
+    }
+}
+
+/// Autodiff: one node whose backward is [`LtmReadTrainBackend::ltm_read_backward`].
+#[cfg(feature = "train")]
+impl<B: Backend + LtmReadTrainBackend, C: CheckpointStrategy> LtmReadTrainBackend
+    for Autodiff<B, C>
+{
+    fn ltm_read_context(
+        q: FloatTensor<Self>,
+        kv: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        heads: usize,
+        scale: f64,
+        min_variance: f64,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct ReadBackward;
+
+        impl<B: Backend + LtmReadTrainBackend> Backward<B, 3> for ReadBackward {
+            /// The queries, keys and values, parameters, heads, scale and variance floor.
+            type State = (
+                FloatTensor<B>,
+                FloatTensor<B>,
+                FloatTensor<B>,
+                usize,
+                f64,
+                f64,
+            );
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 3>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let [q_node, kv_node, params_node] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (q, kv, params, heads, scale, min_variance) = ops.state;
+                let (dq, dkv, dparams) =
+                    B::ltm_read_backward(q, kv, params, grad, heads, scale, min_variance);
+                for (node, grad) in [(q_node, dq), (kv_node, dkv), (params_node, dparams)] {
+                    if let Some(node) = node {
+                        grads.register::<B>(node.id, grad);
+                    }
+                }
+            }
+        }
+
+        match ReadBackward
+            .prepare::<C>([q.node(), kv.node(), params.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (q, kv, params) = (
+                    q.primitive().clone(),
+                    kv.primitive().clone(),
+                    params.primitive().clone(),
+                );
+                let out = B::ltm_read_context(
+                    q.clone(),
+                    kv.clone(),
+                    params.clone(),
+                    heads,
+                    scale,
+                    min_variance,
+                );
+                prep.finish((q, kv, params, heads, scale, min_variance), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::ltm_read_context(
+                q.into_primitive(),
+                kv.into_primitive(),
+                params.into_primitive(),
+                heads,
+                scale,
+                min_variance,
+            )),
+        }
+    }
+}
 
 /// The GPU runtimes: on wgpu the WGSL kernel where it serves, Burn's operations elsewhere.
 impl LtmReadBackend for CubeBackend {
@@ -260,5 +652,132 @@ impl LtmReadBackend for CubeBackend {
         } else {
             forward_from_ops::<Self>(q, kv, params, heads, scale, min_variance)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The read's context from Burn's tensor operations, as `LongTermMemory::read` computes it
+    /// (every input a leaf, the basis's centres and widths included), for autodiff.
+    fn context_by_tensor_ops(
+        q: Tensor<3>,
+        kv: Tensor<3>,
+        params: Tensor<1>,
+        heads: usize,
+        scale: f64,
+    ) -> Tensor<3> {
+        let [batch, seq_q, width] = q.dims();
+        let n = kv.dims()[1];
+        let d = width / heads;
+        let split = |x: Tensor<3>, rows: usize| x.reshape([batch, rows, heads, d]).swap_dims(1, 2);
+        let qh = split(q, seq_q);
+        let k = split(kv.clone().slice(s![.., .., 0..width]), n);
+        let v = split(kv.slice(s![.., .., width..2 * width]), n);
+        let part = |from: usize, len: usize| params.clone().slice(s![from..from + len]);
+        let column = |from| part(from, n).reshape([1, 1, n, 1]);
+        let one = |from| part(from, 1).reshape([1, 1, 1, 1]);
+        let row = |from| part(from, n).reshape([1, 1, 1, n]);
+        let scores = qh.matmul(k.swap_dims(2, 3)).mul_scalar(scale);
+        let mu = burn::tensor::activation::sigmoid(scores.clone().matmul(column(0)) + one(n));
+        let sigma_in = scores.matmul(column(n + 1)) + one(2 * n + 1);
+        let variance = burn::tensor::activation::softplus(sigma_in, 1.0).clamp_min(1e-4);
+        let var = variance + row(3 * n + 2);
+        let x = mu - row(2 * n + 2);
+        let r = (x.clone() * x / var.clone().mul_scalar(-2.0)).exp()
+            / var.mul_scalar(2.0 * std::f64::consts::PI).sqrt();
+        r.matmul(v).swap_dims(1, 2).reshape([batch, seq_q, width])
+    }
+
+    /// The written-out backward (`backward_from_ops`, the kernels' formulas and their check's
+    /// reference) gives Burn's autodiff gradients of the read, on the CPU; the basis's centres
+    /// and widths get none.
+    #[test]
+    fn the_written_out_backward_is_the_autodiff_gradient() {
+        let (batch, seq_q, n, heads, d) = (2, 5, 6, 2, 3);
+        let width = heads * d;
+        let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 500.0 - 1.0;
+        let data = |len: usize, shape: Vec<usize>, salt| {
+            TensorData::new(
+                (0..len).map(|i| value(i, salt)).collect::<Vec<f32>>(),
+                shape,
+            )
+        };
+        let q = data(batch * seq_q * width, vec![batch, seq_q, width], 1);
+        let kv = data(batch * n * 2 * width, vec![batch, n, 2 * width], 2);
+        let grad = data(batch * seq_q * width, vec![batch, seq_q, width], 4);
+        let mut p: Vec<f32> = (0..4 * n + 2).map(|i| value(i, 3)).collect();
+        for j in 0..n {
+            p[2 * n + 2 + j] = j as f32 / (n - 1) as f32;
+            p[3 * n + 2 + j] = 0.01 + 0.02 * j as f32;
+        }
+        let params = TensorData::new(p, [4 * n + 2]);
+
+        let ad = Device::flex().autodiff();
+        let leaf3 = |d: &TensorData| Tensor::<3>::from_data(d.clone(), &ad).require_grad();
+        let (q_ad, kv_ad) = (leaf3(&q), leaf3(&kv));
+        let p_ad = Tensor::<1>::from_data(params.clone(), &ad).require_grad();
+        let context = context_by_tensor_ops(q_ad.clone(), kv_ad.clone(), p_ad.clone(), heads, 0.35);
+        let grads = (context * Tensor::<3>::from_data(grad.clone(), &ad))
+            .sum()
+            .backward();
+        let want = |t: Tensor<3>| {
+            t.grad(&grads)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        let (want_q, want_kv) = (want(q_ad), want(kv_ad));
+        let want_p = p_ad
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+
+        let cpu = Device::flex();
+        let (dq, dkv, dp) = <Dispatch as LtmReadTrainBackend>::ltm_read_backward(
+            Tensor::<3>::from_data(q, &cpu).into_dispatch(),
+            Tensor::<3>::from_data(kv, &cpu).into_dispatch(),
+            Tensor::<1>::from_data(params, &cpu).into_dispatch(),
+            Tensor::<3>::from_data(grad, &cpu).into_dispatch(),
+            heads,
+            0.35,
+            1e-4,
+        );
+        let got3 = |t| {
+            Tensor::<3>::from_dispatch(t)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        let got_p = Tensor::<1>::from_dispatch(dp)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let close = |what: &str, got: &[f32], want: &[f32]| {
+            let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+            let diff = got
+                .iter()
+                .zip(want)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                diff <= 1e-4 * scale,
+                "{what}: differs by {diff} (scale {scale})"
+            );
+        };
+        close("queries", &got3(dq), &want_q);
+        close("keys and values", &got3(dkv), &want_kv);
+        close(
+            "mean and variance weights",
+            &got_p[..2 * n + 2],
+            &want_p[..2 * n + 2],
+        );
+        assert!(
+            got_p[2 * n + 2..].iter().all(|&v| v == 0.0),
+            "the basis got a gradient"
+        );
     }
 }
