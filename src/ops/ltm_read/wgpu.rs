@@ -82,14 +82,20 @@ pub(super) fn ltm_read(
 pub(super) const BACKWARD_NAME: &str = "remem::ltm_read_backward";
 const PARAMS_BACKWARD_NAME: &str = "remem::ltm_read_params_backward";
 
+/// The largest storage buffer every WebGPU adapter binds (`maxStorageBufferBindingSize`).
+const MAX_BINDING_BYTES: usize = 128 << 20;
+
 /// Whether the backward kernels serve `q`: as [`serves`] for the forward, with the keys' and
-/// parameters' invocations within two dispatch axes, and their check on this device passed.
+/// parameters' invocations within two dispatch axes, what the first kernel keeps per row
+/// within one binding, and their check on this device passed.
 pub(super) fn serves_backward(q: &CubeTensor, heads: usize, n: usize) -> bool {
     let [batch, seq_q, width] = q.shape().dims::<3>();
+    let rows = batch * heads * seq_q;
     wgsl::serves(q)
         && seq_q > 0
         && width / heads <= MAX_D_HEAD
-        && (batch * heads * seq_q).div_ceil(WORKGROUP) <= MAX_GROUPS * MAX_GROUPS
+        && rows * (3 * n + 2) * 4 <= MAX_BINDING_BYTES
+        && rows.div_ceil(WORKGROUP) <= MAX_GROUPS * MAX_GROUPS
         && (batch * heads * n + 4 * n + 2).div_ceil(WORKGROUP) <= MAX_GROUPS * MAX_GROUPS
         && !wgsl::failed(BACKWARD_NAME, &q.device)
 }
