@@ -430,30 +430,45 @@ fn backward_from_ops<B: Backend>(
     (dq, dkv, dparams)
 }
 
+/// A read's check input: queries `[batch, seq_q, heads · d_head]`, keys and values `[batch, N,
+/// 2 · heads · d_head]`, parameters `[4 N + 2]` (the centres spread over `[0, 1]`, the squared
+/// widths positive) and a context gradient, each value and shape; values of both signs.
+fn read_input(
+    batch: usize,
+    seq_q: usize,
+    n: usize,
+    heads: usize,
+    d_head: usize,
+) -> [(Vec<f32>, Vec<usize>); 4] {
+    let width = heads * d_head;
+    let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 500.0 - 1.0;
+    let data = |shape: Vec<usize>, salt| -> (Vec<f32>, Vec<usize>) {
+        let len = shape.iter().product();
+        ((0..len).map(|i| value(i, salt)).collect(), shape)
+    };
+    let (mut params, shape) = data(vec![4 * n + 2], 3);
+    for j in 0..n {
+        params[2 * n + 2 + j] = j as f32 / (n - 1) as f32;
+        params[3 * n + 2 + j] = 0.01 + 0.02 * j as f32;
+    }
+    [
+        data(vec![batch, seq_q, width], 1),
+        data(vec![batch, n, 2 * width], 2),
+        (params, shape),
+        data(vec![batch, seq_q, width], 4),
+    ]
+}
+
 /// On wgpu, check the WGSL kernel against the reference on the CPU once per device (see
 /// [`crate::ops::wgsl`]): two sequences of 21 query rows reading 12 basis functions with 2
 /// heads of 8, one variance's input above softplus's threshold; elsewhere, and in a browser,
 /// nothing.
 fn check_kernel(device: &Device) {
     check_on(wgpu::NAME, device, |device| {
-        let (batch, seq_q, n, heads, d_head) = (2, 21, 12, 2, 8);
-        let width = heads * d_head;
-        let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 500.0 - 1.0;
-        let data = |len: usize, shape: Vec<usize>, salt| {
-            TensorData::new(
-                (0..len).map(|i| value(i, salt)).collect::<Vec<f32>>(),
-                shape,
-            )
-        };
-        let q = data(batch * seq_q * width, vec![batch, seq_q, width], 1);
-        let kv = data(batch * n * 2 * width, vec![batch, n, 2 * width], 2);
-        let mut params: Vec<f32> = (0..4 * n + 2).map(|i| value(i, 3)).collect();
-        // Centres in [0, 1], squared widths positive, and a large variance bias for one side
-        // of softplus's threshold.
-        for j in 0..n {
-            params[2 * n + 2 + j] = j as f32 / (n - 1) as f32;
-            params[3 * n + 2 + j] = 0.01 + 0.02 * j as f32;
-        }
+        let (n, heads) = (12, 2);
+        let [q, kv, (mut params, _), _] = read_input(2, 21, n, heads, 8);
+        let [q, kv] = [q, kv].map(|(v, shape)| TensorData::new(v, shape));
+        // A large variance bias for one side of softplus's threshold.
         params[2 * n + 1] = 21.0;
         let params = TensorData::new(params, [4 * n + 2]);
         let run = |device: &Device| {
@@ -473,29 +488,14 @@ fn check_kernel(device: &Device) {
     });
 }
 
-/// On wgpu, check the backward kernels against the reference's gradients (Burn's autodiff of
-/// the reference forward, on the CPU) once per device: the forward check's input, a context
-/// gradient of both signs, one variance at its floor.
+/// On wgpu, check the backward kernels against the written-out backward on the CPU once per
+/// device: the forward check's sizes, a context gradient of both signs.
 fn check_backward_kernel(device: &Device) {
     check_on(wgpu::BACKWARD_NAME, device, |device| {
-        let (batch, seq_q, n, heads, d_head) = (2, 21, 12, 2, 8);
-        let width = heads * d_head;
-        let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 500.0 - 1.0;
-        let data = |len: usize, shape: Vec<usize>, salt| {
-            TensorData::new(
-                (0..len).map(|i| value(i, salt)).collect::<Vec<f32>>(),
-                shape,
-            )
-        };
-        let q = data(batch * seq_q * width, vec![batch, seq_q, width], 1);
-        let kv = data(batch * n * 2 * width, vec![batch, n, 2 * width], 2);
-        let grad = data(batch * seq_q * width, vec![batch, seq_q, width], 4);
-        let mut params: Vec<f32> = (0..4 * n + 2).map(|i| value(i, 3)).collect();
-        for j in 0..n {
-            params[2 * n + 2 + j] = j as f32 / (n - 1) as f32;
-            params[3 * n + 2 + j] = 0.01 + 0.02 * j as f32;
-        }
-        let params = TensorData::new(params, [4 * n + 2]);
+        let (n, heads) = (12, 2);
+        let [q, kv, params, grad] = read_input(2, 21, n, heads, 8);
+        let [q, kv, params, grad] =
+            [q, kv, params, grad].map(|(v, shape)| TensorData::new(v, shape));
         let run = |device: &Device| {
             let (dq, dkv, dparams) = <Dispatch as LtmReadTrainBackend>::ltm_read_backward(
                 Tensor::<3>::from_data(q.clone(), device).into_dispatch(),
@@ -695,24 +695,9 @@ mod tests {
     /// and widths get none.
     #[test]
     fn the_written_out_backward_is_the_autodiff_gradient() {
-        let (batch, seq_q, n, heads, d) = (2, 5, 6, 2, 3);
-        let width = heads * d;
-        let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 500.0 - 1.0;
-        let data = |len: usize, shape: Vec<usize>, salt| {
-            TensorData::new(
-                (0..len).map(|i| value(i, salt)).collect::<Vec<f32>>(),
-                shape,
-            )
-        };
-        let q = data(batch * seq_q * width, vec![batch, seq_q, width], 1);
-        let kv = data(batch * n * 2 * width, vec![batch, n, 2 * width], 2);
-        let grad = data(batch * seq_q * width, vec![batch, seq_q, width], 4);
-        let mut p: Vec<f32> = (0..4 * n + 2).map(|i| value(i, 3)).collect();
-        for j in 0..n {
-            p[2 * n + 2 + j] = j as f32 / (n - 1) as f32;
-            p[3 * n + 2 + j] = 0.01 + 0.02 * j as f32;
-        }
-        let params = TensorData::new(p, [4 * n + 2]);
+        let (n, heads) = (6, 2);
+        let [q, kv, params, grad] =
+            read_input(2, 5, n, heads, 3).map(|(values, shape)| TensorData::new(values, shape));
 
         let ad = Device::flex().autodiff();
         let leaf3 = |d: &TensorData| Tensor::<3>::from_data(d.clone(), &ad).require_grad();

@@ -4,6 +4,7 @@
 use burn::backend::TensorMetadata;
 use burn::backend::wgpu::CubeTensor;
 use burn::cubecl::prelude::CubeCount;
+use burn::cubecl::server::Handle;
 use burn::prelude::Shape;
 
 use crate::ops::wgsl::{self, Wgsl};
@@ -45,17 +46,7 @@ pub(super) fn ltm_read(
     let n = kv.shape()[1];
     let context = wgsl::empty_like(&q, Shape::new([batch, seq_q, width]));
     let density = wgsl::empty_like(&q, Shape::new([2, batch, heads, seq_q]));
-    let info = wgsl::info(
-        &q.client,
-        &[
-            batch as u32,
-            seq_q as u32,
-            n as u32,
-            heads as u32,
-            (scale as f32).to_bits(),
-            (min_variance as f32).to_bits(),
-        ],
-    );
+    let info = info(&q, n, heads, scale, min_variance);
     let rows = batch * heads * seq_q;
     Wgsl::new(
         NAME,
@@ -126,17 +117,7 @@ pub(super) fn ltm_read_backward(
     let dkv = wgsl::empty_like(&q, kv.shape());
     let dparams = wgsl::empty_like(&q, params.shape());
     let scratch = wgsl::empty_like(&q, Shape::new([rows * (3 * n + 2)]));
-    let info = wgsl::info(
-        &q.client,
-        &[
-            batch as u32,
-            seq_q as u32,
-            n as u32,
-            heads as u32,
-            (scale as f32).to_bits(),
-            (min_variance as f32).to_bits(),
-        ],
-    );
+    let info = info(&q, n, heads, scale, min_variance);
     let values = [("d_head", width / heads)];
     Wgsl::new(
         BACKWARD_NAME,
@@ -178,4 +159,21 @@ pub(super) fn ltm_read_backward(
         ],
     );
     (dq, dkv, dparams)
+}
+
+/// The kernels' sizes for queries `q`: batch, seq_q, N, heads, and the scale and the variance
+/// floor by their bits.
+fn info(q: &CubeTensor, n: usize, heads: usize, scale: f64, min_variance: f64) -> Handle {
+    let [batch, seq_q, _] = q.shape().dims::<3>();
+    wgsl::info(
+        &q.client,
+        &[
+            batch as u32,
+            seq_q as u32,
+            n as u32,
+            heads as u32,
+            (scale as f32).to_bits(),
+            (min_variance as f32).to_bits(),
+        ],
+    )
 }
