@@ -15,6 +15,20 @@ use burn::prelude::*;
 /// `Gᵀ` per update shape, `(old samples, new vectors, tau bits)` -> `[N, P]` row-major f32.
 type FitCache = Arc<Mutex<HashMap<(usize, usize, u64), Arc<Vec<f32>>>>>;
 
+/// The entry of `cache` at `key`, made by `make` and kept on the first request.
+fn cached(
+    cache: &FitCache,
+    key: (usize, usize, u64),
+    make: impl FnOnce() -> Vec<f32>,
+) -> Arc<Vec<f32>> {
+    if let Some(v) = cache.lock().expect("basis cache").get(&key) {
+        return v.clone();
+    }
+    let v = Arc::new(make());
+    cache.lock().expect("basis cache").insert(key, v.clone());
+    v
+}
+
 /// `N` Gaussian basis functions `ψ_j(t) = N(t; c_j, w_j²)` and the ridge penalty of the fit.
 #[derive(Debug, Clone)]
 pub struct Basis {
@@ -119,20 +133,10 @@ impl Basis {
     /// `Gᵀ` of an update (see [`Basis::update_positions`]) as an f32 tensor `[N, samples + new]`,
     /// computed once per shape and kept.
     pub fn update_fit(&self, samples: usize, new: usize, tau: f64, device: &Device) -> Tensor<2> {
-        let key = (samples, new, tau.to_bits());
-        let cached = self.fits.lock().expect("basis cache").get(&key).cloned();
-        let values = match cached {
-            Some(v) => v,
-            None => {
-                let g = self.fit_matrix(&Self::update_positions(samples, new, tau));
-                let v: Arc<Vec<f32>> = Arc::new(g.into_iter().map(|x| x as f32).collect());
-                self.fits
-                    .lock()
-                    .expect("basis cache")
-                    .insert(key, v.clone());
-                v
-            }
-        };
+        let values = cached(&self.fits, (samples, new, tau.to_bits()), || {
+            let g = self.fit_matrix(&Self::update_positions(samples, new, tau));
+            g.into_iter().map(|x| x as f32).collect()
+        });
         Tensor::from_data(
             TensorData::new(values.to_vec(), [self.len(), samples + new]),
             device,
@@ -154,37 +158,27 @@ impl Basis {
         device: &Device,
     ) -> (Tensor<2>, Tensor<2>) {
         let n = self.len();
-        let key = (samples, new, tau.to_bits());
-        let cached = self.uniform.lock().expect("basis cache").get(&key).cloned();
-        let values = match cached {
-            Some(v) => v,
-            None => {
-                let p = samples + new;
-                let g = self.fit_matrix(&Self::update_positions(samples, new, tau));
-                let psi: Vec<Vec<f64>> = (0..samples)
-                    .map(|k| self.psi((k as f64 + 0.5) / samples as f64))
-                    .collect();
-                let mut v = Vec::with_capacity(n * (n + new));
-                for r in 0..n {
-                    let row = &g[r * p..(r + 1) * p];
-                    // Row r of A: Σ_k G[r, k] ψ(t_k).
-                    let mut a = vec![0.0f64; n];
-                    for (g_rk, psi_k) in row.iter().zip(&psi) {
-                        for (a_c, p_kc) in a.iter_mut().zip(psi_k) {
-                            *a_c += g_rk * p_kc;
-                        }
+        let values = cached(&self.uniform, (samples, new, tau.to_bits()), || {
+            let p = samples + new;
+            let g = self.fit_matrix(&Self::update_positions(samples, new, tau));
+            let psi: Vec<Vec<f64>> = (0..samples)
+                .map(|k| self.psi((k as f64 + 0.5) / samples as f64))
+                .collect();
+            let mut v = Vec::with_capacity(n * (n + new));
+            for r in 0..n {
+                let row = &g[r * p..(r + 1) * p];
+                // Row r of A: Σ_k G[r, k] ψ(t_k).
+                let mut a = vec![0.0f64; n];
+                for (g_rk, psi_k) in row.iter().zip(&psi) {
+                    for (a_c, p_kc) in a.iter_mut().zip(psi_k) {
+                        *a_c += g_rk * p_kc;
                     }
-                    v.extend(a.into_iter().map(|x| x as f32));
-                    v.extend(row[samples..].iter().map(|&x| x as f32));
                 }
-                let v = Arc::new(v);
-                self.uniform
-                    .lock()
-                    .expect("basis cache")
-                    .insert(key, v.clone());
-                v
+                v.extend(a.into_iter().map(|x| x as f32));
+                v.extend(row[samples..].iter().map(|&x| x as f32));
             }
-        };
+            v
+        });
         let (mut carry, mut place) = (Vec::with_capacity(n * n), Vec::with_capacity(n * new));
         for row in values.chunks(n + new) {
             carry.extend_from_slice(&row[..n]);

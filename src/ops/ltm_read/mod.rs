@@ -242,6 +242,100 @@ fn unchecked(
     )
 }
 
+/// What the read computes on its way to the context, kept for the backward: the heads'
+/// queries, keys and values `[batch, heads, rows, d_head]`, the scores `[batch, heads, seq_q,
+/// N]`, the Gaussians' means, variance inputs, softplus and floored variances `[batch, heads,
+/// seq_q, 1]`, and per basis function `var + w_j²`, `mu - c_j` and the expectation `r_j`
+/// `[batch, heads, seq_q, N]`.
+struct Terms<B: Backend> {
+    q: FloatTensor<B>,
+    k: FloatTensor<B>,
+    v: FloatTensor<B>,
+    scores: FloatTensor<B>,
+    mu: FloatTensor<B>,
+    sigma_in: FloatTensor<B>,
+    softplus: FloatTensor<B>,
+    variance: FloatTensor<B>,
+    var: FloatTensor<B>,
+    x: FloatTensor<B>,
+    r: FloatTensor<B>,
+}
+
+/// `params`' entries `from..from + len` as `shape`.
+fn part<B: Backend>(
+    params: &FloatTensor<B>,
+    from: usize,
+    len: usize,
+    shape: [usize; 4],
+) -> FloatTensor<B> {
+    let one = B::float_slice(
+        params.clone(),
+        &[Slice::new(from as isize, Some((from + len) as isize), 1)],
+    );
+    B::float_reshape(one, Shape::new(shape))
+}
+
+/// The read's forward from the backend's tensor operations, as
+/// [`crate::nn::LongTermMemory::read`] computes it, up to the expectations.
+fn terms<B: Backend>(
+    q: FloatTensor<B>,
+    kv: FloatTensor<B>,
+    params: &FloatTensor<B>,
+    heads: usize,
+    scale: f64,
+    min_variance: f64,
+) -> Terms<B> {
+    let n = kv.shape()[1];
+    let [q] = split_heads::<B, 1>(q, heads);
+    let [k, v] = split_heads::<B, 2>(kv, heads);
+    let scores = B::float_mul_scalar(
+        B::float_matmul(q.clone(), B::float_transpose(k.clone())),
+        scale.into(),
+    );
+    let weighted = |w: usize, b: usize| {
+        B::float_add(
+            B::float_matmul(scores.clone(), part::<B>(params, w, n, [1, 1, n, 1])),
+            part::<B>(params, b, 1, [1, 1, 1, 1]),
+        )
+    };
+    let mu = B::sigmoid(weighted(0, n));
+    let sigma_in = weighted(n + 1, 2 * n + 1);
+    // Softplus in its overflow-free form, max(x, 0) + log1p(exp(-|x|)) (Burn's returns x above
+    // 20, which this equals there to f32 precision).
+    let tail = B::float_log1p(B::float_exp(B::float_neg(B::float_abs(sigma_in.clone()))));
+    let softplus = B::float_add(B::float_clamp_min(sigma_in.clone(), 0.0.into()), tail);
+    let variance = B::float_clamp_min(softplus.clone(), min_variance.into());
+    // N(mu; c_j, var + w_j^2)
+    let var = B::float_add(
+        variance.clone(),
+        part::<B>(params, 3 * n + 2, n, [1, 1, 1, n]),
+    );
+    let x = B::float_sub(mu.clone(), part::<B>(params, 2 * n + 2, n, [1, 1, 1, n]));
+    let r = B::float_div(
+        B::float_exp(B::float_div(
+            B::float_mul(x.clone(), x.clone()),
+            B::float_mul_scalar(var.clone(), (-2.0).into()),
+        )),
+        B::float_sqrt(B::float_mul_scalar(
+            var.clone(),
+            (2.0 * std::f64::consts::PI).into(),
+        )),
+    );
+    Terms {
+        q,
+        k,
+        v,
+        scores,
+        mu,
+        sigma_in,
+        softplus,
+        variance,
+        var,
+        x,
+        r,
+    }
+}
+
 /// [`LtmReadBackend::ltm_read`] from the backend's tensor operations, as
 /// [`crate::nn::LongTermMemory::read`] computes it.
 fn forward_from_ops<B: Backend>(
@@ -253,54 +347,14 @@ fn forward_from_ops<B: Backend>(
     min_variance: f64,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
     let [batch, seq_q, width] = q.shape().dims::<3>();
-    let n = kv.shape()[1];
-    let [q] = split_heads::<B, 1>(q, heads);
-    let [k, v] = split_heads::<B, 2>(kv, heads);
-    let part = |from: usize, len: usize, shape: Shape| {
-        let one = B::float_slice(
-            params.clone(),
-            &[Slice::new(from as isize, Some((from + len) as isize), 1)],
-        );
-        B::float_reshape(one, shape)
-    };
-    let column = || Shape::new([1, 1, n, 1]);
-    let scalar = || Shape::new([1, 1, 1, 1]);
-    // scores [batch, heads, seq_q, N]
-    let scores = B::float_mul_scalar(B::float_matmul(q, B::float_transpose(k)), scale.into());
-    let weighted = |w: usize, b: usize| {
-        B::float_add(
-            B::float_matmul(scores.clone(), part(w, n, column())),
-            part(b, 1, scalar()),
-        )
-    };
-    let mu = B::sigmoid(weighted(0, n));
-    let sigma_in = weighted(n + 1, 2 * n + 1);
-    // Softplus in its overflow-free form, max(x, 0) + log1p(exp(-|x|)) (Burn's returns x above
-    // 20, which this equals there to f32 precision).
-    let tail = B::float_log1p(B::float_exp(B::float_neg(B::float_abs(sigma_in.clone()))));
-    let softplus = B::float_add(B::float_clamp_min(sigma_in, 0.0.into()), tail);
-    let variance = B::float_clamp_min(softplus, min_variance.into());
-    // N(mu; c_j, var + w_j^2), [batch, heads, seq_q, N]
-    let row = || Shape::new([1, 1, 1, n]);
-    let var = B::float_add(variance.clone(), part(3 * n + 2, n, row()));
-    let x = B::float_sub(mu.clone(), part(2 * n + 2, n, row()));
-    let r = B::float_div(
-        B::float_exp(B::float_div(
-            B::float_mul(x.clone(), x),
-            B::float_mul_scalar(var.clone(), (-2.0).into()),
-        )),
-        B::float_sqrt(B::float_mul_scalar(
-            var,
-            (2.0 * std::f64::consts::PI).into(),
-        )),
-    );
-    let context = B::float_swap_dims(B::float_matmul(r, v), 1, 2);
+    let t = terms::<B>(q, kv, &params, heads, scale, min_variance);
+    let context = B::float_swap_dims(B::float_matmul(t.r, t.v), 1, 2);
     let context = B::float_reshape(context, Shape::new([batch, seq_q, width]));
     let one = Shape::new([1, batch, heads, seq_q]);
     let density = B::float_cat(
         vec![
-            B::float_reshape(mu, one.clone()),
-            B::float_reshape(variance, one),
+            B::float_reshape(t.mu, one.clone()),
+            B::float_reshape(t.variance, one),
         ],
         0,
     );
@@ -320,48 +374,22 @@ fn backward_from_ops<B: Backend>(
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
     let n = kv.shape()[1];
     let [batch, seq_q, _] = q.shape().dims::<3>();
-    let [qh] = split_heads::<B, 1>(q, heads);
-    let [k, v] = split_heads::<B, 2>(kv, heads);
     let [g] = split_heads::<B, 1>(grad, heads);
-    let part = |from: usize, len: usize, shape: Shape| {
-        let one = B::float_slice(
-            params.clone(),
-            &[Slice::new(from as isize, Some((from + len) as isize), 1)],
-        );
-        B::float_reshape(one, shape)
-    };
-    let column = || Shape::new([1, 1, n, 1]);
-    let row = || Shape::new([1, 1, 1, n]);
-    let scalar = || Shape::new([1, 1, 1, 1]);
-    // The forward's scores [batch, heads, seq_q, N], Gaussians and expectations.
-    let s = B::float_mul_scalar(
-        B::float_matmul(qh.clone(), B::float_transpose(k.clone())),
-        scale.into(),
-    );
-    let weighted = |w: usize, b: usize| {
-        B::float_add(
-            B::float_matmul(s.clone(), part(w, n, column())),
-            part(b, 1, scalar()),
-        )
-    };
-    let mu = B::sigmoid(weighted(0, n));
-    let sigma_in = weighted(n + 1, 2 * n + 1);
-    let tail = B::float_log1p(B::float_exp(B::float_neg(B::float_abs(sigma_in.clone()))));
-    let softplus = B::float_add(B::float_clamp_min(sigma_in.clone(), 0.0.into()), tail);
-    let variance = B::float_clamp_min(softplus.clone(), min_variance.into());
-    let var = B::float_add(variance, part(3 * n + 2, n, row()));
-    let x = B::float_sub(mu.clone(), part(2 * n + 2, n, row()));
+    let Terms {
+        q: qh,
+        k,
+        v,
+        scores: s,
+        mu,
+        sigma_in,
+        softplus,
+        var,
+        x,
+        r,
+        ..
+    } = terms::<B>(q, kv, &params, heads, scale, min_variance);
     let x2 = B::float_mul(x.clone(), x.clone());
-    let r = B::float_div(
-        B::float_exp(B::float_div(
-            x2.clone(),
-            B::float_mul_scalar(var.clone(), (-2.0).into()),
-        )),
-        B::float_sqrt(B::float_mul_scalar(
-            var.clone(),
-            (2.0 * std::f64::consts::PI).into(),
-        )),
-    );
+    let row = || [1, 1, 1, n];
     // dr_j = g · v_j, then back to the mean and the variance:
     // dr/dmu = -r x / V, dr/dvar = r (x² / 2V² - 1 / 2V).
     let dr_r = B::float_mul(B::float_matmul(g.clone(), B::float_transpose(v)), r.clone());
@@ -402,8 +430,8 @@ fn backward_from_ops<B: Backend>(
     let dc = B::float_mul(dvar, B::float_mul(B::sigmoid(sigma_in), above));
     // Each score's gradient e_j = da w_mu_j + dc w_sigma_j.
     let e = B::float_add(
-        B::float_mul(da.clone(), part(0, n, row())),
-        B::float_mul(dc.clone(), part(n + 1, n, row())),
+        B::float_mul(da.clone(), part::<B>(&params, 0, n, row())),
+        B::float_mul(dc.clone(), part::<B>(&params, n + 1, n, row())),
     );
     let dq = merge::<B>(B::float_mul_scalar(
         B::float_matmul(e.clone(), k),
@@ -420,10 +448,9 @@ fn backward_from_ops<B: Backend>(
             Shape::new([width]),
         )
     };
-    let s_flat = || B::float_reshape(s.clone(), Shape::new([batch, heads, seq_q, n]));
-    let dw_mu = over_rows(B::float_mul(da.clone(), s_flat()), n);
+    let dw_mu = over_rows(B::float_mul(da.clone(), s.clone()), n);
     let db_mu = over_rows(da, 1);
-    let dw_sigma = over_rows(B::float_mul(dc.clone(), s_flat()), n);
+    let dw_sigma = over_rows(B::float_mul(dc.clone(), s), n);
     let db_sigma = over_rows(dc, 1);
     let fixed = B::float_zeros(Shape::new([2 * n]), &dw_mu.device(), dw_mu.dtype().into());
     let dparams = B::float_cat(vec![dw_mu, db_mu, dw_sigma, db_sigma, fixed], 0);
