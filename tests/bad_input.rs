@@ -879,6 +879,30 @@ fn flag_cases() -> Vec<Case> {
             &["tpu"],
         ),
         case(&["eval", "--device", "cpu"], 2, &["--checkpoint"]),
+        // The memory controls read text documents; this run learnt copy.
+        case(
+            &[
+                "eval",
+                "--device",
+                "cpu",
+                "--checkpoint",
+                "run",
+                "--foreign-memory",
+            ],
+            1,
+            &["--foreign-memory", "text"],
+        ),
+        case(
+            &[
+                "eval",
+                "--checkpoint",
+                "run",
+                "--reset-memory",
+                "--foreign-memory",
+            ],
+            2,
+            &["--reset-memory", "--foreign-memory"],
+        ),
         case(
             &[
                 "export",

@@ -222,8 +222,13 @@ struct EvalArgs {
     max_bytes: Option<u64>,
     /// Text: start every segment from the initial memory instead of the previous segment's (a
     /// control: what the learned memory gives without carrying anything).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "foreign_memory")]
     reset_memory: bool,
+    /// Text: give every segment the memory the model left after as many segments of another
+    /// test document (a control: what the memory holds of this document, against what
+    /// reading any text gives). Reads every segment twice.
+    #[arg(long)]
+    foreign_memory: bool,
     /// Evaluate on this many segments instead of the trained number.
     #[arg(long)]
     segments: Option<usize>,
@@ -511,6 +516,15 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
     if args.max_bytes == Some(0) {
         bail!("--max-bytes must be at least 1");
     }
+    // The memory controls are for text, where a memory is carried through whole documents.
+    let control = match (args.reset_memory, args.foreign_memory) {
+        (true, _) => Some("--reset-memory"),
+        (_, true) => Some("--foreign-memory"),
+        _ => None,
+    };
+    if let (Some(flag), Some(_)) = (control, &args.backbone) {
+        bail!("{flag}: a backbone alone has no memory; give the --checkpoint of a memory model");
+    }
     if let Some(backbone) = &args.backbone {
         return eval_backbone(&args, backbone);
     }
@@ -537,6 +551,15 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
     })?;
     if args.samples == 0 {
         bail!("--samples must be at least 1");
+    }
+    if let Some(flag) = control
+        && task.config().kind != TaskKind::Text
+    {
+        bail!(
+            "{flag}: only text is read as whole documents with a memory carried through them; \
+             this checkpoint's task is {:?}",
+            task.config().kind
+        );
     }
     // A retention task's noise comes from the test documents, never trained on.
     let task = task.with_noise(remem::task::text::Split::Test);
@@ -686,7 +709,11 @@ fn eval_text(
         corpus,
         Split::Test,
         total,
-        args.reset_memory,
+        match (args.reset_memory, args.foreign_memory) {
+            (true, _) => train::eval::MemorySource::Reset,
+            (_, true) => train::eval::MemorySource::Foreign,
+            _ => train::eval::MemorySource::Carried,
+        },
         device,
         |read| bar.set_position(read),
     )?;

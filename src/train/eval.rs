@@ -7,7 +7,7 @@ use super::loss::forward_batch;
 use crate::error::Result;
 use crate::model::{Layout, Model, SegmentModel};
 use crate::task::batch::Rows;
-use crate::task::text::{Corpus, Split};
+use crate::task::text::{Corpus, Document, Split};
 use crate::task::{Sample, SegmentBatcher, Task, TaskDataset};
 use burn::data::dataloader::batcher::Batcher;
 
@@ -280,15 +280,126 @@ pub fn evaluate_text(
         corpus,
         split,
         max_bytes,
-        false,
+        MemorySource::Carried,
         device,
         on_progress,
     )
 }
 
-/// [`evaluate_text`], where with `reset_memory` every segment starts from the model's initial
-/// state instead of the one the previous segment left: the control that separates what a
-/// memory carries from what its learned initial value (a learned prefix) gives by itself.
+/// Where each segment of [`evaluate_text_with`] takes its memory (or cache) from: the
+/// controls that say what a memory's gain on text is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MemorySource {
+    /// What the previous segment of the same document left: the model as it streams.
+    #[default]
+    Carried,
+    /// The model's initial state, every segment: what a learned initial memory (a learned
+    /// prefix) gives without carrying anything.
+    Reset,
+    /// What the same model left after reading as many segments of *another* document of the
+    /// split (the next one, in split order, and those after it when it runs out). Carried
+    /// against this is what the memory holds of the document itself; this against reset is
+    /// what having read some text of the corpus gives. Reads every segment twice.
+    Foreign,
+}
+
+/// The tokens a model reads for at most `limit` bytes of `doc`, and how many bytes they are.
+fn document_tokens(
+    doc: &Document,
+    limit: u64,
+    tokenizer: Option<&crate::tokenizer::Tokenizer>,
+    vocab: usize,
+) -> Result<(Vec<i64>, usize)> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(Corpus::reader(doc)?, limit),
+        &mut bytes,
+    )
+    .map_err(|e| crate::error::Error::io(&doc.path, e))?;
+    let tokens = match tokenizer {
+        Some(t) => {
+            let ids = t.encode(&String::from_utf8_lossy(&bytes), vocab)?;
+            ids.into_iter().map(i64::from).collect()
+        }
+        None => bytes.iter().map(|&b| b as i64).collect(),
+    };
+    Ok((tokens, bytes.len()))
+}
+
+/// A `[1, n]` tensor of `ids`.
+fn id_tensor(ids: &[i64], device: &Device) -> Tensor<2, Int> {
+    Tensor::from_data(TensorData::new(ids.to_vec(), [1, ids.len()]), device)
+}
+
+/// [`MemorySource::Foreign`]'s stream: the split's other documents read in order from the one
+/// after the document evaluated, each from its start with a fresh state, `seg_len` tokens a
+/// step, as the evaluated document is.
+struct ForeignStream<'a> {
+    documents: Vec<&'a Document>,
+    /// The document evaluated, which the stream skips.
+    skip: usize,
+    /// The document being read, its tokens and the next token to read.
+    at: usize,
+    tokens: Vec<i64>,
+    next: usize,
+    state: crate::model::State,
+}
+
+impl<'a> ForeignStream<'a> {
+    /// The stream for the document at `skip` in `documents`, reading at most `limit` bytes of
+    /// each other document (the evaluated document's own length: it never needs more).
+    fn new(documents: Vec<&'a Document>, skip: usize, model: &Model, device: &Device) -> Self {
+        Self {
+            documents,
+            skip,
+            at: skip,
+            tokens: Vec::new(),
+            next: 0,
+            state: model.init_state(1, device),
+        }
+    }
+
+    /// Move the stream on by one segment of `seg_len` tokens, opening the next other document
+    /// (with a fresh state) when the current one is done.
+    fn advance(
+        &mut self,
+        model: &Model,
+        seg_len: usize,
+        limit: u64,
+        tokenizer: Option<&crate::tokenizer::Tokenizer>,
+        device: &Device,
+    ) -> Result<()> {
+        // The same segments the evaluated document reads: up to its last token but one.
+        let mut tries = 0;
+        while self.next + 1 >= self.tokens.len() {
+            self.at = (self.at + 1) % self.documents.len();
+            if self.at == self.skip {
+                self.at = (self.at + 1) % self.documents.len();
+            }
+            tries += 1;
+            if tries > self.documents.len() {
+                return Err(crate::error::Error::Input(
+                    "the foreign-memory control needs another document of at least 2 tokens \
+                     in the split"
+                        .into(),
+                ));
+            }
+            let vocab = model.config().vocab_size;
+            self.tokens = document_tokens(self.documents[self.at], limit, tokenizer, vocab)?.0;
+            self.next = 0;
+            self.state = model.init_state(1, device);
+        }
+        let end = (self.next + seg_len).min(self.tokens.len() - 1);
+        let state = std::mem::replace(&mut self.state, crate::model::State::Empty);
+        self.state = model.advance(id_tensor(&self.tokens[self.next..end], device), state);
+        self.next = end;
+        Ok(())
+    }
+}
+
+/// [`evaluate_text`], each segment's memory taken from `memory` ([`MemorySource`]): the
+/// controls that separate what a memory carries from what its learned initial value gives by
+/// itself, and what it holds of the document from what any text would give.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_text_with(
     model: &Model,
@@ -296,7 +407,7 @@ pub fn evaluate_text_with(
     corpus: &Corpus,
     split: Split,
     max_bytes: u64,
-    reset_memory: bool,
+    memory: MemorySource,
     device: &Device,
     mut on_progress: impl FnMut(u64),
 ) -> Result<EvalReport> {
@@ -309,51 +420,55 @@ pub fn evaluate_text_with(
         .tokenizer
         .clone()
         .filter(|t| matches!(t, crate::tokenizer::Tokenizer::Pretrained { .. }));
+    let all: Vec<&Document> = corpus.split(split).collect();
+    if memory == MemorySource::Foreign && all.len() < 2 {
+        return Err(crate::error::Error::Input(format!(
+            "the foreign-memory control needs at least 2 documents in the {split:?} split, \
+             which has {}",
+            all.len()
+        )));
+    }
     let mut predicted_bytes = 0u64;
-    for doc in corpus.split(split) {
+    for (index, &doc) in all.iter().enumerate() {
         if read >= max_bytes {
             break;
         }
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(
-            &mut std::io::Read::take(Corpus::reader(doc)?, max_bytes - read),
-            &mut bytes,
-        )
-        .map_err(|e| crate::error::Error::io(&doc.path, e))?;
-        read += bytes.len() as u64;
+        let limit = max_bytes - read;
+        let vocab = model.config().vocab_size;
+        let (tokens, len) = document_tokens(doc, limit, pretrained.as_ref(), vocab)?;
+        read += len as u64;
         documents += 1;
-        let tokens: Vec<i64> = match &pretrained {
-            Some(t) => {
-                predicted_bytes += bytes.len() as u64;
-                let text = String::from_utf8_lossy(&bytes);
-                let ids = t.encode(&text, model.config().vocab_size)?;
-                ids.into_iter().map(i64::from).collect()
-            }
-            None => {
-                predicted_bytes += bytes.len().saturating_sub(1) as u64;
-                bytes.iter().map(|&b| b as i64).collect()
-            }
+        predicted_bytes += match &pretrained {
+            Some(_) => len as u64,
+            None => len.saturating_sub(1) as u64,
         };
+        let mut foreign = (memory == MemorySource::Foreign)
+            .then(|| ForeignStream::new(all.clone(), index, model, device));
         let mut state = model.init_state(1, device);
         let last = tokens.len().saturating_sub(1);
         for start in (0..last).step_by(seg_len) {
             let end = (start + seg_len).min(last);
-            let ids = |range: std::ops::Range<usize>| {
-                let v: Vec<i64> = tokens[range].to_vec();
-                let n = v.len();
-                Tensor::<2, Int>::from_data(TensorData::new(v, [1, n]), device)
+            let (input, targets) = (
+                id_tensor(&tokens[start..end], device),
+                id_tensor(&tokens[start + 1..end + 1], device),
+            );
+            let current = match (memory, foreign.as_mut()) {
+                (MemorySource::Reset, _) => model.init_state(1, device),
+                (MemorySource::Foreign, Some(stream)) if start > 0 => {
+                    stream.advance(model, seg_len, len as u64, pretrained.as_ref(), device)?;
+                    stream.state.clone()
+                }
+                (MemorySource::Foreign, _) => model.init_state(1, device),
+                (MemorySource::Carried, _) => {
+                    std::mem::replace(&mut state, crate::model::State::Empty)
+                }
             };
-            let (tokens, targets) = (ids(start..end), ids(start + 1..end + 1));
-            if reset_memory {
-                state = model.init_state(1, device);
-            }
-            let current = std::mem::replace(&mut state, crate::model::State::Empty);
-            let out = if end < last {
-                let (out, next) = model.step(tokens, current, false);
+            let out = if end < last && memory == MemorySource::Carried {
+                let (out, next) = model.step(input, current, false);
                 state = next;
                 out
             } else {
-                model.last_step(tokens, current)
+                model.last_step(input, current)
             };
             let logp = burn::tensor::activation::log_softmax(out.logits.clone(), 2);
             let picked = logp.gather(2, targets.clone().unsqueeze_dim::<3>(2));
@@ -530,6 +645,69 @@ mod tests {
             })
             .count();
         assert_eq!(short.samples, spanned);
+    }
+    /// The foreign-memory control reads another document in lockstep: when every document is
+    /// the same text it is exactly the carried memory; on different documents it differs, as
+    /// the reset control does; without a memory all three are the same.
+    #[test]
+    fn the_memory_controls() {
+        let corpus_of = |same: bool| {
+            let dir = tempfile::tempdir().unwrap();
+            for i in 0..40 {
+                let text: Vec<u8> = (0..70)
+                    .map(|j| b'a' + ((j * 7 + if same { 0 } else { i * 5 }) % 26) as u8)
+                    .collect();
+                std::fs::write(dir.path().join(format!("{i}.txt")), text).unwrap();
+            }
+            let corpus = Corpus::open(&[dir.path().to_path_buf()]).unwrap();
+            (dir, corpus)
+        };
+        let device = Device::flex();
+        let bpb = |model: &Model, corpus: &Corpus, memory| {
+            evaluate_text_with(
+                model,
+                8,
+                corpus,
+                Split::Test,
+                u64::MAX,
+                memory,
+                &device,
+                |_| {},
+            )
+            .unwrap()
+            .bits_per_byte
+            .unwrap()
+        };
+        let config = |memory_tokens| ModelConfig {
+            vocab_size: 256,
+            d_model: 16,
+            n_heads: 2,
+            d_ff: 32,
+            memory_tokens,
+            segment_len: 8,
+            ..ModelConfig::default()
+        };
+        let model = Model::new(&config(2), 3, &device);
+        let (_same_dir, same) = corpus_of(true);
+        let (_other_dir, other) = corpus_of(false);
+        assert!(corpus_of(false).1.split(Split::Test).count() >= 2);
+        use MemorySource::*;
+        // (Equal up to rounding: scoring without writing a memory takes fewer rows through the
+        // last layer.)
+        let (foreign, carried) = (bpb(&model, &same, Foreign), bpb(&model, &same, Carried));
+        assert!((foreign - carried).abs() < 1e-6, "{foreign} {carried}");
+        let carried = bpb(&model, &other, Carried);
+        let (foreign, reset) = (bpb(&model, &other, Foreign), bpb(&model, &other, Reset));
+        assert!((foreign - carried).abs() > 1e-6, "{foreign} {carried}");
+        assert!((reset - carried).abs() > 1e-6, "{reset} {carried}");
+        assert!((reset - foreign).abs() > 1e-6, "{reset} {foreign}");
+
+        let plain = Model::new(&config(0), 3, &device);
+        let carried = bpb(&plain, &other, Carried);
+        for control in [Foreign, Reset] {
+            let b = bpb(&plain, &other, control);
+            assert!((b - carried).abs() < 1e-6, "{control:?} {b} {carried}");
+        }
     }
 }
 
