@@ -346,8 +346,7 @@ struct ForeignStream<'a> {
 }
 
 impl<'a> ForeignStream<'a> {
-    /// The stream for the document at `skip` in `documents`, reading at most `limit` bytes of
-    /// each other document (the evaluated document's own length: it never needs more).
+    /// The stream for the document at `skip` in `documents`.
     fn new(documents: Vec<&'a Document>, skip: usize, model: &Model, device: &Device) -> Self {
         Self {
             documents,
@@ -360,7 +359,8 @@ impl<'a> ForeignStream<'a> {
     }
 
     /// Move the stream on by one segment of `seg_len` tokens, opening the next other document
-    /// (with a fresh state) when the current one is done.
+    /// (with a fresh state) when the current one is done. Each document is read to at most
+    /// `limit` bytes (the evaluated document's own length: the stream never needs more).
     fn advance(
         &mut self,
         model: &Model,
