@@ -442,6 +442,10 @@ const CONFIGS: &[(&str, &str)] = &[
     ("[train]\nlr = -1.0\n", "train.lr"),
     ("[train]\nlr = 0.0\n", "train.lr"),
     ("[train]\nmin_lr = 1.0\n", "train.min_lr"),
+    (
+        "[train]\nwarmup_steps = 10\ndecay_steps = 10\n",
+        "train.decay_steps",
+    ),
     ("[train]\nweight_decay = -1.0\n", "train.weight_decay"),
     ("[train]\ngrad_clip = 0.0\n", "train.grad_clip"),
     ("[train]\nsteps = 0\n", "train.steps"),

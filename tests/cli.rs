@@ -753,3 +753,58 @@ fn export_converts_a_checkpoint_of_an_earlier_build() {
     assert_eq!(got.progress, asset.progress);
     assert_eq!(got.model_id().unwrap(), asset.model_id().unwrap());
 }
+
+/// Extending a finished run (`--resume --steps N`) keeps its learning-rate schedule: the extra
+/// steps train at the floor the schedule ended on. `--stretch-schedule` instead stretches the
+/// decay over the new total, so the rate rises above the floor again; the steps already taken
+/// are the same either way.
+#[test]
+fn an_extended_run_keeps_its_schedule_unless_asked_to_stretch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("schedule.toml");
+    let (peak, floor) = (2e-3, 1e-4);
+    std::fs::write(
+        &config,
+        format!("[train]\nwarmup_steps = 2\nlr = {peak}\nmin_lr = {floor}\n"),
+    )
+    .unwrap();
+    let lrs = |dir: &Path| -> Vec<f64> {
+        train_records(dir)
+            .iter()
+            .map(|v| v["lr"].as_f64().unwrap())
+            .collect()
+    };
+    let mut extended = Vec::new();
+    for (name, extra) in [
+        ("kept", &[][..]),
+        ("stretched", &["--stretch-schedule"][..]),
+    ] {
+        let dir = tmp.path().join(name);
+        let mut args = tiny();
+        args.extend(["--config", config.to_str().unwrap(), "--steps", "6"]);
+        args.extend(["--run-dir", dir.to_str().unwrap()]);
+        let out = remem(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let out = resume_run(&dir, &[&["--steps", "10"][..], extra].concat());
+        assert!(out.status.success(), "{}", stderr(&out));
+        let lrs = lrs(&dir);
+        assert_eq!(lrs.len(), 10, "{name}: {lrs:?}");
+        // The first 6 steps decayed towards the floor over 6 steps.
+        assert!(lrs[5] > floor && lrs[5] < peak, "{name}: {lrs:?}");
+        extended.push(lrs);
+    }
+    let (kept, stretched) = (&extended[0], &extended[1]);
+    assert_eq!(kept[..6], stretched[..6], "the steps before the resume");
+    assert!(kept[6..].iter().all(|&lr| lr == floor), "kept: {kept:?}");
+    assert!(
+        stretched[6..].iter().all(|&lr| lr > floor) && stretched[6] > stretched[5],
+        "stretched: {stretched:?}"
+    );
+
+    // Stretching means nothing without a resume that extends the run.
+    let mut args = tiny();
+    let fresh = tmp.path().join("fresh");
+    args.extend(["--stretch-schedule", "--run-dir", fresh.to_str().unwrap()]);
+    fails_with(&remem(&args), "--resume");
+    assert!(!fresh.exists());
+}

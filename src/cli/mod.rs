@@ -95,6 +95,11 @@ struct TrainArgs {
     /// Continue the checkpoint in --run-dir (its config is used; --steps may extend it).
     #[arg(long, requires = "run_dir")]
     resume: bool,
+    /// With --resume --steps: stretch the learning rate's decay over the new total (the extra
+    /// steps then train above the floor again) instead of keeping the run's schedule, whose
+    /// rate stays at its floor after the old total.
+    #[arg(long, requires_all = ["resume", "steps"])]
+    stretch_schedule: bool,
     /// Seed for weights, data and dropout.
     #[arg(long)]
     seed: Option<u64>,
@@ -472,7 +477,13 @@ fn train_cmd(args: TrainArgs) -> Result<()> {
             .run_dir
             .clone()
             .expect("clap requires --run-dir with --resume");
-        (Start::Resume { steps: args.steps }, dir)
+        (
+            Start::Resume {
+                steps: args.steps,
+                stretch: args.stretch_schedule,
+            },
+            dir,
+        )
     } else {
         let mut config = args.run_config()?;
         // Validate before opening a device or creating folders.

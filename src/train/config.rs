@@ -60,6 +60,11 @@ pub struct TrainConfig {
     pub warmup_steps: usize,
     /// Decay after warmup.
     pub decay: Decay,
+    /// The step at which the decay reaches `min_lr` (default: `steps`); later steps train at
+    /// `min_lr`. A resume that extends `steps` sets it to the old total, so the extension
+    /// continues at the floor instead of raising the rate again (`--stretch-schedule` stretches
+    /// the decay over the new total instead).
+    pub decay_steps: Option<usize>,
     /// AdamW decoupled weight decay.
     pub weight_decay: f64,
     /// Clip the global gradient norm to this; `None` = no clipping.
@@ -81,6 +86,13 @@ pub struct TrainConfig {
     pub carry_memory: bool,
 }
 
+impl TrainConfig {
+    /// The step at which the learning rate reaches `min_lr`: `decay_steps`, or `steps`.
+    pub fn decay_end(&self) -> usize {
+        self.decay_steps.unwrap_or(self.steps)
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
@@ -90,6 +102,7 @@ impl Default for TrainConfig {
             min_lr: 1e-4,
             warmup_steps: 100,
             decay: Decay::Cosine,
+            decay_steps: None,
             weight_decay: 0.01,
             grad_clip: Some(1.0),
             eval_every: 500,
@@ -262,6 +275,12 @@ impl RunConfig {
         }
         if !(t.min_lr >= 0.0 && t.min_lr <= t.lr) {
             return Err(Error::config("train.min_lr", "must be in [0, lr]"));
+        }
+        if t.decay_steps.is_some_and(|d| d <= t.warmup_steps) {
+            return Err(Error::config(
+                "train.decay_steps",
+                "must be greater than train.warmup_steps (the decay starts after the warmup)",
+            ));
         }
         if !(t.weight_decay >= 0.0 && t.weight_decay.is_finite()) {
             return Err(Error::config("train.weight_decay", "must be >= 0"));

@@ -32,6 +32,10 @@ pub enum Start {
     Resume {
         /// New `train.steps`, if given.
         steps: Option<usize>,
+        /// With `steps`: stretch the learning rate's decay over the new total instead of
+        /// keeping the schedule the run had (`train.decay_steps`), so the extra steps train at
+        /// a rate above `min_lr` again.
+        stretch: bool,
     },
 }
 
@@ -228,7 +232,7 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
     let (mut config, resumed) = match start {
         Start::Fresh(config) => (config, None),
         // Killed before its first checkpoint: the run starts again from its config.
-        Start::Resume { steps } if !ck_path.exists() && dir.join(CONFIG).exists() => {
+        Start::Resume { steps, .. } if !ck_path.exists() && dir.join(CONFIG).exists() => {
             let mut config = RunConfig::load(&dir.join(CONFIG))?;
             if let Some(steps) = steps {
                 config.train.steps = steps;
@@ -244,7 +248,7 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
                 ),
             });
         }
-        Start::Resume { steps } => {
+        Start::Resume { steps, stretch } => {
             let ck = Checkpoint::load(&ck_path)?;
             let mut config = ck.config.clone();
             if let Some(steps) = steps {
@@ -258,7 +262,16 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
                         ),
                     ));
                 }
-                config.train.steps = steps;
+                // The steps already taken followed the old schedule; the extension keeps it
+                // (its rate stays at the floor the old total ended on) unless asked to stretch.
+                // A run whose old total ended within the warmup has no decay to keep.
+                let t = &mut config.train;
+                if stretch {
+                    t.decay_steps = None;
+                } else if steps > t.steps && t.steps > t.warmup_steps && t.decay_steps.is_none() {
+                    t.decay_steps = Some(t.steps);
+                }
+                t.steps = steps;
             }
             (config, Some(ck))
         }
@@ -416,8 +429,14 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
                 .collect::<Result<_>>()?,
         };
         let batch = batcher.batch(items, &ad);
-        let lr =
-            schedule::learning_rate(step, tc.steps, tc.lr, tc.min_lr, tc.warmup_steps, tc.decay);
+        let lr = schedule::learning_rate(
+            step,
+            tc.decay_end(),
+            tc.lr,
+            tc.min_lr,
+            tc.warmup_steps,
+            tc.decay,
+        );
         let seg_len = model.step_len(stage.input_len());
         let (next, stats, grad_norm) = match tc.carry_memory {
             true => {
