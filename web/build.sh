@@ -22,4 +22,5 @@ fi
 cargo build --profile wasm --locked -p remem-web --target wasm32-unknown-unknown --target-dir "$target"
 wasm-bindgen --target web --no-typescript --out-dir web/pkg \
   "$target/wasm32-unknown-unknown/wasm/remem_web.wasm"
-echo "built web/pkg ($(du -h web/pkg/remem_web_bg.wasm | cut -f1) of wasm)" >&2
+wasm=web/pkg/remem_web_bg.wasm
+echo "built web/pkg: $(wc -c < "$wasm") bytes of wasm, $(gzip -9 -c "$wasm" | wc -c) gzipped" >&2

@@ -93,6 +93,7 @@ impl Model {
     /// work: the attention's query, key and value weights packed once for all segments (see
     /// [`crate::nn::Attention::for_training_step`]) where training reads them packed; `None`
     /// elsewhere (the pretrained backbones; see [`Rmt`](rmt::Rmt) and [`Xl`](xl::Xl)).
+    #[cfg(feature = "train")]
     pub(crate) fn for_training_step(&self, device: &Device) -> Option<Self> {
         match self {
             Model::Rmt(m) => m.for_training_step(device).map(Model::Rmt),
@@ -103,6 +104,7 @@ impl Model {
 
     /// Whether [`Model::step_rows`] and [`Model::head`] serve this model: RMT and the
     /// Transformer-XL family (not the pretrained backbones).
+    #[cfg(feature = "train")]
     pub(crate) fn splits_head(&self) -> bool {
         matches!(self, Model::Rmt(_) | Model::Xl(_))
     }
@@ -118,6 +120,7 @@ impl Model {
     ///
     /// # Panics
     /// For a model that does not [split its head](Model::splits_head).
+    #[cfg(feature = "train")]
     pub(crate) fn step_rows(
         &self,
         tokens: Tensor<2, Int>,
@@ -144,6 +147,7 @@ impl Model {
     /// # Shapes
     /// - tokens: `[batch, segments * seg_len]`
     /// - output: `[batch, segments * seg_len, d_model]`
+    #[cfg(feature = "train")]
     pub(crate) fn window_rows(&self, tokens: Tensor<2, Int>, seg_len: usize) -> Option<Tensor<3>> {
         match self {
             Model::Xl(m) => m.window_rows(tokens, seg_len),
@@ -159,6 +163,7 @@ impl Model {
     ///
     /// # Panics
     /// For a model that does not [split its head](Model::splits_head).
+    #[cfg(feature = "train")]
     pub(crate) fn head(&self, rows: Tensor<3>) -> Tensor<3> {
         match self {
             Model::Rmt(m) => m.head(rows),

@@ -127,6 +127,7 @@ impl Rmt {
     /// value weights concatenated once for all of them (see
     /// [`crate::nn::Attention::for_training_step`]). `None` where training does not read
     /// packed weights: dropout, or rotary positions off wgpu (three products then).
+    #[cfg(feature = "train")]
     pub(crate) fn for_training_step(&self, device: &Device) -> Option<Self> {
         let packed = self.rope.is_none() || crate::ops::wgsl::on_wgpu(device);
         (packed && self.config.dropout == 0.0).then(|| Self {
@@ -179,6 +180,7 @@ impl Rmt {
     /// # Shapes
     /// - tokens: `[batch, t]`, `1 <= t <= segment_len`
     /// - rows: `[batch, t, d_model]`
+    #[cfg(feature = "train")]
     pub(crate) fn step_rows(
         &self,
         tokens: Tensor<2, Int>,

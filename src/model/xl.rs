@@ -21,8 +21,7 @@ use super::config::{ModelConfig, ModelKind};
 use super::state::State;
 use super::{SegmentModel, StepOutput};
 use crate::nn::{
-    BiasCache, Block, Init, LayerNorm, LayerNormConfig, LongTermMemory, LtmSampling, Mask, Noise,
-    linear,
+    BiasCache, Block, Init, LayerNorm, LayerNormConfig, LongTermMemory, Mask, Noise, linear,
 };
 
 /// Longest `cache + layout` a step may attend over.
@@ -122,6 +121,7 @@ impl Xl {
     /// [`crate::nn::Attention::for_training_step`]). Only on wgpu without dropout, where the
     /// attention over `[cache | segment]` reads one packed product; elsewhere `None` (three
     /// products).
+    #[cfg(feature = "train")]
     pub(crate) fn for_training_step(&self, device: &Device) -> Option<Self> {
         (crate::ops::wgsl::on_wgpu(device) && self.config.dropout == 0.0).then(|| Self {
             blocks: self.blocks.iter().map(Block::for_training_step).collect(),
@@ -205,6 +205,7 @@ impl Xl {
     /// # Shapes
     /// - tokens: `[batch, t]`
     /// - rows: `[batch, t, d_model]`
+    #[cfg(feature = "train")]
     pub(crate) fn step_rows(
         &self,
         tokens: Tensor<2, Int>,
@@ -245,6 +246,7 @@ impl Xl {
     /// # Shapes
     /// - tokens: `[batch, segments * seg_len]`
     /// - output: `[batch, segments * seg_len, d_model]`
+    #[cfg(feature = "train")]
     pub(crate) fn window_rows(&self, tokens: Tensor<2, Int>, seg_len: usize) -> Option<Tensor<3>> {
         let [n, len] = tokens.dims();
         let (t, mem_len, d) = (seg_len, self.config.cache_len(), self.config.d_model);
@@ -254,7 +256,8 @@ impl Xl {
         let detached = match self.config.kind {
             ModelKind::Xl | ModelKind::Transformer => true,
             ModelKind::Infinity => self.ltm.iter().all(|ltm| {
-                ltm.config().sampling == LtmSampling::Uniform && ltm.config().kl_weight == 0.0
+                ltm.config().sampling == crate::nn::LtmSampling::Uniform
+                    && ltm.config().kl_weight == 0.0
             }),
             _ => false,
         };
@@ -493,6 +496,7 @@ struct Rows {
 /// # Shapes
 /// - all: `[batch, segments * t, d_model]`
 /// - output: `segments` tensors `[batch, N, d_model]`
+#[cfg(feature = "train")]
 fn fitted_by_segment(
     ltm: &LongTermMemory,
     all: &Tensor<3>,

@@ -140,6 +140,7 @@ impl Attention {
     /// back to the three layers once, not per segment (on wgpu 2 kernels fewer per layer and
     /// segment forward, and fewer lone additions backward); the numbers are the same. The copy
     /// is for that step only: it does not follow the optimiser's update.
+    #[cfg(feature = "train")]
     pub(crate) fn for_training_step(&self) -> Self {
         let packed = Packed {
             qkv: linear_concat_weights(&[&self.query, &self.key, &self.value]),

@@ -85,6 +85,7 @@ impl Block {
 
     /// This block for one training step of several segments (see
     /// [`Attention::for_training_step`]).
+    #[cfg(feature = "train")]
     pub(crate) fn for_training_step(&self) -> Self {
         Self {
             attn: self.attn.for_training_step(),

@@ -269,6 +269,7 @@ impl LongTermMemory {
     /// once, as tracked operations on the current parameters (as [`crate::nn::Attention`]'s
     /// projections), for [`LongTermMemory::read_context`]. The copy is for that step only.
     /// With sticky sampling or a KL term the reads need their densities: nothing is packed.
+    #[cfg(feature = "train")]
     pub(crate) fn for_training_step(&self) -> Self {
         let needs_densities =
             self.config.sampling == LtmSampling::Sticky || self.config.kl_weight > 0.0;
