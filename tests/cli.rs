@@ -787,6 +787,13 @@ fn an_extended_run_keeps_its_schedule_unless_asked_to_stretch() {
         assert!(out.status.success(), "{}", stderr(&out));
         let out = resume_run(&dir, &[&["--steps", "10"][..], extra].concat());
         assert!(out.status.success(), "{}", stderr(&out));
+        // The run says when its rate stays at the floor, and only then.
+        assert_eq!(
+            stderr(&out).contains("at its floor (0.0001) from step 6 to step 10"),
+            extra.is_empty(),
+            "{name}: {}",
+            stderr(&out)
+        );
         let lrs = lrs(&dir);
         assert_eq!(lrs.len(), 10, "{name}: {lrs:?}");
         // The first 6 steps decayed towards the floor over 6 steps.

@@ -351,6 +351,13 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
 
     if options.report {
         eprintln!("run folder: {}", dir.display());
+        if let Some(end) = tc.decay_steps.filter(|&end| end < tc.steps) {
+            eprintln!(
+                "learning rate: at its floor ({}) from step {end} to step {} (on a resume, \
+                 --stretch-schedule decays it over the new total instead)",
+                tc.min_lr, tc.steps
+            );
+        }
     }
     let mut log = metrics::MetricsLog::open(&dir.join(METRICS), Some(progress.step))?;
 
