@@ -114,12 +114,19 @@ pub fn prefer_quick_start() -> bool {
 
 /// The CPU device, described.
 pub fn cpu() -> SelectedDevice {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    // The threads the CPU kernels split work over: the pool this runs on (the command line's,
+    // see `threads::run_on_pool`) or rayon's global one, both sized by `RAYON_NUM_THREADS` when
+    // it is set. On wasm the page's work runs on one thread.
+    #[cfg(not(target_family = "wasm"))]
+    let threads = rayon::current_num_threads();
+    #[cfg(target_family = "wasm")]
+    let threads = 1;
     SelectedDevice {
         device: Device::flex(),
-        description: format!("CPU (flex, {threads} threads)"),
+        description: format!(
+            "CPU (flex, {threads} thread{})",
+            if threads == 1 { "" } else { "s" }
+        ),
         hardware_gpu: false,
         wgpu: false,
     }
@@ -256,5 +263,13 @@ mod tests {
             cpu.description
         );
         assert!(!cpu.hardware_gpu && !cpu.wgpu);
+        // The count is the pool's the work runs on (`RAYON_NUM_THREADS` sizes it), not the
+        // machine's cores.
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let cpu = one.install(|| select(DeviceChoice::Cpu).unwrap());
+        assert_eq!(cpu.description, "CPU (flex, 1 thread)");
     }
 }
