@@ -468,6 +468,7 @@ const CONFIGS: &[(&str, &str)] = &[
     ("[task]\nsegments = 0\n", "task.segments"),
     ("[task]\nsymbols = 1\n", "task.symbols"),
     ("[task]\nkind = \"associative\"\npairs = 0\n", "task.pairs"),
+    ("[task]\nmoves = 3\n", "task.moves"),
     ("seed = \"x\"\n", "seed"),
     ("[model\n", "cannot read config"),
     ("\u{0}\u{1}\u{2}garbage", "cannot read config"),

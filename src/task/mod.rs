@@ -86,6 +86,10 @@ pub struct TaskConfig {
     pub symbols: usize,
     /// Key-value pairs (associative retrieval).
     pub pairs: usize,
+    /// Moves in a qa1 story (default 6): fewer make a shorter story with fewer moves to tell
+    /// apart. Only qa1 takes it.
+    #[serde(skip_serializing_if = "is_default_moves")]
+    pub moves: usize,
     /// Text files or folders (the text task), split by document into train, validation and
     /// test as [`text`] describes.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -99,9 +103,14 @@ impl Default for TaskConfig {
             segments: 3,
             symbols: 10,
             pairs: 4,
+            moves: retention::QA1_MOVES,
             data: Vec::new(),
         }
     }
+}
+
+fn is_default_moves(moves: &usize) -> bool {
+    *moves == retention::QA1_MOVES
 }
 
 /// One generated sequence.
@@ -219,6 +228,15 @@ impl Task {
 
     fn validate(&self) -> Result<()> {
         let c = &self.config;
+        if c.moves != retention::QA1_MOVES && c.kind != TaskKind::Qa1 {
+            return Err(Error::config(
+                "task.moves",
+                format!("only qa1 stories have a number of moves, not {:?}", c.kind),
+            ));
+        }
+        if c.moves == 0 {
+            return Err(Error::config("task.moves", "must be at least 1"));
+        }
         if self.segment_len == 0 {
             return Err(Error::config("model.segment_len", "must be at least 1"));
         }
@@ -294,7 +312,7 @@ impl Task {
             }
             kind if retention::is_retention(kind) => {
                 let units = retention::Units::new(self.text_tokenizer.as_ref())?;
-                let need = retention::max_story_units(kind, &units)?;
+                let need = retention::max_story_units(kind, c.moves, &units)?;
                 if capacity + 1 < need {
                     return Err(Error::config(
                         "task.segments",
@@ -432,7 +450,8 @@ impl Task {
             Some(corpus) if self.config.kind != TaskKind::Text => {
                 let units = retention::Units::new(self.text_tokenizer.as_ref())?;
                 let (kind, total) = (self.config.kind, self.input_len() + 1);
-                retention::sample(kind, corpus, self.noise, units, total, rng)
+                let moves = self.config.moves;
+                retention::sample(kind, moves, corpus, self.noise, units, total, rng)
             }
             Some(corpus) if self.text_tokenizer.is_some() => {
                 let tokenizer = self.text_tokenizer.as_ref().expect("checked");

@@ -12,7 +12,7 @@
 //! | `memorize` | one move, at the very start | `Where is Mary?` | a place |
 //! | `detect` | one move, at a random sentence boundary | `Where is Mary?` | a place |
 //! | `reasoning` | a pick-up and a move of one person, at random boundaries | `Where is the apple?` | a place |
-//! | `qa1` | 6 moves of 4 people | `Where is Mary?` (her last move) | a place |
+//! | `qa1` | 6 moves of 4 people (`task.moves`) | `Where is Mary?` (her last move) | a place |
 //! | `qa2` | moves of 4 people and one pick-up | `Where is the apple?` (its holder's last place) | a place |
 //! | `qa3` | a move, a pick-up, then moves of the holder | `Where was the apple before the office?` | a place |
 //! | `needle` | `The special magic number for tulip is 4821907.` | `What is the special magic number for tulip?` | 7 digits |
@@ -40,6 +40,8 @@ pub const PEOPLE: [&str; 6] = ["Mary", "John", "Sandra", "Daniel", "Fred", "Juli
 pub const OBJECTS: [&str; 4] = ["apple", "football", "milk", "book"];
 /// Verbs of a move.
 pub const MOVES: [&str; 4] = ["went", "moved", "journeyed", "travelled"];
+/// Moves in a qa1 story unless `task.moves` says otherwise.
+pub const QA1_MOVES: usize = 6;
 /// Needle keys.
 pub const KEYS: [&str; 8] = [
     "tulip", "falcon", "copper", "meadow", "lantern", "walnut", "harbor", "violet",
@@ -107,15 +109,16 @@ pub fn answer_width(kind: TaskKind) -> usize {
 
 /// The longest story `kind` can draw, in bytes: its facts (each with the space that joins it
 /// to the text), its question and its widest answer. A sample needs at least this many.
-pub fn max_story_len(kind: TaskKind) -> usize {
-    max_story_units(kind, &Units::Bytes).expect("bytes always encode")
+/// `moves`: a qa1 story's moves (other tasks ignore it).
+pub fn max_story_len(kind: TaskKind, moves: usize) -> usize {
+    max_story_units(kind, moves, &Units::Bytes).expect("bytes always encode")
 }
 
 /// [`max_story_len`] in `units`. Both kinds of pretrained tokenizer split text into words
 /// (at spaces and punctuation) before anything else, so a sentence's length is the sum of its
 /// words', and the longest story is the longest word in each slot; numbers and variable names
 /// count one unit per byte, which no tokenizer exceeds.
-pub fn max_story_units(kind: TaskKind, units: &Units) -> Result<usize> {
+pub fn max_story_units(kind: TaskKind, moves: usize, units: &Units) -> Result<usize> {
     let n = |text: &str| units.encode(text).map(|ids| ids.len());
     let longest = |words: &[&str]| -> Result<usize> {
         let mut most = 0;
@@ -139,7 +142,7 @@ pub fn max_story_units(kind: TaskKind, units: &Units) -> Result<usize> {
     let (facts, question) = match kind {
         TaskKind::Memorize | TaskKind::Detect => (moved, asked("\nWhere is", person)?),
         TaskKind::Reasoning => (moved + picked, asked("\nWhere is the", object)?),
-        TaskKind::Qa1 => (6 * moved, asked("\nWhere is", person)?),
+        TaskKind::Qa1 => (moves * moved, asked("\nWhere is", person)?),
         TaskKind::Qa2 => (6 * moved + picked, asked("\nWhere is the", object)?),
         TaskKind::Qa3 => (
             3 * moved + picked,
@@ -214,8 +217,8 @@ impl Story {
     }
 }
 
-/// Draw a story of `kind`.
-pub fn story(kind: TaskKind, rng: &mut impl Rng) -> Story {
+/// Draw a story of `kind`; a qa1 story has `moves` moves (other tasks ignore it).
+pub fn story(kind: TaskKind, moves: usize, rng: &mut impl Rng) -> Story {
     let pick = |rng: &mut dyn rand::RngCore, from: &[&'static str]| -> &'static str {
         from[rng.random_range(0..from.len())]
     };
@@ -245,7 +248,7 @@ pub fn story(kind: TaskKind, rng: &mut impl Rng) -> Story {
         TaskKind::Qa1 => {
             let people: Vec<&str> = PEOPLE.choose_multiple(rng, 4).copied().collect();
             let mut last: Vec<(&str, &str)> = Vec::new();
-            let facts: Vec<String> = (0..6)
+            let facts: Vec<String> = (0..moves)
                 .map(|_| {
                     let (who, place) = (pick(rng, &people), pick(rng, &PLACES));
                     last.retain(|&(w, _)| w != who);
@@ -574,20 +577,21 @@ pub struct Stream<'a, R: Rng> {
 }
 
 impl<'a, R: Rng> Stream<'a, R> {
-    /// A sample of `kind` for `total` units, its noise from the documents of `split`, drawn
-    /// with `rng` (see [`sample`]).
+    /// A sample of `kind` (a qa1 story of `moves` moves) for `total` units, its noise from the
+    /// documents of `split`, drawn with `rng` (see [`sample`]).
     ///
     /// # Errors
     /// [`Error::Config`] when `total` cannot hold the story; the tokenizer's errors.
     pub fn new(
         kind: TaskKind,
+        moves: usize,
         corpus: &'a Corpus,
         split: Split,
         units: Units<'a>,
         total: usize,
         mut rng: R,
     ) -> Result<Self> {
-        let story = story(kind, &mut rng);
+        let story = story(kind, moves, &mut rng);
         let mut facts_len = 0;
         for (i, fact) in story.facts.iter().enumerate() {
             facts_len += units.fact(fact, i == 0 && story.first_at_start)?.len();
@@ -780,7 +784,7 @@ impl<'a, R: Rng> Stream<'a, R> {
     }
 }
 
-/// A sample of `kind` for `total` units (question, answer and all), its noise from the
+/// A sample of `kind` (a qa1 story of `moves` moves) for `total` units (question, answer and all), its noise from the
 /// documents of `split`, whole: the [`Stream`] collected. The answer ends `answer_width - answer.len()` units before `total` (see
 /// [`answer_width`]).
 ///
@@ -788,13 +792,14 @@ impl<'a, R: Rng> Stream<'a, R> {
 /// [`Error::Config`] when `total` cannot hold the story; the corpus's read errors.
 pub fn sample(
     kind: TaskKind,
+    moves: usize,
     corpus: &Corpus,
     split: Split,
     units: Units<'_>,
     total: usize,
     rng: &mut impl Rng,
 ) -> Result<Sample> {
-    let mut stream = Stream::new(kind, corpus, split, units, total, rng)?;
+    let mut stream = Stream::new(kind, moves, corpus, split, units, total, rng)?;
     let mut tokens = Vec::with_capacity(stream.len());
     stream.read(stream.len(), &mut tokens)?;
     let mut answer = vec![false; tokens.len()];
@@ -809,6 +814,13 @@ mod tests {
     use rand::rngs::StdRng;
 
     const ALL: [TaskKind; 9] = TASKS;
+
+    /// Every task with its default story, and qa1 with shorter and longer ones.
+    fn shapes() -> impl Iterator<Item = (TaskKind, usize)> {
+        ALL.into_iter()
+            .map(|kind| (kind, QA1_MOVES))
+            .chain([1, 2, 3, 10].map(|moves| (TaskKind::Qa1, moves)))
+    }
 
     /// Book-like text that names places, people, objects and keys, so masking is tested.
     fn corpus() -> (tempfile::TempDir, Corpus) {
@@ -916,11 +928,20 @@ mod tests {
     #[test]
     fn every_answer_follows_from_the_facts_and_the_noise_never_holds_it() {
         let (_dir, corpus) = corpus();
-        for kind in ALL {
+        for (kind, moves) in shapes() {
             for seed in 0..30 {
                 let mut rng = StdRng::seed_from_u64(seed);
                 let total = 600;
-                let s = sample(kind, &corpus, Split::Train, Units::Bytes, total, &mut rng).unwrap();
+                let s = sample(
+                    kind,
+                    moves,
+                    &corpus,
+                    Split::Train,
+                    Units::Bytes,
+                    total,
+                    &mut rng,
+                )
+                .unwrap();
                 let width = answer_width(kind);
                 let start = s.answer.iter().position(|&a| a).unwrap();
                 // The question ends at the same place whatever the answer.
@@ -933,6 +954,9 @@ mod tests {
                 let q = text.rfind('\n').unwrap();
                 let (story, question) = text.split_at(q);
                 let found = facts(story);
+                if kind == TaskKind::Qa1 {
+                    assert_eq!(found.len(), moves, "qa1 seed {seed}: {found:?}");
+                }
                 assert_eq!(
                     solve(kind, &found, question),
                     answer,
@@ -964,20 +988,23 @@ mod tests {
     #[test]
     fn every_story_fits_the_longest_story_bound() {
         let mut rng = StdRng::seed_from_u64(11);
-        for kind in ALL {
-            let bound = max_story_len(kind);
+        for (kind, moves) in shapes() {
+            let bound = max_story_len(kind, moves);
             let mut longest = 0;
             for _ in 0..2000 {
-                let s = story(kind, &mut rng);
+                let s = story(kind, moves, &mut rng);
                 let len = s.facts.iter().map(|f| f.len() + 1).sum::<usize>()
                     + s.question.len()
                     + answer_width(kind);
                 assert!(len <= bound, "{kind:?}: {len} > {bound}");
                 longest = longest.max(len);
             }
+            // The bound takes each slot's longest word; 2000 draws of many moves rarely do,
+            // so each move past the sixth may leave a few bytes more.
+            let slack = 12 + 3 * moves.saturating_sub(QA1_MOVES);
             assert!(
-                longest + 12 >= bound,
-                "{kind:?}: the bound {bound} is loose ({longest})"
+                longest + slack >= bound,
+                "{kind:?} ({moves} moves): the bound {bound} is loose ({longest})"
             );
         }
     }
@@ -989,6 +1016,7 @@ mod tests {
             let draw = |seed| {
                 sample(
                     kind,
+                    QA1_MOVES,
                     &corpus,
                     Split::Train,
                     Units::Bytes,
@@ -1001,6 +1029,7 @@ mod tests {
             assert_ne!(draw(7), draw(8), "{kind:?}");
             let err = sample(
                 kind,
+                QA1_MOVES,
                 &corpus,
                 Split::Train,
                 Units::Bytes,
@@ -1018,6 +1047,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(3);
         let s = sample(
             TaskKind::Memorize,
+            QA1_MOVES,
             &corpus,
             Split::Train,
             Units::Bytes,
@@ -1043,8 +1073,16 @@ mod tests {
         let corpus = Corpus::open(&[dir.path().to_path_buf()]).unwrap();
         let read = |kind, seed, part| {
             let rng = StdRng::seed_from_u64(seed);
-            let mut stream =
-                Stream::new(kind, &corpus, Split::Train, Units::Bytes, 20_000, rng).unwrap();
+            let mut stream = Stream::new(
+                kind,
+                QA1_MOVES,
+                &corpus,
+                Split::Train,
+                Units::Bytes,
+                20_000,
+                rng,
+            )
+            .unwrap();
             stream.part = part;
             let mut out = Vec::new();
             while out.len() < stream.len() {
@@ -1099,6 +1137,7 @@ mod tests {
                 let mut rng = StdRng::seed_from_u64(seed);
                 let s = sample(
                     TaskKind::Detect,
+                    QA1_MOVES,
                     &corpus,
                     split,
                     Units::Bytes,
@@ -1134,6 +1173,32 @@ mod tests {
         }
     }
 
+    #[test]
+    fn only_qa1_takes_a_number_of_moves_and_it_is_at_least_one() {
+        let (dir, _) = corpus();
+        let config = |kind, moves| crate::task::TaskConfig {
+            kind,
+            moves,
+            segments: 8,
+            data: vec![dir.path().to_path_buf()],
+            ..Default::default()
+        };
+        let err = |kind, moves| {
+            crate::task::Task::new(config(kind, moves), 64)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(TaskKind::Qa1, 0).contains("task.moves"));
+        assert!(err(TaskKind::Qa2, 2).contains("task.moves"));
+        // A story longer than the input is named by the input's size.
+        assert!(err(TaskKind::Qa1, 40).contains("task.segments"));
+        let task = crate::task::Task::new(config(TaskKind::Qa1, 2), 64).unwrap();
+        let s = task.try_sample(&mut StdRng::seed_from_u64(1)).unwrap();
+        let bytes: Vec<u8> = s.tokens.iter().map(|&t| t as u8).collect();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        assert_eq!(facts(&text).len(), 2, "{text}");
+    }
+
     /// The page's retention demo builds its input with `Story::around`: for a memorize story it
     /// gives the very bytes the task's own sampler writes around the same noise.
     #[test]
@@ -1143,6 +1208,7 @@ mod tests {
             let total = 300;
             let s = sample(
                 TaskKind::Memorize,
+                QA1_MOVES,
                 &corpus,
                 Split::Train,
                 Units::Bytes,

@@ -79,7 +79,7 @@ pub fn evaluate_retention(
         .expect("a retention task reads its noise from a corpus");
     let tokenizer = task.tokenizer();
     let encoder = model.config().layout == Layout::Encoder;
-    let kind = task.config().kind;
+    let (kind, moves) = (task.config().kind, task.config().moves);
     let (input_len, total) = (task.input_len(), task.input_len() + 1);
     let seg_len = model.step_len(input_len);
     let (mut nll, mut correct, mut greedy_correct, mut exact, mut answers) =
@@ -94,7 +94,7 @@ pub fn evaluate_retention(
                     i as u64,
                 ));
                 let units = Units::new(Some(&tokenizer))?;
-                Stream::new(kind, corpus, task.noise(), units, total, rng)
+                Stream::new(kind, moves, corpus, task.noise(), units, total, rng)
             })
             .collect::<Result<Vec<_>>>()?;
         start += n;
