@@ -498,6 +498,7 @@ fn flag_cases() -> Vec<Case> {
             &["--segment-len", "model.segment_len"],
         ),
         train(&["--segments", "0"], 1, &["--segments", "task.segments"]),
+        train(&["--moves", "2"], 1, &["--moves", "task.moves", "qa1"]),
         train(&["--batch-size", "0"], 1, &["--batch-size"]),
         train(
             &["--batch-size", &u64::MAX.to_string()],

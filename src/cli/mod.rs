@@ -119,6 +119,9 @@ struct TrainArgs {
     /// Number of segments the input is split into.
     #[arg(long)]
     segments: Option<usize>,
+    /// Moves in a qa1 story (default 6)
+    #[arg(long)]
+    moves: Option<usize>,
     /// Tokens per segment.
     #[arg(long)]
     segment_len: Option<usize>,
@@ -309,6 +312,7 @@ impl TrainArgs {
             }
         }
         set!(c.task.segments, self.segments);
+        set!(c.task.moves, self.moves);
         set!(c.model.segment_len, self.segment_len);
         set!(c.model.kind, self.model);
         set!(c.model.layout, self.layout);
@@ -354,7 +358,7 @@ impl TrainArgs {
 impl TrainArgs {
     /// Every flag that sets a run's setting: the flag, the config field it sets, and whether
     /// it was given. `--steps` is left out: it extends a resumed run rather than changing it.
-    fn settings(&self) -> [(&'static str, &'static str, bool); 27] {
+    fn settings(&self) -> [(&'static str, &'static str, bool); 28] {
         [
             ("--backbone", "model.backbone", self.backbone.is_some()),
             ("--config", "", self.config.is_some()),
@@ -368,6 +372,7 @@ impl TrainArgs {
             ("--task", "task.kind", self.task.is_some()),
             ("--data", "task.data", !self.data.is_empty()),
             ("--segments", "task.segments", self.segments.is_some()),
+            ("--moves", "task.moves", self.moves.is_some()),
             (
                 "--segment-len",
                 "model.segment_len",
