@@ -784,9 +784,9 @@ impl<'a, R: Rng> Stream<'a, R> {
     }
 }
 
-/// A sample of `kind` (a qa1 story of `moves` moves) for `total` units (question, answer and all), its noise from the
-/// documents of `split`, whole: the [`Stream`] collected. The answer ends `answer_width - answer.len()` units before `total` (see
-/// [`answer_width`]).
+/// A sample of `kind` (a qa1 story of `moves` moves) for `total` units (question, answer and
+/// all), its noise from the documents of `split`, whole: the [`Stream`] collected. The answer
+/// ends `answer_width - answer.len()` units before `total` (see [`answer_width`]).
 ///
 /// # Errors
 /// [`Error::Config`] when `total` cannot hold the story; the corpus's read errors.
