@@ -1,16 +1,61 @@
 #!/usr/bin/env bash
-# One short run for a lent GPU (issue #22): build, then count kernel launches and time training
-# and streaming on wgpu. Writes JSON and the tables to $OUT (or runs/gpu-bench). Fits a
-# 15-minute lease after a warm build; PRESETS, STEPS and TOKENS shorten it further.
+# One short run for a lent GPU (issue #22): count kernel launches and time training and
+# streaming on wgpu, then find where the time goes: a per-kernel profile of medium RMT
+# (the runtime's own kernel log) and the same bench with remem's WGSL kernels turned off
+# (REMEM_WGSL_OFF). Writes JSON, tables and the profile to $OUT (or runs/gpu-bench): seven
+# files. About 8 minutes on an H200; STAGES picks a subset (bench, profile, off).
 #
-#   OUT=/tmp/out bash scripts/gpu-bench.sh
-set -euo pipefail
+#   OUT=/tmp/out bash scripts/gpu-bench.sh                 # builds with cargo first
+#   BIN=/path/to/remem OUT=/tmp/out bash scripts/gpu-bench.sh   # a binary built elsewhere
+#
+# A machine without Rust or network takes a binary built on a matching x86-64 Linux:
+# `cargo build --release`, then `strip` it and compress it (xz) to carry it.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-runs/gpu-bench}"
 mkdir -p "$out"
-cargo build --release --locked
-bin="${CARGO_TARGET_DIR:-target}/release/remem"
-"$bin" bench --device wgpu --presets "${PRESETS:-default,copy-small,medium}" \
-  --train-models rmt,xl,infinity --stream-models rmt,xl,infinity \
-  --train-steps "${STEPS:-5}" --stream-tokens "${TOKENS:-4096,16384}" \
-  --json "$out/gpu-bench.json" | tee "$out/gpu-bench.md"
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --locked || exit 1
+  BIN="${CARGO_TARGET_DIR:-target}/release/remem"
+fi
+stages="${STAGES:-bench,profile,off}"
+t0=$(date +%s)
+say() { echo "$1 rc=$2 at $(($(date +%s) - t0)) s"; }
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv > "$out/machine.txt" 2>&1
+
+if [[ $stages == *bench* ]]; then
+  # Every model on the two presets of README's H200 table, RMT on `remem train`'s default too.
+  timeout 170 "$BIN" bench --device wgpu --presets default,copy-small,medium --train-models rmt \
+    --stream-models rmt --stream-tokens 4096,16384 --json "$out/rmt.json" > "$out/bench.md" 2>&1
+  say rmt $?
+  timeout 190 "$BIN" bench --device wgpu --presets copy-small,medium \
+    --train-models xl,memxl,transformer,infinity --stream-models xl,memxl,infinity \
+    --stream-tokens 4096,16384 --json "$out/others.json" >> "$out/bench.md" 2>&1
+  say others $?
+fi
+
+if [[ $stages == *profile* ]]; then
+  # One line per executed kernel with its time (the runtime syncs around each: times are
+  # upper bounds, their shares are what counts). scripts/kernel_times.py sums them by kernel.
+  for what in stream train; do
+    if [ $what = stream ]; then args=(--train-models none --stream-models rmt --stream-tokens 4096)
+    else args=(--train-models rmt --stream-models none --train-steps 3); fi
+    CUBECL_DEBUG_LOG=/tmp/kernels-$what.log CUBECL_DEBUG_OPTION=profile timeout 60 "$BIN" bench \
+      --device wgpu --presets medium "${args[@]}" --json /tmp/profile-$what.json > /dev/null 2>&1
+    say "profile $what" $?
+    echo "== $what" >> "$out/profile.txt"
+    grep -aE '^\| [0-9.]+(ns|µs|ms|s) +\| ' /tmp/kernels-$what.log >> "$out/profile.txt"
+  done
+fi
+
+if [[ $stages == *off* ]]; then
+  # The reference path (Burn's operations) in place of remem's kernels: all of them, then
+  # attention's alone, then the inference products' alone.
+  for off in all attention affine; do
+    REMEM_WGSL_OFF=$off timeout 70 "$BIN" bench --device wgpu --presets copy-small,medium \
+      --train-models rmt --stream-models rmt --train-steps 5 --stream-tokens 4096 \
+      --json "$out/off-$off.json" >> "$out/off.md" 2>&1
+    say "off $off" $?
+  done
+fi
+ls -la "$out"

@@ -88,6 +88,10 @@ fn main(
                 let k = at + heads * D;
                 k_tile[e] = turned(qkv[k + d], qkv[k + (d ^ 1u)], j, d, rotary);
                 v_tile[e] = qkv[at + 2u * heads * D + d];
+            } else {
+                // The last tile's padding: zeros, which fold_tile weighs by nothing.
+                k_tile[e] = 0.0;
+                v_tile[e] = 0.0;
             }
         }
         workgroupBarrier();

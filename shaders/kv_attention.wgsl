@@ -73,6 +73,10 @@ fn main(
                 let at = (b * seq_k + j) * 2u * width + h * D;
                 k_tile[e] = turned(kv[at + d], kv[at + (d ^ 1u)], j, d, rotary);
                 v_tile[e] = kv[at + width + d];
+            } else {
+                // The last tile's padding: zeros, which fold_tile weighs by nothing.
+                k_tile[e] = 0.0;
+                v_tile[e] = 0.0;
             }
         }
         workgroupBarrier();

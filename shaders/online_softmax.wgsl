@@ -1,8 +1,13 @@
 // One query row's online softmax step over a staged key tile, shared by attention.wgsl and
 // kv_attention.wgsl (their launchers put it after the kernel): the first `n` keys of k_tile and
 // v_tile (D wide each) folded into the row's running maximum `m`, running sum `l` and weighted
-// values `acc`, each score biased by bias[bias_at + jj]. The kernel declares D, bias, k_tile and
-// v_tile.
+// values `acc`, each score biased by bias[bias_at + jj]. The kernel declares D, KEYS, bias,
+// k_tile and v_tile.
+//
+// A whole tile at a time, as flash attention does: the tile's KEYS scores first, the dimension
+// outermost so the KEYS dot products advance side by side (independent chains, where one key
+// at a time is one chain of D dependent additions), then one rescale of `acc` per tile rather
+// than per key, and the weighted values with the keys innermost, again side by side.
 
 struct Running {
     m: f32,
@@ -16,18 +21,39 @@ fn fold_tile(
     bias_at: u32,
     n: u32,
 ) {
+    var s: array<f32, KEYS>;
+    for (var jj = 0u; jj < KEYS; jj++) {
+        s[jj] = 0.0;
+    }
+    for (var d = 0u; d < D; d++) {
+        let qd = (*q)[d];
+        for (var jj = 0u; jj < KEYS; jj++) {
+            s[jj] += qd * k_tile[jj * D + d];
+        }
+    }
+    var m_new = (*run).m;
     for (var jj = 0u; jj < n; jj++) {
-        var s = bias[bias_at + jj];
-        for (var d = 0u; d < D; d++) {
-            s += (*q)[d] * k_tile[jj * D + d];
+        s[jj] += bias[bias_at + jj];
+        m_new = max(m_new, s[jj]);
+    }
+    // Keys past `n` (the last tile's padding) weigh nothing.
+    var l = 0.0;
+    for (var jj = 0u; jj < KEYS; jj++) {
+        var p = 0.0;
+        if jj < n {
+            p = exp(s[jj] - m_new);
         }
-        let m_new = max((*run).m, s);
-        let c = exp((*run).m - m_new);
-        let p = exp(s - m_new);
-        (*run).l = (*run).l * c + p;
-        for (var d = 0u; d < D; d++) {
-            (*acc)[d] = (*acc)[d] * c + p * v_tile[jj * D + d];
+        s[jj] = p;
+        l += p;
+    }
+    let c = exp((*run).m - m_new);
+    (*run).l = (*run).l * c + l;
+    (*run).m = m_new;
+    for (var d = 0u; d < D; d++) {
+        var a = (*acc)[d] * c;
+        for (var jj = 0u; jj < KEYS; jj++) {
+            a += s[jj] * v_tile[jj * D + d];
         }
-        (*run).m = m_new;
+        (*acc)[d] = a;
     }
 }

@@ -846,6 +846,7 @@ fn the_wgsl_inference_product_matches_the_cpu() {
         (2, 20, 98, 245),
         (3, 17, 245, 98),
         (1, 40, 64, 16),
+        (2, 70, 33, 130),
     ] {
         for (epilogue, norm) in [Epilogue::None, Epilogue::Gelu, Epilogue::Residual]
             .into_iter()

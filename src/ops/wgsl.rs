@@ -222,13 +222,46 @@ pub(crate) fn check_once(
         .push((kernel, device.clone(), found));
 }
 
-/// Whether `kernel` failed its check on `device` (not yet checked: no).
+/// Whether `kernel` failed its check on `device` (not yet checked: no), or is turned off by
+/// [`turned_off`]: either way the reference path serves.
 pub(crate) fn failed(kernel: &'static str, device: &burn::cubecl::Device) -> bool {
-    CHECKED
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|(k, d, found)| *k == kernel && d == device && found.is_err())
+    turned_off(kernel)
+        || CHECKED
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(k, d, found)| *k == kernel && d == device && found.is_err())
+}
+
+/// Whether the environment variable `REMEM_WGSL_OFF` turns `kernel` off: a comma-separated
+/// list of kernel names without the `remem::` prefix, each also turning off the kernels whose
+/// names it begins (`attention` covers `attention_backward` and `attention_backward_key`), or
+/// `all`. For comparing a kernel with the reference path on one machine, and as a way round a
+/// kernel that misbehaves on some adapter without failing its check. Read once per process.
+fn turned_off(kernel: &str) -> bool {
+    static OFF: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let off = OFF.get_or_init(|| {
+        std::env::var("REMEM_WGSL_OFF")
+            .map(|v| parse_off(&v))
+            .unwrap_or_default()
+    });
+    matches_off(off, kernel)
+}
+
+/// `REMEM_WGSL_OFF`'s names, trimmed, empty ones dropped.
+fn parse_off(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+/// Whether any of `off` turns `kernel` off (see [`turned_off`]).
+fn matches_off(off: &[String], kernel: &str) -> bool {
+    let short = kernel.trim_start_matches("remem::");
+    off.iter()
+        .any(|name| name == "all" || short.starts_with(name.as_str()))
 }
 
 /// The kernels that failed their check, with the reason, as `kernel: reason` lines; the
@@ -243,4 +276,22 @@ pub fn fallbacks() -> Vec<String> {
     let mut lines: Vec<String> = seen.into_iter().map(|(k, r)| format!("{k}: {r}")).collect();
     lines.sort();
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remem_wgsl_off_names_kernels_by_prefix_or_all() {
+        let off = parse_off(" attention, ,layer_norm_backward ");
+        assert_eq!(off, ["attention", "layer_norm_backward"]);
+        assert!(matches_off(&off, "remem::attention"));
+        assert!(matches_off(&off, "remem::attention_backward_key"));
+        assert!(matches_off(&off, "remem::layer_norm_backward"));
+        assert!(!matches_off(&off, "remem::layer_norm"));
+        assert!(!matches_off(&off, "remem::affine"));
+        assert!(matches_off(&parse_off("all"), "remem::affine"));
+        assert!(!matches_off(&parse_off(""), "remem::affine"));
+    }
 }

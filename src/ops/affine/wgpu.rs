@@ -1,4 +1,4 @@
-//! The wgpu launcher of `shaders/affine.wgsl`: `epilogue(x' w + b)`, one 16 x 16 output tile
+//! The wgpu launcher of `shaders/affine.wgsl`: `epilogue(x' w + b)`, one 64 x 64 output tile
 //! per workgroup, `x'` read as it lies (`shaders/affine_rows.wgsl`) or layer-normed
 //! (`shaders/affine_norm.wgsl`).
 
@@ -10,7 +10,9 @@ use burn::prelude::Shape;
 use crate::ops::wgsl::{self, Wgsl};
 
 /// The output tile's side (the shader's `TILE`).
-const TILE: usize = 16;
+const TILE: usize = 64;
+/// Invocations per workgroup (the shader's `@workgroup_size`), each a 4 x 4 block of the tile.
+const INVOCATIONS: u32 = 256;
 /// Workgroups along one dispatch axis at most (WebGPU's guaranteed limit).
 const MAX_GROUPS: usize = 65_535;
 
@@ -76,7 +78,7 @@ pub(super) fn affine_rows(
         NAME,
         &[input, include_str!("../../../shaders/affine.wgsl")],
         &[("epilogue", epilogue), ("norm", normed)],
-        (TILE * TILE) as u32,
+        INVOCATIONS,
     )
     .launch(&x.client, count, buffers);
     out
