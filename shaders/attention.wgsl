@@ -8,10 +8,12 @@
 // position as it is read (`turned` in attention_rotary.wgsl, which the launcher appends).
 //
 // Flash-style: each workgroup holds ROWS query rows of one (batch, head) and walks the keys in
-// tiles of KEYS, staged in workgroup memory, with an online softmax (running maximum `m`, running
-// sum `l`; `fold_tile` in online_softmax.wgsl, which the launcher appends), so the
-// [seq_q, seq] scores never exist in memory. When asked (`info[4] == 1`), a second pass writes
-// the weights out (the page draws them; training keeps them for the backward).
+// tiles of KEYS, staged in workgroup memory, with an online softmax (running maximum `m`,
+// running sum `l`; `tile_scores` and `fold_scores` in online_softmax.wgsl, which the launcher
+// appends), so the [seq_q, seq] scores never exist in memory. When asked (`info[4] == 1`),
+// the weights are written out too (the page draws them; training keeps them for the
+// backward): each tile's raw scores as they are computed, then, once the row's maximum and sum
+// are known, the row normalised in place (no second walk over the keys).
 //
 // Every binding is read_write, inputs too: the runtime pools tensors in shared wgpu buffers, and
 // one buffer bound both read-only and writable in a dispatch is a validation error.
@@ -65,6 +67,8 @@ fn main(
     let live = qi < seq_q;
     let width = 3u * heads * D;
     let first_row = b * seq;
+    // This row's weights, when asked for (the binding is one element otherwise).
+    let weights_row = ((b * heads + h) * seq_q + min(qi, seq_q - 1u)) * seq;
 
     // This row's query, turned and scaled once.
     var q: array<f32, D>;
@@ -96,7 +100,16 @@ fn main(
         }
         workgroupBarrier();
         if live {
-            fold_tile(&q, &acc, &run, qi * seq + j0, min(KEYS, seq - j0));
+            let n = min(KEYS, seq - j0);
+            var s = tile_scores(&q, qi * seq + j0, n);
+            if write_weights {
+                // The raw scores for now; normalised below, once the row's maximum and sum
+                // are known.
+                for (var jj = 0u; jj < n; jj++) {
+                    weights[weights_row + j0 + jj] = s[jj];
+                }
+            }
+            fold_scores(&s, &acc, &run, n);
         }
         workgroupBarrier();
     }
@@ -109,14 +122,8 @@ fn main(
         context[out + d] = acc[d] / run.l;
     }
     if write_weights {
-        let row = ((b * heads + h) * seq_q + qi) * seq;
         for (var j = 0u; j < seq; j++) {
-            let at = (first_row + j) * width + heads * D + h * D;
-            var s = bias[qi * seq + j];
-            for (var d = 0u; d < D; d++) {
-                s += q[d] * turned(qkv[at + d], qkv[at + (d ^ 1u)], j, d, rotary);
-            }
-            weights[row + j] = exp(s - run.m) / run.l;
+            weights[weights_row + j] = exp(weights[weights_row + j] - run.m) / run.l;
         }
     }
 }

@@ -21,6 +21,13 @@ fn fold_tile(
     bias_at: u32,
     n: u32,
 ) {
+    var s = tile_scores(q, bias_at, n);
+    fold_scores(&s, acc, run, n);
+}
+
+// The tile's KEYS biased scores q · k_jj + bias[bias_at + jj]; past `n` (the last tile's
+// padding) the bias is not read and the score is not used.
+fn tile_scores(q: ptr<function, array<f32, D>>, bias_at: u32, n: u32) -> array<f32, KEYS> {
     var s: array<f32, KEYS>;
     for (var jj = 0u; jj < KEYS; jj++) {
         s[jj] = 0.0;
@@ -31,19 +38,32 @@ fn fold_tile(
             s[jj] += qd * k_tile[jj * D + d];
         }
     }
-    var m_new = (*run).m;
     for (var jj = 0u; jj < n; jj++) {
         s[jj] += bias[bias_at + jj];
-        m_new = max(m_new, s[jj]);
     }
-    // Keys past `n` (the last tile's padding) weigh nothing.
+    return s;
+}
+
+// The first `n` of the tile's scores `s` folded into the running maximum, sum and weighted
+// values (`s` is spent: it holds the tile's unnormalised weights afterwards).
+fn fold_scores(
+    s: ptr<function, array<f32, KEYS>>,
+    acc: ptr<function, array<f32, D>>,
+    run: ptr<function, Running>,
+    n: u32,
+) {
+    var m_new = (*run).m;
+    for (var jj = 0u; jj < n; jj++) {
+        m_new = max(m_new, (*s)[jj]);
+    }
+    // Keys past `n` weigh nothing.
     var l = 0.0;
     for (var jj = 0u; jj < KEYS; jj++) {
         var p = 0.0;
         if jj < n {
-            p = exp(s[jj] - m_new);
+            p = exp((*s)[jj] - m_new);
         }
-        s[jj] = p;
+        (*s)[jj] = p;
         l += p;
     }
     let c = exp((*run).m - m_new);
@@ -52,7 +72,7 @@ fn fold_tile(
     for (var d = 0u; d < D; d++) {
         var a = (*acc)[d] * c;
         for (var jj = 0u; jj < KEYS; jj++) {
-            a += s[jj] * v_tile[jj * D + d];
+            a += (*s)[jj] * v_tile[jj * D + d];
         }
         (*acc)[d] = a;
     }
