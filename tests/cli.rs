@@ -344,6 +344,35 @@ fn training_runs_on_wgpu() {
         dir.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // On wgpu with remem's kernels, then with all of them turned off (REMEM_WGSL_OFF): the
+    // reference path evaluates the same model to the same loss, and says it ran.
+    let eval_wgpu = |off: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_remem"));
+        command.args(["eval", "--device", "wgpu", "--samples", "4", "--checkpoint"]);
+        command.arg(&dir);
+        match off {
+            Some(names) => command.env("REMEM_WGSL_OFF", names),
+            None => command.env_remove("REMEM_WGSL_OFF"),
+        };
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        let loss = text
+            .split("loss ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no loss in: {text}"));
+        (loss, text.contains("REMEM_WGSL_OFF=all"))
+    };
+    let (kernels, noted) = eval_wgpu(None);
+    assert!(!noted, "a run without REMEM_WGSL_OFF mentioned it");
+    let (reference, noted) = eval_wgpu(Some("all"));
+    assert!(noted, "REMEM_WGSL_OFF=all ran without saying so");
+    assert!(
+        (kernels - reference).abs() < 1e-3,
+        "loss {kernels} with the kernels, {reference} on the reference path"
+    );
 }
 
 #[test]

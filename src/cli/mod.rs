@@ -838,6 +838,14 @@ fn data_cmd(args: DataArgs) -> Result<()> {
 
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    let off = remem::ops::turned_off_names();
+    if !off.is_empty() {
+        eprintln!(
+            "note: REMEM_WGSL_OFF={}: the WGSL kernels it names run as their reference in \
+             Burn's operations",
+            off.join(",")
+        );
+    }
     let result = match cli.command {
         Command::Train(args) => train_cmd(args),
         Command::Eval(args) => eval_cmd(args),

@@ -27,4 +27,4 @@ pub mod softmax;
 pub mod sum_squares;
 pub(crate) mod wgsl;
 
-pub use wgsl::fallbacks;
+pub use wgsl::{fallbacks, turned_off_names};

@@ -239,13 +239,18 @@ pub(crate) fn failed(kernel: &'static str, device: &burn::cubecl::Device) -> boo
 /// `all`. For comparing a kernel with the reference path on one machine, and as a way round a
 /// kernel that misbehaves on some adapter without failing its check. Read once per process.
 fn turned_off(kernel: &str) -> bool {
+    matches_off(turned_off_names(), kernel)
+}
+
+/// The names `REMEM_WGSL_OFF` gives (see [`turned_off`]), empty when it is unset; the command
+/// line prints them, so a run says which kernels it left out.
+pub fn turned_off_names() -> &'static [String] {
     static OFF: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let off = OFF.get_or_init(|| {
+    OFF.get_or_init(|| {
         std::env::var("REMEM_WGSL_OFF")
             .map(|v| parse_off(&v))
             .unwrap_or_default()
-    });
-    matches_off(off, kernel)
+    })
 }
 
 /// `REMEM_WGSL_OFF`'s names, trimmed, empty ones dropped.
