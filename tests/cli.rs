@@ -844,3 +844,86 @@ fn an_extended_run_keeps_its_schedule_unless_asked_to_stretch() {
     fails_with(&remem(&args), "--resume");
     assert!(!fresh.exists());
 }
+
+#[test]
+fn init_from_starts_a_new_run_from_a_checkpoints_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = |name: &str| tmp.path().join(name);
+    let train = |run: &str, extra: &[&str]| {
+        let run = dir(run);
+        let mut args = tiny();
+        args.extend(["--run-dir", run.to_str().unwrap()]);
+        args.extend(extra);
+        remem(&args)
+    };
+    let eval = |run: &str| -> f64 {
+        let out = remem(&[
+            "eval",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--samples",
+            "16",
+            "--json",
+            "--checkpoint",
+            dir(run).to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        report["loss"].as_f64().unwrap()
+    };
+    let out = train("base", &["--steps", "8"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // One step at a learning rate too small to move a weight: a run started from the base's
+    // weights evaluates as the base does, one started fresh does not.
+    let still = dir("still.toml");
+    std::fs::write(
+        &still,
+        "[train]\nlr = 1e-12\nmin_lr = 0.0\nwarmup_steps = 0\n",
+    )
+    .unwrap();
+    let still = still.to_str().unwrap();
+    let base = dir("base");
+    let from = ["--steps", "1", "--config", still, "--init-from"];
+    let out = train("tuned", &[&from[..], &[base.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = train("fresh", &["--steps", "1", "--config", still]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (base_loss, tuned, fresh) = (eval("base"), eval("tuned"), eval("fresh"));
+    assert!(
+        (tuned - base_loss).abs() < 1e-5,
+        "started from the base: {tuned}, the base: {base_loss}"
+    );
+    assert!(
+        (fresh - base_loss).abs() > 1e-3,
+        "a fresh run evaluates as the base ({fresh} against {base_loss}): the check cannot fail"
+    );
+    // The run's config records where its weights came from.
+    let config = std::fs::read_to_string(dir("tuned").join("config.toml")).unwrap();
+    assert!(config.contains("init_from"), "{config}");
+
+    // Settings that give other tensors (no learned positions) are refused by name, leaving no run folder; so are a
+    // missing checkpoint and --resume.
+    let err = fails_with(
+        &train(
+            "rotary",
+            &[
+                "--positions",
+                "rotary",
+                "--init-from",
+                base.to_str().unwrap(),
+            ],
+        ),
+        "weights do not fit the model",
+    );
+    assert!(err.lines().count() <= 2, "{err}");
+    assert!(!dir("rotary").exists(), "a refused run left a folder");
+    fails_with(
+        &train("none", &["--init-from", dir("missing").to_str().unwrap()]),
+        "missing",
+    );
+    assert!(!dir("none").exists(), "a refused run left a folder");
+    let out = resume_run(&base, &["--init-from", base.to_str().unwrap()]);
+    fails_with(&out, "--init-from");
+}

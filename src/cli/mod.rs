@@ -185,6 +185,11 @@ struct TrainArgs {
     /// memory.
     #[arg(long)]
     carry_memory: bool,
+    /// Start from the weights of this checkpoint (file or run folder) instead of fresh ones:
+    /// fine-tune on a harder stage of the task, or on another task. The model settings must
+    /// give the same tensors; the optimiser and schedule start afresh.
+    #[arg(long, conflicts_with = "resume")]
+    init_from: Option<PathBuf>,
     /// Text files or folders to model byte by byte (the text task; implies `--task text`).
     #[arg(long, num_args = 1..)]
     data: Vec<PathBuf>,
@@ -240,6 +245,9 @@ struct EvalArgs {
     /// Evaluate on this many segments instead of the trained number.
     #[arg(long)]
     segments: Option<usize>,
+    /// qa1: evaluate on stories of this many moves instead of the trained number.
+    #[arg(long)]
+    moves: Option<usize>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -351,6 +359,9 @@ impl TrainArgs {
         if self.carry_memory {
             c.train.carry_memory = true;
         }
+        if let Some(path) = &self.init_from {
+            c.train.init_from = Some(checkpoint_path(path));
+        }
         Ok(c)
     }
 }
@@ -358,7 +369,7 @@ impl TrainArgs {
 impl TrainArgs {
     /// Every flag that sets a run's setting: the flag, the config field it sets, and whether
     /// it was given. `--steps` is left out: it extends a resumed run rather than changing it.
-    fn settings(&self) -> [(&'static str, &'static str, bool); 28] {
+    fn settings(&self) -> [(&'static str, &'static str, bool); 29] {
         [
             ("--backbone", "model.backbone", self.backbone.is_some()),
             ("--config", "", self.config.is_some()),
@@ -428,6 +439,7 @@ impl TrainArgs {
                 self.curriculum_from.is_some(),
             ),
             ("--carry-memory", "train.carry_memory", self.carry_memory),
+            ("--init-from", "train.init_from", self.init_from.is_some()),
         ]
     }
 
@@ -550,6 +562,9 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
     if let Some(s) = args.segments {
         config.task.segments = s;
     }
+    if let Some(m) = args.moves {
+        config.task.moves = m;
+    }
     if !args.data.is_empty() {
         if config.task.data.is_empty() {
             bail!(
@@ -559,12 +574,17 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
         }
         config.task.data = args.data.clone();
     }
-    let task = config.resolve().map_err(|e| match (&e, args.segments) {
-        (remem::Error::Config { .. }, Some(s)) => {
-            anyhow::Error::new(e).context(format!("--segments {s}"))
-        }
-        _ => e.into(),
-    })?;
+    let task = config
+        .resolve()
+        .map_err(|e| match (&e, args.segments, args.moves) {
+            (remem::Error::Config { field, .. }, _, Some(m)) if field == "task.moves" => {
+                anyhow::Error::new(e).context(format!("--moves {m}"))
+            }
+            (remem::Error::Config { .. }, Some(s), _) => {
+                anyhow::Error::new(e).context(format!("--segments {s}"))
+            }
+            _ => e.into(),
+        })?;
     if args.samples == 0 {
         bail!("--samples must be at least 1");
     }

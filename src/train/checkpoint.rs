@@ -185,8 +185,35 @@ impl Checkpoint {
     /// The model these weights make, on `device`; weights that do not fit the config (missing,
     /// extra or wrongly shaped tensors, named) are an error. `path` names the file in errors.
     pub fn load_model(&self, path: &Path, device: &Device) -> Result<Model> {
-        let model = Model::build(&self.config.model, self.config.seed, device)?;
-        let kept = frozen_prefix(&self.config.model).unwrap_or("");
+        self.load_into(&self.config.model, self.config.seed, path, device)
+    }
+
+    /// These weights in a model built from another `config` (`train.init_from`: fine-tuning
+    /// with new settings). The tokenizers must agree, and the weights must give `config`'s
+    /// tensors exactly (names and shapes; a mismatch is named). Weights the new model leaves
+    /// out (a frozen backbone's) are read from their own file as usual.
+    pub fn load_into(
+        &self,
+        config: &crate::model::ModelConfig,
+        seed: u64,
+        path: &Path,
+        device: &Device,
+    ) -> Result<Model> {
+        if config.tokenizer != self.config.model.tokenizer {
+            return Err(Error::Checkpoint {
+                path: path.to_path_buf(),
+                reason: crate::error::summarise(
+                    &format!(
+                        "its model reads {:?} tokens, the new one {:?}: the weights cannot carry \
+                         over",
+                        self.config.model.tokenizer, config.tokenizer
+                    ),
+                    300,
+                ),
+            });
+        }
+        let model = Model::build(config, seed, device)?;
+        let kept = frozen_prefix(config).unwrap_or("");
         io::load_module_except(model, &self.weights, &self.param_ids, kept).map_err(|e| {
             Error::Checkpoint {
                 path: path.to_path_buf(),

@@ -84,6 +84,12 @@ pub struct TrainConfig {
     /// (detached), as Transformer-XL's training carries its cache; `false` draws every window
     /// at random and starts it from the initial memory.
     pub carry_memory: bool,
+    /// Start from the weights of this checkpoint (a run's, or one `remem export` wrote)
+    /// instead of fresh ones: fine-tuning on a harder stage of a task, or another task. The
+    /// model settings must give the same tensors (names and shapes); the optimiser and the
+    /// schedule start afresh. Only read when the run starts: a resumed run has its own weights.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<std::path::PathBuf>,
 }
 
 impl TrainConfig {
@@ -111,6 +117,7 @@ impl Default for TrainConfig {
             target_exact: None,
             curriculum: None,
             carry_memory: false,
+            init_from: None,
         }
     }
 }

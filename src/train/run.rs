@@ -293,7 +293,12 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
     // written, so a checkpoint that cannot resume changes nothing.
     let (mut model, mut progress) = match &resumed {
         None => (
-            Model::build(&config.model, config.seed, &ad)?,
+            match &tc.init_from {
+                None => Model::build(&config.model, config.seed, &ad)?,
+                Some(path) => {
+                    Checkpoint::load(path)?.load_into(&config.model, config.seed, path, &ad)?
+                }
+            },
             Progress {
                 step: 0,
                 segments: tc
