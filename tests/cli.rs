@@ -927,3 +927,48 @@ fn init_from_starts_a_new_run_from_a_checkpoints_weights() {
     let out = resume_run(&base, &["--init-from", base.to_str().unwrap()]);
     fails_with(&out, "--init-from");
 }
+
+#[test]
+fn eval_is_not_bound_by_the_training_curriculum() {
+    // A curriculum that starts at 6 segments does not stop an evaluation at 3.
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let run = run.to_str().unwrap();
+    let out = remem(&[
+        "train",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--steps",
+        "2",
+        "--segments",
+        "6",
+        "--curriculum-from",
+        "6",
+        "--d-model",
+        "16",
+        "--layers",
+        "1",
+        "--eval-samples",
+        "8",
+        "--run-dir",
+        run,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = remem(&[
+        "eval",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--json",
+        "--samples",
+        "8",
+        "--segments",
+        "3",
+        "--checkpoint",
+        run,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["samples"], 8);
+}

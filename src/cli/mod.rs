@@ -565,6 +565,9 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
     if let Some(m) = args.moves {
         config.task.moves = m;
     }
+    // The training curriculum's stages are no constraint on an evaluation (a first stage too
+    // short for stories of more moves, or more segments than evaluated).
+    config.train.curriculum = None;
     if !args.data.is_empty() {
         if config.task.data.is_empty() {
             bail!(
