@@ -68,8 +68,13 @@ def main() -> int:
         asked = "first" if case % 2 == 0 else "last"
         who, right, other = (a, pa, pb) if asked == "first" else (b, pb, pa)
         question = f"\nWhere is {who}? "
-        story = (f"{a} {rng.choice(VERBS)} to the {pa}. " + rng.choice(sentences)
-                 + f"{b} {rng.choice(VERBS)} to the {pb}. ")
+        first = f"{a} {rng.choice(VERBS)} to the {pa}. "
+        second = f"{b} {rng.choice(VERBS)} to the {pb}. "
+        # Book text between the moves, short enough that the whole story stays in the input
+        # (a short model's input can hold no sentence between them at all).
+        room = total - len(question) - len(first) - len(second)
+        fits = [s for s in sentences if len(s) <= room]
+        story = first + (rng.choice(fits) if fits else "") + second
         before = ""
         while len(before) + len(story) + len(question) < total:
             before += rng.choice(sentences)
