@@ -367,11 +367,30 @@ pub fn load_module<M: Module>(
 /// [`load_module`], where parameters whose names start with `kept` (when not empty) may be
 /// left out: they keep the values `module` has (a frozen backbone read from its own file).
 pub fn load_module_except<M: Module>(
-    mut module: M,
+    module: M,
     tensors: &[Named],
     ids: &BTreeMap<String, u64>,
     kept: &str,
 ) -> Result<M, String> {
+    let (module, missing) = load_module_adding(module, tensors, ids)?;
+    let missing: Vec<String> = missing
+        .into_iter()
+        .filter(|n| kept.is_empty() || !n.starts_with(kept))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("missing weights: {}", name_list(missing)));
+    }
+    Ok(module)
+}
+
+/// `tensors` into `module` where `module` may have tensors that `tensors` lacks (a model with
+/// new parts, fine-tuned from one without them): those keep `module`'s own values, and their
+/// names are returned. Wrongly shaped tensors and tensors `module` does not have are errors.
+pub fn load_module_adding<M: Module>(
+    mut module: M,
+    tensors: &[Named],
+    ids: &BTreeMap<String, u64>,
+) -> Result<(M, Vec<String>), String> {
     let pack = tensors
         .iter()
         .map(|(name, data)| {
@@ -390,22 +409,13 @@ pub fn load_module_except<M: Module>(
             result.errors.iter().map(|e| e.to_string()).collect(),
         ));
     }
-    let missing: Vec<String> = result
-        .missing
-        .into_iter()
-        .map(|(n, _)| n)
-        .filter(|n| kept.is_empty() || !n.starts_with(kept))
-        .collect();
-    if !missing.is_empty() {
-        return Err(format!("missing weights: {}", name_list(missing)));
-    }
     if !result.unused.is_empty() {
         return Err(format!(
             "weights this model does not have: {}",
             name_list(result.unused)
         ));
     }
-    Ok(module)
+    Ok((module, result.missing.into_iter().map(|(n, _)| n).collect()))
 }
 
 /// Up to four names, then how many more: the tensors an error is about.

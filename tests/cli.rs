@@ -972,3 +972,27 @@ fn eval_is_not_bound_by_the_training_curriculum() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["samples"], 8);
 }
+
+#[test]
+fn init_from_a_transformer_gives_rmt_a_fresh_memory() {
+    // RMT over a Transformer's weights: the memory the Transformer lacks starts fresh and is
+    // named; everything else carries over.
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let rmt = tmp.path().join("rmt");
+    let mut args = tiny();
+    args.extend(["--steps", "2", "--model", "transformer"]);
+    args.extend(["--run-dir", base.to_str().unwrap()]);
+    let out = remem(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut args = tiny();
+    args.extend(["--steps", "2", "--positions", "rotary", "--run-dir"]);
+    args.extend([rmt.to_str().unwrap(), "--init-from", base.to_str().unwrap()]);
+    let out = remem(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("1 tensor(s) it lacks start fresh: memory"),
+        "{err}"
+    );
+}

@@ -186,8 +186,8 @@ struct TrainArgs {
     #[arg(long)]
     carry_memory: bool,
     /// Start from the weights of this checkpoint (file or run folder) instead of fresh ones:
-    /// fine-tune on a harder stage of the task, or on another task. The model settings must
-    /// give the same tensors; the optimiser and schedule start afresh.
+    /// fine-tune on a harder stage of the task, on another task, or RMT over a Transformer
+    /// (its memory starts fresh). The optimiser and schedule start afresh.
     #[arg(long, conflicts_with = "resume")]
     init_from: Option<PathBuf>,
     /// Text files or folders to model byte by byte (the text task; implies `--task text`).

@@ -185,20 +185,24 @@ impl Checkpoint {
     /// The model these weights make, on `device`; weights that do not fit the config (missing,
     /// extra or wrongly shaped tensors, named) are an error. `path` names the file in errors.
     pub fn load_model(&self, path: &Path, device: &Device) -> Result<Model> {
-        self.load_into(&self.config.model, self.config.seed, path, device)
+        let model = Model::build(&self.config.model, self.config.seed, device)?;
+        let kept = frozen_prefix(&self.config.model).unwrap_or("");
+        io::load_module_except(model, &self.weights, &self.param_ids, kept)
+            .map_err(|e| self.misfit(path, e))
     }
 
-    /// These weights in a model built from another `config` (`train.init_from`: fine-tuning
-    /// with new settings). The tokenizers must agree, and the weights must give `config`'s
-    /// tensors exactly (names and shapes; a mismatch is named). Weights the new model leaves
-    /// out (a frozen backbone's) are read from their own file as usual.
-    pub fn load_into(
+    /// These weights in a new model built from `config` (`train.init_from`: fine-tuning with
+    /// other settings, or with new parts). The tokenizers must agree, and every weight here
+    /// must be one of the new model's, of the same shape (a mismatch is named). Tensors the new
+    /// model has and these weights lack (RMT's memory, over a Transformer's weights) keep
+    /// their fresh values: their names are returned.
+    pub fn init_into(
         &self,
         config: &crate::model::ModelConfig,
         seed: u64,
         path: &Path,
         device: &Device,
-    ) -> Result<Model> {
+    ) -> Result<(Model, Vec<String>)> {
         if config.tokenizer != self.config.model.tokenizer {
             return Err(Error::Checkpoint {
                 path: path.to_path_buf(),
@@ -213,13 +217,23 @@ impl Checkpoint {
             });
         }
         let model = Model::build(config, seed, device)?;
-        let kept = frozen_prefix(config).unwrap_or("");
-        io::load_module_except(model, &self.weights, &self.param_ids, kept).map_err(|e| {
-            Error::Checkpoint {
-                path: path.to_path_buf(),
-                reason: crate::error::summarise(&format!("weights do not fit the model: {e}"), 300),
-            }
-        })
+        let (model, fresh) = io::load_module_adding(model, &self.weights, &self.param_ids)
+            .map_err(|e| self.misfit(path, e))?;
+        // A frozen backbone is read from its own file, not fresh.
+        let kept = frozen_prefix(config);
+        let fresh = fresh
+            .into_iter()
+            .filter(|n| kept.is_none_or(|k| !n.starts_with(k)))
+            .collect();
+        Ok((model, fresh))
+    }
+
+    /// The error for weights that do not fit a model.
+    fn misfit(&self, path: &Path, e: String) -> Error {
+        Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: crate::error::summarise(&format!("weights do not fit the model: {e}"), 300),
+        }
     }
 
     /// Read a checkpoint written by an earlier remem build (remem's own format 1, a

@@ -85,9 +85,10 @@ pub struct TrainConfig {
     /// at random and starts it from the initial memory.
     pub carry_memory: bool,
     /// Start from the weights of this checkpoint (a run's, or one `remem export` wrote)
-    /// instead of fresh ones: fine-tuning on a harder stage of a task, or another task. The
-    /// model settings must give the same tensors (names and shapes); the optimiser and the
-    /// schedule start afresh. Only read when the run starts: a resumed run has its own weights.
+    /// instead of fresh ones: fine-tuning on a harder stage of a task, another task, or RMT
+    /// over a Transformer. Every weight there must be one of the model's, of the same shape;
+    /// tensors the model adds (RMT's memory) start fresh. The optimiser and the schedule start
+    /// afresh. Only read when the run starts: a resumed run has its own weights.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub init_from: Option<std::path::PathBuf>,
 }

@@ -296,7 +296,17 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
             match &tc.init_from {
                 None => Model::build(&config.model, config.seed, &ad)?,
                 Some(path) => {
-                    Checkpoint::load(path)?.load_into(&config.model, config.seed, path, &ad)?
+                    let (model, fresh) =
+                        Checkpoint::load(path)?.init_into(&config.model, config.seed, path, &ad)?;
+                    if options.report && !fresh.is_empty() {
+                        eprintln!(
+                            "init from {}: {} tensor(s) it lacks start fresh: {}",
+                            path.display(),
+                            fresh.len(),
+                            crate::io::name_list(fresh)
+                        );
+                    }
+                    model
                 }
             },
             Progress {
