@@ -360,7 +360,10 @@ impl TrainArgs {
             c.train.carry_memory = true;
         }
         if let Some(path) = &self.init_from {
-            c.train.init_from = Some(checkpoint_path(path));
+            // Absolute, so a run restarted from elsewhere (killed before its first checkpoint)
+            // still finds it; a path that does not exist is named as given when read.
+            let path = checkpoint_path(path);
+            c.train.init_from = Some(std::fs::canonicalize(&path).unwrap_or(path));
         }
         Ok(c)
     }

@@ -219,11 +219,14 @@ impl Checkpoint {
         let model = Model::build(config, seed, device)?;
         let (model, fresh) = io::load_module_adding(model, &self.weights, &self.param_ids)
             .map_err(|e| self.misfit(path, e))?;
-        // A frozen backbone is read from its own file, not fresh.
-        let kept = frozen_prefix(config);
+        // A backbone's weights are read from its own file (frozen or trained), never fresh.
+        let from_file = config
+            .backbone
+            .as_ref()
+            .map(|_| crate::model::rmt_llama::BACKBONE);
         let fresh = fresh
             .into_iter()
-            .filter(|n| kept.is_none_or(|k| !n.starts_with(k)))
+            .filter(|n| from_file.is_none_or(|k| !n.starts_with(k)))
             .collect();
         Ok((model, fresh))
     }
