@@ -694,6 +694,9 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
             report.greedy_token_accuracy,
             report.exact_match
         );
+        if let Some(line) = train::eval::survival_line(&report.survival) {
+            println!("exact match {line}");
+        }
     }
     Ok(())
 }

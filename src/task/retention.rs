@@ -176,6 +176,9 @@ pub struct Story {
     pub question: String,
     /// The answer, ending with `.`.
     pub answer: String,
+    /// The earliest fact the answer needs (an index into `facts`): how far back it lies is how
+    /// long the memory had to keep it.
+    pub support: usize,
 }
 
 /// A move: `{who} {verb} to the {place}.`
@@ -193,6 +196,7 @@ impl Story {
             first_at_start: true,
             question: format!("\nWhere is {who}? "),
             answer: format!("{place}."),
+            support: 0,
         }
     }
 
@@ -225,13 +229,14 @@ pub fn story(kind: TaskKind, moves: usize, rng: &mut impl Rng) -> Story {
     let moved = |rng: &mut dyn rand::RngCore, who: &str, place: &str| {
         move_fact(who, MOVES[rng.random_range(0..MOVES.len())], place)
     };
-    let (facts, question, answer): (Vec<String>, String, String) = match kind {
+    let (facts, question, answer, support): (Vec<String>, String, String, usize) = match kind {
         TaskKind::Memorize | TaskKind::Detect => {
             let (who, place) = (pick(rng, &PEOPLE), pick(rng, &PLACES));
             (
                 vec![moved(rng, who, place)],
                 format!("Where is {who}?"),
                 place.into(),
+                0,
             )
         }
         TaskKind::Reasoning => {
@@ -243,41 +248,53 @@ pub fn story(kind: TaskKind, moves: usize, rng: &mut impl Rng) -> Story {
             if rng.random_bool(0.5) {
                 facts.swap(0, 1);
             }
-            (facts, format!("Where is the {what}?"), place.into())
+            // Both facts are needed: the first of them is the earliest.
+            (facts, format!("Where is the {what}?"), place.into(), 0)
         }
         TaskKind::Qa1 => {
             let people: Vec<&str> = PEOPLE.choose_multiple(rng, 4).copied().collect();
-            let mut last: Vec<(&str, &str)> = Vec::new();
+            // Each person's last move: who, where, and which fact says so.
+            let mut last: Vec<(&str, &str, usize)> = Vec::new();
             let facts: Vec<String> = (0..moves)
-                .map(|_| {
+                .map(|i| {
                     let (who, place) = (pick(rng, &people), pick(rng, &PLACES));
-                    last.retain(|&(w, _)| w != who);
-                    last.push((who, place));
+                    last.retain(|&(w, _, _)| w != who);
+                    last.push((who, place, i));
                     moved(rng, who, place)
                 })
                 .collect();
-            let (who, place) = last[rng.random_range(0..last.len())];
-            (facts, format!("Where is {who}?"), place.into())
+            let (who, place, at) = last[rng.random_range(0..last.len())];
+            (facts, format!("Where is {who}?"), place.into(), at)
         }
         TaskKind::Qa2 => {
             let people: Vec<&str> = PEOPLE.choose_multiple(rng, 4).copied().collect();
             let (holder, what) = (people[0], pick(rng, &OBJECTS));
             let mut facts = Vec::new();
+            // Each person's last place, and the fact that put them there.
             let mut at = std::collections::BTreeMap::new();
             // The holder is somewhere first; the pick-up comes at a random point of 5 moves.
             let start = pick(rng, &PLACES);
             facts.push(moved(rng, holder, start));
-            at.insert(holder, start);
+            at.insert(holder, (start, 0));
             let pickup = rng.random_range(0..5);
+            let mut picked = 0;
             for i in 0..5 {
                 if i == pickup {
+                    picked = facts.len();
                     facts.push(format!("{holder} picked up the {what}."));
                 }
                 let (who, place) = (pick(rng, &people), pick(rng, &PLACES));
-                at.insert(who, place);
+                at.insert(who, (place, facts.len()));
                 facts.push(moved(rng, who, place));
             }
-            (facts, format!("Where is the {what}?"), at[holder].into())
+            // Needed: the pick-up (whose object it is) and the holder's last move.
+            let (place, moved_at) = at[holder];
+            (
+                facts,
+                format!("Where is the {what}?"),
+                place.into(),
+                picked.min(moved_at),
+            )
         }
         TaskKind::Qa3 => {
             let who = pick(rng, &PEOPLE);
@@ -291,10 +308,14 @@ pub fn story(kind: TaskKind, moves: usize, rng: &mut impl Rng) -> Story {
                 moved(rng, who, places[2]),
             ];
             let before = rng.random_range(1..3);
+            // Needed: the pick-up (fact 1) and the move to the place asked about's predecessor
+            // (fact 0 or 2).
+            let support = if before == 1 { 0 } else { 1 };
             (
                 facts,
                 format!("Where was the {what} before the {}?", places[before]),
                 places[before - 1].into(),
+                support,
             )
         }
         TaskKind::Needle | TaskKind::Needles => {
@@ -313,6 +334,7 @@ pub fn story(kind: TaskKind, moves: usize, rng: &mut impl Rng) -> Story {
                 facts,
                 format!("What is the special magic number for {}?", keys[q]),
                 values[q].clone(),
+                q,
             )
         }
         TaskKind::Variables => {
@@ -352,10 +374,16 @@ pub fn story(kind: TaskKind, moves: usize, rng: &mut impl Rng) -> Story {
                     j += 1;
                 }
             }
+            // The answer names the whole chain: its value's assignment comes first.
+            let support = facts
+                .iter()
+                .position(|f| f == &ours[0])
+                .expect("the chain's first fact is in the story");
             (
                 facts,
                 format!("Which variables equal {value}?"),
                 names[..4].join(" "),
+                support,
             )
         }
         other => unreachable!("{other:?} is not a retention task"),
@@ -365,6 +393,7 @@ pub fn story(kind: TaskKind, moves: usize, rng: &mut impl Rng) -> Story {
         first_at_start: kind == TaskKind::Memorize,
         question: format!("\n{question} "),
         answer: format!("{answer}."),
+        support,
     }
 }
 
@@ -574,6 +603,10 @@ pub struct Stream<'a, R: Rng> {
     question: Vec<u32>,
     answer_ids: Vec<u32>,
     read: usize,
+    /// Which fact the answer needs first ([`Story::support`]), and where each fact written so
+    /// far starts.
+    support: usize,
+    fact_starts: Vec<usize>,
 }
 
 impl<'a, R: Rng> Stream<'a, R> {
@@ -644,6 +677,8 @@ impl<'a, R: Rng> Stream<'a, R> {
             question,
             answer_ids,
             read: 0,
+            support: story.support,
+            fact_starts: Vec::new(),
         })
     }
 
@@ -660,6 +695,12 @@ impl<'a, R: Rng> Stream<'a, R> {
     /// Where the answer lies in the sample.
     pub fn answer(&self) -> std::ops::Range<usize> {
         self.answer.clone()
+    }
+
+    /// Where the earliest fact the answer needs ([`Story::support`]) starts in the sample, once
+    /// it has been read.
+    pub fn support_start(&self) -> Option<usize> {
+        self.fact_starts.get(self.support).copied()
     }
 
     /// Append the next `n` units (fewer at the end) to `out`.
@@ -686,6 +727,8 @@ impl<'a, R: Rng> Stream<'a, R> {
                 if self.noise_left == 0 || boundary {
                     let (_, fact) = self.facts.pop_front().expect("a fact");
                     let ids = self.units.fact(&fact, self.noise_done == 0)?;
+                    // Nothing is waiting in `ready`: the fact's first unit is the next read.
+                    self.fact_starts.push(self.read);
                     self.ready.extend(ids);
                     continue;
                 }
@@ -877,8 +920,11 @@ mod tests {
             if f.starts_with("The special") {
                 numbers.insert(w[5].clone(), w[7].clone());
             } else if f.starts_with("VAR ") {
+                // A variable set from one the facts given never set has no value.
                 let value = if w[3] == "VAR" {
-                    vars.iter().find(|(n, _)| *n == w[4]).unwrap().1.clone()
+                    vars.iter()
+                        .find(|(n, _)| *n == w[4])
+                        .map_or(String::new(), |(_, v)| v.clone())
                 } else {
                     w[3].clone()
                 };
@@ -983,6 +1029,60 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The fact a story names as the earliest its answer needs ([`Story::support`]) is enough
+    /// with the facts after it (the solver answers from them alone), is about the question (it
+    /// shares a word with the question or the answer), and is where the stream says it starts.
+    #[test]
+    fn the_supporting_fact_is_needed_and_found_where_the_stream_says() {
+        let (_dir, corpus) = corpus();
+        let common = [
+            "the", "to", "is", "was", "up", "before", "where", "what", "which",
+        ];
+        let words = |s: &str| -> Vec<String> {
+            s.split(|c: char| !c.is_ascii_alphanumeric())
+                .filter(|w| !w.is_empty() && !common.contains(&w.to_lowercase().as_str()))
+                .map(str::to_string)
+                .collect()
+        };
+        let mut back = 0;
+        for (kind, moves) in shapes() {
+            for seed in 0..30 {
+                let rng = StdRng::seed_from_u64(seed);
+                let told = story(kind, moves, &mut rng.clone());
+                let later = &told.facts[told.support..];
+                assert_eq!(
+                    solve(kind, later, &told.question),
+                    told.answer,
+                    "{kind:?} seed {seed}: {told:?}"
+                );
+                let support = &told.facts[told.support];
+                let asked: Vec<String> = words(&told.question)
+                    .into_iter()
+                    .chain(words(&told.answer))
+                    .collect();
+                assert!(
+                    words(support).iter().any(|w| asked.contains(w)),
+                    "{kind:?} seed {seed}: {support} is not about {told:?}"
+                );
+                back += usize::from(told.support > 0);
+                let mut stream =
+                    Stream::new(kind, moves, &corpus, Split::Train, Units::Bytes, 600, rng)
+                        .unwrap();
+                let mut ids = Vec::new();
+                stream.read(usize::MAX, &mut ids).unwrap();
+                let at = stream.support_start().unwrap();
+                let bytes: Vec<u8> = ids.iter().map(|&t| t as u8).collect();
+                let text = String::from_utf8_lossy(&bytes[at..]).into_owned();
+                assert!(
+                    text.trim_start().starts_with(support.as_str()),
+                    "{kind:?} seed {seed}: {support:?} is not at {at}: {text:?}"
+                );
+            }
+        }
+        // Not always the first fact: the measure tells the stories apart.
+        assert!(back > 30, "{back}");
     }
 
     #[test]

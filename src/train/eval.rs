@@ -12,7 +12,7 @@ use crate::task::{Sample, SegmentBatcher, Task, TaskDataset};
 use burn::data::dataloader::batcher::Batcher;
 
 /// Accuracies on the answer positions of a held-out split (for text: on every byte).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
     /// Mean cross-entropy on answer tokens, teacher-forced.
     pub loss: f64,
@@ -28,6 +28,72 @@ pub struct EvalReport {
     /// before it in its document)` averaged over every byte predicted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bits_per_byte: Option<f64>,
+    /// Retention tasks: exact match by how far back the earliest fact the answer needs lies
+    /// (see [`Survival`]), the nearest first; empty for the other tasks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub survival: Vec<Survival>,
+}
+
+/// Greedy exact match of the samples whose earliest needed fact
+/// ([`crate::task::retention::Story::support`]) begins `from..=to` segments before the segment
+/// that predicts the answer's first token: 0 is the same segment (read directly), and each
+/// segment more is one more memory update the fact had to live through. The ranges are 0, 1,
+/// 2-3, 4-7, 8-15 and so on; only those holding samples are listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Survival {
+    /// Fewest segments back in this range.
+    pub from: usize,
+    /// Most segments back in this range.
+    pub to: usize,
+    /// Samples whose fact lies this far back.
+    pub samples: usize,
+    /// Fraction of them answered exactly.
+    pub exact_match: f64,
+}
+
+impl Survival {
+    /// The range holding `back` segments: 0, then powers of two (`1`, `2..=3`, `4..=7`, ...).
+    fn range(back: usize) -> usize {
+        match back {
+            0 => 0,
+            b => 1 + b.ilog2() as usize,
+        }
+    }
+
+    /// `(samples, exact)` counts per range, as a table of the non-empty ranges.
+    fn table(counts: &[(usize, usize)]) -> Vec<Survival> {
+        counts
+            .iter()
+            .enumerate()
+            .filter(|(_, (n, _))| *n > 0)
+            .map(|(r, &(n, right))| Survival {
+                from: if r == 0 { 0 } else { 1 << (r - 1) },
+                to: if r == 0 { 0 } else { (1 << r) - 1 },
+                samples: n,
+                exact_match: right as f64 / n as f64,
+            })
+            .collect()
+    }
+}
+
+/// The survival table on one line, `by segments back: 0: 0.983 (60), 1: 0.550 (80), ...`;
+/// `None` when it is empty.
+pub fn survival_line(survival: &[Survival]) -> Option<String> {
+    (!survival.is_empty()).then(|| {
+        let ranges: Vec<String> = survival.iter().map(Survival::to_string).collect();
+        format!("by segments back: {}", ranges.join(", "))
+    })
+}
+
+impl std::fmt::Display for Survival {
+    /// `2-3 segments back: 0.750 (40)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.from == self.to {
+            true => write!(f, "{}", self.from)?,
+            false => write!(f, "{}-{}", self.from, self.to)?,
+        }
+        write!(f, ": {:.3} ({})", self.exact_match, self.samples)
+    }
 }
 
 /// The held-out seed stream: disjoint from training's `seed` stream.
@@ -84,6 +150,8 @@ pub fn evaluate_retention(
     let seg_len = model.step_len(input_len);
     let (mut nll, mut correct, mut greedy_correct, mut exact, mut answers) =
         (0.0, 0usize, 0usize, 0usize, 0usize);
+    // Per survival range: samples, and those answered exactly.
+    let mut survival: Vec<(usize, usize)> = Vec::new();
     let mut start = 0;
     while start < samples {
         let n = batch_size.min(samples - start);
@@ -156,7 +224,18 @@ pub fn evaluate_retention(
         };
         let (right, whole) = score(&rows, &predictions);
         greedy_correct += right;
-        exact += whole;
+        exact += whole.iter().filter(|&&w| w).count();
+        for (stream, &whole) in streams.iter().zip(&whole) {
+            let fact = stream
+                .support_start()
+                .expect("every fact is read before the question");
+            let range = Survival::range(tail_start / seg_len - fact.min(tail_start) / seg_len);
+            if survival.len() <= range {
+                survival.resize(range + 1, (0, 0));
+            }
+            survival[range].0 += 1;
+            survival[range].1 += usize::from(whole);
+        }
         on_progress(start);
     }
     let answers = answers.max(1) as f64;
@@ -167,6 +246,7 @@ pub fn evaluate_retention(
         exact_match: exact as f64 / samples.max(1) as f64,
         samples,
         bits_per_byte: None,
+        survival: Survival::table(&survival),
     })
 }
 
@@ -236,7 +316,7 @@ pub fn evaluate_with(
         };
         let (right, whole) = score(&rows, &predictions);
         greedy_correct += right;
-        exact += whole;
+        exact += whole.iter().filter(|&&w| w).count();
         on_progress(start);
     }
     let answers = answers.max(1) as f64;
@@ -247,6 +327,7 @@ pub fn evaluate_with(
         exact_match: exact as f64 / samples.max(1) as f64,
         samples,
         bits_per_byte: None,
+        survival: Vec::new(),
     }
 }
 
@@ -493,12 +574,13 @@ pub fn evaluate_text_with(
         exact_match: 0.0,
         samples: documents,
         bits_per_byte: Some(nll / predicted_bytes.max(1) as f64 / std::f64::consts::LN_2),
+        survival: Vec::new(),
     })
 }
 
-/// Answer tokens predicted right, and rows whose every answer token is right.
-fn score(rows: &[Rows], predictions: &[Vec<u32>]) -> (usize, usize) {
-    let (mut right, mut whole) = (0, 0);
+/// Answer tokens predicted right, and per row whether its every answer token is right.
+fn score(rows: &[Rows], predictions: &[Vec<u32>]) -> (usize, Vec<bool>) {
+    let (mut right, mut whole) = (0, Vec::with_capacity(rows.len()));
     for (row, pred) in rows.iter().zip(predictions) {
         let mut all = true;
         for ((&answer, &target), &guess) in row.answer.iter().zip(&row.targets).zip(pred) {
@@ -510,7 +592,7 @@ fn score(rows: &[Rows], predictions: &[Vec<u32>]) -> (usize, usize) {
                 }
             }
         }
-        whole += all as usize;
+        whole.push(all);
     }
     (right, whole)
 }
@@ -771,7 +853,38 @@ mod retention_tests {
                     streamed.loss
                 );
                 assert!((whole.token_accuracy - streamed.token_accuracy).abs() < 1e-9);
+                // The survival table splits the samples and their exact matches.
+                let counted: usize = streamed.survival.iter().map(|s| s.samples).sum();
+                assert_eq!(counted, streamed.samples, "{kind:?} {layout:?}");
+                let right: f64 = streamed
+                    .survival
+                    .iter()
+                    .map(|s| s.exact_match * s.samples as f64)
+                    .sum();
+                assert!((right - streamed.exact_match * streamed.samples as f64).abs() < 1e-9);
+                if kind == TaskKind::Memorize {
+                    // The fact opens the text: it lies as many segments back as the segment
+                    // that predicts the answer's first token is from the first.
+                    let first = task.input_len() + 1
+                        - crate::task::retention::answer_width(kind)
+                        - usize::from(layout == Layout::Decoder);
+                    let back = first / segment_len;
+                    let [range] = &streamed.survival[..] else {
+                        panic!("one range: {:?}", streamed.survival)
+                    };
+                    assert!(range.from <= back && back <= range.to, "{back}: {range:?}");
+                }
             }
         }
+    }
+
+    /// Survival ranges: 0, 1, 2-3, 4-7, ...; the empty ones are left out.
+    #[test]
+    fn survival_ranges_double() {
+        let ranges: Vec<usize> = [0, 1, 2, 3, 4, 7, 8, 1000].map(Survival::range).into();
+        assert_eq!(ranges, [0, 1, 2, 2, 3, 3, 4, 10]);
+        let table = Survival::table(&[(2, 1), (0, 0), (4, 4), (1, 0)]);
+        let shown: Vec<String> = table.iter().map(Survival::to_string).collect();
+        assert_eq!(shown, ["0: 0.500 (2)", "2-3: 1.000 (4)", "4-7: 0.000 (1)"]);
     }
 }

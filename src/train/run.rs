@@ -551,13 +551,20 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
                         progress.step, report.token_accuracy
                     ),
                     None => format!(
-                        "step {:>6}: eval loss {:.4}  token acc {:.4}  greedy exact {:.4}",
-                        progress.step, report.loss, report.token_accuracy, report.exact_match
+                        "step {:>6}: eval loss {:.4}  token acc {:.4}  greedy exact {:.4}{}",
+                        progress.step,
+                        report.loss,
+                        report.token_accuracy,
+                        report.exact_match,
+                        super::eval::survival_line(&report.survival)
+                            .map(|l| format!("  ({l})"))
+                            .unwrap_or_default()
                     ),
                 },
             );
+            let exact = report.exact_match;
             last_eval = Some(report);
-            if tc.target_exact.is_some_and(|t| report.exact_match >= t)
+            if tc.target_exact.is_some_and(|t| exact >= t)
                 && progress.segments == task.config().segments
             {
                 say(
