@@ -86,7 +86,7 @@ pub fn survival_line(survival: &[Survival]) -> Option<String> {
 }
 
 impl std::fmt::Display for Survival {
-    /// `2-3 segments back: 0.750 (40)`.
+    /// `2-3: 0.750 (40)`: the range of segments back, the exact match, the samples.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.from == self.to {
             true => write!(f, "{}", self.from)?,
