@@ -229,7 +229,9 @@ pub fn evaluate_retention(
             let fact = stream
                 .support_start()
                 .expect("every fact is read before the question");
-            let range = Survival::range(tail_start / seg_len - fact.min(tail_start) / seg_len);
+            // A fact in the answer's own segment (or after its start) is 0 segments back.
+            let back = (tail_start / seg_len).saturating_sub(fact / seg_len);
+            let range = Survival::range(back);
             if survival.len() <= range {
                 survival.resize(range + 1, (0, 0));
             }
