@@ -153,7 +153,7 @@ fn streaming_equals_the_training_loop_on(device: &Device) {
             answer_tokens: input.len(),
         };
         let out = forward_batch(&model, &batch, SEG);
-        let [nll, _] = out.stats();
+        let nll = out.stats().nll;
 
         let mut session = Session::new(model, &device).unwrap();
         let mut logits = Vec::new();

@@ -103,6 +103,7 @@ fn the_curriculum_adds_segments_as_the_model_learns() {
         start_segments: 1,
         threshold: 0.9,
         window: 10,
+        ..Default::default()
     });
     let (summary, dir) = train_cpu(config);
     let stages: Vec<u64> = std::fs::read_to_string(dir.path().join("run/metrics.jsonl"))

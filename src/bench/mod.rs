@@ -361,7 +361,7 @@ fn train_throughput(
     const WARM_UP: usize = 2;
     for step in 0..steps.max(1) + WARM_UP {
         let t = Instant::now();
-        model = train::optimise(model, &mut optim, &batch, seg_len, 1e-4, Some(1.0)).0;
+        model = train::optimise(model, &mut optim, &batch, seg_len, 1e-4, Some(1.0), false).0;
         if step >= WARM_UP {
             timed += t.elapsed().as_secs_f64();
         }
@@ -372,7 +372,16 @@ fn train_throughput(
     let matmul = median(&mut samples);
     // Kernels per step, off the clock.
     let counted = launches::count(&ad, 2, || {
-        model = train::optimise(model.clone(), &mut optim, &batch, seg_len, 1e-4, Some(1.0)).0;
+        model = train::optimise(
+            model.clone(),
+            &mut optim,
+            &batch,
+            seg_len,
+            1e-4,
+            Some(1.0),
+            false,
+        )
+        .0;
         Ok(())
     })?;
     let per_step = timed / steps.max(1) as f64;

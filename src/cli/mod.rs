@@ -14,7 +14,7 @@ use remem::model::{BackboneConfig, Layout, ModelKind, Positions};
 use remem::nn::LtmSampling;
 use remem::task::TaskKind;
 use remem::task::text::{Corpus, Split};
-use remem::train::{self, Checkpoint, RunConfig, Start, TrainOptions};
+use remem::train::{self, Checkpoint, Measure, RunConfig, Start, TrainOptions};
 
 /// Memory-augmented transformers (RMT) on Burn: train and evaluate on any GPU or the CPU.
 #[derive(Parser, Debug)]
@@ -179,6 +179,10 @@ struct TrainArgs {
     /// passes the threshold.
     #[arg(long)]
     curriculum_from: Option<usize>,
+    /// What the curriculum's threshold applies to: answer-tokens (the fraction of answer
+    /// tokens right, the default) or exact-match (the fraction of samples answered right).
+    #[arg(long, value_parser = parse_enum::<Measure>)]
+    curriculum_on: Option<Measure>,
     /// Text: read the training text as --batch-size streams of consecutive windows, each
     /// window starting from the memory its stream's previous window ended with (as
     /// Transformer-XL's training carries its cache), instead of random windows from fresh
@@ -351,9 +355,10 @@ impl TrainArgs {
                 digest: None,
             });
         }
-        if let Some(start) = self.curriculum_from {
+        if self.curriculum_from.is_some() || self.curriculum_on.is_some() {
             let mut cur = c.train.curriculum.clone().unwrap_or_default();
-            cur.start_segments = start;
+            set!(cur.start_segments, self.curriculum_from);
+            set!(cur.measure, self.curriculum_on);
             c.train.curriculum = Some(cur);
         }
         if self.carry_memory {
@@ -372,7 +377,7 @@ impl TrainArgs {
 impl TrainArgs {
     /// Every flag that sets a run's setting: the flag, the config field it sets, and whether
     /// it was given. `--steps` is left out: it extends a resumed run rather than changing it.
-    fn settings(&self) -> [(&'static str, &'static str, bool); 29] {
+    fn settings(&self) -> [(&'static str, &'static str, bool); 30] {
         [
             ("--backbone", "model.backbone", self.backbone.is_some()),
             ("--config", "", self.config.is_some()),
@@ -440,6 +445,11 @@ impl TrainArgs {
                 "--curriculum-from",
                 "train.curriculum.start_segments",
                 self.curriculum_from.is_some(),
+            ),
+            (
+                "--curriculum-on",
+                "train.curriculum.measure",
+                self.curriculum_on.is_some(),
             ),
             ("--carry-memory", "train.carry_memory", self.carry_memory),
             ("--init-from", "train.init_from", self.init_from.is_some()),

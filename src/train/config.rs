@@ -17,10 +17,31 @@ use crate::tokenizer::Tokenizer;
 pub struct Curriculum {
     /// Segments in the first stage.
     pub start_segments: usize,
-    /// Move on once the mean training answer-token accuracy over `window` steps reaches this.
+    /// Move on once the mean of `measure` over the last `window` training steps reaches this.
     pub threshold: f64,
     /// Steps averaged for `threshold`.
     pub window: usize,
+    /// What `threshold` applies to.
+    #[serde(skip_serializing_if = "is_default_measure")]
+    pub measure: Measure,
+}
+
+/// The training score a [`Curriculum`] moves on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Measure {
+    /// The fraction of answer tokens predicted right (teacher-forced).
+    #[default]
+    AnswerTokens,
+    /// The fraction of samples whose answer tokens are all predicted right: the exact match.
+    /// Stricter where one token carries the answer's difficulty (qa1's place names differ in
+    /// their first byte; the bytes after it follow from it, so token accuracy stays high
+    /// while the answers are wrong).
+    ExactMatch,
+}
+
+fn is_default_measure(measure: &Measure) -> bool {
+    *measure == Measure::AnswerTokens
 }
 
 impl Curriculum {
@@ -40,6 +61,7 @@ impl Default for Curriculum {
             start_segments: 1,
             threshold: 0.95,
             window: 20,
+            measure: Measure::AnswerTokens,
         }
     }
 }
@@ -365,6 +387,25 @@ mod tests {
         assert!(err.contains("train.batch_size"), "{err}");
         let err = RunConfig::from_toml("[model]\nd_model = -4").unwrap_err();
         assert!(err.contains("d_model"), "{err}");
+    }
+
+    /// The curriculum's measure reads and writes by name, and a config that does not name
+    /// one (every config before it existed) keeps the answer-token accuracy.
+    #[test]
+    fn the_curriculum_measure_defaults_to_answer_tokens() {
+        let read = |toml: &str| toml::from_str::<Curriculum>(toml).ok().map(|c| c.measure);
+        assert_eq!(read("threshold = 0.9"), Some(Measure::AnswerTokens));
+        assert_eq!(read("measure = \"exact-match\""), Some(Measure::ExactMatch));
+        assert_eq!(read("measure = \"exact\""), None);
+        let written = |measure| {
+            toml::to_string(&Curriculum {
+                measure,
+                ..Curriculum::default()
+            })
+            .unwrap()
+        };
+        assert!(!written(Measure::AnswerTokens).contains("measure"));
+        assert!(written(Measure::ExactMatch).contains("measure = \"exact-match\""));
     }
 
     #[test]

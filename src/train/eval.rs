@@ -215,8 +215,8 @@ pub fn evaluate_retention(
         let batch = crate::task::Batch::from_rows(&rows, device);
         let out = super::loss::forward_batch_from(model, &batch, seg_len, state.clone());
         let stats = out.stats();
-        nll += stats[0];
-        correct += stats[1] as usize;
+        nll += stats.nll;
+        correct += stats.correct as usize;
         answers += batch.answer_tokens;
         let predictions = match encoder {
             true => out.predictions(),
@@ -306,8 +306,8 @@ pub fn evaluate_with(
         let batch = batcher.batch(items.clone(), device);
         let out = forward_batch(model, &batch, model.step_len(task.input_len()));
         let stats = out.stats();
-        nll += stats[0];
-        correct += stats[1];
+        nll += stats.nll;
+        correct += stats.correct;
         answers += batch.answer_tokens;
 
         let rows: Vec<Rows> = items.iter().map(|s| batcher.rows(s)).collect();

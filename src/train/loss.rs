@@ -12,7 +12,8 @@ use crate::task::Batch;
 pub struct BatchOutput {
     /// Mean cross-entropy over the batch's answer tokens (differentiable).
     pub loss: Tensor<1>,
-    /// `[nll sum, correct answer tokens]`, to read back in one transfer.
+    /// `[nll sum, correct answer tokens]`, and where rows were counted `[exactly right rows,
+    /// rows with an answer]` after them, to read back in one transfer.
     summary: Tensor<1>,
     /// Argmax prediction at every position `[batch, len]`; on GPUs only where the batch was
     /// not run for training (the loss counts the hits without them).
@@ -20,8 +21,8 @@ pub struct BatchOutput {
 }
 
 impl BatchOutput {
-    /// `[sum of answer-token NLL, correctly predicted answer tokens]` on the host.
-    pub fn stats(&self) -> [f64; 2] {
+    /// The batch's answer scores on the host.
+    pub fn stats(&self) -> Stats {
         let v: Vec<f32> = self
             .summary
             .clone()
@@ -29,7 +30,11 @@ impl BatchOutput {
             .convert::<f32>()
             .try_to_vec()
             .expect("f32");
-        [v[0] as f64, v[1] as f64]
+        Stats {
+            nll: v[0] as f64,
+            correct: v[1] as f64,
+            exact_match: (v.len() == 4).then(|| v[2] as f64 / v[3].max(1.0) as f64),
+        }
     }
 
     /// Argmax prediction per row and position, on the host.
@@ -54,6 +59,19 @@ impl BatchOutput {
     }
 }
 
+/// A batch's answer scores, read back from the device.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stats {
+    /// Sum of the answer tokens' negative log-likelihood.
+    pub nll: f64,
+    /// Answer tokens whose arg-max prediction is the target (teacher-forced).
+    pub correct: f64,
+    /// Where rows were counted, the fraction of rows with an answer whose answer tokens are
+    /// all predicted right. Teacher-forced, yet the same as greedy exact match: a greedy
+    /// decoder that gets every token right has fed itself the targets.
+    pub exact_match: Option<f64>,
+}
+
 /// Run `batch` segment by segment through `model`, carrying the state, and score the answer
 /// positions.
 ///
@@ -62,7 +80,15 @@ impl BatchOutput {
 pub fn forward_batch(model: &Model, batch: &Batch, seg_len: usize) -> BatchOutput {
     let [n, _] = batch.inputs.dims();
     let state = model.init_state(n, &batch.inputs.device());
-    run_segments(model, batch, seg_len, state, false, true).0
+    run_segments(model, batch, seg_len, state, false, true, false).0
+}
+
+/// [`forward_batch`] that also counts the rows whose answer is exactly right
+/// ([`Stats::exact_match`]; on GPUs a few kernels more).
+pub fn forward_batch_counting_rows(model: &Model, batch: &Batch, seg_len: usize) -> BatchOutput {
+    let [n, _] = batch.inputs.dims();
+    let state = model.init_state(n, &batch.inputs.device());
+    run_segments(model, batch, seg_len, state, false, true, true).0
 }
 
 /// [`forward_batch`] from `state`: the batch continues an input whose earlier segments the
@@ -74,25 +100,28 @@ pub fn forward_batch_from(
     state: State,
 ) -> BatchOutput {
     let fresh = state.tensors().is_empty();
-    run_segments(model, batch, seg_len, state, false, fresh).0
+    run_segments(model, batch, seg_len, state, false, fresh, false).0
 }
 
 /// [`forward_batch_from`] that also returns the state after the batch's last segment, for the
 /// next window of the same text (`train.carry_memory`). The returned state still holds the
-/// graph: detach it before the next window.
+/// graph: detach it before the next window. With `rows`, counts the exactly right rows as
+/// [`forward_batch_counting_rows`] does.
 pub fn forward_batch_carrying(
     model: &Model,
     batch: &Batch,
     seg_len: usize,
     state: State,
+    rows: bool,
 ) -> (BatchOutput, State) {
-    let (out, state) = run_segments(model, batch, seg_len, state, true, false);
+    let (out, state) = run_segments(model, batch, seg_len, state, true, false, rows);
     (out, state.expect("kept"))
 }
 
 /// The segment loop of [`forward_batch_from`]; with `keep`, the last segment computes the
 /// next state too and it is returned. `fresh`: `state` is the model's initial state (nothing
 /// read yet), so a model may read all segments at once where its state carries no gradient.
+/// `count_rows`: count the rows whose answer tokens are all predicted right.
 fn run_segments(
     model: &Model,
     batch: &Batch,
@@ -100,6 +129,7 @@ fn run_segments(
     mut state: State,
     keep: bool,
     fresh: bool,
+    count_rows: bool,
 ) -> (BatchOutput, Option<State>) {
     let [_, len] = batch.inputs.dims();
     let segments = len.div_ceil(seg_len);
@@ -115,10 +145,18 @@ fn run_segments(
     // The gradients are the same either way, within rounding.
     let per_segment = crate::device::is_cpu(&batch.inputs.device());
     let (mut nll, mut correct, mut predictions) = (Vec::new(), Vec::new(), Vec::new());
-    let mut record = |(n, c, p)| {
+    // Per row, the answer tokens predicted wrong so far (`count_rows` only).
+    let mut misses: Option<Tensor<1>> = None;
+    let mut record = |(n, c, p): (Tensor<1>, Tensor<1>, Tensor<2, Int>), m: Option<Tensor<1>>| {
         nll.push(n);
         correct.push(c);
         predictions.push(p);
+        if let Some(m) = m {
+            misses = Some(match misses.take() {
+                Some(before) => before + m,
+                None => m,
+            });
+        }
     };
     let total = |parts: Vec<Tensor<1>>| match <[_; 1]>::try_from(parts) {
         Ok([one]) => one,
@@ -159,11 +197,11 @@ fn run_segments(
         };
         regulariser.extend(out.regulariser.clone());
         if per_segment {
-            record(score(
-                out.logits,
-                batch.targets.clone().slice(s![.., start..end]),
-                batch.weights.clone().slice(s![.., start..end]),
-            ));
+            let targets = batch.targets.clone().slice(s![.., start..end]);
+            let weights = batch.weights.clone().slice(s![.., start..end]);
+            let scored = score(out.logits, targets.clone(), weights.clone());
+            let m = count_rows.then(|| row_misses(scored.2.clone(), targets, weights));
+            record(scored, m);
         } else {
             logits.push(out.logits);
         }
@@ -182,6 +220,10 @@ fn run_segments(
             }),
             false => Tensor::cat(logits, 1),
         };
+        if count_rows {
+            let p = logits.clone().detach().argmax(2).squeeze_dim::<2>(2);
+            misses = Some(row_misses(p, batch.targets.clone(), batch.weights.clone()));
+        }
         let (loss, summary, p) = score_rows(
             logits,
             batch.targets.clone(),
@@ -190,6 +232,20 @@ fn run_segments(
         );
         predictions.extend(p);
         (loss, summary)
+    };
+    let summary = match misses {
+        Some(misses) => {
+            let answered = batch
+                .weights
+                .clone()
+                .sum_dim(1)
+                .squeeze_dim::<1>(1)
+                .greater_elem(0.0);
+            let exact = misses.lower_elem(0.5).bool_and(answered.clone());
+            let rows = Tensor::cat(vec![exact.float().sum(), answered.float().sum()], 0);
+            Tensor::cat(vec![summary, rows], 0)
+        }
+        None => summary,
     };
     if !regulariser.is_empty() {
         let segments = regulariser.len() as f64;
@@ -227,6 +283,20 @@ fn score(
     let pred = logits.argmax(2).squeeze_dim::<2>(2);
     let correct = (pred.clone().equal(targets).float() * weights).sum();
     (nll, correct, pred)
+}
+
+/// Per row, the weighted count of answer positions whose prediction is not the target.
+///
+/// # Shapes
+/// - predictions, targets, weights: `[batch, seq]`
+/// - output: `[batch]`
+fn row_misses(
+    predictions: Tensor<2, Int>,
+    targets: Tensor<2, Int>,
+    weights: Tensor<2>,
+) -> Tensor<1> {
+    let wrong = predictions.not_equal(targets).float();
+    (wrong * weights).sum_dim(1).squeeze_dim::<1>(1)
 }
 
 /// [`score`] with the negative log-likelihood and the hits as one operation

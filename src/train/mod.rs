@@ -22,7 +22,7 @@ mod run;
 pub mod schedule;
 
 pub use checkpoint::{Checkpoint, Progress};
-pub use config::{Curriculum, RunConfig, TrainConfig};
+pub use config::{Curriculum, Measure, RunConfig, TrainConfig};
 #[cfg(feature = "train")]
 pub use eval::{EvalReport, evaluate};
 #[cfg(feature = "train")]

@@ -16,8 +16,10 @@ use crate::model::{Model, SegmentModel, State};
 use crate::task::{Batch, Sample, SegmentBatcher, Task, TaskDataset};
 
 use super::checkpoint::{Checkpoint, Progress};
+use super::config::Measure;
 use super::config::RunConfig;
 use super::eval::{EvalReport, evaluate_task};
+use super::loss::Stats;
 use super::{
     CHECKPOINT, CONFIG, LEGACY_CHECKPOINT, METRICS, SUMMARY, clip, loss, metrics, schedule,
 };
@@ -104,6 +106,10 @@ struct StepRecord {
     accuracy: f64,
     lr: f64,
     grad_norm: f64,
+    /// The batch's teacher-forced exact match, where counted (on the CPU always, on GPUs
+    /// when the curriculum moves on it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exact_match: Option<f64>,
     segments: usize,
     tokens_per_s: f64,
 }
@@ -168,8 +174,8 @@ fn lock_run_dir(dir: &std::path::Path) -> Result<RunLock> {
 }
 
 /// One optimiser step on `batch`: forward through the segments, backward, clip the global
-/// gradient norm to `grad_clip`, update. Returns the model, `[answer NLL sum, correct answer
-/// tokens]` and the gradient norm before clipping.
+/// gradient norm to `grad_clip`, update. Returns the model, the batch's answer scores (with
+/// `count_rows` its exact match too) and the gradient norm before clipping.
 pub fn optimise(
     model: Model,
     optim: &mut ModuleOptimizer,
@@ -177,13 +183,18 @@ pub fn optimise(
     seg_len: usize,
     lr: f64,
     grad_clip: Option<f64>,
-) -> (Model, [f64; 2], f64) {
-    let out = loss::forward_batch(&model, batch, seg_len);
+    count_rows: bool,
+) -> (Model, Stats, f64) {
+    let out = match count_rows {
+        true => loss::forward_batch_counting_rows(&model, batch, seg_len),
+        false => loss::forward_batch(&model, batch, seg_len),
+    };
     update(model, optim, out, lr, grad_clip)
 }
 
 /// [`optimise`] for a batch that continues the text `carried` ended with
 /// (`train.carry_memory`): returns the state after the batch, detached, as well.
+#[allow(clippy::too_many_arguments)] // optimise's arguments and the carried state
 pub fn optimise_carrying(
     model: Model,
     optim: &mut ModuleOptimizer,
@@ -192,8 +203,9 @@ pub fn optimise_carrying(
     lr: f64,
     grad_clip: Option<f64>,
     carried: State,
-) -> (Model, [f64; 2], f64, State) {
-    let (out, next) = loss::forward_batch_carrying(&model, batch, seg_len, carried);
+    count_rows: bool,
+) -> (Model, Stats, f64, State) {
+    let (out, next) = loss::forward_batch_carrying(&model, batch, seg_len, carried, count_rows);
     let (model, stats, grad_norm) = update(model, optim, out, lr, grad_clip);
     (model, stats, grad_norm, next.detach())
 }
@@ -205,7 +217,7 @@ fn update(
     out: loss::BatchOutput,
     lr: f64,
     grad_clip: Option<f64>,
-) -> (Model, [f64; 2], f64) {
+) -> (Model, Stats, f64) {
     let stats = out.stats();
     let mut grads = GradientsParams::from_grads(out.loss.backward(), &model);
     let grad_norm = match grad_clip {
@@ -460,26 +472,47 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
             tc.decay,
         );
         let seg_len = model.step_len(stage.input_len());
+        let count_rows = crate::device::is_cpu(&device.device)
+            || tc
+                .curriculum
+                .as_ref()
+                .is_some_and(|c| c.measure == Measure::ExactMatch);
         let (next, stats, grad_norm) = match tc.carry_memory {
             true => {
                 let state = carried
                     .take()
                     .unwrap_or_else(|| model.init_state(tc.batch_size, &ad));
-                let (next, stats, grad_norm, state) =
-                    optimise_carrying(model, &mut optim, &batch, seg_len, lr, tc.grad_clip, state);
+                let (next, stats, grad_norm, state) = optimise_carrying(
+                    model,
+                    &mut optim,
+                    &batch,
+                    seg_len,
+                    lr,
+                    tc.grad_clip,
+                    state,
+                    count_rows,
+                );
                 carried = Some(state);
                 progress.streamed += stage.input_len() as u64;
                 (next, stats, grad_norm)
             }
-            false => optimise(model, &mut optim, &batch, seg_len, lr, tc.grad_clip),
+            false => optimise(
+                model,
+                &mut optim,
+                &batch,
+                seg_len,
+                lr,
+                tc.grad_clip,
+                count_rows,
+            ),
         };
         model = next;
 
         let tokens = tc.batch_size * stage.input_len();
         tokens_done += tokens;
         steps_here += 1;
-        let loss = stats[0] / batch.answer_tokens.max(1) as f64;
-        let accuracy = stats[1] / batch.answer_tokens.max(1) as f64;
+        let loss = stats.nll / batch.answer_tokens.max(1) as f64;
+        let accuracy = stats.correct / batch.answer_tokens.max(1) as f64;
         let this_step_s = t0.elapsed().as_secs_f64();
         step_s += this_step_s;
         let tps = tokens as f64 / this_step_s;
@@ -492,18 +525,26 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
             accuracy,
             lr,
             grad_norm,
+            exact_match: stats.exact_match,
             segments: stage.config().segments,
             tokens_per_s: tps,
         })?;
         bar.set_position(progress.step as u64);
+        let exact = stats
+            .exact_match
+            .map(|e| format!(" exact {e:.3}"))
+            .unwrap_or_default();
         bar.set_message(format!(
-            "loss {loss:.4} acc {accuracy:.3} {:.1}k tok/s seg {}",
+            "loss {loss:.4} acc {accuracy:.3}{exact} {:.1}k tok/s seg {}",
             tps / 1e3,
             stage.config().segments
         ));
 
         if let Some(c) = &tc.curriculum {
-            progress.recent_accuracy.push(accuracy);
+            progress.recent_accuracy.push(match c.measure {
+                Measure::AnswerTokens => accuracy,
+                Measure::ExactMatch => stats.exact_match.expect("rows counted"),
+            });
             if progress.recent_accuracy.len() > c.window {
                 progress.recent_accuracy.remove(0);
             }
