@@ -529,6 +529,12 @@ fn flag_cases() -> Vec<Case> {
         train(&["--target-exact=-0.5"], 1, &["--target-exact"]),
         train(&["--curriculum-from", "0"], 1, &["--curriculum-from"]),
         train(&["--curriculum-from", "9"], 1, &["--curriculum-from"]),
+        train(
+            &["--curriculum-on", "exact-match"],
+            1,
+            &["--curriculum-on", "--curriculum-from"],
+        ),
+        train(&["--curriculum-on", "tokens"], 2, &["tokens"]),
         train(&["--memory-tokens", "100000"], 1, &["--memory-tokens"]),
         train(&["--segment-len", "99999"], 1, &["--segment-len"]),
         train(

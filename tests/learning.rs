@@ -129,6 +129,53 @@ fn the_curriculum_adds_segments_as_the_model_learns() {
 }
 
 #[test]
+fn a_curriculum_on_exact_match_moves_only_when_the_answers_are_right() {
+    let mut config = copy_run(4, Layout::Decoder, 2);
+    config.task.kind = remem::task::TaskKind::Reverse;
+    config.train.steps = 800;
+    let (threshold, window) = (0.8, 10);
+    config.train.curriculum = Some(remem::train::Curriculum {
+        start_segments: 1,
+        threshold,
+        window,
+        measure: remem::train::Measure::ExactMatch,
+    });
+    let (summary, dir) = train_cpu(config);
+    let steps: Vec<(u64, f64, f64)> = std::fs::read_to_string(dir.path().join("run/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "train")
+        .map(|v| {
+            let exact = v["exact_match"]
+                .as_f64()
+                .expect("CPU training logs the exact match");
+            let accuracy = v["accuracy"].as_f64().unwrap();
+            (v["segments"].as_u64().unwrap(), exact, accuracy)
+        })
+        .collect();
+    let moves: Vec<usize> = (1..steps.len())
+        .filter(|&i| steps[i].0 != steps[i - 1].0)
+        .collect();
+    assert!(!moves.is_empty(), "the curriculum moved on: {summary:?}");
+    for &i in &moves {
+        // The window that moved it: the last `window` steps of the stage before.
+        let mean = steps[i - window..i].iter().map(|s| s.1).sum::<f64>() / window as f64;
+        assert!(mean >= threshold, "moved at step {i} on exact match {mean}");
+    }
+    // Token accuracy passed the threshold over a window before the answers did: a curriculum
+    // on it would have moved there, this one did not.
+    let first = moves[0];
+    let early = (window..first).find(|&i| {
+        steps[i - window..i].iter().map(|s| s.2).sum::<f64>() / window as f64 >= threshold
+    });
+    assert!(
+        early.is_some(),
+        "token accuracy never passed {threshold} before the move at {first}"
+    );
+}
+
+#[test]
 fn the_baselines_learn_copy_when_it_is_within_their_reach() {
     // The full Transformer sees the whole input; Transformer-XL's cache of 8 states per layer
     // spans the two earlier segments; MemTr-XL has memory tokens and a short cache.

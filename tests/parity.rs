@@ -1214,49 +1214,56 @@ fn the_wgsl_sum_of_squares_matches_the_cpu() {
     }
 }
 
-/// The exact match training counts is the fraction of rows whose answer tokens the model
-/// predicts all right: on flex, which scores segment by segment, and on wgpu, which scores
-/// every segment at once.
+/// The exact match training counts is the fraction of rows with an answer whose answer tokens
+/// the model predicts all right: on flex, which scores segment by segment, and on wgpu, which
+/// scores every segment at once; in both layouts.
 #[test]
 fn training_counts_the_rows_answered_exactly() {
     let mut devices = vec![Device::flex()];
     devices.extend(common::wgpu_device());
     for device in devices {
-        let cfg = config(ModelKind::Rmt, Layout::Decoder);
-        let train = device.clone().autodiff();
-        let model = Model::new(&cfg, 5, &train);
-        let task = Task::new(TaskConfig::default(), cfg.segment_len).unwrap();
-        let data = TaskDataset::new(task.clone(), 3, 6);
-        let items: Vec<_> = (0..6).map(|i| data.sample(i)).collect();
-        let batcher = SegmentBatcher::new(cfg.layout, task.input_len());
-        let predicted = forward_batch(
-            &model.valid(),
-            &batcher.batch(items.clone(), &device),
-            cfg.segment_len,
-        )
-        .predictions();
-        // Every row's answer becomes the model's own prediction; rows 1, 4 and 5 then get one
-        // answer token wrong.
-        let mut rows: Vec<Rows> = items.iter().map(|s| batcher.rows(s)).collect();
-        let mut answer_tokens = 0;
-        for (i, row) in rows.iter_mut().enumerate() {
-            let answers: Vec<usize> = (0..row.answer.len()).filter(|&p| row.answer[p]).collect();
-            assert!(answers.len() > 1, "a copy answer has several tokens");
-            answer_tokens += answers.len();
-            for &p in &answers {
-                row.targets[p] = predicted[i][p];
+        for layout in [Layout::Decoder, Layout::Encoder] {
+            let cfg = config(ModelKind::Rmt, layout);
+            let train = device.clone().autodiff();
+            let model = Model::new(&cfg, 5, &train);
+            let task = Task::new(TaskConfig::default(), cfg.segment_len).unwrap();
+            let data = TaskDataset::new(task.clone(), 3, 6);
+            let items: Vec<_> = (0..6).map(|i| data.sample(i)).collect();
+            let batcher = SegmentBatcher::new(cfg.layout, task.input_len());
+            let predicted = forward_batch(
+                &model.valid(),
+                &batcher.batch(items.clone(), &device),
+                cfg.segment_len,
+            )
+            .predictions();
+            // Every row's answer becomes the model's own prediction; rows 1, 4 and 5 then get
+            // one answer token wrong, and row 2 has no answer at all.
+            let mut rows: Vec<Rows> = items.iter().map(|s| batcher.rows(s)).collect();
+            let mut answer_tokens = 0;
+            for (i, row) in rows.iter_mut().enumerate() {
+                let answers: Vec<usize> =
+                    (0..row.answer.len()).filter(|&p| row.answer[p]).collect();
+                assert!(answers.len() > 1, "a copy answer has several tokens");
+                for &p in &answers {
+                    row.targets[p] = predicted[i][p];
+                }
+                if [1, 4, 5].contains(&i) {
+                    let p = answers[answers.len() / 2];
+                    row.targets[p] = (row.targets[p] + 1) % cfg.vocab_size as u32;
+                }
+                match i {
+                    2 => row.answer.fill(false),
+                    _ => answer_tokens += answers.len(),
+                }
             }
-            if [1, 4, 5].contains(&i) {
-                let p = answers[answers.len() / 2];
-                row.targets[p] = (row.targets[p] + 1) % cfg.vocab_size as u32;
-            }
+            let batch = Batch::from_rows(&rows, &train);
+            let stats = forward_batch_counting_rows(&model, &batch, cfg.segment_len).stats();
+            let at = format!("{device:?}, {layout:?}");
+            assert_eq!(stats.exact_match, Some(2.0 / 5.0), "{at}");
+            assert_eq!(stats.correct, (answer_tokens - 3) as f64, "{at}");
+            let uncounted = forward_batch(&model, &batch, cfg.segment_len).stats();
+            assert_eq!(uncounted.exact_match, None);
+            assert_eq!(uncounted.correct, stats.correct);
         }
-        let batch = Batch::from_rows(&rows, &train);
-        let stats = forward_batch_counting_rows(&model, &batch, cfg.segment_len).stats();
-        assert_eq!(stats.exact_match, Some(0.5), "{device:?}");
-        assert_eq!(stats.correct, (answer_tokens - 3) as f64, "{device:?}");
-        let uncounted = forward_batch(&model, &batch, cfg.segment_len).stats();
-        assert_eq!(uncounted.exact_match, None);
-        assert_eq!(uncounted.correct, stats.correct);
     }
 }

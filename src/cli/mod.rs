@@ -355,6 +355,15 @@ impl TrainArgs {
                 digest: None,
             });
         }
+        if self.curriculum_on.is_some()
+            && self.curriculum_from.is_none()
+            && c.train.curriculum.is_none()
+        {
+            bail!(
+                "--curriculum-on says what a curriculum moves on, and there is none: give \
+                 --curriculum-from N or a [train.curriculum] table in the config"
+            );
+        }
         if self.curriculum_from.is_some() || self.curriculum_on.is_some() {
             let mut cur = c.train.curriculum.clone().unwrap_or_default();
             set!(cur.start_segments, self.curriculum_from);

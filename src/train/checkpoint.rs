@@ -29,7 +29,8 @@ pub struct Progress {
     pub step: usize,
     /// Segments of the current curriculum stage.
     pub segments: usize,
-    /// Training accuracies of the last steps (the curriculum's window).
+    /// The curriculum's measure (answer-token accuracy or exact match) over the last steps
+    /// (its window).
     pub recent_accuracy: Vec<f64>,
     /// Wall-clock seconds spent training so far.
     pub elapsed_s: f64,

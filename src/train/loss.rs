@@ -33,7 +33,7 @@ impl BatchOutput {
         Stats {
             nll: v[0] as f64,
             correct: v[1] as f64,
-            exact_match: (v.len() == 4).then(|| v[2] as f64 / v[3].max(1.0) as f64),
+            exact_match: (v.len() == 4 && v[3] > 0.0).then(|| v[2] as f64 / v[3] as f64),
         }
     }
 
@@ -66,9 +66,11 @@ pub struct Stats {
     pub nll: f64,
     /// Answer tokens whose arg-max prediction is the target (teacher-forced).
     pub correct: f64,
-    /// Where rows were counted, the fraction of rows with an answer whose answer tokens are
-    /// all predicted right. Teacher-forced, yet the same as greedy exact match: a greedy
-    /// decoder that gets every token right has fed itself the targets.
+    /// Where rows were counted and some row has an answer, the fraction of rows with an
+    /// answer whose answer tokens are all predicted right. Teacher-forced, yet for this forward
+    /// pass the same as greedy exact match: a greedy decoder that gets every token right has
+    /// fed itself the targets. (Training's pass draws dropout and sampling noise; the held-out
+    /// evaluation does not.)
     pub exact_match: Option<f64>,
 }
 

@@ -541,10 +541,12 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
         ));
 
         if let Some(c) = &tc.curriculum {
-            progress.recent_accuracy.push(match c.measure {
-                Measure::AnswerTokens => accuracy,
-                Measure::ExactMatch => stats.exact_match.expect("rows counted"),
-            });
+            // A batch without answers (none in the retention and copy tasks) says nothing.
+            let measured = match c.measure {
+                Measure::AnswerTokens => Some(accuracy),
+                Measure::ExactMatch => stats.exact_match,
+            };
+            progress.recent_accuracy.extend(measured);
             if progress.recent_accuracy.len() > c.window {
                 progress.recent_accuracy.remove(0);
             }
