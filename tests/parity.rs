@@ -120,6 +120,14 @@ fn rmt_encoder_forward_and_gradients_agree_on_flex_and_wgpu() {
 /// On wgpu Transformer-XL trains all its segments at once (its cache carries no gradient); the
 /// CPU runs them one after another.
 #[test]
+fn rmt_with_a_memory_gate_agrees_on_flex_and_wgpu() {
+    parity_of(ModelConfig {
+        memory_gate: true,
+        ..config(ModelKind::Rmt, Layout::Decoder)
+    });
+}
+
+#[test]
 fn xl_forward_and_gradients_agree_on_flex_and_wgpu() {
     parity(ModelKind::Xl, Layout::Decoder);
 }
@@ -1221,6 +1229,7 @@ fn the_wgsl_sum_of_squares_matches_the_cpu() {
 fn training_counts_the_rows_answered_exactly() {
     let mut devices = vec![Device::flex()];
     devices.extend(common::wgpu_device());
+    let _shared = gpu_shared();
     for device in devices {
         for layout in [Layout::Decoder, Layout::Encoder] {
             let cfg = config(ModelKind::Rmt, layout);

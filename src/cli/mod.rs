@@ -138,6 +138,10 @@ struct TrainArgs {
     /// RMT's positions: learned (default) or rotary.
     #[arg(long, value_parser = parse_enum::<Positions>)]
     positions: Option<Positions>,
+    /// RMT: blend each new memory into the old one through a learned gate instead of
+    /// replacing it (not in the paper).
+    #[arg(long)]
+    memory_gate: bool,
     /// Each segment's loss reaches back through the memory of at most this many earlier
     /// segments, the last segment's through exactly this many (`full` = unbounded).
     #[arg(long, value_parser = parse_depth)]
@@ -330,6 +334,9 @@ impl TrainArgs {
         set!(c.model.layout, self.layout);
         set!(c.model.memory_tokens, self.memory_tokens);
         set!(c.model.positions, self.positions);
+        if self.memory_gate {
+            c.model.memory_gate = true;
+        }
         if let Some(Depth(depth)) = self.bptt_depth {
             c.model.bptt_depth = depth;
         }
@@ -386,7 +393,7 @@ impl TrainArgs {
 impl TrainArgs {
     /// Every flag that sets a run's setting: the flag, the config field it sets, and whether
     /// it was given. `--steps` is left out: it extends a resumed run rather than changing it.
-    fn settings(&self) -> [(&'static str, &'static str, bool); 30] {
+    fn settings(&self) -> [(&'static str, &'static str, bool); 31] {
         [
             ("--backbone", "model.backbone", self.backbone.is_some()),
             ("--config", "", self.config.is_some()),
@@ -409,6 +416,7 @@ impl TrainArgs {
             ("--model", "model.kind", self.model.is_some()),
             ("--layout", "model.layout", self.layout.is_some()),
             ("--positions", "model.positions", self.positions.is_some()),
+            ("--memory-gate", "model.memory_gate", self.memory_gate),
             (
                 "--memory-tokens",
                 "model.memory_tokens",

@@ -109,6 +109,12 @@ pub struct ModelConfig {
     /// RMT's positions: learned (default) or rotary.
     #[serde(skip_serializing_if = "Positions::is_learned")]
     pub positions: Positions,
+    /// RMT from scratch: blend each new memory with the old one through a learned gate
+    /// (`old + g * (new - old)`, `g` a sigmoid of both, per memory token and feature) instead
+    /// of replacing it, so a segment with nothing to remember can leave the memory as it was.
+    /// Not in the RMT paper; off by default.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub memory_gate: bool,
     /// Tokens per segment T.
     pub segment_len: usize,
     /// Each segment's loss reaches back through the memory of at most this many earlier
@@ -145,6 +151,7 @@ impl Default for ModelConfig {
             dropout: 0.0,
             memory_tokens: 8,
             positions: Positions::Learned,
+            memory_gate: false,
             segment_len: 8,
             bptt_depth: None,
             mem_len: None,
@@ -233,6 +240,14 @@ impl ModelConfig {
                 "model.positions",
                 "rotary is an option of RMT from scratch (the other models and the backbones \
                  have their own positions)",
+            ));
+        }
+        if self.memory_gate
+            && (self.kind != ModelKind::Rmt || self.backbone.is_some() || self.memory_tokens == 0)
+        {
+            return Err(Error::config(
+                "model.memory_gate",
+                "the memory gate is an option of RMT from scratch with memory tokens",
             ));
         }
         if self.kind == ModelKind::Memxl && self.memory_tokens == 0 {

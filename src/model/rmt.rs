@@ -26,10 +26,14 @@
 //! New memory is taken after the final layer norm (as GPT-2's last hidden state is), which keeps
 //! its scale fixed however many segments are read. `memory_tokens = 0` gives the segment-level
 //! Transformer baseline with no recurrence.
+//!
+//! `model.memory_gate` (remem's, not the paper's) blends the new memory into the old through a
+//! learned gate instead of replacing it ([`blend`]).
 
 use burn::module::Param;
 use burn::nn::{Embedding, Linear, RotaryEncoding, RotaryEncodingConfig};
 use burn::prelude::*;
+use burn::tensor::activation::sigmoid;
 
 use super::config::{Layout, ModelConfig, Positions};
 use super::state::State;
@@ -70,6 +74,29 @@ pub(crate) fn layout_mask(layout: Layout, memory: usize, seg_len: usize, write: 
     mask
 }
 
+/// A closed-form start for the memory gate: zero weights and a bias of [`GATE_OPEN`], so every
+/// memory takes `sigmoid(3) = 0.95` of the new memory at first (nearly the paper's RMT, which
+/// takes all of it) until training teaches the gate when to keep the old one.
+fn gate(d: usize, device: &Device) -> Linear {
+    Linear {
+        weight: Param::from_tensor(Tensor::zeros([2 * d, d], device)),
+        bias: Some(Param::from_tensor(Tensor::full([d], GATE_OPEN, device))),
+    }
+}
+
+/// The memory gate's initial bias.
+const GATE_OPEN: f64 = 3.0;
+
+/// `old + g * (new - old)` with `g = sigmoid(gate([old, new]))`.
+///
+/// # Shapes
+/// - old, new: `[batch, M, d_model]`
+/// - output: `[batch, M, d_model]`
+fn blend(gate: &Linear, old: Tensor<3>, new: Tensor<3>) -> Tensor<3> {
+    let g = sigmoid(linear(gate, Tensor::cat(vec![old.clone(), new.clone()], 2)));
+    old.clone() + g * (new - old)
+}
+
 /// Recurrent Memory Transformer.
 #[derive(Module, Debug)]
 pub struct Rmt {
@@ -84,6 +111,9 @@ pub struct Rmt {
     blocks: Vec<Block>,
     norm: LayerNorm,
     head: Linear,
+    /// The memory gate (`model.memory_gate`): `[old memory, new memory]` `[2d]` to the
+    /// fraction of the new memory taken `[d]`; `None` replaces the memory, as the paper does.
+    gate: Option<Linear>,
     #[module(skip)]
     noise: Noise,
     /// The attention masks' biases, built once per segment length.
@@ -112,6 +142,9 @@ impl Rmt {
             blocks: config.blocks(init),
             norm: LayerNormConfig::new(d).init(init.device()),
             head: init.linear(d, config.vocab_size, true),
+            // Drawn last and from no random numbers: the other weights are those of the
+            // ungated model of the same seed.
+            gate: config.memory_gate.then(|| gate(d, init.device())),
             noise: init.noise(),
             masks: BiasCache::default(),
             config: config.clone(),
@@ -224,6 +257,10 @@ impl Rmt {
             State::Empty => None,
             State::Xl { .. } => panic!("RMT was given a Transformer-XL state"),
         };
+        let old = match (&self.gate, write) {
+            (Some(_), true) => memory.clone(),
+            _ => None,
+        };
         let layout = self.config.layout;
         let learned = self.positions.as_ref().map(|p| p.val());
         let write_rows = layout == Layout::Decoder && with_write_rows;
@@ -280,6 +317,10 @@ impl Rmt {
             let memory = match layout {
                 Layout::Decoder => h.slice(s![.., m + t - from..2 * m + t - from, ..]),
                 Layout::Encoder => h.slice(s![.., 0..m, ..]),
+            };
+            let memory = match (&self.gate, old) {
+                (Some(gate), Some(old)) => blend(gate, old, memory),
+                _ => memory,
             };
             Some(State::Memory { memory })
         };
@@ -513,6 +554,101 @@ mod last_step_tests {
                 let diff = (full.logits - last.logits).abs().max().into_scalar::<f32>();
                 assert!(diff < 1e-5, "{layout:?}: logits differ by {diff}");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use super::*;
+
+    fn values(t: Tensor<3>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_to_vec().unwrap()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// The gate blends exactly: shut, the memory passes a segment unchanged; open, it is the
+    /// paper's replaced memory; half open, halfway between. Both layouts; the gated model's
+    /// other weights are the ungated model's of the same seed.
+    #[test]
+    fn the_gate_keeps_replaces_or_blends_the_memory() {
+        let device = Device::flex();
+        for layout in [Layout::Decoder, Layout::Encoder] {
+            let config = ModelConfig {
+                vocab_size: 11,
+                d_model: 16,
+                n_heads: 2,
+                d_ff: 32,
+                memory_tokens: 3,
+                segment_len: 4,
+                layout,
+                ..ModelConfig::default()
+            };
+            let plain = Rmt::new(&config, &mut Init::new(5, &device));
+            let gated_config = ModelConfig {
+                memory_gate: true,
+                ..config.clone()
+            };
+            let mut gated = Rmt::new(&gated_config, &mut Init::new(5, &device));
+            let first = Tensor::<2, Int>::from_data([[1, 2, 3, 4], [5, 6, 7, 8]], &device);
+            let (_, state) = plain.step(first, plain.init_state(2, &device), false);
+            let old = values(state.memory().unwrap().clone());
+            let tokens = Tensor::<2, Int>::from_data([[9, 1, 0, 2], [3, 3, 4, 10]], &device);
+            let (_, replaced) = plain.step(tokens.clone(), state.clone(), false);
+            let new = values(replaced.memory().unwrap().clone());
+            assert!(max_diff(&old, &new) > 0.1, "the segment changes the memory");
+            let mut with_bias = |bias: f64| {
+                gated.gate = Some(Linear {
+                    weight: Param::from_tensor(Tensor::zeros([32, 16], &device)),
+                    bias: Some(Param::from_tensor(Tensor::full([16], bias, &device))),
+                });
+                let (out, next) = gated.step(tokens.clone(), state.clone(), false);
+                let (plain_out, _) = plain.step(tokens.clone(), state.clone(), false);
+                // The gate touches the next memory only, never this segment's logits.
+                let same = values(out.logits) == values(plain_out.logits);
+                assert!(same, "{layout:?}: the gate changed the logits");
+                values(next.memory().unwrap().clone())
+            };
+            let shut = with_bias(-40.0);
+            assert!(max_diff(&shut, &old) < 1e-6, "{layout:?}: shut gate");
+            let open = with_bias(40.0);
+            assert!(max_diff(&open, &new) < 1e-6, "{layout:?}: open gate");
+            let half = with_bias(0.0);
+            let between: Vec<f32> = old.iter().zip(&new).map(|(o, n)| (o + n) / 2.0).collect();
+            assert!(
+                max_diff(&half, &between) < 1e-5,
+                "{layout:?}: half-open gate"
+            );
+        }
+    }
+
+    /// A gate needs an RMT from scratch with memory tokens.
+    #[test]
+    fn the_gate_is_refused_where_there_is_no_memory_to_gate() {
+        for config in [
+            ModelConfig {
+                kind: crate::model::ModelKind::Xl,
+                memory_gate: true,
+                ..ModelConfig::default()
+            },
+            ModelConfig {
+                memory_tokens: 0,
+                memory_gate: true,
+                ..ModelConfig::default()
+            },
+        ] {
+            let config = ModelConfig {
+                vocab_size: 10,
+                ..config
+            };
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("model.memory_gate"), "{err}");
         }
     }
 }
