@@ -544,6 +544,11 @@ fn flag_cases() -> Vec<Case> {
         ),
         train(&["--model", "xl", "--layout", "encoder"], 1, &["--layout"]),
         train(
+            &["--model", "xl", "--memory-gate"],
+            1,
+            &["--memory-gate", "model.memory_gate"],
+        ),
+        train(
             &["--task", "reverse", "--segment-len", "5"],
             1,
             &["task.segments"],
