@@ -521,6 +521,21 @@ mod tests {
     }
 }
 
+/// A small RMT for the tests: 11 tokens, width 16, 3 memory tokens, segments of 4.
+#[cfg(test)]
+fn small_config(layout: Layout) -> ModelConfig {
+    ModelConfig {
+        vocab_size: 11,
+        d_model: 16,
+        n_heads: 2,
+        d_ff: 32,
+        memory_tokens: 3,
+        segment_len: 4,
+        layout,
+        ..ModelConfig::default()
+    }
+}
+
 #[cfg(test)]
 mod last_step_tests {
     use super::*;
@@ -531,16 +546,7 @@ mod last_step_tests {
     fn last_step_gives_the_logits_of_step() {
         let device = Device::flex();
         for layout in [Layout::Decoder, Layout::Encoder] {
-            let config = ModelConfig {
-                vocab_size: 11,
-                d_model: 16,
-                n_heads: 2,
-                d_ff: 32,
-                memory_tokens: 3,
-                segment_len: 4,
-                layout,
-                ..ModelConfig::default()
-            };
+            let config = small_config(layout);
             let model = Rmt::new(&config, &mut Init::new(5, &device));
             let first = Tensor::<2, Int>::from_data([[1, 2, 3, 4], [5, 6, 7, 8]], &device);
             // A memory that is not the initial one.
@@ -580,16 +586,7 @@ mod gate_tests {
     fn the_gate_keeps_replaces_or_blends_the_memory() {
         let device = Device::flex();
         for layout in [Layout::Decoder, Layout::Encoder] {
-            let config = ModelConfig {
-                vocab_size: 11,
-                d_model: 16,
-                n_heads: 2,
-                d_ff: 32,
-                memory_tokens: 3,
-                segment_len: 4,
-                layout,
-                ..ModelConfig::default()
-            };
+            let config = small_config(layout);
             let plain = Rmt::new(&config, &mut Init::new(5, &device));
             let gated_config = ModelConfig {
                 memory_gate: true,
