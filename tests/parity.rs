@@ -1266,7 +1266,7 @@ fn training_counts_the_rows_answered_exactly() {
                 }
             }
             let batch = Batch::from_rows(&rows, &train);
-            let stats = forward_batch_counting_rows(&model, &batch, cfg.segment_len).stats();
+            let stats = forward_batch_counting_rows(&model, &batch, cfg.segment_len, true).stats();
             let at = format!("{device:?}, {layout:?}");
             assert_eq!(stats.exact_match, Some(2.0 / 5.0), "{at}");
             assert_eq!(stats.correct, (answer_tokens - 3) as f64, "{at}");

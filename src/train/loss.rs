@@ -80,17 +80,20 @@ pub struct Stats {
 /// Gradients flow back through the memory as the model's `bptt_depth` allows: the state is
 /// detached between segments where [`cuts_before`] says, counted back from the last segment.
 pub fn forward_batch(model: &Model, batch: &Batch, seg_len: usize) -> BatchOutput {
-    let [n, _] = batch.inputs.dims();
-    let state = model.init_state(n, &batch.inputs.device());
-    run_segments(model, batch, seg_len, state, false, true, false).0
+    forward_batch_counting_rows(model, batch, seg_len, false)
 }
 
-/// [`forward_batch`] that also counts the rows whose answer is exactly right
-/// ([`Stats::exact_match`]; on GPUs a few kernels more).
-pub fn forward_batch_counting_rows(model: &Model, batch: &Batch, seg_len: usize) -> BatchOutput {
+/// [`forward_batch`] that with `count_rows` also counts the rows whose answer is exactly
+/// right ([`Stats::exact_match`]; on GPUs a few kernels more).
+pub fn forward_batch_counting_rows(
+    model: &Model,
+    batch: &Batch,
+    seg_len: usize,
+    count_rows: bool,
+) -> BatchOutput {
     let [n, _] = batch.inputs.dims();
     let state = model.init_state(n, &batch.inputs.device());
-    run_segments(model, batch, seg_len, state, false, true, true).0
+    run_segments(model, batch, seg_len, state, false, true, count_rows).0
 }
 
 /// [`forward_batch`] from `state`: the batch continues an input whose earlier segments the

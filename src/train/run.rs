@@ -185,10 +185,7 @@ pub fn optimise(
     grad_clip: Option<f64>,
     count_rows: bool,
 ) -> (Model, Stats, f64) {
-    let out = match count_rows {
-        true => loss::forward_batch_counting_rows(&model, batch, seg_len),
-        false => loss::forward_batch(&model, batch, seg_len),
-    };
+    let out = loss::forward_batch_counting_rows(&model, batch, seg_len, count_rows);
     update(model, optim, out, lr, grad_clip)
 }
 
@@ -443,6 +440,13 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
     let mut steps_here = 0usize;
     let mut last_eval: Option<EvalReport> = None;
     let mut saved_at = progress.step;
+    // The batch's exact match: on the CPU always (a few element-wise operations per
+    // segment), on GPUs only when the curriculum moves on it.
+    let count_rows = crate::device::is_cpu(&device.device)
+        || tc
+            .curriculum
+            .as_ref()
+            .is_some_and(|c| c.measure == Measure::ExactMatch);
     while progress.step < tc.steps {
         if options.stop_after.is_some_and(|n| steps_here >= n) {
             // Behave like a killed process: whatever came after the last checkpoint is lost.
@@ -472,11 +476,6 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
             tc.decay,
         );
         let seg_len = model.step_len(stage.input_len());
-        let count_rows = crate::device::is_cpu(&device.device)
-            || tc
-                .curriculum
-                .as_ref()
-                .is_some_and(|c| c.measure == Measure::ExactMatch);
         let (next, stats, grad_norm) = match tc.carry_memory {
             true => {
                 let state = carried
