@@ -724,6 +724,9 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
         if let Some(line) = train::eval::survival_line(&report.survival) {
             println!("exact match {line}");
         }
+        if let Some(line) = train::eval::interference_line(&report.interference) {
+            println!("exact match {line}");
+        }
     }
     Ok(())
 }

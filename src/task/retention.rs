@@ -607,6 +607,8 @@ pub struct Stream<'a, R: Rng> {
     /// far starts.
     support: usize,
     fact_starts: Vec<usize>,
+    /// Facts in the story.
+    fact_count: usize,
 }
 
 impl<'a, R: Rng> Stream<'a, R> {
@@ -653,6 +655,7 @@ impl<'a, R: Rng> Stream<'a, R> {
         }
         starts.sort_unstable();
         let answer_start = total - width;
+        let fact_count = story.facts.len();
         Ok(Stream {
             corpus,
             split,
@@ -679,6 +682,7 @@ impl<'a, R: Rng> Stream<'a, R> {
             read: 0,
             support: story.support,
             fact_starts: Vec::new(),
+            fact_count,
         })
     }
 
@@ -701,6 +705,12 @@ impl<'a, R: Rng> Stream<'a, R> {
     /// it has been read.
     pub fn support_start(&self) -> Option<usize> {
         self.fact_starts.get(self.support).copied()
+    }
+
+    /// How many facts the story writes after the earliest one the answer needs: the writes
+    /// that could overwrite it in the memory (qa1: the other people's later moves).
+    pub fn later_facts(&self) -> usize {
+        self.fact_count - self.support - 1
     }
 
     /// Append the next `n` units (fewer at the end) to `out`.
@@ -1033,7 +1043,8 @@ mod tests {
 
     /// The fact a story names as the earliest its answer needs ([`Story::support`]) is enough
     /// with the facts after it (the solver answers from them alone), is about the question (it
-    /// shares a word with the question or the answer), and is where the stream says it starts.
+    /// shares a word with the question or the answer), and is where the stream says it starts,
+    /// with as many facts after it as the stream says.
     #[test]
     fn the_supporting_fact_is_needed_and_found_where_the_stream_says() {
         let (_dir, corpus) = corpus();
@@ -1046,7 +1057,7 @@ mod tests {
                 .map(str::to_string)
                 .collect()
         };
-        let mut back = 0;
+        let (mut back, mut after) = (0, Vec::new());
         for (kind, moves) in shapes() {
             for seed in 0..30 {
                 let rng = StdRng::seed_from_u64(seed);
@@ -1079,10 +1090,20 @@ mod tests {
                     text.trim_start().starts_with(support.as_str()),
                     "{kind:?} seed {seed}: {support:?} is not at {at}: {text:?}"
                 );
+                // The facts written after it are those found in the text after it.
+                assert_eq!(
+                    facts(&text).len(),
+                    1 + stream.later_facts(),
+                    "{kind:?} seed {seed}: {text:?}"
+                );
+                after.push(stream.later_facts());
             }
         }
         // Not always the first fact: the measure tells the stories apart.
         assert!(back > 30, "{back}");
+        // Nor always the last one.
+        assert!(after.iter().filter(|&&n| n == 0).count() > 30, "{after:?}");
+        assert!(after.iter().filter(|&&n| n > 1).count() > 30, "{after:?}");
     }
 
     #[test]

@@ -32,13 +32,20 @@ pub struct EvalReport {
     /// (see [`Survival`]), the nearest first; empty for the other tasks.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub survival: Vec<Survival>,
+    /// Retention tasks: exact match by how many facts were written after the earliest needed
+    /// one (each [`Survival`] range a single count, `from == to`), fewest first; empty for the
+    /// other tasks. Against [`EvalReport::survival`] it tells interference (later facts
+    /// overwriting the memory) from decay (noise read since).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interference: Vec<Survival>,
 }
 
 /// Greedy exact match of the samples whose earliest needed fact
 /// ([`crate::task::retention::Story::support`]) begins `from..=to` segments before the segment
 /// that predicts the answer's first token: 0 is the same segment (read directly), and each
 /// segment more is one more memory update the fact had to live through. The ranges are 0, 1,
-/// 2-3, 4-7, 8-15 and so on; only those holding samples are listed.
+/// 2-3, 4-7, 8-15 and so on; only those holding samples are listed. The same shape counts
+/// facts written after it in [`EvalReport::interference`], one count per range.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Survival {
     /// Fewest segments back in this range.
@@ -62,17 +69,43 @@ impl Survival {
 
     /// `(samples, exact)` counts per range, as a table of the non-empty ranges.
     fn table(counts: &[(usize, usize)]) -> Vec<Survival> {
+        Self::rows(counts, |r| match r {
+            0 => (0, 0),
+            r => (1 << (r - 1), (1 << r) - 1),
+        })
+    }
+
+    /// `(samples, exact)` counts per single value (`counts[k]` for `k`), as a table of the
+    /// non-empty ones.
+    fn each(counts: &[(usize, usize)]) -> Vec<Survival> {
+        Self::rows(counts, |k| (k, k))
+    }
+
+    /// The non-empty `counts`, the `i`th covering `bounds(i)`.
+    fn rows(counts: &[(usize, usize)], bounds: impl Fn(usize) -> (usize, usize)) -> Vec<Survival> {
         counts
             .iter()
             .enumerate()
             .filter(|(_, (n, _))| *n > 0)
-            .map(|(r, &(n, right))| Survival {
-                from: if r == 0 { 0 } else { 1 << (r - 1) },
-                to: if r == 0 { 0 } else { (1 << r) - 1 },
-                samples: n,
-                exact_match: right as f64 / n as f64,
+            .map(|(i, &(n, right))| {
+                let (from, to) = bounds(i);
+                Survival {
+                    from,
+                    to,
+                    samples: n,
+                    exact_match: right as f64 / n as f64,
+                }
             })
             .collect()
+    }
+
+    /// Count one sample (answered exactly or not) in `counts[at]`, growing it as needed.
+    fn count(counts: &mut Vec<(usize, usize)>, at: usize, whole: bool) {
+        if counts.len() <= at {
+            counts.resize(at + 1, (0, 0));
+        }
+        counts[at].0 += 1;
+        counts[at].1 += usize::from(whole);
     }
 }
 
@@ -82,6 +115,15 @@ pub fn survival_line(survival: &[Survival]) -> Option<String> {
     (!survival.is_empty()).then(|| {
         let ranges: Vec<String> = survival.iter().map(Survival::to_string).collect();
         format!("by segments back: {}", ranges.join(", "))
+    })
+}
+
+/// The interference table on one line, `by facts written after it: 0: 0.986 (211), 1: ...`;
+/// `None` unless the samples differ in it (a one-fact task has only 0).
+pub fn interference_line(interference: &[Survival]) -> Option<String> {
+    (interference.len() > 1).then(|| {
+        let counts: Vec<String> = interference.iter().map(Survival::to_string).collect();
+        format!("by facts written after it: {}", counts.join(", "))
     })
 }
 
@@ -150,8 +192,9 @@ pub fn evaluate_retention(
     let seg_len = model.step_len(input_len);
     let (mut nll, mut correct, mut greedy_correct, mut exact, mut answers) =
         (0.0, 0usize, 0usize, 0usize, 0usize);
-    // Per survival range: samples, and those answered exactly.
+    // Per survival range, and per count of later facts: samples, and those answered exactly.
     let mut survival: Vec<(usize, usize)> = Vec::new();
+    let mut interference: Vec<(usize, usize)> = Vec::new();
     let mut start = 0;
     while start < samples {
         let n = batch_size.min(samples - start);
@@ -231,12 +274,8 @@ pub fn evaluate_retention(
                 .expect("every fact is read before the question");
             // A fact in the answer's own segment (or after its start) is 0 segments back.
             let back = (tail_start / seg_len).saturating_sub(fact / seg_len);
-            let range = Survival::range(back);
-            if survival.len() <= range {
-                survival.resize(range + 1, (0, 0));
-            }
-            survival[range].0 += 1;
-            survival[range].1 += usize::from(whole);
+            Survival::count(&mut survival, Survival::range(back), whole);
+            Survival::count(&mut interference, stream.later_facts(), whole);
         }
         on_progress(start);
     }
@@ -249,6 +288,7 @@ pub fn evaluate_retention(
         samples,
         bits_per_byte: None,
         survival: Survival::table(&survival),
+        interference: Survival::each(&interference),
     })
 }
 
@@ -330,6 +370,7 @@ pub fn evaluate_with(
         samples,
         bits_per_byte: None,
         survival: Vec::new(),
+        interference: Vec::new(),
     }
 }
 
@@ -577,6 +618,7 @@ pub fn evaluate_text_with(
         samples: documents,
         bits_per_byte: Some(nll / predicted_bytes.max(1) as f64 / std::f64::consts::LN_2),
         survival: Vec::new(),
+        interference: Vec::new(),
     })
 }
 
@@ -864,6 +906,16 @@ mod retention_tests {
                     .map(|s| s.exact_match * s.samples as f64)
                     .sum();
                 assert!((right - streamed.exact_match * streamed.samples as f64).abs() < 1e-9);
+                // So does the interference table, one count per row.
+                let counted: usize = streamed.interference.iter().map(|s| s.samples).sum();
+                assert_eq!(counted, streamed.samples, "{kind:?} {layout:?}");
+                let right: f64 = streamed
+                    .interference
+                    .iter()
+                    .map(|s| s.exact_match * s.samples as f64)
+                    .sum();
+                assert!((right - streamed.exact_match * streamed.samples as f64).abs() < 1e-9);
+                assert!(streamed.interference.iter().all(|s| s.from == s.to));
                 if kind == TaskKind::Memorize {
                     // The fact opens the text: it lies as many segments back as the segment
                     // that predicts the answer's first token is from the first.
@@ -875,12 +927,18 @@ mod retention_tests {
                         panic!("one range: {:?}", streamed.survival)
                     };
                     assert!(range.from <= back && back <= range.to, "{back}: {range:?}");
+                    // One fact: nothing is written after it.
+                    let [only] = &streamed.interference[..] else {
+                        panic!("one count: {:?}", streamed.interference)
+                    };
+                    assert_eq!((only.from, only.samples), (0, streamed.samples));
                 }
             }
         }
     }
 
-    /// Survival ranges: 0, 1, 2-3, 4-7, ...; the empty ones are left out.
+    /// Survival ranges: 0, 1, 2-3, 4-7, ...; the empty ones are left out. Interference counts
+    /// one value a row.
     #[test]
     fn survival_ranges_double() {
         let ranges: Vec<usize> = [0, 1, 2, 3, 4, 7, 8, 1000].map(Survival::range).into();
@@ -888,5 +946,16 @@ mod retention_tests {
         let table = Survival::table(&[(2, 1), (0, 0), (4, 4), (1, 0)]);
         let shown: Vec<String> = table.iter().map(Survival::to_string).collect();
         assert_eq!(shown, ["0: 0.500 (2)", "2-3: 1.000 (4)", "4-7: 0.000 (1)"]);
+        // Counted one value a row: the interference table, on one line when it has two rows.
+        let mut counts = Vec::new();
+        for (at, whole) in [(3, true), (0, false), (3, false), (0, false)] {
+            Survival::count(&mut counts, at, whole);
+        }
+        let table = Survival::each(&counts);
+        assert_eq!(
+            interference_line(&table).unwrap(),
+            "by facts written after it: 0: 0.000 (2), 3: 0.500 (2)"
+        );
+        assert_eq!(interference_line(&table[..1]), None);
     }
 }

@@ -593,12 +593,15 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
                         progress.step, report.token_accuracy
                     ),
                     None => format!(
-                        "step {:>6}: eval loss {:.4}  token acc {:.4}  greedy exact {:.4}{}",
+                        "step {:>6}: eval loss {:.4}  token acc {:.4}  greedy exact {:.4}{}{}",
                         progress.step,
                         report.loss,
                         report.token_accuracy,
                         report.exact_match,
                         super::eval::survival_line(&report.survival)
+                            .map(|l| format!("  ({l})"))
+                            .unwrap_or_default(),
+                        super::eval::interference_line(&report.interference)
                             .map(|l| format!("  ({l})"))
                             .unwrap_or_default()
                     ),
