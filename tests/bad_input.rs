@@ -469,6 +469,7 @@ const CONFIGS: &[(&str, &str)] = &[
     ("[task]\nsymbols = 1\n", "task.symbols"),
     ("[task]\nkind = \"associative\"\npairs = 0\n", "task.pairs"),
     ("[task]\nmoves = 3\n", "task.moves"),
+    ("[task]\nquestions = 2\n", "task.questions"),
     ("seed = \"x\"\n", "seed"),
     ("[model\n", "cannot read config"),
     ("\u{0}\u{1}\u{2}garbage", "cannot read config"),
@@ -499,6 +500,11 @@ fn flag_cases() -> Vec<Case> {
         ),
         train(&["--segments", "0"], 1, &["--segments", "task.segments"]),
         train(&["--moves", "2"], 1, &["--moves", "task.moves", "qa1"]),
+        train(
+            &["--questions", "2"],
+            1,
+            &["--questions", "task.questions", "qa1"],
+        ),
         train(&["--batch-size", "0"], 1, &["--batch-size"]),
         train(
             &["--batch-size", &u64::MAX.to_string()],

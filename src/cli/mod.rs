@@ -122,6 +122,10 @@ struct TrainArgs {
     /// Moves in a qa1 story (default 6)
     #[arg(long)]
     moves: Option<usize>,
+    /// qa1 training: end each story with this many questions (up to 4), each about another
+    /// person who moved, every answer scored; held-out stories ask one
+    #[arg(long)]
+    questions: Option<usize>,
     /// Tokens per segment.
     #[arg(long)]
     segment_len: Option<usize>,
@@ -329,6 +333,7 @@ impl TrainArgs {
         }
         set!(c.task.segments, self.segments);
         set!(c.task.moves, self.moves);
+        set!(c.task.questions, self.questions);
         set!(c.model.segment_len, self.segment_len);
         set!(c.model.kind, self.model);
         set!(c.model.layout, self.layout);
@@ -393,7 +398,7 @@ impl TrainArgs {
 impl TrainArgs {
     /// Every flag that sets a run's setting: the flag, the config field it sets, and whether
     /// it was given. `--steps` is left out: it extends a resumed run rather than changing it.
-    fn settings(&self) -> [(&'static str, &'static str, bool); 31] {
+    fn settings(&self) -> [(&'static str, &'static str, bool); 32] {
         [
             ("--backbone", "model.backbone", self.backbone.is_some()),
             ("--config", "", self.config.is_some()),
@@ -408,6 +413,7 @@ impl TrainArgs {
             ("--data", "task.data", !self.data.is_empty()),
             ("--segments", "task.segments", self.segments.is_some()),
             ("--moves", "task.moves", self.moves.is_some()),
+            ("--questions", "task.questions", self.questions.is_some()),
             (
                 "--segment-len",
                 "model.segment_len",

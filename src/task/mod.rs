@@ -90,6 +90,12 @@ pub struct TaskConfig {
     /// apart. Only qa1 takes it.
     #[serde(skip_serializing_if = "is_default_moves")]
     pub moves: usize,
+    /// Questions a qa1 training story ends with (default 1, at most 4): each about another
+    /// person who moved, the earlier ones answered before the last, every answer scored. More
+    /// answers per story ask the memory for every person's place, not only the one asked;
+    /// held-out stories always ask one question, as BABILong does. Only qa1 takes it.
+    #[serde(skip_serializing_if = "is_one")]
+    pub questions: usize,
     /// Text files or folders (the text task), split by document into train, validation and
     /// test as [`text`] describes.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -104,6 +110,7 @@ impl Default for TaskConfig {
             symbols: 10,
             pairs: 4,
             moves: retention::QA1_MOVES,
+            questions: 1,
             data: Vec::new(),
         }
     }
@@ -111,6 +118,10 @@ impl Default for TaskConfig {
 
 fn is_default_moves(moves: &usize) -> bool {
     *moves == retention::QA1_MOVES
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 /// One generated sequence.
@@ -237,6 +248,22 @@ impl Task {
         if c.moves == 0 {
             return Err(Error::config("task.moves", "must be at least 1"));
         }
+        if c.questions != 1 && c.kind != TaskKind::Qa1 {
+            return Err(Error::config(
+                "task.questions",
+                format!("only qa1 stories ask several questions, not {:?}", c.kind),
+            ));
+        }
+        if !(1..=retention::QA1_PEOPLE).contains(&c.questions) {
+            return Err(Error::config(
+                "task.questions",
+                format!(
+                    "must be 1 to {} (a qa1 story's people), not {}",
+                    retention::QA1_PEOPLE,
+                    c.questions
+                ),
+            ));
+        }
         if self.segment_len == 0 {
             return Err(Error::config("model.segment_len", "must be at least 1"));
         }
@@ -312,7 +339,7 @@ impl Task {
             }
             kind if retention::is_retention(kind) => {
                 let units = retention::Units::new(self.text_tokenizer.as_ref())?;
-                let need = retention::max_story_units(kind, c.moves, &units)?;
+                let need = retention::max_story_units(kind, c.moves, c.questions, &units)?;
                 if capacity + 1 < need {
                     return Err(Error::config(
                         "task.segments",
@@ -451,7 +478,14 @@ impl Task {
                 let units = retention::Units::new(self.text_tokenizer.as_ref())?;
                 let (kind, total) = (self.config.kind, self.input_len() + 1);
                 let moves = self.config.moves;
-                retention::sample(kind, moves, corpus, self.noise, units, total, rng)
+                // Several questions train; a held-out story asks one.
+                let questions = match self.noise {
+                    text::Split::Train => self.config.questions,
+                    _ => 1,
+                };
+                retention::sample(
+                    kind, moves, questions, corpus, self.noise, units, total, rng,
+                )
             }
             Some(corpus) if self.text_tokenizer.is_some() => {
                 let tokenizer = self.text_tokenizer.as_ref().expect("checked");

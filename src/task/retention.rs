@@ -42,6 +42,8 @@ pub const OBJECTS: [&str; 4] = ["apple", "football", "milk", "book"];
 pub const MOVES: [&str; 4] = ["went", "moved", "journeyed", "travelled"];
 /// Moves in a qa1 story unless `task.moves` says otherwise.
 pub const QA1_MOVES: usize = 6;
+/// People in a qa1 story (not all of them need move): the most questions one can ask.
+pub const QA1_PEOPLE: usize = 4;
 /// Needle keys.
 pub const KEYS: [&str; 8] = [
     "tulip", "falcon", "copper", "meadow", "lantern", "walnut", "harbor", "violet",
@@ -109,16 +111,21 @@ pub fn answer_width(kind: TaskKind) -> usize {
 
 /// The longest story `kind` can draw, in bytes: its facts (each with the space that joins it
 /// to the text), its question and its widest answer. A sample needs at least this many.
-/// `moves`: a qa1 story's moves (other tasks ignore it).
-pub fn max_story_len(kind: TaskKind, moves: usize) -> usize {
-    max_story_units(kind, moves, &Units::Bytes).expect("bytes always encode")
+/// `moves` and `questions`: a qa1 story's moves and questions (other tasks ignore them).
+pub fn max_story_len(kind: TaskKind, moves: usize, questions: usize) -> usize {
+    max_story_units(kind, moves, questions, &Units::Bytes).expect("bytes always encode")
 }
 
 /// [`max_story_len`] in `units`. Both kinds of pretrained tokenizer split text into words
 /// (at spaces and punctuation) before anything else, so a sentence's length is the sum of its
 /// words', and the longest story is the longest word in each slot; numbers and variable names
 /// count one unit per byte, which no tokenizer exceeds.
-pub fn max_story_units(kind: TaskKind, moves: usize, units: &Units) -> Result<usize> {
+pub fn max_story_units(
+    kind: TaskKind,
+    moves: usize,
+    questions: usize,
+    units: &Units,
+) -> Result<usize> {
     let n = |text: &str| units.encode(text).map(|ids| ids.len());
     let longest = |words: &[&str]| -> Result<usize> {
         let mut most = 0;
@@ -142,7 +149,11 @@ pub fn max_story_units(kind: TaskKind, moves: usize, units: &Units) -> Result<us
     let (facts, question) = match kind {
         TaskKind::Memorize | TaskKind::Detect => (moved, asked("\nWhere is", person)?),
         TaskKind::Reasoning => (moved + picked, asked("\nWhere is the", object)?),
-        TaskKind::Qa1 => (moves * moved, asked("\nWhere is", person)?),
+        // The questions before the last are answered in the story, as widely as the last.
+        TaskKind::Qa1 => (
+            moves * moved + (questions - 1) * answer_width(kind),
+            questions * asked("\nWhere is", person)?,
+        ),
         TaskKind::Qa2 => (6 * moved + picked, asked("\nWhere is the", object)?),
         TaskKind::Qa3 => (
             3 * moved + picked,
@@ -179,6 +190,9 @@ pub struct Story {
     /// The earliest fact the answer needs (an index into `facts`): how far back it lies is how
     /// long the memory had to keep it.
     pub support: usize,
+    /// Questions asked and answered before `question` (qa1 training with several questions),
+    /// each `(question, answer)` in their forms; empty for one question.
+    pub earlier: Vec<(String, String)>,
 }
 
 /// A move: `{who} {verb} to the {place}.`
@@ -197,6 +211,7 @@ impl Story {
             question: format!("\nWhere is {who}? "),
             answer: format!("{place}."),
             support: 0,
+            earlier: Vec::new(),
         }
     }
 
@@ -213,6 +228,10 @@ impl Story {
         let at = text.len();
         text.extend_from_slice(noise);
         mask(&mut text[at..]);
+        for (question, answer) in &self.earlier {
+            text.extend_from_slice(question.as_bytes());
+            text.extend_from_slice(answer.as_bytes());
+        }
         text.extend_from_slice(self.question.as_bytes());
         let start = text.len();
         text.extend_from_slice(self.answer.as_bytes());
@@ -221,14 +240,17 @@ impl Story {
     }
 }
 
-/// Draw a story of `kind`; a qa1 story has `moves` moves (other tasks ignore it).
-pub fn story(kind: TaskKind, moves: usize, rng: &mut impl Rng) -> Story {
+/// Draw a story of `kind`; a qa1 story has `moves` moves and asks about up to `questions` of
+/// the people who moved (other tasks ignore both). One question draws the same story whatever
+/// the number asked for.
+pub fn story(kind: TaskKind, moves: usize, questions: usize, rng: &mut impl Rng) -> Story {
     let pick = |rng: &mut dyn rand::RngCore, from: &[&'static str]| -> &'static str {
         from[rng.random_range(0..from.len())]
     };
     let moved = |rng: &mut dyn rand::RngCore, who: &str, place: &str| {
         move_fact(who, MOVES[rng.random_range(0..MOVES.len())], place)
     };
+    let mut earlier = Vec::new();
     let (facts, question, answer, support): (Vec<String>, String, String, usize) = match kind {
         TaskKind::Memorize | TaskKind::Detect => {
             let (who, place) = (pick(rng, &PEOPLE), pick(rng, &PLACES));
@@ -252,7 +274,7 @@ pub fn story(kind: TaskKind, moves: usize, rng: &mut impl Rng) -> Story {
             (facts, format!("Where is the {what}?"), place.into(), 0)
         }
         TaskKind::Qa1 => {
-            let people: Vec<&str> = PEOPLE.choose_multiple(rng, 4).copied().collect();
+            let people: Vec<&str> = PEOPLE.choose_multiple(rng, QA1_PEOPLE).copied().collect();
             // Each person's last move: who, where, and which fact says so.
             let mut last: Vec<(&str, &str, usize)> = Vec::new();
             let facts: Vec<String> = (0..moves)
@@ -263,7 +285,14 @@ pub fn story(kind: TaskKind, moves: usize, rng: &mut impl Rng) -> Story {
                     moved(rng, who, place)
                 })
                 .collect();
-            let (who, place, at) = last[rng.random_range(0..last.len())];
+            let (who, place, at) = last.swap_remove(rng.random_range(0..last.len()));
+            // Before it, others who moved, in random order.
+            let others = (questions - 1).min(last.len());
+            if others > 0 {
+                for &(who, place, _) in last.choose_multiple(rng, others) {
+                    earlier.push((format!("\nWhere is {who}? "), format!("{place}.")));
+                }
+            }
             (facts, format!("Where is {who}?"), place.into(), at)
         }
         TaskKind::Qa2 => {
@@ -394,6 +423,7 @@ pub fn story(kind: TaskKind, moves: usize, rng: &mut impl Rng) -> Story {
         question: format!("\n{question} "),
         answer: format!("{answer}."),
         support,
+        earlier,
     }
 }
 
@@ -602,6 +632,10 @@ pub struct Stream<'a, R: Rng> {
     answer: std::ops::Range<usize>,
     question: Vec<u32>,
     answer_ids: Vec<u32>,
+    /// The earlier questions with their answers ([`Story::earlier`]), and where those answers
+    /// lie in the sample.
+    earlier: Vec<u32>,
+    earlier_answers: Vec<std::ops::Range<usize>>,
     read: usize,
     /// Which fact the answer needs first ([`Story::support`]), and where each fact written so
     /// far starts.
@@ -612,31 +646,40 @@ pub struct Stream<'a, R: Rng> {
 }
 
 impl<'a, R: Rng> Stream<'a, R> {
-    /// A sample of `kind` (a qa1 story of `moves` moves) for `total` units, its noise from the
-    /// documents of `split`, drawn with `rng` (see [`sample`]).
+    /// A sample of `kind` (a qa1 story of `moves` moves and `questions` questions) for `total`
+    /// units, its noise from the documents of `split`, drawn with `rng` (see [`sample`]).
     ///
     /// # Errors
     /// [`Error::Config`] when `total` cannot hold the story; the tokenizer's errors.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         kind: TaskKind,
         moves: usize,
+        questions: usize,
         corpus: &'a Corpus,
         split: Split,
         units: Units<'a>,
         total: usize,
         mut rng: R,
     ) -> Result<Self> {
-        let story = story(kind, moves, &mut rng);
+        let story = story(kind, moves, questions, &mut rng);
         let mut facts_len = 0;
         for (i, fact) in story.facts.iter().enumerate() {
             facts_len += units.fact(fact, i == 0 && story.first_at_start)?.len();
         }
         let question = units.encode(&story.question)?;
         let answer_ids = units.encode(&story.answer)?;
+        let (mut earlier, mut spans) = (Vec::new(), Vec::new());
+        for (question, answer) in &story.earlier {
+            earlier.extend(units.encode(question)?);
+            let at = earlier.len();
+            earlier.extend(units.encode(answer)?);
+            spans.push(at..earlier.len());
+        }
         // A token holds at least a byte, so the byte width bounds every tokenizer's answer.
         let width = answer_width(kind);
         debug_assert!(answer_ids.len() <= width);
-        let fixed = facts_len + question.len() + width;
+        let fixed = facts_len + earlier.len() + question.len() + width;
         if fixed > total {
             return Err(Error::config(
                 "task.segments",
@@ -655,6 +698,12 @@ impl<'a, R: Rng> Stream<'a, R> {
         }
         starts.sort_unstable();
         let answer_start = total - width;
+        // The earlier questions and answers come just before the last question.
+        let earlier_start = answer_start - question.len() - earlier.len();
+        let earlier_answers = spans
+            .into_iter()
+            .map(|r| earlier_start + r.start..earlier_start + r.end)
+            .collect();
         let fact_count = story.facts.len();
         Ok(Stream {
             corpus,
@@ -679,6 +728,8 @@ impl<'a, R: Rng> Stream<'a, R> {
             answer: answer_start..answer_start + answer_ids.len(),
             question,
             answer_ids,
+            earlier,
+            earlier_answers,
             read: 0,
             support: story.support,
             fact_starts: Vec::new(),
@@ -699,6 +750,15 @@ impl<'a, R: Rng> Stream<'a, R> {
     /// Where the answer lies in the sample.
     pub fn answer(&self) -> std::ops::Range<usize> {
         self.answer.clone()
+    }
+
+    /// Where every answer lies in the sample: the earlier questions' (in order), then the last
+    /// one's ([`Stream::answer`]).
+    pub fn answers(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        self.earlier_answers
+            .iter()
+            .cloned()
+            .chain(std::iter::once(self.answer()))
     }
 
     /// Where the earliest fact the answer needs ([`Story::support`]) starts in the sample, once
@@ -755,6 +815,7 @@ impl<'a, R: Rng> Stream<'a, R> {
             }
             if !self.ended {
                 self.ended = true;
+                self.ready.extend(self.earlier.iter().copied());
                 self.ready.extend(self.question.iter().copied());
                 self.ready.extend(self.answer_ids.iter().copied());
                 continue;
@@ -837,26 +898,31 @@ impl<'a, R: Rng> Stream<'a, R> {
     }
 }
 
-/// A sample of `kind` (a qa1 story of `moves` moves) for `total` units (question, answer and
-/// all), its noise from the documents of `split`, whole: the [`Stream`] collected. The answer
-/// ends `answer_width - answer.len()` units before `total` (see [`answer_width`]).
+/// A sample of `kind` (a qa1 story of `moves` moves and `questions` questions) for `total`
+/// units (question, answer and all), its noise from the documents of `split`, whole: the
+/// [`Stream`] collected, every answer marked. The last answer ends
+/// `answer_width - answer.len()` units before `total` (see [`answer_width`]).
 ///
 /// # Errors
 /// [`Error::Config`] when `total` cannot hold the story; the corpus's read errors.
+#[allow(clippy::too_many_arguments)]
 pub fn sample(
     kind: TaskKind,
     moves: usize,
+    questions: usize,
     corpus: &Corpus,
     split: Split,
     units: Units<'_>,
     total: usize,
     rng: &mut impl Rng,
 ) -> Result<Sample> {
-    let mut stream = Stream::new(kind, moves, corpus, split, units, total, rng)?;
+    let mut stream = Stream::new(kind, moves, questions, corpus, split, units, total, rng)?;
     let mut tokens = Vec::with_capacity(stream.len());
     stream.read(stream.len(), &mut tokens)?;
     let mut answer = vec![false; tokens.len()];
-    answer[stream.answer()].fill(true);
+    for range in stream.answers() {
+        answer[range].fill(true);
+    }
     Ok(Sample { tokens, answer })
 }
 
@@ -868,11 +934,13 @@ mod tests {
 
     const ALL: [TaskKind; 9] = TASKS;
 
-    /// Every task with its default story, and qa1 with shorter and longer ones.
-    fn shapes() -> impl Iterator<Item = (TaskKind, usize)> {
+    /// Every task with its default story, and qa1 with shorter and longer ones and with
+    /// several questions: `(kind, moves, questions)`.
+    fn shapes() -> impl Iterator<Item = (TaskKind, usize, usize)> {
         ALL.into_iter()
-            .map(|kind| (kind, QA1_MOVES))
-            .chain([1, 2, 3, 10].map(|moves| (TaskKind::Qa1, moves)))
+            .map(|kind| (kind, QA1_MOVES, 1))
+            .chain([1, 2, 3, 10].map(|moves| (TaskKind::Qa1, moves, 1)))
+            .chain([(6, 2), (6, 4), (10, 4)].map(|(m, q)| (TaskKind::Qa1, m, q)))
     }
 
     /// Book-like text that names places, people, objects and keys, so masking is tested.
@@ -984,13 +1052,14 @@ mod tests {
     #[test]
     fn every_answer_follows_from_the_facts_and_the_noise_never_holds_it() {
         let (_dir, corpus) = corpus();
-        for (kind, moves) in shapes() {
+        for (kind, moves, questions) in shapes() {
             for seed in 0..30 {
                 let mut rng = StdRng::seed_from_u64(seed);
                 let total = 600;
                 let s = sample(
                     kind,
                     moves,
+                    questions,
                     &corpus,
                     Split::Train,
                     Units::Bytes,
@@ -999,25 +1068,58 @@ mod tests {
                 )
                 .unwrap();
                 let width = answer_width(kind);
-                let start = s.answer.iter().position(|&a| a).unwrap();
-                // The question ends at the same place whatever the answer.
-                assert_eq!(start, total - width, "{kind:?}");
-                assert!(s.tokens.len() <= total && s.tokens.len() - start <= width);
+                // The answers: runs of marked positions.
+                let mut answers: Vec<std::ops::Range<usize>> = Vec::new();
+                for (i, _) in s.answer.iter().enumerate().filter(|(_, a)| **a) {
+                    match answers.last_mut() {
+                        Some(run) if run.end == i => run.end += 1,
+                        _ => answers.push(i..i + 1),
+                    }
+                }
+                // The last question ends at the same place whatever the answer, which ends
+                // the sample.
+                let last = answers.last().unwrap().clone();
+                assert_eq!(last.start, total - width, "{kind:?}");
+                assert_eq!(last.end, s.tokens.len(), "{kind:?}");
+                assert!(s.tokens.len() <= total && s.tokens.len() - last.start <= width);
                 let bytes: Vec<u8> = s.tokens.iter().map(|&t| t as u8).collect();
-                assert!(s.answer[start..].iter().all(|&a| a));
-                let text = String::from_utf8_lossy(&bytes[..start]).into_owned();
-                let answer = String::from_utf8_lossy(&bytes[start..]).into_owned();
-                let q = text.rfind('\n').unwrap();
-                let (story, question) = text.split_at(q);
+                let text =
+                    |r: std::ops::Range<usize>| String::from_utf8_lossy(&bytes[r]).into_owned();
+                let first = answers[0].start;
+                let q = bytes[..first].iter().rposition(|&b| b == b'\n').unwrap();
+                let story = text(0..q);
+                let story = story.as_str();
                 let found = facts(story);
                 if kind == TaskKind::Qa1 {
                     assert_eq!(found.len(), moves, "qa1 seed {seed}: {found:?}");
                 }
-                assert_eq!(
-                    solve(kind, &found, question),
-                    answer,
-                    "{kind:?} seed {seed}: {found:?} {question}"
-                );
+                // Each question (a line of its own after the story or the answer before it)
+                // is answered by the facts.
+                let mut asked = Vec::new();
+                let mut from = q;
+                for answer in &answers {
+                    let question = text(from..answer.start);
+                    assert!(question.starts_with('\n') && !question[1..].contains('\n'));
+                    assert_eq!(
+                        solve(kind, &found, &question),
+                        text(answer.clone()),
+                        "{kind:?} seed {seed}: {found:?} {question}"
+                    );
+                    asked.push(question);
+                    from = answer.end;
+                }
+                // Several questions ask about as many people as asked for (fewer when fewer
+                // moved), none twice.
+                let movers: std::collections::BTreeSet<&str> =
+                    found.iter().filter_map(|f| f.split(' ').next()).collect();
+                let expected = match kind {
+                    TaskKind::Qa1 => questions.min(movers.len()),
+                    _ => 1,
+                };
+                assert_eq!(asked.len(), expected, "{kind:?} seed {seed}: {asked:?}");
+                asked.sort();
+                asked.dedup();
+                assert_eq!(asked.len(), expected, "{kind:?} seed {seed}: {asked:?}");
                 // Without its facts, the text never names the answer or any story word.
                 let mut noise = story.to_string();
                 for f in &found {
@@ -1058,10 +1160,10 @@ mod tests {
                 .collect()
         };
         let (mut back, mut after) = (0, Vec::new());
-        for (kind, moves) in shapes() {
+        for (kind, moves, questions) in shapes() {
             for seed in 0..30 {
                 let rng = StdRng::seed_from_u64(seed);
-                let told = story(kind, moves, &mut rng.clone());
+                let told = story(kind, moves, questions, &mut rng.clone());
                 let later = &told.facts[told.support..];
                 assert_eq!(
                     solve(kind, later, &told.question),
@@ -1078,9 +1180,17 @@ mod tests {
                     "{kind:?} seed {seed}: {support} is not about {told:?}"
                 );
                 back += usize::from(told.support > 0);
-                let mut stream =
-                    Stream::new(kind, moves, &corpus, Split::Train, Units::Bytes, 600, rng)
-                        .unwrap();
+                let mut stream = Stream::new(
+                    kind,
+                    moves,
+                    questions,
+                    &corpus,
+                    Split::Train,
+                    Units::Bytes,
+                    600,
+                    rng,
+                )
+                .unwrap();
                 let mut ids = Vec::new();
                 stream.read(usize::MAX, &mut ids).unwrap();
                 let at = stream.support_start().unwrap();
@@ -1109,20 +1219,25 @@ mod tests {
     #[test]
     fn every_story_fits_the_longest_story_bound() {
         let mut rng = StdRng::seed_from_u64(11);
-        for (kind, moves) in shapes() {
-            let bound = max_story_len(kind, moves);
+        for (kind, moves, questions) in shapes() {
+            let bound = max_story_len(kind, moves, questions);
             let mut longest = 0;
             for _ in 0..2000 {
-                let s = story(kind, moves, &mut rng);
+                let s = story(kind, moves, questions, &mut rng);
                 let len = s.facts.iter().map(|f| f.len() + 1).sum::<usize>()
+                    + s.earlier
+                        .iter()
+                        .map(|(q, a)| q.len() + a.len())
+                        .sum::<usize>()
                     + s.question.len()
                     + answer_width(kind);
                 assert!(len <= bound, "{kind:?}: {len} > {bound}");
                 longest = longest.max(len);
             }
             // The bound takes each slot's longest word; 2000 draws of many moves rarely do,
-            // so each move past the sixth may leave a few bytes more.
-            let slack = 12 + 3 * moves.saturating_sub(QA1_MOVES);
+            // so each move past the sixth may leave a few bytes more, and each question
+            // past the first (about different people, not all of the longest names).
+            let slack = 12 + 3 * moves.saturating_sub(QA1_MOVES) + 3 * (questions - 1);
             assert!(
                 longest + slack >= bound,
                 "{kind:?} ({moves} moves): the bound {bound} is loose ({longest})"
@@ -1138,6 +1253,7 @@ mod tests {
                 sample(
                     kind,
                     QA1_MOVES,
+                    1,
                     &corpus,
                     Split::Train,
                     Units::Bytes,
@@ -1151,6 +1267,7 @@ mod tests {
             let err = sample(
                 kind,
                 QA1_MOVES,
+                1,
                 &corpus,
                 Split::Train,
                 Units::Bytes,
@@ -1169,6 +1286,7 @@ mod tests {
         let s = sample(
             TaskKind::Memorize,
             QA1_MOVES,
+            1,
             &corpus,
             Split::Train,
             Units::Bytes,
@@ -1197,6 +1315,7 @@ mod tests {
             let mut stream = Stream::new(
                 kind,
                 QA1_MOVES,
+                1,
                 &corpus,
                 Split::Train,
                 Units::Bytes,
@@ -1259,6 +1378,7 @@ mod tests {
                 let s = sample(
                     TaskKind::Detect,
                     QA1_MOVES,
+                    1,
                     &corpus,
                     split,
                     Units::Bytes,
@@ -1320,6 +1440,52 @@ mod tests {
         assert_eq!(facts(&text).len(), 2, "{text}");
     }
 
+    /// `task.questions`: only qa1, 1 to 4; training stories end with that many answered
+    /// questions (when that many people moved), held-out ones with one.
+    #[test]
+    fn qa1_training_asks_several_questions_and_held_out_stories_one() {
+        let (dir, _) = corpus();
+        let config = |kind, questions| crate::task::TaskConfig {
+            kind,
+            questions,
+            segments: 8,
+            data: vec![dir.path().to_path_buf()],
+            ..Default::default()
+        };
+        let err = |kind, questions| {
+            crate::task::Task::new(config(kind, questions), 64)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(TaskKind::Qa2, 2).contains("task.questions"));
+        assert!(err(TaskKind::Qa1, 0).contains("task.questions"));
+        assert!(err(TaskKind::Qa1, 5).contains("task.questions"));
+        let task = crate::task::Task::new(config(TaskKind::Qa1, 4), 64).unwrap();
+        let held_out = task.with_noise(Split::Test);
+        let (mut trained, mut several) = (0, 0);
+        for seed in 0..20 {
+            let runs = |task: &crate::task::Task| {
+                let s = task.try_sample(&mut StdRng::seed_from_u64(seed)).unwrap();
+                let starts = (0..s.answer.len())
+                    .filter(|&i| s.answer[i] && (i == 0 || !s.answer[i - 1]))
+                    .count();
+                let bytes: Vec<u8> = s.tokens.iter().map(|&t| t as u8).collect();
+                let text = String::from_utf8_lossy(&bytes).into_owned();
+                (starts, text.matches("\nWhere is ").count())
+            };
+            let (answers, questions) = runs(&task);
+            assert_eq!(answers, questions, "every question is answered and scored");
+            trained += answers;
+            several += usize::from(answers > 1);
+            assert_eq!(runs(&held_out), (1, 1));
+        }
+        // Six moves of four people: most stories have three or four movers to ask about.
+        assert!(
+            several == 20 && trained > 60,
+            "{trained} answers, {several} of 20"
+        );
+    }
+
     /// The page's retention demo builds its input with `Story::around`: for a memorize story it
     /// gives the very bytes the task's own sampler writes around the same noise.
     #[test]
@@ -1330,6 +1496,7 @@ mod tests {
             let s = sample(
                 TaskKind::Memorize,
                 QA1_MOVES,
+                1,
                 &corpus,
                 Split::Train,
                 Units::Bytes,

@@ -205,7 +205,8 @@ pub fn evaluate_retention(
                     i as u64,
                 ));
                 let units = Units::new(Some(&tokenizer))?;
-                Stream::new(kind, moves, corpus, task.noise(), units, total, rng)
+                // One question, as BABILong asks, whatever training asked.
+                Stream::new(kind, moves, 1, corpus, task.noise(), units, total, rng)
             })
             .collect::<Result<Vec<_>>>()?;
         start += n;
