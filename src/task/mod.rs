@@ -93,7 +93,8 @@ pub struct TaskConfig {
     /// Questions a qa1 training story ends with (default 1, at most 4): each about another
     /// person who moved, the earlier ones answered before the last, every answer scored. More
     /// answers per story ask the memory for every person's place, not only the one asked;
-    /// held-out stories always ask one question, as BABILong does. Only qa1 takes it.
+    /// held-out stories always ask one question, as BABILong does (training's exact match
+    /// counts a story right only when every answer is). Only qa1 takes it.
     #[serde(skip_serializing_if = "is_one")]
     pub questions: usize,
     /// Text files or folders (the text task), split by document into train, validation and
