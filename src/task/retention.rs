@@ -1414,26 +1414,32 @@ mod tests {
         }
     }
 
+    /// A task of `kind` over 8 segments of 64 bytes of the test corpus in `dir`, with `set`
+    /// changing its config, or the error that refuses it, as text.
+    fn qa_task(
+        dir: &std::path::Path,
+        kind: TaskKind,
+        set: impl Fn(&mut crate::task::TaskConfig),
+    ) -> std::result::Result<crate::task::Task, String> {
+        let mut config = crate::task::TaskConfig {
+            kind,
+            segments: 8,
+            data: vec![dir.to_path_buf()],
+            ..Default::default()
+        };
+        set(&mut config);
+        crate::task::Task::new(config, 64).map_err(|e| e.to_string())
+    }
+
     #[test]
     fn only_qa1_takes_a_number_of_moves_and_it_is_at_least_one() {
         let (dir, _) = corpus();
-        let config = |kind, moves| crate::task::TaskConfig {
-            kind,
-            moves,
-            segments: 8,
-            data: vec![dir.path().to_path_buf()],
-            ..Default::default()
-        };
-        let err = |kind, moves| {
-            crate::task::Task::new(config(kind, moves), 64)
-                .unwrap_err()
-                .to_string()
-        };
+        let err = |kind, moves| qa_task(dir.path(), kind, |c| c.moves = moves).unwrap_err();
         assert!(err(TaskKind::Qa1, 0).contains("task.moves"));
         assert!(err(TaskKind::Qa2, 2).contains("task.moves"));
         // A story longer than the input is named by the input's size.
         assert!(err(TaskKind::Qa1, 40).contains("task.segments"));
-        let task = crate::task::Task::new(config(TaskKind::Qa1, 2), 64).unwrap();
+        let task = qa_task(dir.path(), TaskKind::Qa1, |c| c.moves = 2).unwrap();
         let s = task.try_sample(&mut StdRng::seed_from_u64(1)).unwrap();
         let bytes: Vec<u8> = s.tokens.iter().map(|&t| t as u8).collect();
         let text = String::from_utf8_lossy(&bytes).into_owned();
@@ -1445,22 +1451,12 @@ mod tests {
     #[test]
     fn qa1_training_asks_several_questions_and_held_out_stories_one() {
         let (dir, _) = corpus();
-        let config = |kind, questions| crate::task::TaskConfig {
-            kind,
-            questions,
-            segments: 8,
-            data: vec![dir.path().to_path_buf()],
-            ..Default::default()
-        };
-        let err = |kind, questions| {
-            crate::task::Task::new(config(kind, questions), 64)
-                .unwrap_err()
-                .to_string()
-        };
+        let err =
+            |kind, questions| qa_task(dir.path(), kind, |c| c.questions = questions).unwrap_err();
         assert!(err(TaskKind::Qa2, 2).contains("task.questions"));
         assert!(err(TaskKind::Qa1, 0).contains("task.questions"));
         assert!(err(TaskKind::Qa1, 5).contains("task.questions"));
-        let task = crate::task::Task::new(config(TaskKind::Qa1, 4), 64).unwrap();
+        let task = qa_task(dir.path(), TaskKind::Qa1, |c| c.questions = 4).unwrap();
         let held_out = task.with_noise(Split::Test);
         let (mut trained, mut several) = (0, 0);
         for seed in 0..20 {

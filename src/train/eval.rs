@@ -898,24 +898,14 @@ mod retention_tests {
                     streamed.loss
                 );
                 assert!((whole.token_accuracy - streamed.token_accuracy).abs() < 1e-9);
-                // The survival table splits the samples and their exact matches.
-                let counted: usize = streamed.survival.iter().map(|s| s.samples).sum();
-                assert_eq!(counted, streamed.samples, "{kind:?} {layout:?}");
-                let right: f64 = streamed
-                    .survival
-                    .iter()
-                    .map(|s| s.exact_match * s.samples as f64)
-                    .sum();
-                assert!((right - streamed.exact_match * streamed.samples as f64).abs() < 1e-9);
-                // So does the interference table, one count per row.
-                let counted: usize = streamed.interference.iter().map(|s| s.samples).sum();
-                assert_eq!(counted, streamed.samples, "{kind:?} {layout:?}");
-                let right: f64 = streamed
-                    .interference
-                    .iter()
-                    .map(|s| s.exact_match * s.samples as f64)
-                    .sum();
-                assert!((right - streamed.exact_match * streamed.samples as f64).abs() < 1e-9);
+                // The survival and the interference tables each split the samples and their
+                // exact matches; interference counts one value a row.
+                for table in [&streamed.survival, &streamed.interference] {
+                    let counted: usize = table.iter().map(|s| s.samples).sum();
+                    assert_eq!(counted, streamed.samples, "{kind:?} {layout:?}");
+                    let right: f64 = table.iter().map(|s| s.exact_match * s.samples as f64).sum();
+                    assert!((right - streamed.exact_match * streamed.samples as f64).abs() < 1e-9);
+                }
                 assert!(streamed.interference.iter().all(|s| s.from == s.to));
                 if kind == TaskKind::Memorize {
                     // The fact opens the text: it lies as many segments back as the segment
