@@ -20,6 +20,9 @@ use crate::error::{Error, Result};
 use crate::io::{self, FileKind, Named};
 use crate::model::Model;
 
+/// RMT's memory tokens' initial values: the one tensor `--init-from` may grow.
+const MEMORY: &str = "memory";
+
 pub use crate::io::fnv1a;
 
 /// Where a run stands, saved with its weights.
@@ -194,8 +197,10 @@ impl Checkpoint {
 
     /// These weights in a new model built from `config` (`train.init_from`: fine-tuning with
     /// other settings, or with new parts). The tokenizers must agree, and every weight here
-    /// must be one of the new model's, of the same shape (a mismatch is named). Tensors the new
-    /// model has and these weights lack (RMT's memory, over a Transformer's weights) keep
+    /// must be one of the new model's, of the same shape (a mismatch is named), except RMT's
+    /// memory, which may grow: more memory tokens keep the trained ones first and add fresh
+    /// ones (rotary positions; learned ones tie their table to the memory's size). Tensors the
+    /// new model has and these weights lack (RMT's memory, over a Transformer's weights) keep
     /// their fresh values: their names are returned.
     pub fn init_into(
         &self,
@@ -218,8 +223,12 @@ impl Checkpoint {
             });
         }
         let model = Model::build(config, seed, device)?;
-        let (model, fresh) = io::load_module_adding(model, &self.weights, &self.param_ids)
+        let (weights, widened) = self
+            .widen_memory(&model)
             .map_err(|e| self.misfit(path, e))?;
+        let (model, fresh) = io::load_module_adding(model, &weights, &self.param_ids)
+            .map_err(|e| self.misfit(path, e))?;
+        let fresh: Vec<String> = widened.into_iter().chain(fresh).collect();
         // A backbone's weights are read from its own file (frozen or trained), never fresh.
         let from_file = config
             .backbone
@@ -230,6 +239,43 @@ impl Checkpoint {
             .filter(|n| from_file.is_none_or(|k| !n.starts_with(k)))
             .collect();
         Ok((model, fresh))
+    }
+
+    /// These weights with RMT's memory grown to `model`'s when it has more memory tokens of
+    /// the same width: the trained tokens first, then the new model's fresh ones, which are
+    /// named (`memory[8..16]`) among the fresh tensors. Any other weights, or the memory when
+    /// it does not grow, are returned as they are (a mismatch is then named on loading).
+    fn widen_memory(
+        &self,
+        model: &Model,
+    ) -> std::result::Result<(Vec<Named>, Vec<String>), String> {
+        let mut weights = self.weights.clone();
+        let Some((_, old)) = weights.iter_mut().find(|(n, _)| n == MEMORY) else {
+            return Ok((weights, Vec::new()));
+        };
+        let (tensors, _) = io::module_tensors(model)?;
+        let Some((_, new)) = tensors.into_iter().find(|(n, _)| n == MEMORY) else {
+            return Ok((weights, Vec::new()));
+        };
+        let (from, to) = (
+            old.shape().as_slice().to_vec(),
+            new.shape().as_slice().to_vec(),
+        );
+        if from.len() != 2 || to.len() != 2 || from[1] != to[1] || from[0] >= to[0] {
+            return Ok((weights, Vec::new()));
+        }
+        let (m, d) = (from[0], from[1]);
+        let (kept, grown) = (old.try_to_vec::<f32>(), new.try_to_vec::<f32>());
+        let (kept, grown) = kept
+            .ok()
+            .zip(grown.ok())
+            .ok_or_else(|| format!("{MEMORY} is not stored as f32"))?;
+        let rows: Vec<f32> = kept
+            .into_iter()
+            .chain(grown[m * d..].iter().copied())
+            .collect();
+        *old = TensorData::new(rows, [to[0], d]);
+        Ok((weights, vec![format!("{MEMORY}[{m}..{}]", to[0])]))
     }
 
     /// The error for weights that do not fit a model.
@@ -362,6 +408,48 @@ mod tests {
         Checkpoint::new(&model, config, progress, vec![4, 5])
             .unwrap()
             .with_carried(vec![6, 7, 8])
+    }
+
+    /// `--init-from` into an RMT with more memory tokens keeps the trained ones first, adds the
+    /// new model's fresh ones after them and names them, and carries every other weight over;
+    /// fewer memory tokens are refused, naming the memory.
+    #[test]
+    fn init_from_grows_the_memory_and_never_shrinks_it() {
+        let device = Device::flex();
+        let mut config = RunConfig::default();
+        config.model.positions = crate::model::Positions::Rotary;
+        config.resolve().unwrap();
+        let trained = Model::new(&config.model, 1, &device);
+        let ck = Checkpoint::new(&trained, config.clone(), sample().progress, vec![]).unwrap();
+        let path = Path::new("trained.safetensors");
+        let (old, _) = io::module_tensors(&trained).unwrap();
+        let m = config.model.memory_tokens;
+        let mut wider = config.model.clone();
+        wider.memory_tokens = m + 3;
+        let (model, fresh) = ck.init_into(&wider, 9, path, &device).unwrap();
+        assert_eq!(fresh, [format!("memory[{m}..{}]", m + 3)]);
+        let (new, _) = io::module_tensors(&model).unwrap();
+        let (blank, _) = io::module_tensors(&Model::new(&wider, 9, &device)).unwrap();
+        let values = |tensors: &[Named], name: &str| -> Vec<f32> {
+            let (_, data) = tensors.iter().find(|(n, _)| n == name).unwrap();
+            data.clone().try_to_vec::<f32>().unwrap()
+        };
+        let d = config.model.d_model;
+        let memory = values(&new, MEMORY);
+        assert_eq!(memory.len(), (m + 3) * d);
+        assert_eq!(memory[..m * d], values(&old, MEMORY)[..]);
+        assert_eq!(memory[m * d..], values(&blank, MEMORY)[m * d..]);
+        assert_ne!(memory[m * d..], values(&old, MEMORY)[..3 * d]);
+        for (name, _) in old.iter().filter(|(n, _)| n != MEMORY) {
+            assert_eq!(values(&new, name), values(&old, name), "{name}");
+        }
+        let mut narrower = config.model.clone();
+        narrower.memory_tokens = m - 1;
+        let err = ck
+            .init_into(&narrower, 9, path, &device)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(MEMORY), "{err}");
     }
 
     #[test]
