@@ -733,6 +733,14 @@ fn eval_cmd(args: EvalArgs) -> Result<()> {
         if let Some(line) = train::eval::interference_line(&report.interference) {
             println!("exact match {line}");
         }
+        if let Some(lines) =
+            train::eval::interference_by_distance_lines(&report.interference_by_distance)
+        {
+            println!("exact match by facts written after it, then by segments back:");
+            for line in lines {
+                println!("  {line}");
+            }
+        }
     }
     Ok(())
 }

@@ -38,6 +38,22 @@ pub struct EvalReport {
     /// overwriting the memory) from decay (noise read since).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interference: Vec<Survival>,
+    /// Retention tasks: [`EvalReport::interference`]'s rows each split by segments back
+    /// ([`EvalReport::survival`]'s ranges). Later facts and distance go together within a
+    /// story (a fact with many written after it is usually far back); this two-way table
+    /// tells them apart. Empty for the other tasks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interference_by_distance: Vec<LaterFacts>,
+}
+
+/// One row of [`EvalReport::interference_by_distance`]: the samples with `later_facts`
+/// facts written after the earliest needed one, by how far back that fact lies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaterFacts {
+    /// Facts written after the earliest one the answer needs.
+    pub later_facts: usize,
+    /// Their exact match by segments back, as [`EvalReport::survival`] counts it.
+    pub survival: Vec<Survival>,
 }
 
 /// Greedy exact match of the samples whose earliest needed fact
@@ -107,6 +123,19 @@ impl Survival {
         counts[at].0 += 1;
         counts[at].1 += usize::from(whole);
     }
+}
+
+/// The two-way table as lines, a row of later facts each (`0 after it: 0: 1.000 (20), 1:
+/// ...`); `None` unless the samples differ in later facts (as [`interference_line`]).
+pub fn interference_by_distance_lines(rows: &[LaterFacts]) -> Option<Vec<String>> {
+    (rows.len() > 1).then(|| {
+        rows.iter()
+            .map(|row| {
+                let ranges: Vec<String> = row.survival.iter().map(Survival::to_string).collect();
+                format!("{} after it: {}", row.later_facts, ranges.join(", "))
+            })
+            .collect()
+    })
 }
 
 /// The survival table on one line, `by segments back: 0: 0.983 (60), 1: 0.550 (80), ...`;
@@ -192,9 +221,11 @@ pub fn evaluate_retention(
     let seg_len = model.step_len(input_len);
     let (mut nll, mut correct, mut greedy_correct, mut exact, mut answers) =
         (0.0, 0usize, 0usize, 0usize, 0usize);
-    // Per survival range, and per count of later facts: samples, and those answered exactly.
+    // Per survival range, per count of later facts, and per both: samples, and those
+    // answered exactly.
     let mut survival: Vec<(usize, usize)> = Vec::new();
     let mut interference: Vec<(usize, usize)> = Vec::new();
+    let mut both: Vec<Vec<(usize, usize)>> = Vec::new();
     let mut start = 0;
     while start < samples {
         let n = batch_size.min(samples - start);
@@ -275,8 +306,13 @@ pub fn evaluate_retention(
                 .expect("every fact is read before the question");
             // A fact in the answer's own segment (or after its start) is 0 segments back.
             let back = (tail_start / seg_len).saturating_sub(fact / seg_len);
+            let later = stream.later_facts();
             Survival::count(&mut survival, Survival::range(back), whole);
-            Survival::count(&mut interference, stream.later_facts(), whole);
+            Survival::count(&mut interference, later, whole);
+            if both.len() <= later {
+                both.resize(later + 1, Vec::new());
+            }
+            Survival::count(&mut both[later], Survival::range(back), whole);
         }
         on_progress(start);
     }
@@ -290,6 +326,15 @@ pub fn evaluate_retention(
         bits_per_byte: None,
         survival: Survival::table(&survival),
         interference: Survival::each(&interference),
+        interference_by_distance: both
+            .iter()
+            .enumerate()
+            .filter(|(_, counts)| counts.iter().any(|&(n, _)| n > 0))
+            .map(|(later_facts, counts)| LaterFacts {
+                later_facts,
+                survival: Survival::table(counts),
+            })
+            .collect(),
     })
 }
 
@@ -372,6 +417,7 @@ pub fn evaluate_with(
         bits_per_byte: None,
         survival: Vec::new(),
         interference: Vec::new(),
+        interference_by_distance: Vec::new(),
     }
 }
 
@@ -620,6 +666,7 @@ pub fn evaluate_text_with(
         bits_per_byte: Some(nll / predicted_bytes.max(1) as f64 / std::f64::consts::LN_2),
         survival: Vec::new(),
         interference: Vec::new(),
+        interference_by_distance: Vec::new(),
     })
 }
 
@@ -907,6 +954,50 @@ mod retention_tests {
                     assert!((right - streamed.exact_match * streamed.samples as f64).abs() < 1e-9);
                 }
                 assert!(streamed.interference.iter().all(|s| s.from == s.to));
+                // The two-way table: each row is its interference row split by distance, and
+                // its columns summed over the rows are the survival table.
+                let rows = &streamed.interference_by_distance;
+                assert_eq!(
+                    rows.len(),
+                    streamed.interference.len(),
+                    "{kind:?} {layout:?}"
+                );
+                let mut columns: Vec<(usize, usize, usize, f64)> = Vec::new();
+                for (row, total) in rows.iter().zip(&streamed.interference) {
+                    assert_eq!(row.later_facts, total.from);
+                    let n: usize = row.survival.iter().map(|s| s.samples).sum();
+                    let right: f64 = row
+                        .survival
+                        .iter()
+                        .map(|s| s.exact_match * s.samples as f64)
+                        .sum();
+                    assert_eq!(n, total.samples);
+                    assert!((right - total.exact_match * n as f64).abs() < 1e-9);
+                    for cell in &row.survival {
+                        match columns.iter_mut().find(|c| c.0 == cell.from) {
+                            Some(c) => {
+                                c.2 += cell.samples;
+                                c.3 += cell.exact_match * cell.samples as f64;
+                            }
+                            None => columns.push((
+                                cell.from,
+                                cell.to,
+                                cell.samples,
+                                cell.exact_match * cell.samples as f64,
+                            )),
+                        }
+                    }
+                }
+                columns.sort_by_key(|c| c.0);
+                assert_eq!(
+                    columns.len(),
+                    streamed.survival.len(),
+                    "{kind:?} {layout:?}"
+                );
+                for (c, s) in columns.iter().zip(&streamed.survival) {
+                    assert_eq!((c.0, c.1, c.2), (s.from, s.to, s.samples));
+                    assert!((c.3 - s.exact_match * s.samples as f64).abs() < 1e-9);
+                }
                 if kind == TaskKind::Memorize {
                     // The fact opens the text: it lies as many segments back as the segment
                     // that predicts the answer's first token is from the first.
@@ -948,5 +1039,24 @@ mod retention_tests {
             "by facts written after it: 0: 0.000 (2), 3: 0.500 (2)"
         );
         assert_eq!(interference_line(&table[..1]), None);
+        // The two-way table, a line per count of later facts; none with one count.
+        let rows = vec![
+            LaterFacts {
+                later_facts: 0,
+                survival: Survival::table(&[(2, 2)]),
+            },
+            LaterFacts {
+                later_facts: 4,
+                survival: Survival::table(&[(0, 0), (1, 0), (3, 1)]),
+            },
+        ];
+        assert_eq!(
+            interference_by_distance_lines(&rows).unwrap(),
+            [
+                "0 after it: 0: 1.000 (2)",
+                "4 after it: 1: 0.000 (1), 2-3: 0.333 (3)"
+            ]
+        );
+        assert_eq!(interference_by_distance_lines(&rows[..1]), None);
     }
 }
