@@ -356,12 +356,24 @@ fn train_throughput(
     let mut model = Model::new(&config, 0, &ad);
     let mut optim = AdamWConfig::new().init();
     let batch = random_batch(preset.batch, len, config.vocab_size, &ad);
+    // The step `remem train` takes on this device: on the CPU it also counts the rows
+    // answered exactly (for the log), on GPUs only when a curriculum asks.
+    let count_rows = crate::device::is_cpu(device);
     let mut timed = 0.0;
     let mut samples = Vec::new();
     const WARM_UP: usize = 2;
     for step in 0..steps.max(1) + WARM_UP {
         let t = Instant::now();
-        model = train::optimise(model, &mut optim, &batch, seg_len, 1e-4, Some(1.0), false).0;
+        model = train::optimise(
+            model,
+            &mut optim,
+            &batch,
+            seg_len,
+            1e-4,
+            Some(1.0),
+            count_rows,
+        )
+        .0;
         if step >= WARM_UP {
             timed += t.elapsed().as_secs_f64();
         }
@@ -379,7 +391,7 @@ fn train_throughput(
             seg_len,
             1e-4,
             Some(1.0),
-            false,
+            count_rows,
         )
         .0;
         Ok(())
