@@ -1,8 +1,8 @@
 //! One conformance suite for every segment model (RMT in both layouts, with learned and with
 //! rotary positions, the segment-level
 //! Transformer, Transformer-XL, MemTr-XL, the infinity-former, RMT on a pretrained Llama
-//! decoder and on a BERT encoder, and the infinity-former's memory in a pretrained Llama, tiny
-//! ones here): what the `SegmentModel` interface promises, checked the same way for each.
+//! decoder and on a BERT encoder, the infinity-former's memory in a pretrained Llama, and ARMT,
+//! tiny ones here): what the `SegmentModel` interface promises, checked the same way for each.
 
 mod common;
 
@@ -66,6 +66,14 @@ fn models() -> Vec<(&'static str, ModelConfig)> {
         ("rmt on llama", on_backbone(&tiny_llama())),
         ("rmt on bert", on_backbone(tiny_bert())),
         ("infinity on llama", infinity_on_llama),
+        ("armt", with(ModelKind::Armt, Layout::Decoder, 2)),
+        (
+            "armt, rotary",
+            ModelConfig {
+                positions: Positions::Rotary,
+                ..with(ModelKind::Armt, Layout::Decoder, 2)
+            },
+        ),
     ]
 }
 

@@ -138,6 +138,17 @@ fn memxl_forward_and_gradients_agree_on_flex_and_wgpu() {
     parity(ModelKind::Memxl, Layout::Decoder);
 }
 
+/// ARMT: the associative stores' reads and delta-rule writes, every parameter's gradient
+/// through them, with learned and with rotary positions.
+#[test]
+fn armt_forward_and_gradients_agree_on_flex_and_wgpu() {
+    parity(ModelKind::Armt, Layout::Decoder);
+    parity_of(ModelConfig {
+        positions: remem::model::Positions::Rotary,
+        ..config(ModelKind::Armt, Layout::Decoder)
+    });
+}
+
 #[test]
 fn infinity_former_forward_and_gradients_agree_on_flex_and_wgpu() {
     // The long-term memory's read, sticky sampling, the gate before the fit and the KL term:
@@ -225,6 +236,7 @@ fn inference_matches_training_forward(device: &Device) {
         rotary,
         config(ModelKind::Memxl, Layout::Decoder),
         config(ModelKind::Infinity, Layout::Decoder),
+        config(ModelKind::Armt, Layout::Decoder),
     ] {
         let model = Model::new(&config, 5, &training);
         let trained_path = inference(&model, &training, false);

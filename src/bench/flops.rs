@@ -18,7 +18,10 @@ pub fn step_forward(config: &ModelConfig, t: usize, cached: usize, write: bool) 
     let m = config.memory_len();
     let rmt = config.kind == ModelKind::Rmt;
     // Positions the layers run over.
+    let armt = config.kind == ModelKind::Armt;
     let n = match config.layout {
+        _ if armt && write => t + m,
+        _ if armt => t,
         Layout::Encoder if rmt => m + t,
         Layout::Decoder if rmt && !write => m + t,
         _ => 2 * m + t,
@@ -34,6 +37,7 @@ pub fn step_forward(config: &ModelConfig, t: usize, cached: usize, write: bool) 
     let (n, keys, last_rows) = (n as f64, (n + cached) as f64, last_rows as f64);
     let ltm = match config.kind {
         ModelKind::Infinity => long_term_memory(config, n, t as f64),
+        ModelKind::Armt => associative_memory(config, n, if write { m as f64 } else { 0.0 }),
         _ => 0.0,
     };
     // One layer whose output projection and feed-forward run on `rows` of its `n` positions.
@@ -59,6 +63,18 @@ fn long_term_memory(config: &ModelConfig, n: f64, t: f64) -> f64 {
     let density = 2.0 * 2.0 * n * heads * basis; // w_mu, w_sigma
     let write = 2.0 * samples * basis * d + 2.0 * basis * (samples + t) * d; // sample, refit
     projections + attention + density + write
+}
+
+/// One layer's associative memory (ARMT): the read from `n` rows and the write of `m` memory
+/// rows.
+fn associative_memory(config: &ModelConfig, n: f64, m: f64) -> f64 {
+    let d = config.d_model as f64;
+    let k = config.associative_key_dim() as f64;
+    let features = 6.0 * k;
+    let read = 2.0 * d * k * n + 2.0 * features * (d + 1.0) * n; // queries; the store's product
+    let projections = 2.0 * d * (k + d + 1.0) * m; // keys, values, strengths
+    let write = 2.0 * 2.0 * features * (d + 1.0) * m; // the lookup and the update
+    read + projections + write
 }
 
 /// Training FLOPs per input token of a sequence of `segments` steps of `t` tokens: forward plus

@@ -33,8 +33,8 @@ pub struct CompareArgs {
     /// Segment counts, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,3,6,9")]
     segments: Vec<usize>,
-    /// Models, comma-separated: rmt, rmt-rotary, transformer, xl, memxl, infinity,
-    /// infinity-sticky.
+    /// Models, comma-separated: rmt, rmt-rotary, armt, armt-rotary, transformer, xl, memxl,
+    /// infinity, infinity-sticky.
     #[arg(
         long,
         value_delimiter = ',',

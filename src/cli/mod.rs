@@ -130,7 +130,8 @@ struct TrainArgs {
     #[arg(long)]
     segment_len: Option<usize>,
     /// The model: rmt, transformer (full attention over the whole input), xl (Transformer-XL),
-    /// memxl (Transformer-XL with memory tokens) or infinity (the infinity-former).
+    /// memxl (Transformer-XL with memory tokens), infinity (the infinity-former) or armt (RMT
+    /// with an associative memory in every layer).
     #[arg(long, value_parser = parse_enum::<ModelKind>)]
     model: Option<ModelKind>,
     /// RMT memory layout: decoder or encoder.

@@ -14,15 +14,15 @@ use crate::model::ModelKind;
 use crate::train::Summary;
 
 /// A model as compare names it: a kind, for the infinity-former how it samples its memory
-/// (`infinity` uniform, `infinity-sticky` sticky), and for RMT its positions (`rmt` learned,
-/// `rmt-rotary` rotary).
+/// (`infinity` uniform, `infinity-sticky` sticky), and for RMT and ARMT their positions
+/// (`rmt` learned, `rmt-rotary` rotary; `armt`, `armt-rotary`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Contender {
     /// The model kind.
     pub kind: ModelKind,
     /// Sticky sampling of the long-term memory (infinity-former only).
     pub sticky: bool,
-    /// Rotary positions (RMT only).
+    /// Rotary positions (RMT and ARMT only).
     #[serde(default)]
     pub rotary: bool,
 }
@@ -50,10 +50,15 @@ impl std::str::FromStr for Contender {
                     ..Contender::of(ModelKind::Infinity)
                 });
             }
-            "rmt-rotary" => {
+            "rmt-rotary" | "armt-rotary" => {
+                let kind = if lower == "rmt-rotary" {
+                    ModelKind::Rmt
+                } else {
+                    ModelKind::Armt
+                };
                 return Ok(Contender {
                     rotary: true,
-                    ..Contender::of(ModelKind::Rmt)
+                    ..Contender::of(kind)
                 });
             }
             _ => {}
@@ -62,7 +67,8 @@ impl std::str::FromStr for Contender {
             .map(Contender::of)
             .map_err(|_| {
                 format!(
-                    "unknown model `{s}`: rmt, rmt-rotary, transformer, xl, memxl, infinity or \
+                    "unknown model `{s}`: rmt, rmt-rotary, armt, armt-rotary, transformer, xl, memxl, \
+                     infinity or \
                      infinity-sticky"
                 )
             })

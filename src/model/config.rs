@@ -23,6 +23,10 @@ pub enum ModelKind {
     /// The infinity-former: Transformer-XL plus a continuous long-term memory per layer, fed by
     /// the states that leave the cache (settings in `ltm`).
     Infinity,
+    /// The Associative Recurrent Memory Transformer (Rodkin et al. 2024): RMT's write memory
+    /// tokens feed a key-value store in every layer, rewritten by the delta rule and read by
+    /// every row (see [`crate::nn::AssociativeMemory`]).
+    Armt,
 }
 
 impl ModelKind {
@@ -115,6 +119,10 @@ pub struct ModelConfig {
     /// Not in the RMT paper; off by default.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub memory_gate: bool,
+    /// ARMT: width of the associative memory's keys before DPFP-3 (`None` = `d_model / 4`);
+    /// each layer's store is `[6 * key_dim, d_model + 1]` per sequence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_dim: Option<usize>,
     /// Tokens per segment T.
     pub segment_len: usize,
     /// Each segment's loss reaches back through the memory of at most this many earlier
@@ -152,6 +160,7 @@ impl Default for ModelConfig {
             memory_tokens: 8,
             positions: Positions::Learned,
             memory_gate: false,
+            key_dim: None,
             segment_len: 8,
             bptt_depth: None,
             mem_len: None,
@@ -234,13 +243,29 @@ impl ModelConfig {
             ));
         }
         if self.positions == Positions::Rotary
-            && (self.kind != ModelKind::Rmt || self.backbone.is_some())
+            && (!matches!(self.kind, ModelKind::Rmt | ModelKind::Armt) || self.backbone.is_some())
         {
             return Err(Error::config(
                 "model.positions",
-                "rotary is an option of RMT from scratch (the other models and the backbones \
-                 have their own positions)",
+                "rotary is an option of RMT and ARMT from scratch (the other models and the \
+                 backbones have their own positions)",
             ));
+        }
+        if self.kind == ModelKind::Armt && self.memory_tokens == 0 {
+            return Err(Error::config(
+                "model.memory_tokens",
+                "ARMT writes its associative memory from its memory tokens: at least one",
+            ));
+        }
+        match self.key_dim {
+            Some(_) if self.kind != ModelKind::Armt => {
+                return Err(Error::config(
+                    "model.key_dim",
+                    "the associative memory's key width is an ARMT setting",
+                ));
+            }
+            Some(0) => return Err(Error::config("model.key_dim", "must be at least 1")),
+            _ => {}
         }
         if self.memory_gate
             && (self.kind != ModelKind::Rmt || self.backbone.is_some() || self.memory_tokens == 0)
@@ -333,14 +358,19 @@ impl ModelConfig {
             ModelKind::Xl | ModelKind::Memxl | ModelKind::Infinity => {
                 self.mem_len.unwrap_or(self.memory_tokens)
             }
-            ModelKind::Rmt | ModelKind::Transformer => 0,
+            ModelKind::Rmt | ModelKind::Transformer | ModelKind::Armt => 0,
         }
+    }
+
+    /// ARMT's key width before DPFP: `key_dim`, or `d_model / 4` (at least 1) when unset.
+    pub fn associative_key_dim(&self) -> usize {
+        self.key_dim.unwrap_or((self.d_model / 4).max(1))
     }
 
     /// Memory tokens the model really adds (none for the Transformer and Transformer-XL).
     pub fn memory_len(&self) -> usize {
         match self.kind {
-            ModelKind::Rmt | ModelKind::Memxl => self.memory_tokens,
+            ModelKind::Rmt | ModelKind::Memxl | ModelKind::Armt => self.memory_tokens,
             ModelKind::Xl | ModelKind::Transformer | ModelKind::Infinity => 0,
         }
     }
@@ -348,7 +378,7 @@ impl ModelConfig {
     /// A short string that identifies the architecture (not the weights), used to refuse
     /// checkpoints and memory states that belong to another model.
     pub fn fingerprint(&self) -> String {
-        let ltm = match self.kind {
+        let detail = match self.kind {
             ModelKind::Infinity => format!(
                 "-n{}-{:?}{}{}",
                 self.ltm.basis,
@@ -356,6 +386,7 @@ impl ModelConfig {
                 if self.ltm.gate { "-gate" } else { "" },
                 if self.ltm.bias { "" } else { "-nobias" }
             ),
+            ModelKind::Armt => format!("-k{}", self.associative_key_dim()),
             _ => String::new(),
         };
         let base = format!(
@@ -382,7 +413,7 @@ impl ModelConfig {
             ),
             None => String::new(),
         };
-        (base + &ltm + &backbone).to_lowercase()
+        (base + &detail + &backbone).to_lowercase()
     }
 }
 

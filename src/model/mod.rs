@@ -4,6 +4,7 @@
 //! training, evaluation, streaming and the browser demo are written once; [`Model`] is any of
 //! them, chosen by the config.
 
+pub mod armt;
 pub mod backbone;
 pub mod bert;
 pub mod config;
@@ -21,6 +22,7 @@ use burn::prelude::*;
 use crate::error::Result;
 use crate::nn::{Density, Init, Noise};
 
+pub use armt::Armt;
 pub use backbone::Architecture;
 pub use bert::{Bert, BertConfig};
 pub use config::{BackboneConfig, Layout, ModelConfig, ModelKind, Positions};
@@ -72,6 +74,8 @@ pub enum Model {
     /// The infinity-former's long-term memory in a pretrained Llama decoder's layers
     /// (`model.backbone` with `kind = "infinity"`).
     LlamaLtm(LlamaLtm),
+    /// The Associative Recurrent Memory Transformer.
+    Armt(Armt),
 }
 
 impl Model {
@@ -84,6 +88,7 @@ impl Model {
             Model::Rmt(m) => Model::Rmt(m.for_inference()),
             Model::Xl(m) => Model::Xl(m.for_inference()),
             Model::Bert(m) => Model::Bert(m.for_inference()),
+            Model::Armt(m) => Model::Armt(m.for_inference()),
             // The Llama backbone has attention of its own (grouped queries, rotary positions).
             Model::Llama(_) | Model::LlamaLtm(_) => self,
         }
@@ -98,6 +103,7 @@ impl Model {
         match self {
             Model::Rmt(m) => m.for_training_step(device).map(Model::Rmt),
             Model::Xl(m) => m.for_training_step(device).map(Model::Xl),
+            Model::Armt(m) => m.for_training_step(device).map(Model::Armt),
             _ => None,
         }
     }
@@ -186,6 +192,7 @@ impl Model {
         let mut init = Init::new(seed, device);
         match config.kind {
             ModelKind::Rmt => Model::Rmt(Rmt::new(config, &mut init)),
+            ModelKind::Armt => Model::Armt(Armt::new(config, &mut init)),
             ModelKind::Transformer | ModelKind::Xl | ModelKind::Memxl | ModelKind::Infinity => {
                 Model::Xl(Xl::new(config, &mut init))
             }
@@ -254,6 +261,7 @@ impl Model {
             Model::Llama(m) => m.llama().token_embedding(),
             Model::Bert(m) => m.bert().token_embedding(),
             Model::LlamaLtm(m) => m.llama().token_embedding(),
+            Model::Armt(m) => m.token_embedding(),
         }
     }
 
@@ -341,6 +349,7 @@ impl SegmentModel for Model {
             Model::Llama(m) => m.config(),
             Model::Bert(m) => m.config(),
             Model::LlamaLtm(m) => m.config(),
+            Model::Armt(m) => m.config(),
         }
     }
 
@@ -351,6 +360,7 @@ impl SegmentModel for Model {
             Model::Llama(m) => m.noise(),
             Model::Bert(m) => m.noise(),
             Model::LlamaLtm(m) => m.noise(),
+            Model::Armt(m) => m.noise(),
         }
     }
 
@@ -361,6 +371,7 @@ impl SegmentModel for Model {
             Model::Llama(m) => m.init_state(batch, device),
             Model::Bert(m) => m.init_state(batch, device),
             Model::LlamaLtm(m) => m.init_state(batch, device),
+            Model::Armt(m) => m.init_state(batch, device),
         }
     }
 
@@ -376,6 +387,7 @@ impl SegmentModel for Model {
             Model::Llama(m) => m.step(tokens, state, return_attention),
             Model::Bert(m) => m.step(tokens, state, return_attention),
             Model::LlamaLtm(m) => m.step(tokens, state, return_attention),
+            Model::Armt(m) => m.step(tokens, state, return_attention),
         }
     }
 
@@ -386,6 +398,7 @@ impl SegmentModel for Model {
             Model::Llama(m) => m.advance(tokens, state),
             Model::Bert(m) => m.advance(tokens, state),
             Model::LlamaLtm(m) => m.advance(tokens, state),
+            Model::Armt(m) => m.advance(tokens, state),
         }
     }
 
@@ -396,6 +409,7 @@ impl SegmentModel for Model {
             Model::Llama(m) => m.last_step(tokens, state),
             Model::Bert(m) => m.last_step(tokens, state),
             Model::LlamaLtm(m) => m.last_step(tokens, state),
+            Model::Armt(m) => m.last_step(tokens, state),
         }
     }
 }

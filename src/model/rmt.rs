@@ -255,7 +255,7 @@ impl Rmt {
         let memory = match state {
             State::Memory { memory } => Some(memory),
             State::Empty => None,
-            State::Xl { .. } => panic!("RMT was given a Transformer-XL state"),
+            other => panic!("RMT was given a {} state", other.kind()),
         };
         let old = match (&self.gate, write) {
             (Some(_), true) => memory.clone(),

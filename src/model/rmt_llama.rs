@@ -104,7 +104,7 @@ impl LlamaRmt {
         let memory = match state {
             State::Memory { memory } => Some(memory),
             State::Empty => None,
-            State::Xl { .. } => panic!("RMT was given a Transformer-XL state"),
+            other => panic!("RMT was given a {} state", other.kind()),
         };
         let write = write && memory.is_some();
         let (h, positions): (Tensor<3>, Vec<usize>) = match memory {

@@ -41,6 +41,15 @@ pub enum State {
         /// Per layer, the infinity-former's long-term memory (empty for the other models).
         ltm: Vec<LtmState>,
     },
+    /// ARMT's associative memory, per layer (see [`crate::nn::AssociativeMemory`]).
+    #[non_exhaustive]
+    Associative {
+        /// Per layer, the store: values by key feature, the normaliser as the last column.
+        ///
+        /// # Shapes
+        /// each `[batch, features, d_model + 1]`
+        stores: Vec<Tensor<3>>,
+    },
 }
 
 /// One layer's long-term memory between segments (the infinity-former).
@@ -103,11 +112,15 @@ impl State {
                 memory: memory.map(Tensor::detach),
                 ltm: ltm.into_iter().map(LtmState::detach).collect(),
             },
+            State::Associative { stores } => State::Associative {
+                stores: stores.into_iter().map(Tensor::detach).collect(),
+            },
         }
     }
 
     /// Every tensor of the state, in a fixed order (cache, memory tokens, then per layer the
-    /// long-term memory's coefficients, pending states and attention histogram `[1, batch, bins]`).
+    /// long-term memory's coefficients, pending states and attention histogram `[1, batch, bins]`;
+    /// or the associative stores, one per layer).
     pub fn tensors(&self) -> Vec<Tensor<3>> {
         match self {
             State::Empty => Vec::new(),
@@ -123,6 +136,7 @@ impl State {
                 }
                 all
             }
+            State::Associative { stores } => stores.clone(),
         }
     }
 
@@ -132,6 +146,7 @@ impl State {
             State::Empty => None,
             State::Memory { memory, .. } => Some(memory),
             State::Xl { memory, .. } => memory.as_ref(),
+            State::Associative { .. } => None,
         }
     }
 
@@ -164,6 +179,18 @@ impl State {
             (State::Empty, State::Empty) => {}
             (State::Memory { memory }, State::Memory { memory: want }) => {
                 same("memory", memory, want)?
+            }
+            (State::Associative { stores }, State::Associative { stores: want }) => {
+                if stores.len() != want.len() {
+                    return bad(format!(
+                        "{} layers of associative memory, this model has {}",
+                        stores.len(),
+                        want.len()
+                    ));
+                }
+                for (store, want) in stores.iter().zip(want) {
+                    same("associative memory", store, want)?;
+                }
             }
             (
                 State::Xl { cache, memory, ltm },
@@ -248,12 +275,13 @@ impl State {
             State::Empty => "stateless",
             State::Memory { .. } => "memory-token (RMT)",
             State::Xl { .. } => "cache (Transformer-XL family)",
+            State::Associative { .. } => "associative-memory (ARMT)",
         }
     }
 
     /// Serialise the state as a safetensors file (see [`crate::io`]): its tensors (`memory`,
-    /// `cache.{layer}`, `ltm.{layer}.coeffs`, `ltm.{layer}.pending`, `ltm.{layer}.attended`) as
-    /// f32, and `model_id` in the metadata.
+    /// `cache.{layer}`, `ltm.{layer}.coeffs`, `ltm.{layer}.pending`, `ltm.{layer}.attended`,
+    /// `store.{layer}`) as f32, and `model_id` in the metadata.
     ///
     /// `model_id` names the model the state belongs to (see
     /// [`crate::infer::Session::model_id`]); [`State::from_bytes`] refuses a state whose id
@@ -275,7 +303,8 @@ impl State {
     }
 
     /// The state's tensors by name, read to the host, and the metadata that says how they fit
-    /// together (`state`: `empty`, `memory` or `xl`; `cache_layers`; `ltm_layers`).
+    /// together (`state`: `empty`, `memory`, `xl` or `associative`; `cache_layers`;
+    /// `ltm_layers`; `store_layers`).
     pub(crate) fn to_named(&self) -> Result<(Vec<Named>, BTreeMap<String, String>)> {
         let host =
             |t: &Tensor<3>| -> Result<TensorData> { Ok(t.clone().into_data().convert::<f32>()) };
@@ -308,6 +337,13 @@ impl State {
                 metadata.insert("ltm_layers".to_string(), ltm.len().to_string());
                 "xl"
             }
+            State::Associative { stores } => {
+                for (i, store) in stores.iter().enumerate() {
+                    tensors.push((format!("store.{i}"), host(store)?));
+                }
+                metadata.insert("store_layers".to_string(), stores.len().to_string());
+                "associative"
+            }
         };
         metadata.insert("state".to_string(), kind.to_string());
         Ok((tensors, metadata))
@@ -325,6 +361,10 @@ impl State {
         let (cache_layers, ltm_layers) = match kind.as_str() {
             "xl" => (count("cache_layers")?, count("ltm_layers")?),
             _ => (0, 0),
+        };
+        let store_layers = match kind.as_str() {
+            "associative" => count("store_layers")?,
+            _ => 0,
         };
         let mut take = |name: String| -> Result<Option<Tensor<3>>> {
             let Some(data) = contents.take(&name) else {
@@ -374,6 +414,11 @@ impl State {
                     .collect::<Result<Vec<_>>>()?;
                 State::Xl { cache, memory, ltm }
             }
+            "associative" => State::Associative {
+                stores: (0..store_layers)
+                    .map(|i| need(take(format!("store.{i}"))?, &format!("store.{i}")))
+                    .collect::<Result<Vec<_>>>()?,
+            },
             other => return Err(Error::State(format!("unknown state kind `{other}`"))),
         })
     }

@@ -365,7 +365,7 @@ impl Xl {
         let (cache, memory, ltm_state) = match state {
             State::Xl { cache, memory, ltm } => (cache, memory, ltm),
             State::Empty => (Vec::new(), None, Vec::new()),
-            State::Memory { .. } => panic!("Transformer-XL was given an RMT state"),
+            other => panic!("Transformer-XL was given a {} state", other.kind()),
         };
         let ltm_state = match (self.ltm.is_empty(), ltm_state.is_empty()) {
             (false, true) => match self.init_state(batch, &device) {

@@ -1,6 +1,7 @@
 //! Pieces every model shares: attention that can return its weights, the pre-norm block, masks,
-//! and the infinity-former's continuous long-term memory.
+//! the infinity-former's continuous long-term memory and ARMT's associative memory.
 
+pub mod associative;
 pub mod attention;
 pub mod basis;
 pub mod block;
@@ -17,6 +18,7 @@ pub use crate::ops::attention::{
 pub use crate::ops::gelu::gelu;
 pub use crate::ops::matmul::matmul;
 pub use crate::ops::softmax::masked_softmax;
+pub use associative::AssociativeMemory;
 pub use attention::{Attention, AttentionConfig, AttentionOutput};
 pub use basis::Basis;
 pub use block::{Block, BlockConfig, BlockOutput};

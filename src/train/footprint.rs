@@ -139,6 +139,7 @@ fn parameter_split(m: &ModelConfig) -> (f64, f64) {
     let positions = match (m.kind, m.layout) {
         (ModelKind::Rmt, Layout::Decoder) => m.segment_len + 2 * m.memory_len(),
         (ModelKind::Rmt, Layout::Encoder) => m.segment_len + m.memory_len(),
+        (ModelKind::Armt, _) if m.positions.is_learned() => m.segment_len + m.memory_len(),
         _ => 0,
     } as f64;
     let embed = 2.0 * v * d + v + positions * d + m.memory_len() as f64 * d + 2.0 * d;
@@ -147,6 +148,12 @@ fn parameter_split(m: &ModelConfig) -> (f64, f64) {
         ModelKind::Infinity => {
             let gate = if m.ltm.gate { 3.0 * d * d + d } else { 0.0 };
             4.0 * (d * d + d) + 2.0 * (m.ltm.basis as f64 + 1.0) + gate
+        }
+        // The associative memory: queries and keys `d -> key_dim`, values `d -> d`, the
+        // write strength `d -> 1` with its bias.
+        ModelKind::Armt => {
+            let k = m.associative_key_dim() as f64;
+            2.0 * d * k + d * d + d + 1.0
         }
         _ => 0.0,
     };
@@ -179,6 +186,7 @@ mod tests {
             (ModelKind::Memxl, Layout::Decoder, false),
             (ModelKind::Infinity, Layout::Decoder, false),
             (ModelKind::Infinity, Layout::Decoder, true),
+            (ModelKind::Armt, Layout::Decoder, false),
         ] {
             let mut config = ModelConfig {
                 kind,

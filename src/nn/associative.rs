@@ -1,0 +1,282 @@
+//! One layer's associative memory of ARMT (Rodkin, Kuratov, Bulatov, Burtsev 2024, arXiv
+//! 2407.04841): a key-value store written from the memory tokens' states and read by every row.
+//!
+//! The store is a matrix `A` `[K, d]` and a normaliser `z` `[K]` over the features `φ(k)` of
+//! keys, `φ` the deterministic parameter-free projection DPFP-3 (Schlag, Irie, Schmidhuber 2021)
+//! made unit length. For memory rows `m` (after the layer), with `k = φ(W_k m)`, `v = W_v m`,
+//! `β = σ(W_β m)`:
+//!
+//! ```text
+//! v̄ = A·k / (z·k)            what the store returns for k now
+//! A += Σ β (v − v̄) ⊗ k        the delta rule: rewrite the value stored under k, keep the rest
+//! z += Σ γ k,  γ = clip(1 − z·k, 0, 1)   (γ detached; a key already stored adds nothing)
+//! ```
+//!
+//! and a row `x` (the layer's input) reads `A·q / (z·q)` with `q = φ(W_q x)`, added to `x`.
+//! Writing a key again replaces its value instead of adding to it, which RMT's memory (a whole
+//! new memory computed from the old one each segment) has no direct way to do.
+//!
+//! `A` and `z` travel as one tensor `[batch, K, d + 1]` (`z` as the last column), so reading
+//! the value and its normaliser is one product.
+
+use burn::nn::Linear;
+use burn::prelude::*;
+use burn::tensor::activation::{relu, sigmoid};
+
+use super::{Init, linear, matmul};
+
+/// Shifts of DPFP: features are products of the rectified key with itself rolled by 1..=ν.
+const NU: usize = 3;
+
+/// Added to a normaliser before dividing by it (an empty store reads as zero).
+const EPS: f64 = 1e-5;
+
+/// One layer's associative memory: the projections that read and write it.
+#[derive(Module, Debug)]
+pub struct AssociativeMemory {
+    /// Rows to query keys `[d, key_dim]`.
+    query: Linear,
+    /// Memory rows to keys `[d, key_dim]`.
+    key: Linear,
+    /// Memory rows to values `[d, d]`. Drawn like the others: the reference code starts it at
+    /// zero so that a pretrained model is unchanged at first, and from scratch there is
+    /// nothing to keep (and a zero start passes no gradient back through the store until it
+    /// moves).
+    value: Linear,
+    /// Memory rows to the strength of their write `[d, 1]` (through a sigmoid).
+    strength: Linear,
+}
+
+impl AssociativeMemory {
+    /// Fresh projections for width `d` and keys of `key_dim` before DPFP.
+    pub fn new(d: usize, key_dim: usize, init: &mut Init) -> Self {
+        AssociativeMemory {
+            query: init.linear(d, key_dim, false),
+            key: init.linear(d, key_dim, false),
+            value: init.linear(d, d, false),
+            strength: init.linear(d, 1, true),
+        }
+    }
+
+    /// Features per key after DPFP: `2 * NU * key_dim`.
+    pub fn features(&self) -> usize {
+        2 * NU * self.key.weight.dims()[1]
+    }
+
+    /// An empty store for `batch` sequences.
+    ///
+    /// # Shapes
+    /// - output: `[batch, features, d + 1]`
+    pub fn empty(&self, batch: usize, device: &Device) -> Tensor<3> {
+        let d = self.value.weight.dims()[1];
+        Tensor::zeros([batch, self.features(), d + 1], device)
+    }
+
+    /// What the store returns for each row (to be added to it).
+    ///
+    /// # Shapes
+    /// - rows: `[batch, n, d]`
+    /// - store: `[batch, features, d + 1]`
+    /// - output: `[batch, n, d]`
+    pub fn read(&self, rows: Tensor<3>, store: Tensor<3>) -> Tensor<3> {
+        let q = dpfp(linear(&self.query, rows));
+        lookup(q, store).0
+    }
+
+    /// The store after writing the memory rows `rows` into it.
+    ///
+    /// # Shapes
+    /// - rows: `[batch, M, d]`
+    /// - store and output: `[batch, features, d + 1]`
+    pub fn write(&self, rows: Tensor<3>, store: Tensor<3>) -> Tensor<3> {
+        let k = dpfp(linear(&self.key, rows.clone()));
+        let v = linear(&self.value, rows.clone());
+        let beta = sigmoid(linear(&self.strength, rows));
+        let (stored, norm) = lookup(k.clone(), store.clone());
+        let gamma = (norm.neg() + 1.0).clamp(0.0, 1.0).detach();
+        let delta = Tensor::cat(vec![beta * (v - stored), gamma], 2);
+        store + matmul(k.swap_dims(1, 2), delta)
+    }
+}
+
+/// The value stored under each feature vector, and its normaliser `z·k`.
+///
+/// # Shapes
+/// - keys: `[batch, n, features]`
+/// - store: `[batch, features, d + 1]`
+/// - output: `[batch, n, d]`, `[batch, n, 1]`
+fn lookup(keys: Tensor<3>, store: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+    let d = store.dims()[2] - 1;
+    let both = matmul(keys, store);
+    let norm = both.clone().slice(s![.., .., d..d + 1]);
+    let values = both.slice(s![.., .., 0..d]) / (norm.clone() + EPS);
+    (values, norm)
+}
+
+/// DPFP-ν features of `x`, unit length: `r = [relu(x), relu(-x)]`, then `r * roll(r, j)` for
+/// `j = 1..=ν` side by side (`roll` moves entry `i` to `i + j`, cyclically).
+///
+/// # Shapes
+/// - x: `[batch, n, key_dim]`
+/// - output: `[batch, n, 2 * ν * key_dim]`
+pub fn dpfp(x: Tensor<3>) -> Tensor<3> {
+    let r = Tensor::cat(vec![relu(x.clone()), relu(x.neg())], 2);
+    let w = r.dims()[2];
+    let products = (1..=NU)
+        .map(|j| {
+            let rolled = Tensor::cat(
+                vec![
+                    r.clone().slice(s![.., .., w - j..w]),
+                    r.clone().slice(s![.., .., 0..w - j]),
+                ],
+                2,
+            );
+            r.clone() * rolled
+        })
+        .collect();
+    let phi = Tensor::cat(products, 2);
+    let length = (phi.clone().powi_scalar(2).sum_dim(2) + 1e-12).sqrt();
+    phi / length
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Param;
+
+    fn host(t: Tensor<3>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+    }
+
+    /// DPFP against the definition written out entry by entry.
+    #[test]
+    fn dpfp_matches_its_definition() {
+        let device = Device::flex();
+        let x = [0.5f32, -1.0, 2.0, 0.25, -0.75];
+        let got = host(dpfp(Tensor::from_data(
+            TensorData::new(x.to_vec(), [1, 1, 5]),
+            &device,
+        )));
+        let r: Vec<f32> = x
+            .iter()
+            .map(|v| v.max(0.0))
+            .chain(x.iter().map(|v| (-v).max(0.0)))
+            .collect();
+        let w = r.len();
+        let mut want: Vec<f32> = (1..=NU)
+            .flat_map(|j| (0..w).map(move |i| (i, j)))
+            .map(|(i, j)| r[i] * r[(i + w - j) % w])
+            .collect();
+        let length = want.iter().map(|v| v * v).sum::<f32>().sqrt();
+        want.iter_mut().for_each(|v| *v /= length);
+        assert_eq!(got.len(), 2 * NU * 5);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
+        }
+    }
+
+    /// A memory whose keys are a row's first four features, whose values are the whole row,
+    /// and whose writes are at full strength.
+    fn identity_memory(device: &Device) -> AssociativeMemory {
+        let mut memory = AssociativeMemory::new(8, 4, &mut Init::new(1, device));
+        let first_four: Vec<f32> = (0..8)
+            .flat_map(|i| (0..4).map(move |j| if i == j { 1.0 } else { 0.0 }))
+            .collect();
+        let pick = Tensor::<2>::from_data(TensorData::new(first_four, [8, 4]), device);
+        memory.query.weight = Param::from_tensor(pick.clone());
+        memory.key.weight = Param::from_tensor(pick);
+        memory.value.weight = Param::from_tensor(Tensor::eye(8, device));
+        memory.strength = Linear {
+            weight: Param::from_tensor(Tensor::zeros([8, 1], device)),
+            bias: Some(Param::from_tensor(Tensor::full([1], 40.0, device))),
+        };
+        memory
+    }
+
+    fn rows(rows: &[[f32; 8]], device: &Device) -> Tensor<3> {
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        Tensor::from_data(TensorData::new(flat, [1, rows.len(), 8]), device)
+    }
+
+    /// The delta rule: writing a key again replaces its value and leaves the other keys'
+    /// values as they were; an empty store reads zero.
+    #[test]
+    fn a_rewritten_key_returns_its_new_value_and_the_others_keep_theirs() {
+        let device = Device::flex();
+        let memory = identity_memory(&device);
+        // Keys A = [1, 1, 0, 0] and B = [0, 0, 1, 1] have disjoint DPFP features.
+        let a1 = [1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
+        let b = [0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0];
+        let a2 = [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 3.0, 0.0];
+        let ask_a = rows(&[[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]], &device);
+        let ask_b = rows(&[[0.0, 0.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0]], &device);
+        let empty = memory.empty(1, &device);
+        assert!(
+            host(memory.read(ask_a.clone(), empty.clone()))
+                .iter()
+                .all(|v| *v == 0.0)
+        );
+
+        let once = memory.write(rows(&[a1, b], &device), empty);
+        let twice = memory.write(rows(&[a2], &device), once.clone());
+        let close = |got: Tensor<3>, want: [f32; 8], what: &str| {
+            let got = host(got);
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-3, "{what}: read {got:?}, want {want:?}");
+            }
+        };
+        close(memory.read(ask_a.clone(), once), a1, "A after one write");
+        close(memory.read(ask_a, twice.clone()), a2, "A after its rewrite");
+        close(memory.read(ask_b, twice), b, "B after A's rewrite");
+    }
+
+    /// d/d(rows) and d/d(store) of a read after a write, autodiff against central
+    /// differences.
+    #[test]
+    fn gradients_agree_with_finite_differences() {
+        let device = Device::flex().autodiff();
+        let memory = AssociativeMemory::new(6, 3, &mut Init::new(7, &device));
+        let normal = burn::tensor::Distribution::Normal(0.0, 1.0);
+        device.seed(7);
+        let m0 = Tensor::<3>::random([1, 2, 6], normal, &device).detach();
+        // A normaliser above 1 for every key: a write adds nothing to it (`γ` = 0 where it is
+        // clipped, so the detached `γ` is no approximation here).
+        let values = Tensor::<3>::random([1, 18, 6], normal, &device);
+        let norms = Tensor::<3>::random([1, 18, 1], normal, &device).abs() + 5.0;
+        let s0 = Tensor::cat(vec![values, norms], 2).detach();
+        let x = Tensor::<3>::random([1, 3, 6], normal, &device).detach();
+        let w = Tensor::<3>::random([1, 3, 6], normal, &device).detach();
+        let f = |m: Tensor<3>, s: Tensor<3>| {
+            (memory.read(x.clone(), memory.write(m, s)) * w.clone()).sum()
+        };
+        let (m, s) = (m0.clone().require_grad(), s0.clone().require_grad());
+        let grads = f(m.clone(), s.clone()).backward();
+        let analytic = [host(m.grad(&grads).unwrap()), host(s.grad(&grads).unwrap())];
+        let eps = 1e-2f32;
+        for (which, grad) in analytic.iter().enumerate() {
+            let base = host(if which == 0 { m0.clone() } else { s0.clone() });
+            let shape = if which == 0 { [1, 2, 6] } else { [1, 18, 7] };
+            let scale = grad.iter().fold(1e-3f32, |a, g| a.max(g.abs()));
+            for i in 0..base.len() {
+                let at = |delta: f32| -> f32 {
+                    let mut v = base.clone();
+                    v[i] += delta;
+                    let t = Tensor::<3>::from_data(TensorData::new(v, shape), &device);
+                    let (m, s) = if which == 0 {
+                        (t, s0.clone())
+                    } else {
+                        (m0.clone(), t)
+                    };
+                    f(m, s).into_scalar::<f32>()
+                };
+                let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+                assert!(
+                    (numeric - grad[i]).abs() <= 3e-2 * scale,
+                    "{} entry {i}: autodiff {} vs finite difference {numeric}",
+                    ["memory rows", "store"][which],
+                    grad[i]
+                );
+            }
+        }
+    }
+}
