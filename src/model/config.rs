@@ -447,6 +447,54 @@ mod tests {
         assert!(err.to_string().contains("model.n_heads"), "{err}");
     }
 
+    /// ARMT needs memory tokens to write its stores from, and only ARMT takes a key width.
+    #[test]
+    fn armt_settings_are_checked() {
+        let armt = ModelConfig {
+            kind: ModelKind::Armt,
+            ..valid()
+        };
+        assert!(armt.validate().is_ok());
+        for (config, field) in [
+            (
+                ModelConfig {
+                    memory_tokens: 0,
+                    ..armt.clone()
+                },
+                "model.memory_tokens",
+            ),
+            (
+                ModelConfig {
+                    key_dim: Some(0),
+                    ..armt.clone()
+                },
+                "model.key_dim",
+            ),
+            (
+                ModelConfig {
+                    key_dim: Some(8),
+                    ..valid()
+                },
+                "model.key_dim",
+            ),
+            (
+                ModelConfig {
+                    layout: Layout::Encoder,
+                    ..armt.clone()
+                },
+                "model.layout",
+            ),
+        ] {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+        }
+        let wider = ModelConfig {
+            key_dim: Some(8),
+            ..armt.clone()
+        };
+        assert_ne!(wider.fingerprint(), armt.fingerprint());
+    }
+
     #[test]
     fn typos_are_rejected() {
         let err = toml::from_str::<ModelConfig>("d_modle = 3").unwrap_err();
