@@ -4,7 +4,8 @@
 //! The store is a matrix `A` `[K, d]` and a normaliser `z` `[K]` over the features `φ(k)` of
 //! keys, `φ` the deterministic parameter-free projection DPFP-3 (Schlag, Irie, Schmidhuber 2021)
 //! made unit length. The store returns `A·k / (z·k)` for a key `k`. For memory rows `m` (after
-//! the layer), with `k = φ(W_k m)`, `v = W_v m`, `β = σ(W_β m)`:
+//! the layer, scaled to unit root-mean-square), with `k = φ(W_k m)`, `v = W_v m`,
+//! `β = σ(W_β m)`:
 //!
 //! ```text
 //! v̄ = A·k / (z·k)                  what the store returns for k now
@@ -102,6 +103,9 @@ impl AssociativeMemory {
     /// - store and output: `[batch, features, d + 1]`
     pub fn write(&self, rows: Tensor<3>, store: Tensor<3>) -> Tensor<3> {
         let d = store.dims()[2] - 1;
+        // Written from the rows at unit root-mean-square: what the store holds cannot grow
+        // with the residual stream it is read back into.
+        let rows = rows.clone() / (rows.powi_scalar(2).mean_dim(2) + 1e-6).sqrt();
         let k = dpfp(linear(&self.key, rows.clone()));
         let v = linear(&self.value, rows.clone());
         let beta = sigmoid(linear(&self.strength, rows));
@@ -201,8 +205,8 @@ mod tests {
         }
     }
 
-    /// A memory whose keys are a row's first four features, whose values are the whole row,
-    /// and whose writes are at full strength.
+    /// A memory whose keys are a row's first four features, whose values are the whole row
+    /// (at unit root-mean-square), and whose writes are at full strength.
     fn identity_memory(device: &Device) -> AssociativeMemory {
         let mut memory = AssociativeMemory::new(8, 4, &mut Init::new(1, device));
         let first_four: Vec<f32> = (0..8)
@@ -217,6 +221,12 @@ mod tests {
             bias: Some(Param::from_tensor(Tensor::full([1], 40.0, device))),
         };
         memory
+    }
+
+    /// A row at unit root-mean-square: what the store holds for it.
+    fn unit(row: [f32; 8]) -> Vec<f32> {
+        let rms = (row.iter().map(|v| v * v).sum::<f32>() / 8.0).sqrt();
+        row.iter().map(|v| v / rms).collect()
     }
 
     fn rows(rows: &[[f32; 8]], device: &Device) -> Tensor<3> {
@@ -246,8 +256,8 @@ mod tests {
         let once = memory.write(rows(&[a1, b], &device), empty);
         let twice = memory.write(rows(&[a2], &device), once.clone());
         let close = |got: Tensor<3>, want: [f32; 8], what: &str| {
-            let got = host(got);
-            for (g, w) in got.iter().zip(want) {
+            let (got, want) = (host(got), unit(want));
+            for (g, w) in got.iter().zip(&want) {
                 assert!((g - w).abs() < 1e-3, "{what}: read {got:?}, want {want:?}");
             }
         };
@@ -267,8 +277,8 @@ mod tests {
         let ask = rows(&[[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]], &device);
         let once = memory.write(rows(&[old], &device), memory.empty(1, &device));
         let thrice = memory.write(rows(&[new, new, new], &device), once);
-        let got = host(memory.read(ask, thrice));
-        for (g, w) in got.iter().zip(new) {
+        let (got, new) = (host(memory.read(ask, thrice)), unit(new));
+        for (g, w) in got.iter().zip(&new) {
             assert!((g - w).abs() < 1e-3, "read {got:?}, want {new:?}");
         }
     }
