@@ -149,6 +149,16 @@ fn run_segments(
     // kernels instead of a few dozen per segment), holding every segment's logits together.
     // The gradients are the same either way, within rounding.
     let per_segment = crate::device::is_cpu(&batch.inputs.device());
+    // Training on the CPU, which segments hold answer tokens (one read of the weights). A
+    // segment without any is scored on detached logits: its loss term is zero either way, and
+    // detached, the backward pass does not run through its head, nor through its layers at all
+    // where `bptt_depth` cuts it off from every answer (the long prefixes of the retention
+    // tasks then cost a forward pass only).
+    let answered: Option<Vec<bool>> = (per_segment && batch.inputs.is_autodiff()).then(|| {
+        let w = batch.weights.clone().detach().sum_dim(0);
+        let w = w.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
+        w.chunks(seg_len).map(|c| c.iter().any(|&x| x != 0.0)).collect()
+    });
     let (mut nll, mut correct, mut predictions) = (Vec::new(), Vec::new(), Vec::new());
     // Per row, the answer tokens predicted wrong so far (`count_rows` only).
     let mut misses: Option<Tensor<1>> = None;
@@ -204,7 +214,11 @@ fn run_segments(
         if per_segment {
             let targets = batch.targets.clone().slice(s![.., start..end]);
             let weights = batch.weights.clone().slice(s![.., start..end]);
-            let scored = score(out.logits, targets.clone(), weights.clone());
+            let logits = match answered.as_ref().and_then(|a| a.get(segment)) {
+                Some(false) => out.logits.detach(),
+                _ => out.logits,
+            };
+            let scored = score(logits, targets.clone(), weights.clone());
             let m = count_rows.then(|| row_misses(scored.2.clone(), targets, weights));
             record(scored, m);
         } else {
