@@ -76,11 +76,15 @@ pub struct LtmState {
 }
 
 impl LtmState {
-    fn detach(self) -> Self {
+    fn map(
+        self,
+        f3: &impl Fn(Tensor<3>) -> Tensor<3>,
+        f2: &impl Fn(Tensor<2>) -> Tensor<2>,
+    ) -> Self {
         LtmState {
-            coeffs: self.coeffs.detach(),
-            pending: self.pending.map(Tensor::detach),
-            attended: self.attended.map(Tensor::detach),
+            coeffs: f3(self.coeffs),
+            pending: self.pending.map(f3),
+            attended: self.attended.map(f2),
         }
     }
 }
@@ -102,18 +106,36 @@ impl State {
 
     /// The same state cut from the autodiff graph: no gradient flows back through it.
     pub fn detach(self) -> Self {
+        self.map(&Tensor::detach, &Tensor::detach)
+    }
+
+    /// The same state off autodiff (its tensors on the plain device): what a model run
+    /// without autodiff (`model.valid()`) reads.
+    pub fn inner(self) -> Self {
+        self.map(&Tensor::inner, &Tensor::inner)
+    }
+
+    /// The same state on autodiff, carrying no graph (a constant to the segments after it).
+    pub fn autodiff(self) -> Self {
+        self.map(&Tensor::autodiff, &Tensor::autodiff)
+    }
+
+    /// Every tensor of the state through `f3` (rank 3) or `f2` (rank 2).
+    fn map(
+        self,
+        f3: &impl Fn(Tensor<3>) -> Tensor<3>,
+        f2: &impl Fn(Tensor<2>) -> Tensor<2>,
+    ) -> Self {
         match self {
             State::Empty => State::Empty,
-            State::Memory { memory } => State::Memory {
-                memory: memory.detach(),
-            },
+            State::Memory { memory } => State::Memory { memory: f3(memory) },
             State::Xl { cache, memory, ltm } => State::Xl {
-                cache: cache.into_iter().map(Tensor::detach).collect(),
-                memory: memory.map(Tensor::detach),
-                ltm: ltm.into_iter().map(LtmState::detach).collect(),
+                cache: cache.into_iter().map(f3).collect(),
+                memory: memory.map(f3),
+                ltm: ltm.into_iter().map(|l| l.map(f3, f2)).collect(),
             },
             State::Associative { stores } => State::Associative {
-                stores: stores.into_iter().map(Tensor::detach).collect(),
+                stores: stores.into_iter().map(f3).collect(),
             },
         }
     }

@@ -156,9 +156,30 @@ fn run_segments(
     // tasks then cost a forward pass only).
     let answered: Option<Vec<bool>> = (per_segment && batch.inputs.is_autodiff()).then(|| {
         let w = batch.weights.clone().detach().sum_dim(0);
-        let w = w.into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
-        w.chunks(seg_len).map(|c| c.iter().any(|&x| x != 0.0)).collect()
+        let w = w
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap_or_default();
+        w.chunks(seg_len)
+            .map(|c| c.iter().any(|&x| x != 0.0))
+            .collect()
     });
+    // Segments in a window of `bptt_depth` that holds no answer pass no gradient anywhere: they
+    // run without autodiff (`model.valid()`), which builds no graph, so a long prefix costs
+    // neither the graph's time nor its memory (the graph of every segment would otherwise be
+    // held until the backward pass).
+    let free = match (&answered, keep) {
+        (Some(answered), false) => free_segments(answered, bptt_depth),
+        _ => Vec::new(),
+    };
+    // A batch with no answer at all keeps its graph (its loss is zero, but still a graph).
+    let free = if free.iter().all(|&f| f) {
+        Vec::new()
+    } else {
+        free
+    };
+    let plain = free.iter().any(|&f| f).then(|| model.valid());
     let (mut nll, mut correct, mut predictions) = (Vec::new(), Vec::new(), Vec::new());
     // Per row, the answer tokens predicted wrong so far (`count_rows` only).
     let mut misses: Option<Tensor<1>> = None;
@@ -190,10 +211,22 @@ fn run_segments(
     let looped = if rows.is_empty() { segments } else { 0 };
     for (segment, start) in (0..len).step_by(seg_len).enumerate().take(looped) {
         let end = (start + seg_len).min(len);
-        if segment > 0 && cuts_before(segment, segments, bptt_depth) {
-            state = state.detach();
-        }
         let tokens = batch.inputs.clone().slice(s![.., start..end]);
+        if let (Some(plain), Some(true)) = (&plain, free.get(segment)) {
+            let current = std::mem::replace(&mut state, State::Empty).inner();
+            let (out, next) = plain.step(tokens.inner(), current, false);
+            state = next;
+            let targets = batch.targets.clone().slice(s![.., start..end]).inner();
+            let weights = batch.weights.clone().slice(s![.., start..end]).inner();
+            let (n, c, p) = score(out.logits, targets.clone(), weights.clone());
+            let m = count_rows.then(|| row_misses(p.clone(), targets, weights).autodiff());
+            record((n.autodiff(), c.autodiff(), p.autodiff()), m);
+            regulariser.extend(out.regulariser.into_iter().map(Tensor::autodiff));
+            continue;
+        }
+        if segment > 0 && cuts_before(segment, segments, bptt_depth) {
+            state = state.detach().autodiff();
+        }
         // The last segment's next state is not needed: that step skips computing it.
         let current = std::mem::replace(&mut state, State::Empty);
         if split_head {
@@ -280,6 +313,22 @@ fn run_segments(
         },
     };
     (out, keep.then_some(state))
+}
+
+/// Per segment, whether it lies in a window of `bptt_depth` (the segments between two cuts,
+/// [`cuts_before`]) in which no segment is `answered`: nothing it computes reaches the loss.
+fn free_segments(answered: &[bool], bptt_depth: Option<usize>) -> Vec<bool> {
+    let segments = answered.len();
+    let mut free = vec![false; segments];
+    let mut start = 0;
+    for next in 1..=segments {
+        if next == segments || cuts_before(next, segments, bptt_depth) {
+            let none = !answered[start..next].iter().any(|&a| a);
+            free[start..next].iter_mut().for_each(|f| *f = none);
+            start = next;
+        }
+    }
+    free
 }
 
 /// The weighted negative log-likelihood of `targets` under `logits`, the weighted count of
@@ -402,6 +451,84 @@ mod tests {
                     .into_scalar::<f32>()
             })
             .collect()
+    }
+
+    /// Windows of `bptt_depth` with no answer are free; a window with one is not.
+    #[test]
+    fn free_segments_are_the_windows_without_an_answer() {
+        let last = [false, false, false, false, false, true];
+        // Depth 1: windows [0, 1], [2, 3], [4, 5]; depth 2: [0, 1, 2], [3, 4, 5].
+        assert_eq!(
+            free_segments(&last, Some(1)),
+            [true, true, true, true, false, false]
+        );
+        assert_eq!(
+            free_segments(&last, Some(2)),
+            [true, true, true, false, false, false]
+        );
+        assert_eq!(free_segments(&last, None), [false; 6]);
+        let middle = [false, false, true, false, false, false];
+        assert_eq!(
+            free_segments(&middle, Some(1)),
+            [true, true, false, false, true, true]
+        );
+    }
+
+    /// The windows run without autodiff compute what the graph does: the loss of every
+    /// memory model is the same at any depth (the depth changes the gradients, never the
+    /// forward pass).
+    #[test]
+    fn the_loss_is_the_same_at_every_bptt_depth() {
+        use crate::model::ModelKind;
+        let device = Device::flex().autodiff();
+        let inputs: Vec<i64> = (0..12).map(|i| (i * 7 + 3) % 16).collect();
+        let targets: Vec<i64> = (0..12).map(|i| (i * 5) % 16).collect();
+        let weights: Vec<f32> = (0..12).map(|i| if i >= 9 { 1.0 } else { 0.0 }).collect();
+        let batch = Batch {
+            inputs: Tensor::from_data(TensorData::new(inputs, [1, 12]), &device),
+            targets: Tensor::from_data(TensorData::new(targets, [1, 12]), &device),
+            weights: Tensor::from_data(TensorData::new(weights, [1, 12]), &device),
+            answer_tokens: 3,
+        };
+        for kind in [
+            ModelKind::Rmt,
+            ModelKind::Armt,
+            ModelKind::Memxl,
+            ModelKind::Infinity,
+        ] {
+            let losses: Vec<f32> = [None, Some(0), Some(1), Some(2)]
+                .into_iter()
+                .map(|bptt_depth| {
+                    let config = ModelConfig {
+                        kind,
+                        vocab_size: 16,
+                        d_model: 16,
+                        n_heads: 2,
+                        d_ff: 32,
+                        memory_tokens: 2,
+                        segment_len: 3,
+                        bptt_depth,
+                        ..ModelConfig::default()
+                    };
+                    let model = Model::new(&config, 7, &device);
+                    let out = forward_batch(&model, &batch, 3);
+                    let loss = out.loss.clone().into_scalar::<f32>();
+                    // The backward pass runs and reaches the weights.
+                    let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+                    assert!(
+                        !grads.is_empty(),
+                        "{kind:?}, depth {bptt_depth:?}: no gradient"
+                    );
+                    loss
+                })
+                .collect();
+            for l in &losses[1..] {
+                assert!(
+                    (l - losses[0]).abs() < 1e-5,
+                    "{kind:?}: losses {losses:?} differ between depths"
+                );
+            }
+        }
     }
 
     /// `--bptt-depth k` lets the last segment's loss reach back through exactly `k` earlier
