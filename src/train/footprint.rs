@@ -25,10 +25,15 @@ impl Footprint {
     /// The estimate for training `config` (resolved) with its batch size and segments.
     pub fn of(config: &RunConfig) -> Self {
         let m = &config.model;
-        let segments = if m.kind.whole_input() {
-            1.0
-        } else {
-            config.task.segments as f64
+        // Segments whose graph a step holds: all of them, but on the CPU a retention task (its
+        // answer in the last segment) under `bptt_depth` k holds only the last window's k + 1;
+        // the windows before run without autodiff (`train::loss`).
+        let segments = match (m.kind.whole_input(), m.bptt_depth) {
+            (true, _) => 1.0,
+            (false, Some(k)) if crate::task::retention::is_retention(config.task.kind) => {
+                config.task.segments.min(k + 1) as f64
+            }
+            (false, _) => config.task.segments as f64,
         };
         let step_len = if m.kind.whole_input() {
             (config.task.segments * m.segment_len) as f64
@@ -208,6 +213,26 @@ mod tests {
                 "{kind:?}: counted {counted}, the model has {real}"
             );
         }
+    }
+
+    /// Under `bptt_depth` k a retention task holds the graph of its last k + 1 segments only;
+    /// any other task all of them.
+    #[test]
+    fn a_truncated_retention_task_holds_one_window() {
+        let mut config = RunConfig::default();
+        config.resolve().unwrap();
+        let other = config.task.kind;
+        config.task.kind = crate::task::TaskKind::Qa1;
+        config.task.segments = 64;
+        let full = Footprint::of(&config).activations;
+        config.model.bptt_depth = Some(3);
+        let cut = Footprint::of(&config).activations;
+        assert!(
+            (cut * 16.0 - full).abs() < 1e-9 * full,
+            "{cut} against {full}"
+        );
+        config.task.kind = other;
+        assert_eq!(Footprint::of(&config).activations, full);
     }
 
     #[test]
