@@ -407,6 +407,18 @@ mod tests {
     use crate::model::{Layout, ModelConfig};
     use burn::optim::GradientsParams;
 
+    /// One row of 12 tokens (4 segments of 3) whose loss is on the last segment only.
+    fn last_segment_batch(inputs: Vec<i64>, device: &Device) -> Batch {
+        let targets: Vec<i64> = (0..12).map(|i| (i * 5) % 16).collect();
+        let weights: Vec<f32> = (0..12).map(|i| if i >= 9 { 1.0 } else { 0.0 }).collect();
+        Batch {
+            inputs: Tensor::from_data(TensorData::new(inputs, [1, 12]), device),
+            targets: Tensor::from_data(TensorData::new(targets, [1, 12]), device),
+            weights: Tensor::from_data(TensorData::new(weights, [1, 12]), device),
+            answer_tokens: 3,
+        }
+    }
+
     /// Per segment of a 4-segment batch whose loss is on the last segment only, how much
     /// gradient reaches the embeddings of the token ids that occur in that segment alone: it
     /// can only get there through the memory passed on from that segment.
@@ -425,15 +437,7 @@ mod tests {
         };
         let model = Model::new(&config, 7, &device);
         // Segment s holds ids 3s+1..=3s+3, each id in one segment only.
-        let inputs: Vec<i64> = (1..=12).collect();
-        let targets: Vec<i64> = (0..12).map(|i| (i * 5) % 16).collect();
-        let weights: Vec<f32> = (0..12).map(|i| if i >= 9 { 1.0 } else { 0.0 }).collect();
-        let batch = Batch {
-            inputs: Tensor::from_data(TensorData::new(inputs, [1, 12]), &device),
-            targets: Tensor::from_data(TensorData::new(targets, [1, 12]), &device),
-            weights: Tensor::from_data(TensorData::new(weights, [1, 12]), &device),
-            answer_tokens: 3,
-        };
+        let batch = last_segment_batch((1..=12).collect(), &device);
         let out = forward_batch(&model, &batch, 3);
         let grads = GradientsParams::from_grads(out.loss.backward(), &model);
         let Model::Rmt(rmt) = &model else {
@@ -481,15 +485,7 @@ mod tests {
     fn the_loss_is_the_same_at_every_bptt_depth() {
         use crate::model::ModelKind;
         let device = Device::flex().autodiff();
-        let inputs: Vec<i64> = (0..12).map(|i| (i * 7 + 3) % 16).collect();
-        let targets: Vec<i64> = (0..12).map(|i| (i * 5) % 16).collect();
-        let weights: Vec<f32> = (0..12).map(|i| if i >= 9 { 1.0 } else { 0.0 }).collect();
-        let batch = Batch {
-            inputs: Tensor::from_data(TensorData::new(inputs, [1, 12]), &device),
-            targets: Tensor::from_data(TensorData::new(targets, [1, 12]), &device),
-            weights: Tensor::from_data(TensorData::new(weights, [1, 12]), &device),
-            answer_tokens: 3,
-        };
+        let batch = last_segment_batch((0..12).map(|i| (i * 7 + 3) % 16).collect(), &device);
         for kind in [
             ModelKind::Rmt,
             ModelKind::Armt,
