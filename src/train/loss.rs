@@ -404,8 +404,23 @@ fn score_rows(
 #[cfg(all(test, feature = "train"))]
 mod tests {
     use super::*;
-    use crate::model::{Layout, ModelConfig};
+    use crate::model::{Layout, ModelConfig, ModelKind};
     use burn::optim::GradientsParams;
+
+    /// A model small enough to train in a test: 16 token ids, segments of 3, 2 memory tokens.
+    fn tiny(kind: ModelKind, bptt_depth: Option<usize>) -> ModelConfig {
+        ModelConfig {
+            kind,
+            vocab_size: 16,
+            d_model: 16,
+            n_heads: 2,
+            d_ff: 32,
+            memory_tokens: 2,
+            segment_len: 3,
+            bptt_depth,
+            ..ModelConfig::default()
+        }
+    }
 
     /// One row of 12 tokens (4 segments of 3) whose loss is on the last segment only.
     fn last_segment_batch(inputs: Vec<i64>, device: &Device) -> Batch {
@@ -425,15 +440,8 @@ mod tests {
     fn gradient_per_segment(layout: Layout, bptt_depth: Option<usize>) -> Vec<f32> {
         let device = Device::flex().autodiff();
         let config = ModelConfig {
-            vocab_size: 16,
-            d_model: 16,
-            n_heads: 2,
-            d_ff: 32,
-            memory_tokens: 2,
-            segment_len: 3,
             layout,
-            bptt_depth,
-            ..ModelConfig::default()
+            ..tiny(ModelKind::Rmt, bptt_depth)
         };
         let model = Model::new(&config, 7, &device);
         // Segment s holds ids 3s+1..=3s+3, each id in one segment only.
@@ -483,7 +491,6 @@ mod tests {
     /// forward pass).
     #[test]
     fn the_loss_is_the_same_at_every_bptt_depth() {
-        use crate::model::ModelKind;
         let device = Device::flex().autodiff();
         let batch = last_segment_batch((0..12).map(|i| (i * 7 + 3) % 16).collect(), &device);
         for kind in [
@@ -495,18 +502,7 @@ mod tests {
             let losses: Vec<f32> = [None, Some(0), Some(1), Some(2)]
                 .into_iter()
                 .map(|bptt_depth| {
-                    let config = ModelConfig {
-                        kind,
-                        vocab_size: 16,
-                        d_model: 16,
-                        n_heads: 2,
-                        d_ff: 32,
-                        memory_tokens: 2,
-                        segment_len: 3,
-                        bptt_depth,
-                        ..ModelConfig::default()
-                    };
-                    let model = Model::new(&config, 7, &device);
+                    let model = Model::new(&tiny(kind, bptt_depth), 7, &device);
                     let out = forward_batch(&model, &batch, 3);
                     let loss = out.loss.clone().into_scalar::<f32>();
                     // The backward pass runs and reaches the weights.
