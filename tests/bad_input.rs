@@ -526,6 +526,9 @@ fn flag_cases() -> Vec<Case> {
         train(&["--lr", "nan"], 1, &["--lr"]),
         train(&["--lr", "inf"], 1, &["--lr"]),
         train(&["--lr", "fast"], 2, &["--lr"]),
+        train(&["--min-lr", "1"], 1, &["--min-lr", "train.min_lr"]),
+        train(&["--min-lr=-1"], 1, &["--min-lr", "train.min_lr"]),
+        train(&["--warmup-steps", "soon"], 2, &["--warmup-steps"]),
         train(&["--steps", "0"], 1, &["--steps", "train.steps"]),
         train(&["--steps", "18446744073709551616"], 2, &["--steps"]),
         train(&["--eval-every", "0"], 1, &["--eval-every"]),
@@ -681,6 +684,7 @@ fn flag_cases() -> Vec<Case> {
         &["--seed", "3"],
         &["--segments", "3"],
         &["--bptt-depth", "1"],
+        &["--warmup-steps", "10"],
     ] {
         cases.push(case(
             &[

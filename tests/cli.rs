@@ -639,6 +639,33 @@ fn bptt_depth_takes_a_number_or_full() {
     );
 }
 
+/// `--warmup-steps` and `--min-lr` set the schedule: the rate rises linearly to its peak over
+/// the warm-up, then decays towards the floor, and the run's config records both.
+#[test]
+fn the_schedule_flags_set_the_warmup_and_the_floor() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let mut args = tiny();
+    args.extend(["--steps", "6", "--lr", "0.002", "--warmup-steps", "2"]);
+    args.extend(["--min-lr", "0.0001", "--run-dir", run.to_str().unwrap()]);
+    let out = remem(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(config.contains("warmup_steps = 2"), "{config}");
+    assert!(config.contains("min_lr = 0.0001"), "{config}");
+    let lrs: Vec<f64> = train_records(&run)
+        .iter()
+        .map(|v| v["lr"].as_f64().unwrap())
+        .collect();
+    assert_eq!(lrs.len(), 6, "{lrs:?}");
+    assert!((lrs[0] - 0.001).abs() < 1e-12, "half-way up: {lrs:?}");
+    assert!((lrs[1] - 0.002).abs() < 1e-12, "at the peak: {lrs:?}");
+    assert!(
+        lrs[2..].windows(2).all(|w| w[1] < w[0]) && lrs[5] >= 0.0001 && lrs[5] < 0.0005,
+        "decaying to the floor: {lrs:?}"
+    );
+}
+
 /// `remem stream --generate <huge> | head`: tokens are printed as they are made (the reader
 /// gets them although the generation would never finish), no memory is reserved for all of
 /// them, and a reader that closes the pipe ends the command quietly (the default action of

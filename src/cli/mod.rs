@@ -112,6 +112,12 @@ struct TrainArgs {
     /// Peak learning rate.
     #[arg(long)]
     lr: Option<f64>,
+    /// The learning rate's floor, reached at the last step.
+    #[arg(long)]
+    min_lr: Option<f64>,
+    /// Steps over which the learning rate rises linearly to its peak.
+    #[arg(long)]
+    warmup_steps: Option<usize>,
     /// copy, reverse, associative, quadratic, sort, text, or a retention task (memorize, detect,
     /// reasoning, qa1, qa2, qa3, needle, needles, variables; these need --data).
     #[arg(long, value_parser = parse_enum::<TaskKind>)]
@@ -321,6 +327,8 @@ impl TrainArgs {
         set!(c.train.steps, self.steps);
         set!(c.train.batch_size, self.batch_size);
         set!(c.train.lr, self.lr);
+        set!(c.train.min_lr, self.min_lr);
+        set!(c.train.warmup_steps, self.warmup_steps);
         set!(c.task.kind, self.task);
         if !self.data.is_empty() {
             c.task.data = self.data.clone();
@@ -399,7 +407,7 @@ impl TrainArgs {
 impl TrainArgs {
     /// Every flag that sets a run's setting: the flag, the config field it sets, and whether
     /// it was given. `--steps` is left out: it extends a resumed run rather than changing it.
-    fn settings(&self) -> [(&'static str, &'static str, bool); 32] {
+    fn settings(&self) -> [(&'static str, &'static str, bool); 34] {
         [
             ("--backbone", "model.backbone", self.backbone.is_some()),
             ("--config", "", self.config.is_some()),
@@ -410,6 +418,12 @@ impl TrainArgs {
                 self.batch_size.is_some(),
             ),
             ("--lr", "train.lr", self.lr.is_some()),
+            ("--min-lr", "train.min_lr", self.min_lr.is_some()),
+            (
+                "--warmup-steps",
+                "train.warmup_steps",
+                self.warmup_steps.is_some(),
+            ),
             ("--task", "task.kind", self.task.is_some()),
             ("--data", "task.data", !self.data.is_empty()),
             ("--segments", "task.segments", self.segments.is_some()),
