@@ -412,6 +412,7 @@ const CONFIGS: &[(&str, &str)] = &[
     ("[model]\nd_modle = 64\n", "d_modle"),
     ("[task]\nkind = \"sorting\"\n", "sorting"),
     ("[model]\nd_model = 0\n", "model.d_model"),
+    ("[train]\ncarry_windows = 4\n", "train.carry_memory = true"),
     ("[model]\nd_model = -1\n", "d_model"),
     ("[model]\nd_model = \"big\"\n", "d_model"),
     (
@@ -577,6 +578,11 @@ fn flag_cases() -> Vec<Case> {
         train(&["--layout", "sideways"], 2, &["sideways"]),
         train(&["--ltm-sampling", "nope"], 2, &["nope"]),
         train(&["--carry-memory"], 1, &["--carry-memory", "the text task"]),
+        train(
+            &["--carry-windows", "0"],
+            1,
+            &["--carry-windows", "at least 1"],
+        ),
         train(&["--bptt-depth", "deep"], 2, &["--bptt-depth"]),
         train(&["--bptt-depth=-1"], 2, &["--bptt-depth"]),
         train(&["--seed", "abc"], 2, &["--seed"]),

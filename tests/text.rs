@@ -337,6 +337,15 @@ fn carried_memory_reads_streams_in_order_and_resumes_exactly() {
     );
     assert_eq!(steps(&whole).len(), 6);
     assert_eq!(steps(&whole), steps(&stopped));
+
+    // A memory that lives two windows (`--carry-windows 2`): the first two steps are the
+    // carried run's (the same text, weights and memory), the third starts from a fresh memory
+    // where the carried run's is two windows old, so from there the two runs differ.
+    let short = tmp.path().join("short");
+    train(&short, &["--carry-windows", "2"]);
+    let (short, whole) = (steps(&short), steps(&whole));
+    assert_eq!(short[..2], whole[..2]);
+    assert_ne!(short[2], whole[2]);
 }
 
 /// Memory carries a fact through book text: on memorize over 4 segments (the fact opens the

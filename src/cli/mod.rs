@@ -204,6 +204,11 @@ struct TrainArgs {
     /// memory.
     #[arg(long)]
     carry_memory: bool,
+    /// With --carry-memory (which it implies): start every stream's memory fresh again every N
+    /// windows, so training sees memories of every age up to N windows, as evaluation reading
+    /// each document from a fresh memory does (default: carried for the whole run).
+    #[arg(long)]
+    carry_windows: Option<usize>,
     /// Start from the weights of this checkpoint (file or run folder) instead of fresh ones:
     /// fine-tune on a harder stage of the task, on another task, or RMT over a Transformer
     /// (its memory starts fresh). The optimiser and schedule start afresh.
@@ -391,8 +396,11 @@ impl TrainArgs {
             set!(cur.measure, self.curriculum_on);
             c.train.curriculum = Some(cur);
         }
-        if self.carry_memory {
+        if self.carry_memory || self.carry_windows.is_some() {
             c.train.carry_memory = true;
+        }
+        if self.carry_windows.is_some() {
+            c.train.carry_windows = self.carry_windows;
         }
         if let Some(path) = &self.init_from {
             // Absolute, so a run restarted from elsewhere (killed before its first checkpoint)
@@ -407,7 +415,7 @@ impl TrainArgs {
 impl TrainArgs {
     /// Every flag that sets a run's setting: the flag, the config field it sets, and whether
     /// it was given. `--steps` is left out: it extends a resumed run rather than changing it.
-    fn settings(&self) -> [(&'static str, &'static str, bool); 34] {
+    fn settings(&self) -> [(&'static str, &'static str, bool); 35] {
         [
             ("--backbone", "model.backbone", self.backbone.is_some()),
             ("--config", "", self.config.is_some()),
@@ -490,6 +498,11 @@ impl TrainArgs {
                 self.curriculum_on.is_some(),
             ),
             ("--carry-memory", "train.carry_memory", self.carry_memory),
+            (
+                "--carry-windows",
+                "train.carry_windows",
+                self.carry_windows.is_some(),
+            ),
             ("--init-from", "train.init_from", self.init_from.is_some()),
         ]
     }

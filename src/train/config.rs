@@ -106,6 +106,13 @@ pub struct TrainConfig {
     /// (detached), as Transformer-XL's training carries its cache; `false` draws every window
     /// at random and starts it from the initial memory.
     pub carry_memory: bool,
+    /// With `carry_memory`: every stream's memory starts fresh again every this many windows
+    /// (all streams at once), so training sees memories of every age up to that many windows,
+    /// as evaluation does when it reads each document from a fresh memory. `None` carries it
+    /// from the run's first window to its last, so a long-lived memory (ARMT's stores) ends
+    /// up holding what the weights of long ago wrote into it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carry_windows: Option<usize>,
     /// Start from the weights of this checkpoint (a run's, or one `remem export` wrote)
     /// instead of fresh ones: fine-tuning on a harder stage of a task, another task, or RMT
     /// over a Transformer. Every weight there must be one of the model's, of the same shape;
@@ -140,6 +147,7 @@ impl Default for TrainConfig {
             target_exact: None,
             curriculum: None,
             carry_memory: false,
+            carry_windows: None,
             init_from: None,
         }
     }
@@ -327,6 +335,16 @@ impl RunConfig {
             && !(0.0..=1.0).contains(&x)
         {
             return Err(Error::config("train.target_exact", "must be in [0, 1]"));
+        }
+        match t.carry_windows {
+            Some(0) => return Err(Error::config("train.carry_windows", "must be at least 1")),
+            Some(_) if !t.carry_memory => {
+                return Err(Error::config(
+                    "train.carry_windows",
+                    "says how long a carried memory lives: it needs train.carry_memory = true",
+                ));
+            }
+            _ => {}
         }
         if t.carry_memory
             && (task.config().kind != crate::task::TaskKind::Text || self.model.backbone.is_some())

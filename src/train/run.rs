@@ -478,9 +478,12 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
         let seg_len = model.step_len(stage.input_len());
         let (next, stats, grad_norm) = match tc.carry_memory {
             true => {
-                let state = carried
-                    .take()
-                    .unwrap_or_else(|| model.init_state(tc.batch_size, &ad));
+                // A memory past its lifetime (`train.carry_windows`) starts fresh.
+                let expired = tc.carry_windows.is_some_and(|n| step % n == 0);
+                let state = match carried.take() {
+                    Some(state) if !expired => state,
+                    _ => model.init_state(tc.batch_size, &ad),
+                };
                 let (next, stats, grad_norm, state) = optimise_carrying(
                     model,
                     &mut optim,
