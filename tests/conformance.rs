@@ -306,6 +306,82 @@ fn detaching_cuts_the_gradient() {
     }
 }
 
+/// Per model, trained on a 3-segment batch whose answers are all in the last segment: the loss
+/// with full BPTT, and the loss and gradient norm at depth 0, where the first two segments are
+/// windows without an answer that run without autodiff and without their output head.
+fn truncated_on(device: &Device) -> Vec<(&'static str, f32, f32, f64)> {
+    let device = device.clone().autodiff();
+    let input = tokens(3 * SEG);
+    let targets: Vec<i64> = input.iter().map(|&t| (t * 3 + 1) % VOCAB as i64).collect();
+    let weights: Vec<f32> = (0..3 * SEG)
+        .map(|i| if i >= 2 * SEG { 1.0 } else { 0.0 })
+        .collect();
+    let batch = Batch {
+        inputs: ids(&input, &device),
+        targets: ids(&targets, &device),
+        weights: Tensor::<1>::from_floats(weights.as_slice(), &device).unsqueeze(),
+        answer_tokens: SEG,
+    };
+    models()
+        .into_iter()
+        .map(|(name, config)| {
+            let run = |bptt_depth| {
+                let config = ModelConfig {
+                    bptt_depth,
+                    ..config.clone()
+                };
+                let model = build(&config, 5, &device);
+                let out = forward_batch(&model, &batch, SEG);
+                let loss = out.loss.clone().into_scalar::<f32>();
+                let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+                (loss, remem::train::clip::global_norm(&model, &grads))
+            };
+            let (full, _) = run(None);
+            let (cut, norm) = run(Some(0));
+            assert!(norm > 0.0, "{name}: no gradient at depth 0");
+            (name, full, cut, norm)
+        })
+        .collect()
+}
+
+/// Windows of `bptt_depth` without an answer change no number: the loss is the one full BPTT
+/// gives.
+#[test]
+fn windows_without_an_answer_change_no_loss() {
+    for (name, full, cut, _) in truncated_on(&Device::flex()) {
+        assert!(
+            (full - cut).abs() < 1e-5,
+            "{name}: {full} in full, {cut} at depth 0"
+        );
+    }
+}
+
+/// The same on wgpu, which scores all segments at once: the loss is full BPTT's, and the
+/// loss and gradient at depth 0 are the CPU's.
+#[test]
+fn windows_without_an_answer_change_no_loss_on_wgpu() {
+    let Some(gpu) = common::wgpu_device() else {
+        return;
+    };
+    let cpu = truncated_on(&Device::flex());
+    for ((name, full, cut, norm), (_, _, cpu_cut, cpu_norm)) in
+        truncated_on(&gpu).into_iter().zip(cpu)
+    {
+        assert!(
+            (full - cut).abs() < 1e-4,
+            "{name}: {full} in full, {cut} at depth 0"
+        );
+        assert!(
+            (cut - cpu_cut).abs() < 1e-4,
+            "{name}: {cut} on wgpu, {cpu_cut} on the CPU"
+        );
+        assert!(
+            (norm - cpu_norm).abs() < 1e-3 * cpu_norm,
+            "{name}: gradient norm {norm} on wgpu, {cpu_norm} on the CPU"
+        );
+    }
+}
+
 /// A state that does not fit the model is an error that says why, never a panic: another
 /// model's state, another batch size, another width, infinite values.
 #[test]

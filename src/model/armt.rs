@@ -113,6 +113,29 @@ impl Armt {
         return_attention: bool,
         write: bool,
     ) -> (StepOutput, Option<State>) {
+        let (segment, attention, next) = self.rows(tokens, state, return_attention, write);
+        let out = StepOutput {
+            logits: linear(&self.head, self.norm.forward(segment)),
+            attention,
+            density: None,
+            regulariser: None,
+        };
+        (out, next)
+    }
+
+    /// [`Armt::run`] up to the final norm and the output head: the segment's rows after the
+    /// last layer, the attention weights when asked for, and the next state when `write`.
+    ///
+    /// # Shapes
+    /// - tokens: `[batch, t]`, `1 <= t <= segment_len`
+    /// - rows: `[batch, t, d_model]`
+    fn rows(
+        &self,
+        tokens: Tensor<2, Int>,
+        state: State,
+        return_attention: bool,
+        write: bool,
+    ) -> (Tensor<3>, Option<Vec<Tensor<4>>>, Option<State>) {
         let [batch, t] = tokens.dims();
         let (m, t_max) = (self.config.memory_tokens, self.config.segment_len);
         assert!(
@@ -141,14 +164,8 @@ impl Armt {
                 next.push(memory.write(h.clone().slice(s![.., t..t + m, ..]), store));
             }
         }
-        let segment = self.norm.forward(h.slice(s![.., 0..t, ..]));
-        let out = StepOutput {
-            logits: linear(&self.head, segment),
-            attention,
-            density: None,
-            regulariser: None,
-        };
-        (out, write.then_some(State::Associative { stores: next }))
+        let next = write.then_some(State::Associative { stores: next });
+        (h.slice(s![.., 0..t, ..]), attention, next)
     }
 
     /// Empty stores for `batch` sequences.
@@ -226,6 +243,15 @@ impl SegmentModel for Armt {
     /// as [`SegmentModel::step`]
     fn last_step(&self, tokens: Tensor<2, Int>, state: State) -> StepOutput {
         self.run(tokens, state, false, false).0
+    }
+
+    /// [`SegmentModel::step`]'s next stores without the final norm and the output head.
+    ///
+    /// # Shapes
+    /// as [`SegmentModel::step`]
+    fn advance(&self, tokens: Tensor<2, Int>, state: State) -> State {
+        let (_, _, next) = self.rows(tokens, state, false, true);
+        next.expect("a step that writes returns the stores")
     }
 }
 

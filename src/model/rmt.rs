@@ -424,6 +424,15 @@ impl SegmentModel for Rmt {
     fn last_step(&self, tokens: Tensor<2, Int>, state: State) -> StepOutput {
         self.run(tokens, state, false, false).0
     }
+
+    /// [`SegmentModel::step`]'s next memory without the output head.
+    ///
+    /// # Shapes
+    /// as [`SegmentModel::step`]
+    fn advance(&self, tokens: Tensor<2, Int>, state: State) -> State {
+        let (_, _, next) = self.rows(tokens, state, false, true);
+        next.expect("a step that writes memory returns it")
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
-use crate::model::{Model, SegmentModel, State, cuts_before};
+use crate::model::{Model, ModelKind, SegmentModel, State, cuts_before};
 use crate::ops::cross_entropy::cross_entropy_totals;
 use crate::task::Batch;
 
@@ -40,7 +40,8 @@ impl BatchOutput {
     /// Argmax prediction per row and position, on the host.
     ///
     /// # Panics
-    /// For a batch run for training (with autodiff) on a GPU, which does not compute them.
+    /// For a batch run for training (with autodiff) on a GPU, which does not compute them,
+    /// and for one whose windows without an answer ran without autodiff (not scored).
     pub fn predictions(&self) -> Vec<Vec<u32>> {
         let predictions = self
             .predictions
@@ -149,26 +150,28 @@ fn run_segments(
     // kernels instead of a few dozen per segment), holding every segment's logits together.
     // The gradients are the same either way, within rounding.
     let per_segment = crate::device::is_cpu(&batch.inputs.device());
-    // Training on the CPU, which segments hold answer tokens (one read of the weights). A
-    // segment without any is scored on detached logits: its loss term is zero either way, and
-    // detached, the backward pass does not run through its head, nor through its layers at all
-    // where `bptt_depth` cuts it off from every answer (the long prefixes of the retention
-    // tasks then cost a forward pass only).
-    let answered: Option<Vec<bool>> = (per_segment && batch.inputs.is_autodiff()).then(|| {
-        let w = batch.weights.clone().detach().sum_dim(0);
-        let w = w
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .unwrap_or_default();
-        w.chunks(seg_len)
-            .map(|c| c.iter().any(|&x| x != 0.0))
-            .collect()
-    });
+    // Training, which segments hold answer tokens (one read of the weights; on GPUs only
+    // where `bptt_depth` can cut a window off from every answer). On the CPU a segment without
+    // any is scored on detached logits: its loss term is zero either way, and detached, the
+    // backward pass does not run through its head.
+    let truncated = bptt_depth.is_some();
+    let answered: Option<Vec<bool>> = ((per_segment || truncated) && batch.inputs.is_autodiff())
+        .then(|| {
+            let w = batch.weights.clone().detach().sum_dim(0);
+            let w = w
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap_or_default();
+            w.chunks(seg_len)
+                .map(|c| c.iter().any(|&x| x != 0.0))
+                .collect()
+        });
     // Segments in a window of `bptt_depth` that holds no answer pass no gradient anywhere: they
-    // run without autodiff (`model.valid()`), which builds no graph, so a long prefix costs
-    // neither the graph's time nor its memory (the graph of every segment would otherwise be
-    // held until the backward pass).
+    // run without autodiff (`model.valid()`) and without the output head, which builds no
+    // graph, so the long prefixes of the retention tasks cost a forward pass only, not the
+    // graph's time and memory (the graph of every segment would otherwise be held until the
+    // backward pass). They are not scored (nothing to score), so no predictions are kept.
     let free = match (&answered, keep) {
         (Some(answered), false) => free_segments(answered, bptt_depth),
         _ => Vec::new(),
@@ -205,7 +208,7 @@ fn run_segments(
     let mut rows = Vec::new();
     // On GPUs Transformer-XL and the infinity-former read all their segments at once: their
     // cache and long-term memory carry no gradient.
-    if split_head && !keep && fresh {
+    if split_head && !keep && fresh && plain.is_none() {
         rows.extend(model.window_rows(batch.inputs.clone(), seg_len));
     }
     let looped = if rows.is_empty() { segments } else { 0 };
@@ -214,14 +217,16 @@ fn run_segments(
         let tokens = batch.inputs.clone().slice(s![.., start..end]);
         if let (Some(plain), Some(true)) = (&plain, free.get(segment)) {
             let current = std::mem::replace(&mut state, State::Empty).inner();
-            let (out, next) = plain.step(tokens.inner(), current, false);
-            state = next;
-            let targets = batch.targets.clone().slice(s![.., start..end]).inner();
-            let weights = batch.weights.clone().slice(s![.., start..end]).inner();
-            let (n, c, p) = score(out.logits, targets.clone(), weights.clone());
-            let m = count_rows.then(|| row_misses(p.clone(), targets, weights).autodiff());
-            record((n.autodiff(), c.autodiff(), p.autodiff()), m);
-            regulariser.extend(out.regulariser.into_iter().map(Tensor::autodiff));
+            // Only the next state is needed, and the infinity-former's regulariser (a
+            // constant here, kept so the loss is the same at every depth), which only its
+            // full step gives.
+            state = if plain.config().kind == ModelKind::Infinity {
+                let (out, next) = plain.step(tokens.inner(), current, false);
+                regulariser.extend(out.regulariser.into_iter().map(Tensor::autodiff));
+                next
+            } else {
+                plain.advance(tokens.inner(), current)
+            };
             continue;
         }
         if segment > 0 && cuts_before(segment, segments, bptt_depth) {
@@ -272,16 +277,29 @@ fn run_segments(
             }),
             false => Tensor::cat(logits, 1),
         };
+        // The targets of the segments that ran with their logits (all but the free ones).
+        let (targets, weights) = match free.iter().any(|&f| f) {
+            false => (batch.targets.clone(), batch.weights.clone()),
+            true => {
+                let kept: Vec<i64> = (0..len as i64)
+                    .filter(|&i| !free[i as usize / seg_len])
+                    .collect();
+                let n = kept.len();
+                let kept = Tensor::<1, Int>::from_data(
+                    TensorData::new(kept, [n]),
+                    &batch.targets.device(),
+                );
+                (
+                    batch.targets.clone().select(1, kept.clone()),
+                    batch.weights.clone().select(1, kept),
+                )
+            }
+        };
         if count_rows {
             let p = logits.clone().detach().argmax(2).squeeze_dim::<2>(2);
-            misses = Some(row_misses(p, batch.targets.clone(), batch.weights.clone()));
+            misses = Some(row_misses(p, targets.clone(), weights.clone()));
         }
-        let (loss, summary, p) = score_rows(
-            logits,
-            batch.targets.clone(),
-            batch.weights.clone(),
-            1.0 / answers,
-        );
+        let (loss, summary, p) = score_rows(logits, targets, weights, 1.0 / answers);
         predictions.extend(p);
         (loss, summary)
     };
@@ -307,6 +325,8 @@ fn run_segments(
         loss,
         summary,
         predictions: match <[_; 1]>::try_from(predictions) {
+            // Free segments were not scored: the predictions would not cover the batch.
+            _ if free.iter().any(|&f| f) => None,
             Ok([one]) => Some(one),
             Err(all) if all.is_empty() => None,
             Err(all) => Some(Tensor::cat(all, 1)),
