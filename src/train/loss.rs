@@ -278,9 +278,9 @@ fn run_segments(
             false => Tensor::cat(logits, 1),
         };
         // The targets of the segments that ran with their logits (all but the free ones).
-        let (targets, weights) = match free.iter().any(|&f| f) {
-            false => (batch.targets.clone(), batch.weights.clone()),
-            true => {
+        let (targets, weights) = match plain {
+            None => (batch.targets.clone(), batch.weights.clone()),
+            Some(_) => {
                 let kept: Vec<i64> = (0..len as i64)
                     .filter(|&i| !free[i as usize / seg_len])
                     .collect();
@@ -326,7 +326,7 @@ fn run_segments(
         summary,
         predictions: match <[_; 1]>::try_from(predictions) {
             // Free segments were not scored: the predictions would not cover the batch.
-            _ if free.iter().any(|&f| f) => None,
+            _ if plain.is_some() => None,
             Ok([one]) => Some(one),
             Err(all) if all.is_empty() => None,
             Err(all) => Some(Tensor::cat(all, 1)),
