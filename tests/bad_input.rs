@@ -440,6 +440,8 @@ const CONFIGS: &[(&str, &str)] = &[
         "model.positions",
     ),
     ("[model]\npositions = \"absolute\"\n", "positions"),
+    ("[model]\nstore = \"delta\"\n", "model.store"),
+    ("[model]\nkind = \"armt\"\nstore = \"sparse\"\n", "store"),
     ("[train]\nlr = -1.0\n", "train.lr"),
     ("[train]\nlr = 0.0\n", "train.lr"),
     ("[train]\nmin_lr = 1.0\n", "train.min_lr"),
@@ -557,6 +559,11 @@ fn flag_cases() -> Vec<Case> {
             &["--model", "xl", "--memory-gate"],
             1,
             &["--memory-gate", "model.memory_gate"],
+        ),
+        train(
+            &["--model", "rmt", "--store", "delta"],
+            1,
+            &["--store", "model.store"],
         ),
         train(
             &["--task", "reverse", "--segment-len", "5"],

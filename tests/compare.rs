@@ -133,7 +133,7 @@ fn compare_grows_the_input_at_a_fixed_segment_length_with_parallel_jobs() {
         "--segments",
         "2,3",
         "--models",
-        "infinity,infinity-sticky,rmt-rotary",
+        "infinity,infinity-sticky,rmt-rotary,armt-delta",
         "--seeds",
         "1",
         "--steps",
@@ -152,6 +152,7 @@ fn compare_grows_the_input_at_a_fixed_segment_length_with_parallel_jobs() {
         "| infinity | 3 |",
         "| infinity-sticky | 3 |",
         "| rmt-rotary | 2 |",
+        "| armt-delta | 3 |",
     ] {
         assert!(md.contains(row), "{row} missing: {md}");
     }
@@ -164,9 +165,16 @@ fn compare_grows_the_input_at_a_fixed_segment_length_with_parallel_jobs() {
     assert!(!config("infinity-s2-seed1").contains("sticky"));
     let rotary = config("rmt-rotary-s2-seed1");
     assert!(rotary.contains("positions = \"rotary\""), "{rotary}");
+    let delta = config("armt-delta-s3-seed1");
+    assert!(delta.contains("store = \"delta\""), "{delta}");
+    assert!(!config("rmt-rotary-s3-seed1").contains("store"));
 
     let bad = remem(&["compare", "--models", "infinity-slippery"]);
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("unknown model `infinity-slippery`"), "{err}");
+    // The store's rule is ARMT's alone.
+    let bad = remem(&["compare", "--models", "rmt-delta"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("unknown model `rmt-delta`"), "{err}");
 }

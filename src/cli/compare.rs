@@ -121,6 +121,9 @@ pub fn run(args: CompareArgs) -> Result<()> {
         if spec.model.rotary {
             c.model.positions = remem::model::Positions::Rotary;
         }
+        if spec.model.delta {
+            c.model.store = remem::nn::StoreRule::Delta;
+        }
         c.task.segments = spec.segments;
         c.model.segment_len = segment_len_of(spec.segments)?;
         c.seed = spec.seed;
@@ -205,6 +208,9 @@ pub fn run(args: CompareArgs) -> Result<()> {
             }
             if spec.model.rotary {
                 cmd.args(["--positions", "rotary"]);
+            }
+            if spec.model.delta {
+                cmd.args(["--store", "delta"]);
             }
         }
         cmd.arg("--run-dir").arg(&dir);

@@ -11,7 +11,7 @@ mod stream;
 
 use remem::device::{self, DeviceChoice};
 use remem::model::{BackboneConfig, Layout, ModelKind, Positions};
-use remem::nn::LtmSampling;
+use remem::nn::{LtmSampling, StoreRule};
 use remem::task::TaskKind;
 use remem::task::text::{Corpus, Split};
 use remem::train::{self, Checkpoint, Measure, RunConfig, Start, TrainOptions};
@@ -149,6 +149,10 @@ struct TrainArgs {
     /// RMT's positions: learned (default) or rotary.
     #[arg(long, value_parser = parse_enum::<Positions>)]
     positions: Option<Positions>,
+    /// ARMT's stores: normalised (default, the paper's reads) or delta (no normaliser; the
+    /// stores stop growing with the length read).
+    #[arg(long, value_parser = parse_enum::<StoreRule>)]
+    store: Option<StoreRule>,
     /// RMT: blend each new memory into the old one through a learned gate instead of
     /// replacing it (not in the paper).
     #[arg(long)]
@@ -353,6 +357,7 @@ impl TrainArgs {
         set!(c.model.layout, self.layout);
         set!(c.model.memory_tokens, self.memory_tokens);
         set!(c.model.positions, self.positions);
+        set!(c.model.store, self.store);
         if self.memory_gate {
             c.model.memory_gate = true;
         }
@@ -415,7 +420,7 @@ impl TrainArgs {
 impl TrainArgs {
     /// Every flag that sets a run's setting: the flag, the config field it sets, and whether
     /// it was given. `--steps` is left out: it extends a resumed run rather than changing it.
-    fn settings(&self) -> [(&'static str, &'static str, bool); 35] {
+    fn settings(&self) -> [(&'static str, &'static str, bool); 36] {
         [
             ("--backbone", "model.backbone", self.backbone.is_some()),
             ("--config", "", self.config.is_some()),
@@ -445,6 +450,7 @@ impl TrainArgs {
             ("--model", "model.kind", self.model.is_some()),
             ("--layout", "model.layout", self.layout.is_some()),
             ("--positions", "model.positions", self.positions.is_some()),
+            ("--store", "model.store", self.store.is_some()),
             ("--memory-gate", "model.memory_gate", self.memory_gate),
             (
                 "--memory-tokens",

@@ -15,7 +15,8 @@ use crate::train::Summary;
 
 /// A model as compare names it: a kind, for the infinity-former how it samples its memory
 /// (`infinity` uniform, `infinity-sticky` sticky), and for RMT and ARMT their positions
-/// (`rmt` learned, `rmt-rotary` rotary; `armt`, `armt-rotary`).
+/// (`rmt` learned, `rmt-rotary` rotary; `armt`, `armt-rotary`), and for ARMT its store's rule
+/// (`armt-delta`, `armt-rotary-delta`: [`crate::nn::StoreRule::Delta`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Contender {
     /// The model kind.
@@ -25,6 +26,9 @@ pub struct Contender {
     /// Rotary positions (RMT and ARMT only).
     #[serde(default)]
     pub rotary: bool,
+    /// The delta rule's stores, without the normaliser (ARMT only).
+    #[serde(default)]
+    pub delta: bool,
 }
 
 impl Contender {
@@ -34,6 +38,7 @@ impl Contender {
             kind,
             sticky: false,
             rotary: false,
+            delta: false,
         }
     }
 }
@@ -43,6 +48,16 @@ impl std::str::FromStr for Contender {
 
     fn from_str(s: &str) -> Result<Self, String> {
         let lower = s.to_ascii_lowercase();
+        if let Some(armt) = lower
+            .strip_suffix("-delta")
+            .filter(|b| b.starts_with("armt"))
+        {
+            let model: Contender = armt.parse()?;
+            return Ok(Contender {
+                delta: true,
+                ..model
+            });
+        }
         match lower.as_str() {
             "infinity-sticky" => {
                 return Ok(Contender {
@@ -67,9 +82,8 @@ impl std::str::FromStr for Contender {
             .map(Contender::of)
             .map_err(|_| {
                 format!(
-                    "unknown model `{s}`: rmt, rmt-rotary, armt, armt-rotary, transformer, xl, memxl, \
-                     infinity or \
-                     infinity-sticky"
+                    "unknown model `{s}`: rmt, rmt-rotary, armt, armt-rotary, armt-delta, \
+                     armt-rotary-delta, transformer, xl, memxl, infinity or infinity-sticky"
                 )
             })
     }
@@ -105,11 +119,12 @@ pub fn model_name(model: Contender) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_else(|| format!("{:?}", model.kind).to_lowercase());
-    match (model.sticky, model.rotary) {
+    let name = match (model.sticky, model.rotary) {
         (true, _) => kind + "-sticky",
         (_, true) => kind + "-rotary",
         _ => kind,
-    }
+    };
+    if model.delta { name + "-delta" } else { name }
 }
 
 /// What one run produced: its summary, or why it failed.

@@ -65,7 +65,7 @@ impl Armt {
             memory: init.normal([m, d], 1.0),
             blocks: config.blocks(init),
             stores: (0..config.n_layers)
-                .map(|_| AssociativeMemory::new(d, key_dim, init))
+                .map(|_| AssociativeMemory::new(d, key_dim, config.store, init))
                 .collect(),
             norm: LayerNormConfig::new(d).init(init.device()),
             head: init.linear(d, config.vocab_size, true),

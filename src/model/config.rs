@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::nn::LtmConfig;
+use crate::nn::{LtmConfig, StoreRule};
 use crate::tokenizer::Tokenizer;
 
 /// Which model to build.
@@ -123,6 +123,10 @@ pub struct ModelConfig {
     /// each layer's store is `[6 * key_dim, d_model + 1]` per sequence.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_dim: Option<usize>,
+    /// ARMT: how the associative stores are read and written, `normalised` (default, the
+    /// paper's) or `delta` (no normaliser; see [`StoreRule`]).
+    #[serde(skip_serializing_if = "StoreRule::is_normalised")]
+    pub store: StoreRule,
     /// Tokens per segment T.
     pub segment_len: usize,
     /// Each segment's loss reaches back through the memory of at most this many earlier
@@ -161,6 +165,7 @@ impl Default for ModelConfig {
             positions: Positions::Learned,
             memory_gate: false,
             key_dim: None,
+            store: StoreRule::Normalised,
             segment_len: 8,
             bptt_depth: None,
             mem_len: None,
@@ -266,6 +271,12 @@ impl ModelConfig {
             }
             Some(0) => return Err(Error::config("model.key_dim", "must be at least 1")),
             _ => {}
+        }
+        if !self.store.is_normalised() && self.kind != ModelKind::Armt {
+            return Err(Error::config(
+                "model.store",
+                "the associative store's rule is an ARMT setting",
+            ));
         }
         if self.memory_gate
             && (self.kind != ModelKind::Rmt || self.backbone.is_some() || self.memory_tokens == 0)
@@ -386,7 +397,15 @@ impl ModelConfig {
                 if self.ltm.gate { "-gate" } else { "" },
                 if self.ltm.bias { "" } else { "-nobias" }
             ),
-            ModelKind::Armt => format!("-k{}", self.associative_key_dim()),
+            ModelKind::Armt => format!(
+                "-k{}{}",
+                self.associative_key_dim(),
+                if self.store.is_normalised() {
+                    ""
+                } else {
+                    "-delta"
+                }
+            ),
             _ => String::new(),
         };
         let base = format!(
@@ -484,6 +503,13 @@ mod tests {
                 },
                 "model.layout",
             ),
+            (
+                ModelConfig {
+                    store: StoreRule::Delta,
+                    ..valid()
+                },
+                "model.store",
+            ),
         ] {
             let err = config.validate().unwrap_err().to_string();
             assert!(err.contains(field), "{err}");
@@ -493,6 +519,19 @@ mod tests {
             ..armt.clone()
         };
         assert_ne!(wider.fingerprint(), armt.fingerprint());
+        // A store written under one rule means something else under the other.
+        let delta = ModelConfig {
+            store: StoreRule::Delta,
+            ..armt.clone()
+        };
+        assert!(delta.validate().is_ok());
+        assert_ne!(delta.fingerprint(), armt.fingerprint());
+        // Configs written before the option read as the normalised rule, and it is left out.
+        let old: ModelConfig = toml::from_str("kind = \"armt\"").unwrap();
+        assert_eq!(old.store, StoreRule::Normalised);
+        assert!(!toml::to_string(&armt).unwrap().contains("store"));
+        let read: ModelConfig = toml::from_str(&toml::to_string(&delta).unwrap()).unwrap();
+        assert_eq!(read.store, StoreRule::Delta);
     }
 
     #[test]

@@ -26,6 +26,15 @@
 //! gives it (docs/text.md, which also measures the scaling of the rows below).
 //!
 //! A row `x` (the layer's input) reads `A·q / (z·q)` with `q = φ(W_q x)`, added to `x`.
+//!
+//! That is the default rule, [`StoreRule::Normalised`]. [`StoreRule::Delta`] drops the
+//! normaliser, as DeltaNet does (Schlag, Irie, Schmidhuber 2021): reads return `A·q`, and a
+//! write adds `Σ k ⊗ β (v − A·k) / s`, so `A·k` moves a fraction `β` of the way to `v`. With the
+//! normaliser, a key whose `z·k` is small reads `A·k` magnified, and the write that follows
+//! keeps the magnified value: streamed over a long text the stores keep growing (docs/text.md
+//! measures it), and every input longer than training's meets stores larger than training
+//! saw. Without it, what a key reads is a blend of values written, and the stores level off.
+//! `z` is then left at zero (the state's layout is the same under both rules).
 //! Writing a key again replaces its value instead of adding to it, which RMT's memory (a whole
 //! new memory computed from the old one each segment) has no direct way to do.
 //!
@@ -35,6 +44,7 @@
 use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid};
+use serde::{Deserialize, Serialize};
 
 use super::{Init, linear, matmul};
 
@@ -43,6 +53,26 @@ const NU: usize = 3;
 
 /// Added to a normaliser before dividing by it (an empty store reads as zero).
 const EPS: f64 = 1e-5;
+
+/// How a store is read and written (`model.store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreRule {
+    /// Reads divided by the normaliser `z·q`, as in the ARMT paper (the default, and the rule
+    /// of every model trained before the option existed).
+    #[default]
+    Normalised,
+    /// No normaliser: reads `A·q`, writes move `A·k` a fraction `β` towards `v` (DeltaNet's
+    /// rule); the stores stop growing with the length read.
+    Delta,
+}
+
+impl StoreRule {
+    /// Whether this is the default, which configs leave unwritten.
+    pub fn is_normalised(&self) -> bool {
+        *self == StoreRule::Normalised
+    }
+}
 
 /// One layer's associative memory: the projections that read and write it.
 #[derive(Module, Debug)]
@@ -58,16 +88,21 @@ pub struct AssociativeMemory {
     value: Linear,
     /// Memory rows to the strength of their write `[d, 1]` (through a sigmoid).
     strength: Linear,
+    /// How the store is read and written.
+    #[module(skip)]
+    rule: StoreRule,
 }
 
 impl AssociativeMemory {
-    /// Fresh projections for width `d` and keys of `key_dim` before DPFP.
-    pub fn new(d: usize, key_dim: usize, init: &mut Init) -> Self {
+    /// Fresh projections for width `d` and keys of `key_dim` before DPFP, read and written by
+    /// `rule`.
+    pub fn new(d: usize, key_dim: usize, rule: StoreRule, init: &mut Init) -> Self {
         AssociativeMemory {
             query: init.linear(d, key_dim, false),
             key: init.linear(d, key_dim, false),
             value: init.linear(d, d, false),
             strength: init.linear(d, 1, true),
+            rule,
         }
     }
 
@@ -93,7 +128,13 @@ impl AssociativeMemory {
     /// - output: `[batch, n, d]`
     pub fn read(&self, rows: Tensor<3>, store: Tensor<3>) -> Tensor<3> {
         let q = dpfp(linear(&self.query, rows));
-        lookup(q, store).0
+        match self.rule {
+            StoreRule::Normalised => lookup(q, store).0,
+            StoreRule::Delta => {
+                let d = store.dims()[2] - 1;
+                matmul(q, store.slice(s![.., .., 0..d]))
+            }
+        }
     }
 
     /// The store after writing the memory rows `rows` into it.
@@ -113,6 +154,15 @@ impl AssociativeMemory {
         // nothing, M when all M are one key): each update is divided by it, so keys written
         // together never overshoot.
         let shared = matmul(k.clone(), k.clone().swap_dims(1, 2)).sum_dim(2);
+        if self.rule == StoreRule::Delta {
+            let (a, z) = (
+                store.clone().slice(s![.., .., 0..d]),
+                store.slice(s![.., .., d..]),
+            );
+            let old = matmul(k.clone(), a.clone());
+            let update = beta * (v - old) / shared;
+            return Tensor::cat(vec![a + matmul(k.swap_dims(1, 2), update), z], 2);
+        }
         // What the store returns for each key now, and the value it should return after.
         let (old, norm) = lookup(k.clone(), store.clone());
         let stored = old.clone() * (norm.clone() + EPS);
@@ -205,8 +255,8 @@ mod tests {
 
     /// A memory whose keys are a row's first four features, whose values are the whole row
     /// (at unit root-mean-square), and whose writes are at full strength.
-    fn identity_memory(device: &Device) -> AssociativeMemory {
-        let mut memory = AssociativeMemory::new(8, 4, &mut Init::new(1, device));
+    fn identity_memory(rule: StoreRule, device: &Device) -> AssociativeMemory {
+        let mut memory = AssociativeMemory::new(8, 4, rule, &mut Init::new(1, device));
         let first_four: Vec<f32> = (0..8)
             .flat_map(|i| (0..4).map(move |j| if i == j { 1.0 } else { 0.0 }))
             .collect();
@@ -245,22 +295,28 @@ mod tests {
     #[test]
     fn a_rewritten_key_returns_its_new_value_and_the_others_keep_theirs() {
         let device = Device::flex();
-        let memory = identity_memory(&device);
+        for rule in [StoreRule::Normalised, StoreRule::Delta] {
+            rewrite(rule, &device);
+        }
+    }
+
+    fn rewrite(rule: StoreRule, device: &Device) {
+        let memory = identity_memory(rule, device);
         // Keys A = [1, 1, 0, 0] and B = [0, 0, 1, 1] have disjoint DPFP features.
         let a1 = [1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
         let b = [0.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0];
         let a2 = [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 3.0, 0.0];
-        let ask_a = rows(&[[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]], &device);
-        let ask_b = rows(&[[0.0, 0.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0]], &device);
-        let empty = memory.empty(1, &device);
+        let ask_a = rows(&[[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]], device);
+        let ask_b = rows(&[[0.0, 0.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0]], device);
+        let empty = memory.empty(1, device);
         assert!(
             host(memory.read(ask_a.clone(), empty.clone()))
                 .iter()
                 .all(|v| *v == 0.0)
         );
 
-        let once = memory.write(rows(&[a1, b], &device), empty);
-        let twice = memory.write(rows(&[a2], &device), once.clone());
+        let once = memory.write(rows(&[a1, b], device), empty);
+        let twice = memory.write(rows(&[a2], device), once.clone());
         assert_reads(memory.read(ask_a.clone(), once), a1, "A after one write");
         assert_reads(memory.read(ask_a, twice.clone()), a2, "A after its rewrite");
         assert_reads(memory.read(ask_b, twice), b, "B after A's rewrite");
@@ -271,21 +327,56 @@ mod tests {
     #[test]
     fn keys_written_together_take_one_step() {
         let device = Device::flex();
-        let memory = identity_memory(&device);
+        for rule in [StoreRule::Normalised, StoreRule::Delta] {
+            together(rule, &device);
+        }
+    }
+
+    fn together(rule: StoreRule, device: &Device) {
+        let memory = identity_memory(rule, device);
         let old = [1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
         let new = [1.0, 1.0, 0.0, 0.0, 0.0, 2.0, 0.0, 0.0];
-        let ask = rows(&[[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]], &device);
-        let once = memory.write(rows(&[old], &device), memory.empty(1, &device));
-        let thrice = memory.write(rows(&[new, new, new], &device), once);
+        let ask = rows(&[[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]], device);
+        let once = memory.write(rows(&[old], device), memory.empty(1, device));
+        let thrice = memory.write(rows(&[new, new, new], device), once);
         assert_reads(memory.read(ask, thrice), new, "the rewritten key");
+    }
+
+    /// A write at strength `β` moves the stored value that fraction of the way: at `β = 1/2`
+    /// the store returns the mean of the old value and the new.
+    #[test]
+    fn a_write_moves_the_value_by_its_strength() {
+        let device = Device::flex();
+        for rule in [StoreRule::Normalised, StoreRule::Delta] {
+            let full = identity_memory(rule, &device);
+            let mut half = full.clone();
+            half.strength.bias = Some(Param::from_tensor(Tensor::zeros([1], &device)));
+            let old = [1.0, 1.0, 0.0, 0.0, 2.0, 0.0, 0.0, 0.0];
+            let new = [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 2.0, 0.0];
+            let once = full.write(rows(&[old], &device), full.empty(1, &device));
+            let twice = half.write(rows(&[new], &device), once);
+            let ask = rows(&[[1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]], &device);
+            let got = host(full.read(ask, twice));
+            let (old, new) = (unit(old), unit(new));
+            for i in 0..8 {
+                let want = (old[i] + new[i]) / 2.0;
+                assert!((got[i] - want).abs() < 1e-3, "{rule:?}: read {got:?}");
+            }
+        }
     }
 
     /// d/d(rows) and d/d(store) of a read after a write, autodiff against central
     /// differences.
     #[test]
     fn gradients_agree_with_finite_differences() {
+        for rule in [StoreRule::Normalised, StoreRule::Delta] {
+            gradients(rule);
+        }
+    }
+
+    fn gradients(rule: StoreRule) {
         let device = Device::flex().autodiff();
-        let memory = AssociativeMemory::new(6, 3, &mut Init::new(7, &device));
+        let memory = AssociativeMemory::new(6, 3, rule, &mut Init::new(7, &device));
         let normal = burn::tensor::Distribution::Normal(0.0, 1.0);
         device.seed(7);
         let m0 = Tensor::<3>::random([1, 2, 6], normal, &device).detach();
@@ -328,5 +419,42 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A store's size (`|A|`, Frobenius) after `n` writes of random memory rows, for each
+    /// `n` in `at`.
+    fn sizes(rule: StoreRule, at: &[usize]) -> Vec<f32> {
+        let device = Device::flex();
+        let normal = burn::tensor::Distribution::Normal(0.0, 1.0);
+        let memory = AssociativeMemory::new(32, 8, rule, &mut Init::new(3, &device));
+        device.seed(5);
+        let mut store = memory.empty(1, &device);
+        let mut sizes = vec![];
+        for n in 1..=*at.last().unwrap() {
+            store = memory.write(Tensor::random([1, 4, 32], normal, &device), store);
+            if at.contains(&n) {
+                let a = store.clone().slice(s![.., .., 0..32]);
+                sizes.push(a.powi_scalar(2).sum().sqrt().into_scalar::<f32>());
+            }
+        }
+        sizes
+    }
+
+    /// Streamed over thousands of writes, the delta rule's store levels off (within 5% of its
+    /// size after 256 writes up to 4,096), where the normalised rule's keeps growing (16%
+    /// over the same writes with these weights and rows).
+    #[test]
+    fn the_delta_store_levels_off_where_the_normalised_one_grows() {
+        let at = [256, 1024, 2048, 4096];
+        let growth = |rule| {
+            let sizes = sizes(rule, &at);
+            sizes[1..].iter().fold(0f32, |a, s| a.max(*s)) / sizes[0]
+        };
+        let (delta, normalised) = (growth(StoreRule::Delta), growth(StoreRule::Normalised));
+        assert!(delta < 1.05, "the delta store grew by {delta}");
+        assert!(
+            normalised > 1.1,
+            "the normalised store grew by {normalised} only"
+        );
     }
 }

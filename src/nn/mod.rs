@@ -18,7 +18,7 @@ pub use crate::ops::attention::{
 pub use crate::ops::gelu::gelu;
 pub use crate::ops::matmul::matmul;
 pub use crate::ops::softmax::masked_softmax;
-pub use associative::AssociativeMemory;
+pub use associative::{AssociativeMemory, StoreRule};
 pub use attention::{Attention, AttentionConfig, AttentionOutput};
 pub use basis::Basis;
 pub use block::{Block, BlockConfig, BlockOutput};
