@@ -149,8 +149,8 @@ struct TrainArgs {
     /// RMT's positions: learned (default) or rotary.
     #[arg(long, value_parser = parse_enum::<Positions>)]
     positions: Option<Positions>,
-    /// ARMT's stores: normalised (default, the paper's reads) or delta (no normaliser; the
-    /// stores stop growing with the length read).
+    /// ARMT's stores: normalised (default, the paper's reads) or delta (no normaliser:
+    /// nothing stored is magnified; better on text).
     #[arg(long, value_parser = parse_enum::<StoreRule>)]
     store: Option<StoreRule>,
     /// RMT: blend each new memory into the old one through a learned gate instead of
