@@ -14,7 +14,7 @@ use remem::infer::Session;
 use remem::model::{
     Architecture, BackboneConfig, Layout, Model, ModelConfig, ModelKind, Positions, State,
 };
-use remem::nn::LtmSampling;
+use remem::nn::{LtmSampling, StoreRule};
 use remem::task::Batch;
 use remem::train::loss::forward_batch;
 
@@ -71,6 +71,13 @@ fn models() -> Vec<(&'static str, ModelConfig)> {
             "armt, rotary",
             ModelConfig {
                 positions: Positions::Rotary,
+                ..with(ModelKind::Armt, Layout::Decoder, 2)
+            },
+        ),
+        (
+            "armt, delta store",
+            ModelConfig {
+                store: StoreRule::Delta,
                 ..with(ModelKind::Armt, Layout::Decoder, 2)
             },
         ),

@@ -34,8 +34,9 @@
 //! before the new values are added. With the normaliser, a key whose `z·k` is small reads `A·k`
 //! magnified, and the write that follows keeps the magnified value. Streamed over long text a
 //! model trained with the delta rule drifts half as much (docs/text.md); both rules' stores
-//! keep filling with the length read.
-//! `z` is then left at zero (the state's layout is the same under both rules).
+//! keep filling with the length read. Under the delta rule `z` stays at zero (the state's
+//! layout is the same under both rules).
+//!
 //! Writing a key again replaces its value instead of adding to it, which RMT's memory (a whole
 //! new memory computed from the old one each segment) has no direct way to do.
 //!
