@@ -42,6 +42,7 @@ fn run() -> anyhow::Result<()> {
     }
     println!("segments | bits per token since the last line | size of each state tensor");
     let (mut nats, mut scored, mut next_line) = (0.0f64, 0usize, 4u64);
+    let segments = tokens.len() / len;
     for (i, chunk) in tokens.chunks_exact(len).enumerate() {
         let following = &tokens[i * len + 1..((i + 1) * len + 1).min(tokens.len())];
         session.feed_with(chunk, |segment| {
@@ -58,7 +59,7 @@ fn run() -> anyhow::Result<()> {
             scored += following.len();
         })?;
         let read = i as u64 + 1;
-        if read == next_line || (i + 2) * len >= tokens.len() {
+        if read == next_line || i + 1 == segments {
             let sizes: Vec<String> = session
                 .memory()
                 .tensors()
