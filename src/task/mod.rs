@@ -97,6 +97,18 @@ pub struct TaskConfig {
     /// counts a story right only when every answer is). Only qa1 takes it.
     #[serde(skip_serializing_if = "is_one")]
     pub questions: usize,
+    /// Retention training: the fraction (0 to 1, default 0) of training stories whose facts
+    /// all go in their last [`TaskConfig::late_segments`] segments instead of anywhere. Under
+    /// `model.bptt_depth` k only the last k + 1 segments pass gradients, so a fact written
+    /// farther back than that never trains its own write; a late story has its facts written
+    /// into a memory a long input has already filled, with gradients. Held-out stories are
+    /// never late. Not for memorize (its fact opens the input).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub late_facts: f64,
+    /// How many segments at the end of a late story hold its facts (see
+    /// [`TaskConfig::late_facts`]; typically `model.bptt_depth + 1`).
+    #[serde(skip_serializing_if = "is_zero_usize")]
+    pub late_segments: usize,
     /// Text files or folders (the text task), split by document into train, validation and
     /// test as [`text`] describes.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -112,6 +124,8 @@ impl Default for TaskConfig {
             pairs: 4,
             moves: retention::QA1_MOVES,
             questions: 1,
+            late_facts: 0.0,
+            late_segments: 0,
             data: Vec::new(),
         }
     }
@@ -123,6 +137,14 @@ fn is_default_moves(moves: &usize) -> bool {
 
 fn is_one(n: &usize) -> bool {
     *n == 1
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
+fn is_zero_usize(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One generated sequence.
@@ -268,6 +290,7 @@ impl Task {
         if self.segment_len == 0 {
             return Err(Error::config("model.segment_len", "must be at least 1"));
         }
+        self.validate_late()?;
         if c.segments == 0 {
             return Err(Error::config("task.segments", "must be at least 1"));
         }
@@ -448,6 +471,58 @@ impl Task {
         Ok(task)
     }
 
+    /// Checks [`TaskConfig::late_facts`] and [`TaskConfig::late_segments`].
+    fn validate_late(&self) -> Result<()> {
+        let c = &self.config;
+        if !(0.0..=1.0).contains(&c.late_facts) {
+            return Err(Error::config(
+                "task.late_facts",
+                format!("must be a fraction from 0 to 1, not {}", c.late_facts),
+            ));
+        }
+        if c.late_facts == 0.0 {
+            if c.late_segments != 0 {
+                return Err(Error::config(
+                    "task.late_segments",
+                    "only late stories have a late window: set task.late_facts above 0",
+                ));
+            }
+            return Ok(());
+        }
+        if !retention::is_retention(c.kind) || c.kind == TaskKind::Memorize {
+            return Err(Error::config(
+                "task.late_facts",
+                format!(
+                    "only retention tasks whose facts go anywhere have late stories, not {:?}",
+                    c.kind
+                ),
+            ));
+        }
+        if !(1..=c.segments).contains(&c.late_segments) {
+            return Err(Error::config(
+                "task.late_segments",
+                format!(
+                    "must be 1 to task.segments ({}), not {}",
+                    c.segments, c.late_segments
+                ),
+            ));
+        }
+        let units = retention::Units::new(self.text_tokenizer.as_ref())?;
+        let need = retention::max_story_units(c.kind, c.moves, c.questions, &units)?;
+        let window = c.late_segments * self.segment_len;
+        if window < need {
+            return Err(Error::config(
+                "task.late_segments",
+                format!(
+                    "a {:?} story needs up to {need} positions; late_segments * segment_len is \
+                     only {window}",
+                    c.kind
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// This task with a retention task's noise drawn from the documents of `split`: training
     /// reads the training documents (the default), evaluations a held-out split, so no
     /// evaluated sample holds text the model was trained on. Other tasks are unchanged.
@@ -480,12 +555,16 @@ impl Task {
                 let (kind, total) = (self.config.kind, self.input_len() + 1);
                 let moves = self.config.moves;
                 // Several questions train; a held-out story asks one.
-                let questions = match self.noise {
-                    text::Split::Train => self.config.questions,
-                    _ => 1,
+                let (questions, late) = match self.noise {
+                    text::Split::Train => (self.config.questions, self.config.late_facts),
+                    _ => (1, 0.0),
                 };
+                // Drawn only when late stories are asked for, so other runs' samples are as
+                // they always were.
+                let within = (late > 0.0 && rng.random_bool(late))
+                    .then_some(self.config.late_segments * self.segment_len);
                 retention::sample(
-                    kind, moves, questions, corpus, self.noise, units, total, rng,
+                    kind, moves, questions, corpus, self.noise, units, total, within, rng,
                 )
             }
             Some(corpus) if self.text_tokenizer.is_some() => {

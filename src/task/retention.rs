@@ -648,9 +648,12 @@ pub struct Stream<'a, R: Rng> {
 impl<'a, R: Rng> Stream<'a, R> {
     /// A sample of `kind` (a qa1 story of `moves` moves and `questions` questions) for `total`
     /// units, its noise from the documents of `split`, drawn with `rng` (see [`sample`]).
+    /// With `within` `Some(n)`, every fact lies in the sample's last `n` units (a late story,
+    /// [`crate::task::TaskConfig::late_facts`]); with `None`, anywhere.
     ///
     /// # Errors
-    /// [`Error::Config`] when `total` cannot hold the story; the tokenizer's errors.
+    /// [`Error::Config`] when `total` (or `within`) cannot hold the story; the tokenizer's
+    /// errors.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         kind: TaskKind,
@@ -660,6 +663,7 @@ impl<'a, R: Rng> Stream<'a, R> {
         split: Split,
         units: Units<'a>,
         total: usize,
+        within: Option<usize>,
         mut rng: R,
     ) -> Result<Self> {
         let story = story(kind, moves, questions, &mut rng);
@@ -689,9 +693,19 @@ impl<'a, R: Rng> Stream<'a, R> {
                 ),
             ));
         }
+        if within.is_some_and(|n| fixed > n.min(total)) {
+            return Err(Error::config(
+                "task.late_segments",
+                format!(
+                    "a {kind:?} story needs {fixed} tokens; its late window is only {within:?}"
+                ),
+            ));
+        }
         let noise = total - fixed;
+        // A fact at noise offset `s` has `noise - s + fixed` units from its start to the end.
+        let first = within.map_or(0, |n| total.saturating_sub(n));
         let mut starts: Vec<usize> = (0..story.facts.len())
-            .map(|_| rng.random_range(0..=noise))
+            .map(|_| rng.random_range(first..=noise))
             .collect();
         if story.first_at_start {
             starts[0] = 0;
@@ -914,9 +928,12 @@ pub fn sample(
     split: Split,
     units: Units<'_>,
     total: usize,
+    within: Option<usize>,
     rng: &mut impl Rng,
 ) -> Result<Sample> {
-    let mut stream = Stream::new(kind, moves, questions, corpus, split, units, total, rng)?;
+    let mut stream = Stream::new(
+        kind, moves, questions, corpus, split, units, total, within, rng,
+    )?;
     let mut tokens = Vec::with_capacity(stream.len());
     stream.read(stream.len(), &mut tokens)?;
     let mut answer = vec![false; tokens.len()];
@@ -1064,6 +1081,7 @@ mod tests {
                     Split::Train,
                     Units::Bytes,
                     total,
+                    None,
                     &mut rng,
                 )
                 .unwrap();
@@ -1188,6 +1206,7 @@ mod tests {
                     Split::Train,
                     Units::Bytes,
                     600,
+                    None,
                     rng,
                 )
                 .unwrap();
@@ -1258,6 +1277,7 @@ mod tests {
                     Split::Train,
                     Units::Bytes,
                     500,
+                    None,
                     &mut StdRng::seed_from_u64(seed),
                 )
                 .unwrap()
@@ -1272,6 +1292,7 @@ mod tests {
                 Split::Train,
                 Units::Bytes,
                 20,
+                None,
                 &mut StdRng::seed_from_u64(1),
             )
             .unwrap_err();
@@ -1291,6 +1312,7 @@ mod tests {
             Split::Train,
             Units::Bytes,
             100_000,
+            None,
             &mut rng,
         )
         .unwrap();
@@ -1320,6 +1342,7 @@ mod tests {
                 Split::Train,
                 Units::Bytes,
                 20_000,
+                None,
                 rng,
             )
             .unwrap();
@@ -1383,6 +1406,7 @@ mod tests {
                     split,
                     Units::Bytes,
                     3000,
+                    None,
                     &mut rng,
                 );
                 let bytes: Vec<u8> = s.unwrap().tokens.iter().map(|&t| t as u8).collect();
@@ -1482,6 +1506,58 @@ mod tests {
         );
     }
 
+    /// `task.late_facts`: that fraction of training stories has every fact in its last
+    /// `late_segments` segments; held-out stories never do; bad values are named.
+    #[test]
+    fn late_stories_put_every_fact_in_their_last_segments() {
+        let (dir, _) = corpus();
+        let late = |p: f64, n: usize| {
+            move |c: &mut crate::task::TaskConfig| {
+                c.segments = 40;
+                c.late_facts = p;
+                c.late_segments = n;
+            }
+        };
+        for (kind, p, n, key) in [
+            (TaskKind::Qa1, 1.5, 8, "task.late_facts"),
+            (TaskKind::Qa1, -0.1, 8, "task.late_facts"),
+            (TaskKind::Qa1, 0.0, 8, "task.late_segments"),
+            (TaskKind::Memorize, 1.0, 8, "task.late_facts"),
+            (TaskKind::Qa1, 1.0, 0, "task.late_segments"),
+            (TaskKind::Qa1, 1.0, 41, "task.late_segments"),
+            // One segment of 64 bytes cannot hold a six-move story.
+            (TaskKind::Qa1, 1.0, 1, "task.late_segments"),
+        ] {
+            let err = qa_task(dir.path(), kind, late(p, n)).unwrap_err();
+            assert!(err.contains(key), "{kind:?} {p} {n}: {err}");
+        }
+        let window = 8 * 64;
+        // Whether the story's first fact (and so every fact) lies in its last `window` bytes.
+        let is_late = |task: &crate::task::Task, seed: u64| {
+            let s = task.try_sample(&mut StdRng::seed_from_u64(seed)).unwrap();
+            let bytes: Vec<u8> = s.tokens.iter().map(|&t| t as u8).collect();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let found = facts(&text);
+            assert_eq!(found.len(), QA1_MOVES, "{text}");
+            let at = text.find(found[0].as_str()).unwrap();
+            usize::from(text.len() - at <= window)
+        };
+        let all = qa_task(dir.path(), TaskKind::Qa1, late(1.0, 8)).unwrap();
+        let half = qa_task(dir.path(), TaskKind::Qa1, late(0.5, 8)).unwrap();
+        let anywhere = qa_task(dir.path(), TaskKind::Qa1, |c| c.segments = 40).unwrap();
+        let held_out = all.with_noise(Split::Test);
+        let count = |task: &crate::task::Task| (0..40).map(|seed| is_late(task, seed)).sum();
+        let counts: [usize; 4] = [
+            count(&all),
+            count(&half),
+            count(&anywhere),
+            count(&held_out),
+        ];
+        assert_eq!(counts[0], 40, "{counts:?}");
+        assert!((10..=30).contains(&counts[1]), "{counts:?}");
+        assert!(counts[2] < 5 && counts[3] < 5, "{counts:?}");
+    }
+
     /// The page's retention demo builds its input with `Story::around`: for a memorize story it
     /// gives the very bytes the task's own sampler writes around the same noise.
     #[test]
@@ -1497,6 +1573,7 @@ mod tests {
                 Split::Train,
                 Units::Bytes,
                 total,
+                None,
                 &mut StdRng::seed_from_u64(seed),
             )
             .unwrap();

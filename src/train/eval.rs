@@ -237,7 +237,17 @@ pub fn evaluate_retention(
                 ));
                 let units = Units::new(Some(&tokenizer))?;
                 // One question, as BABILong asks, whatever training asked.
-                Stream::new(kind, moves, 1, corpus, task.noise(), units, total, rng)
+                Stream::new(
+                    kind,
+                    moves,
+                    1,
+                    corpus,
+                    task.noise(),
+                    units,
+                    total,
+                    None,
+                    rng,
+                )
             })
             .collect::<Result<Vec<_>>>()?;
         start += n;
