@@ -473,6 +473,8 @@ const CONFIGS: &[(&str, &str)] = &[
     ("[task]\nkind = \"associative\"\npairs = 0\n", "task.pairs"),
     ("[task]\nmoves = 3\n", "task.moves"),
     ("[task]\nquestions = 2\n", "task.questions"),
+    ("[task]\nlate_facts = 2.0\n", "task.late_facts"),
+    ("[task]\nlate_segments = 3\n", "task.late_segments"),
     ("seed = \"x\"\n", "seed"),
     ("[model\n", "cannot read config"),
     ("\u{0}\u{1}\u{2}garbage", "cannot read config"),
@@ -507,6 +509,11 @@ fn flag_cases() -> Vec<Case> {
             &["--questions", "2"],
             1,
             &["--questions", "task.questions", "qa1"],
+        ),
+        train(
+            &["--late-facts", "0.5", "--late-segments", "2"],
+            1,
+            &["--late-facts", "task.late_facts", "Copy"],
         ),
         train(&["--batch-size", "0"], 1, &["--batch-size"]),
         train(

@@ -132,6 +132,13 @@ struct TrainArgs {
     /// person who moved, every answer scored; held-out stories ask one
     #[arg(long)]
     questions: Option<usize>,
+    /// Retention training: this fraction of training stories (0 to 1) has every fact in its
+    /// last --late-segments segments, where truncated BPTT reaches their writes
+    #[arg(long)]
+    late_facts: Option<f64>,
+    /// The segments at a late story's end that hold its facts (with --late-facts)
+    #[arg(long)]
+    late_segments: Option<usize>,
     /// Tokens per segment.
     #[arg(long)]
     segment_len: Option<usize>,
@@ -352,6 +359,8 @@ impl TrainArgs {
         set!(c.task.segments, self.segments);
         set!(c.task.moves, self.moves);
         set!(c.task.questions, self.questions);
+        set!(c.task.late_facts, self.late_facts);
+        set!(c.task.late_segments, self.late_segments);
         set!(c.model.segment_len, self.segment_len);
         set!(c.model.kind, self.model);
         set!(c.model.layout, self.layout);
@@ -420,7 +429,7 @@ impl TrainArgs {
 impl TrainArgs {
     /// Every flag that sets a run's setting: the flag, the config field it sets, and whether
     /// it was given. `--steps` is left out: it extends a resumed run rather than changing it.
-    fn settings(&self) -> [(&'static str, &'static str, bool); 36] {
+    fn settings(&self) -> [(&'static str, &'static str, bool); 38] {
         [
             ("--backbone", "model.backbone", self.backbone.is_some()),
             ("--config", "", self.config.is_some()),
@@ -442,6 +451,12 @@ impl TrainArgs {
             ("--segments", "task.segments", self.segments.is_some()),
             ("--moves", "task.moves", self.moves.is_some()),
             ("--questions", "task.questions", self.questions.is_some()),
+            ("--late-facts", "task.late_facts", self.late_facts.is_some()),
+            (
+                "--late-segments",
+                "task.late_segments",
+                self.late_segments.is_some(),
+            ),
             (
                 "--segment-len",
                 "model.segment_len",
