@@ -693,12 +693,10 @@ impl<'a, R: Rng> Stream<'a, R> {
                 ),
             ));
         }
-        if within.is_some_and(|n| fixed > n.min(total)) {
+        if let Some(window) = within.filter(|&n| fixed > n.min(total)) {
             return Err(Error::config(
                 "task.late_segments",
-                format!(
-                    "a {kind:?} story needs {fixed} tokens; its late window is only {within:?}"
-                ),
+                format!("a {kind:?} story needs {fixed} tokens; its late window is only {window}"),
             ));
         }
         let noise = total - fixed;
