@@ -107,7 +107,7 @@ pub struct TaskConfig {
     pub late_facts: f64,
     /// How many segments at the end of a late story hold its facts (see
     /// [`TaskConfig::late_facts`]; typically `model.bptt_depth + 1`).
-    #[serde(skip_serializing_if = "is_zero_usize")]
+    #[serde(skip_serializing_if = "is_zero")]
     pub late_segments: usize,
     /// Text files or folders (the text task), split by document into train, validation and
     /// test as [`text`] describes.
@@ -139,12 +139,8 @@ fn is_one(n: &usize) -> bool {
     *n == 1
 }
 
-fn is_zero(x: &f64) -> bool {
-    *x == 0.0
-}
-
-fn is_zero_usize(n: &usize) -> bool {
-    *n == 0
+fn is_zero<T: Default + PartialEq>(x: &T) -> bool {
+    *x == T::default()
 }
 
 /// One generated sequence.
