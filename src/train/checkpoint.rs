@@ -197,9 +197,12 @@ impl Checkpoint {
 
     /// These weights in a new model built from `config` (`train.init_from`: fine-tuning with
     /// other settings, or with new parts). The tokenizers must agree, and every weight here
-    /// must be one of the new model's, of the same shape (a mismatch is named), except RMT's
-    /// memory, which may grow: more memory tokens keep the trained ones first and add fresh
-    /// ones (rotary positions; learned ones tie their table to the memory's size). Tensors the
+    /// must be one of the new model's, of the same shape (a mismatch is named), except two
+    /// that may grow: RMT's memory (more memory tokens keep the trained ones first and add
+    /// fresh ones; rotary positions, as learned ones tie their table to the memory's size) and
+    /// ARMT's key projections (a wider `key_dim` keeps the trained key and query columns first
+    /// and adds fresh ones: the stores' features change, so the stores are relearnt, and every
+    /// other weight carries over). Tensors the
     /// new model has and these weights lack (RMT's memory, over a Transformer's weights) keep
     /// their fresh values: their names are returned.
     pub fn init_into(
@@ -223,9 +226,7 @@ impl Checkpoint {
             });
         }
         let model = Model::build(config, seed, device)?;
-        let (weights, widened) = self
-            .widen_memory(&model)
-            .map_err(|e| self.misfit(path, e))?;
+        let (weights, widened) = self.widen(&model).map_err(|e| self.misfit(path, e))?;
         let (model, fresh) = io::load_module_adding(model, &weights, &self.param_ids)
             .map_err(|e| self.misfit(path, e))?;
         let fresh: Vec<String> = widened.into_iter().chain(fresh).collect();
@@ -241,41 +242,40 @@ impl Checkpoint {
         Ok((model, fresh))
     }
 
-    /// These weights with RMT's memory grown to `model`'s when it has more memory tokens of
-    /// the same width: the trained tokens first, then the new model's fresh ones, which are
-    /// named (`memory[8..16]`) among the fresh tensors. Any other weights, or the memory when
-    /// it does not grow, are returned as they are (a mismatch is then named on loading).
-    fn widen_memory(
-        &self,
-        model: &Model,
-    ) -> std::result::Result<(Vec<Named>, Vec<String>), String> {
-        let mut weights = self.weights.clone();
-        let Some((_, old)) = weights.iter_mut().find(|(n, _)| n == MEMORY) else {
-            return Ok((weights, Vec::new()));
-        };
+    /// These weights grown to `model`'s where it is wider in one of two ways, the trained
+    /// values first and the new model's fresh ones after them, named among the fresh tensors:
+    /// RMT's memory with more tokens of the same width (`memory[8..16]`), and ARMT's stores
+    /// with wider keys (`model.key_dim`), whose key and query projections gain columns
+    /// (`stores.0.key.weight[.., 16..32]`). Any other weights, or these when they do not grow,
+    /// are returned as they are (a mismatch is then named on loading).
+    fn widen(&self, model: &Model) -> std::result::Result<(Vec<Named>, Vec<String>), String> {
         let (tensors, _) = io::module_tensors(model)?;
-        let Some((_, new)) = tensors.into_iter().find(|(n, _)| n == MEMORY) else {
-            return Ok((weights, Vec::new()));
-        };
-        let (from, to) = (
-            old.shape().as_slice().to_vec(),
-            new.shape().as_slice().to_vec(),
-        );
-        if from.len() != 2 || to.len() != 2 || from[1] != to[1] || from[0] >= to[0] {
-            return Ok((weights, Vec::new()));
+        let fresh: BTreeMap<&str, &TensorData> =
+            tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let mut weights = self.weights.clone();
+        let mut widened = Vec::new();
+        for (name, old) in weights.iter_mut() {
+            let axis = if name == MEMORY {
+                0
+            } else if name.starts_with("stores.")
+                && (name.ends_with(".key.weight") || name.ends_with(".query.weight"))
+            {
+                1
+            } else {
+                continue;
+            };
+            let Some(new) = fresh.get(name.as_str()) else {
+                continue;
+            };
+            if let Some((grown, from, to)) = grow(old, new, axis, name)? {
+                *old = grown;
+                widened.push(match axis {
+                    0 => format!("{name}[{from}..{to}]"),
+                    _ => format!("{name}[.., {from}..{to}]"),
+                });
+            }
         }
-        let (m, d) = (from[0], from[1]);
-        let (kept, grown) = (old.try_to_vec::<f32>(), new.try_to_vec::<f32>());
-        let (kept, grown) = kept
-            .ok()
-            .zip(grown.ok())
-            .ok_or_else(|| format!("{MEMORY} is not stored as f32"))?;
-        let rows: Vec<f32> = kept
-            .into_iter()
-            .chain(grown[m * d..].iter().copied())
-            .collect();
-        *old = TensorData::new(rows, [to[0], d]);
-        Ok((weights, vec![format!("{MEMORY}[{m}..{}]", to[0])]))
+        Ok((weights, widened))
     }
 
     /// The error for weights that do not fit a model.
@@ -297,6 +297,53 @@ impl Checkpoint {
     pub fn is_legacy(bytes: &[u8]) -> bool {
         bytes.starts_with(legacy::MAGIC)
     }
+}
+
+/// `old` grown along `axis` (0: rows, 1: columns) to `new`'s size when both are matrices of
+/// the same size on the other axis and `new` is larger: `old`'s values first, then `new`'s
+/// beyond them, with the range that is fresh. `None` when it does not grow.
+fn grow(
+    old: &TensorData,
+    new: &TensorData,
+    axis: usize,
+    name: &str,
+) -> std::result::Result<Option<(TensorData, usize, usize)>, String> {
+    let (from, to) = (
+        old.shape().as_slice().to_vec(),
+        new.shape().as_slice().to_vec(),
+    );
+    let other = 1 - axis;
+    if from.len() != 2 || to.len() != 2 || from[other] != to[other] || from[axis] >= to[axis] {
+        return Ok(None);
+    }
+    let (kept, grown) = (
+        old.clone().try_to_vec::<f32>(),
+        new.clone().try_to_vec::<f32>(),
+    );
+    let (kept, grown) = kept
+        .ok()
+        .zip(grown.ok())
+        .ok_or_else(|| format!("{name} is not stored as f32"))?;
+    let values: Vec<f32> = if axis == 0 {
+        kept.into_iter()
+            .chain(grown[from[0] * from[1]..].iter().copied())
+            .collect()
+    } else {
+        let (a, b) = (from[1], to[1]);
+        (0..to[0])
+            .flat_map(|r| {
+                kept[r * a..(r + 1) * a]
+                    .iter()
+                    .chain(&grown[r * b + a..(r + 1) * b])
+                    .copied()
+            })
+            .collect()
+    };
+    Ok(Some((
+        TensorData::new(values, [to[0], to[1]]),
+        from[axis],
+        to[axis],
+    )))
 }
 
 /// remem's format-1 checkpoints: magic, version, three length-prefixed parts (JSON header,
@@ -450,6 +497,63 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains(MEMORY), "{err}");
+    }
+
+    /// `--init-from` into an ARMT with wider keys keeps each store's trained key and query
+    /// columns first, adds the new model's fresh ones after them and names them, and carries
+    /// every other weight over; narrower keys are refused, naming a key projection.
+    #[test]
+    fn init_from_widens_the_stores_keys_and_never_narrows_them() {
+        let device = Device::flex();
+        let mut config = RunConfig::default();
+        config.model.kind = crate::model::ModelKind::Armt;
+        config.model.key_dim = Some(4);
+        config.resolve().unwrap();
+        let trained = Model::new(&config.model, 1, &device);
+        let ck = Checkpoint::new(&trained, config.clone(), sample().progress, vec![]).unwrap();
+        let path = Path::new("trained.safetensors");
+        let mut wider = config.model.clone();
+        wider.key_dim = Some(6);
+        let (model, fresh) = ck.init_into(&wider, 9, path, &device).unwrap();
+        let keys: Vec<String> = (0..config.model.n_layers)
+            .flat_map(|l| {
+                [
+                    format!("stores.{l}.key.weight"),
+                    format!("stores.{l}.query.weight"),
+                ]
+            })
+            .collect();
+        let mut expected: Vec<String> = keys.iter().map(|k| format!("{k}[.., 4..6]")).collect();
+        let mut fresh = fresh;
+        expected.sort();
+        fresh.sort();
+        assert_eq!(fresh, expected);
+        let (old, _) = io::module_tensors(&trained).unwrap();
+        let (new, _) = io::module_tensors(&model).unwrap();
+        let (blank, _) = io::module_tensors(&Model::new(&wider, 9, &device)).unwrap();
+        let values = |tensors: &[Named], name: &str| -> Vec<f32> {
+            let (_, data) = tensors.iter().find(|(n, _)| n == name).unwrap();
+            data.clone().try_to_vec::<f32>().unwrap()
+        };
+        for key in &keys {
+            let (grown, kept, fresh) = (values(&new, key), values(&old, key), values(&blank, key));
+            assert_eq!(grown.len(), config.model.d_model * 6);
+            for (r, row) in grown.chunks(6).enumerate() {
+                assert_eq!(row[..4], kept[r * 4..r * 4 + 4], "{key} row {r}");
+                assert_eq!(row[4..], fresh[r * 6 + 4..r * 6 + 6], "{key} row {r}");
+            }
+        }
+        for (name, _) in old.iter().filter(|(n, _)| !keys.contains(n)) {
+            assert_eq!(values(&new, name), values(&old, name), "{name}");
+        }
+        let mut narrower = config.model.clone();
+        narrower.key_dim = Some(3);
+        let err = ck
+            .init_into(&narrower, 9, path, &device)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(".weight"), "{err}");
+        assert!(err.contains("stores."), "{err}");
     }
 
     #[test]
