@@ -24,7 +24,7 @@ use burn::prelude::*;
 use super::config::{ModelConfig, Positions};
 use super::state::State;
 use super::{SegmentModel, StepOutput};
-use crate::nn::{AssociativeMemory, BiasCache, Block, Init, LayerNorm, LayerNormConfig, Noise};
+use crate::nn::{AssociativeMemory, Block, Constants, Init, LayerNorm, LayerNormConfig, Noise};
 use crate::nn::{causal_mask, linear};
 
 /// Associative Recurrent Memory Transformer.
@@ -46,7 +46,7 @@ pub struct Armt {
     noise: Noise,
     /// The causal masks' biases, built once per layout length.
     #[module(skip)]
-    masks: BiasCache,
+    masks: Constants,
     #[module(skip)]
     config: ModelConfig,
 }
@@ -70,7 +70,7 @@ impl Armt {
             norm: LayerNormConfig::new(d).init(init.device()),
             head: init.linear(d, config.vocab_size, true),
             noise: init.noise(),
-            masks: BiasCache::default(),
+            masks: Constants::default(),
             config: config.clone(),
         }
     }

@@ -32,7 +32,7 @@ use super::infinity::{Remembered, empty, fitted, remember};
 use super::llama::Llama;
 use super::state::State;
 use super::{SegmentModel, StepOutput};
-use crate::nn::{BiasCache, Density, Init, LongTermMemory, Noise, causal_mask};
+use crate::nn::{Constants, Density, Init, LongTermMemory, Noise, causal_mask};
 
 /// The infinity-former's long-term memory in every layer of a Llama decoder.
 #[derive(Module, Debug)]
@@ -43,7 +43,7 @@ pub struct LlamaLtm {
     #[module(skip)]
     noise: Noise,
     #[module(skip)]
-    masks: BiasCache,
+    masks: Constants,
     #[module(skip)]
     config: ModelConfig,
 }
@@ -63,7 +63,7 @@ impl LlamaLtm {
             backbone: llama,
             ltm,
             noise: init.noise(),
-            masks: BiasCache::default(),
+            masks: Constants::default(),
             config: config.clone(),
         }
     }

@@ -38,7 +38,7 @@ use burn::tensor::activation::sigmoid;
 use super::config::{Layout, ModelConfig, Positions};
 use super::state::State;
 use super::{SegmentModel, StepOutput};
-use crate::nn::{BiasCache, Block, Init, LayerNorm, LayerNormConfig, Mask, Noise, linear};
+use crate::nn::{Block, Constants, Init, LayerNorm, LayerNormConfig, Mask, Noise, linear};
 use crate::ops::embed::embed_layout;
 
 /// The RMT attention mask for `memory` memory tokens and a segment of `seg_len` tokens.
@@ -118,7 +118,7 @@ pub struct Rmt {
     noise: Noise,
     /// The attention masks' biases, built once per segment length.
     #[module(skip)]
-    masks: BiasCache,
+    masks: Constants,
     #[module(skip)]
     config: ModelConfig,
 }
@@ -146,7 +146,7 @@ impl Rmt {
             // ungated model of the same seed.
             gate: config.memory_gate.then(|| gate(d, init.device())),
             noise: init.noise(),
-            masks: BiasCache::default(),
+            masks: Constants::default(),
             config: config.clone(),
         }
     }

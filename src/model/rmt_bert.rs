@@ -29,7 +29,7 @@ use super::config::ModelConfig;
 use super::state::State;
 use super::{SegmentModel, StepOutput};
 use crate::error::{Error, Result};
-use crate::nn::{BiasCache, Init, Mask, Noise, linear, matmul, scaled_identity};
+use crate::nn::{Constants, Init, Mask, Noise, linear, matmul, scaled_identity};
 
 /// The ids of BERT's special tokens, from its tokenizer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +91,7 @@ pub struct BertRmt {
     #[module(skip)]
     noise: Noise,
     #[module(skip)]
-    masks: BiasCache,
+    masks: Constants,
     #[module(skip)]
     config: ModelConfig,
 }
@@ -123,7 +123,7 @@ impl BertRmt {
             head_bias: Param::from_tensor(Tensor::zeros([config.vocab_size], &device)),
             specials: [specials.cls, specials.sep, specials.mask],
             noise: init.noise(),
-            masks: BiasCache::default(),
+            masks: Constants::default(),
             config: config.clone(),
         }
     }

@@ -30,7 +30,7 @@ use super::llama::Llama;
 use super::rmt::layout_mask;
 use super::state::State;
 use super::{SegmentModel, StepOutput};
-use crate::nn::{BiasCache, Init, Noise, causal_mask, scaled_identity};
+use crate::nn::{Constants, Init, Noise, causal_mask, scaled_identity};
 
 /// The prefix of the backbone's weight names in a [`LlamaRmt`] or a
 /// [`super::BertRmt`] (`backbone.layers.0.q.weight`).
@@ -49,7 +49,7 @@ pub struct LlamaRmt {
     #[module(skip)]
     noise: Noise,
     #[module(skip)]
-    masks: BiasCache,
+    masks: Constants,
     #[module(skip)]
     config: ModelConfig,
 }
@@ -74,7 +74,7 @@ impl LlamaRmt {
             memory,
             read,
             noise: init.noise(),
-            masks: BiasCache::default(),
+            masks: Constants::default(),
             config: config.clone(),
         }
     }

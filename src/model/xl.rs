@@ -21,7 +21,7 @@ use super::config::{ModelConfig, ModelKind};
 use super::state::State;
 use super::{SegmentModel, StepOutput};
 use crate::nn::{
-    BiasCache, Block, Init, LayerNorm, LayerNormConfig, LongTermMemory, Mask, Noise, linear,
+    Block, Constants, Init, LayerNorm, LayerNormConfig, LongTermMemory, Mask, Noise, linear,
 };
 
 /// Longest `cache + layout` a step may attend over.
@@ -80,7 +80,7 @@ pub struct Xl {
     noise: Noise,
     /// The attention masks' biases, built once per segment and cache length.
     #[module(skip)]
-    masks: BiasCache,
+    masks: Constants,
     #[module(skip)]
     config: ModelConfig,
 }
@@ -104,7 +104,7 @@ impl Xl {
             norm: LayerNormConfig::new(d).init(&device),
             head: init.linear(d, config.vocab_size, true),
             noise: init.noise(),
-            masks: BiasCache::default(),
+            masks: Constants::default(),
             config: config.clone(),
         }
     }

@@ -48,7 +48,8 @@ use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid};
 use serde::{Deserialize, Serialize};
 
-use super::{Init, linear, matmul};
+use super::linear::linear_with;
+use super::{Constants, Init, linear, matmul};
 
 /// Shifts of DPFP: features are products of the rectified key with itself rolled by 1..=ν.
 const NU: usize = 3;
@@ -93,6 +94,9 @@ pub struct AssociativeMemory {
     /// How the store is read and written.
     #[module(skip)]
     rule: StoreRule,
+    /// DPFP's picking matrices, by key width ([`dpfp`]).
+    #[module(skip)]
+    picks: Constants,
 }
 
 impl AssociativeMemory {
@@ -105,6 +109,7 @@ impl AssociativeMemory {
             value: init.linear(d, d, false),
             strength: init.linear(d, 1, true),
             rule,
+            picks: Constants::default(),
         }
     }
 
@@ -129,7 +134,7 @@ impl AssociativeMemory {
     /// - store: `[batch, features, d + 1]`
     /// - output: `[batch, n, d]`
     pub fn read(&self, rows: Tensor<3>, store: Tensor<3>) -> Tensor<3> {
-        let q = dpfp(linear(&self.query, rows));
+        let q = dpfp(linear(&self.query, rows), &self.picks);
         match self.rule {
             StoreRule::Normalised => lookup(q, store).0,
             StoreRule::Delta => {
@@ -149,7 +154,7 @@ impl AssociativeMemory {
         // Written from the rows at unit root-mean-square: what the store holds cannot grow
         // with the residual stream it is read back into.
         let rows = rows.clone() / (rows.powi_scalar(2).mean_dim(2) + 1e-6).sqrt();
-        let k = dpfp(linear(&self.key, rows.clone()));
+        let k = dpfp(linear(&self.key, rows.clone()), &self.picks);
         let v = linear(&self.value, rows.clone());
         let beta = sigmoid(linear(&self.strength, rows));
         // How much each key shares with the others written alongside it (1 when it shares
@@ -196,27 +201,39 @@ fn lookup(keys: Tensor<3>, store: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
 /// DPFP-ν features of `x`, unit length: `r = [relu(x), relu(-x)]`, then `r * roll(r, j)` for
 /// `j = 1..=ν` side by side (`roll` moves entry `i` to `i + j`, cyclically).
 ///
+/// Each feature is the product of two entries of `r`, and each entry of `r` is an entry of `x`
+/// or its negative, rectified: the features are `relu(x·L) * relu(x·R)` for two fixed matrices
+/// ([`pick_matrix`]) whose columns each hold one ±1. Two small products replace the rolls'
+/// slices and joins, which wgpu ran as a dozen copy kernels per call; a product whose columns
+/// hold one ±1 each is exact, so the features are the same numbers. `picks` keeps the
+/// matrices, uploaded once per key width and device.
+///
 /// # Shapes
 /// - x: `[batch, n, key_dim]`
 /// - output: `[batch, n, 2 * ν * key_dim]`
-pub fn dpfp(x: Tensor<3>) -> Tensor<3> {
-    let r = Tensor::cat(vec![relu(x.clone()), relu(x.neg())], 2);
-    let w = r.dims()[2];
-    let products = (1..=NU)
-        .map(|j| {
-            let rolled = Tensor::cat(
-                vec![
-                    r.clone().slice(s![.., .., w - j..w]),
-                    r.clone().slice(s![.., .., 0..w - j]),
-                ],
-                2,
-            );
-            r.clone() * rolled
-        })
-        .collect();
-    let phi = Tensor::cat(products, 2);
+pub fn dpfp(x: Tensor<3>, picks: &Constants) -> Tensor<3> {
+    let k = x.dims()[2];
+    let device = x.device();
+    let [left, right] =
+        [0, 1].map(|side| picks.tensor(&[k, side], &device, || pick_matrix(k, side, &device)));
+    let phi = relu(linear_with(x.clone(), left, None)) * relu(linear_with(x, right, None));
     let length = (phi.clone().powi_scalar(2).sum_dim(2) + 1e-12).sqrt();
     phi / length
+}
+
+/// One of DPFP's picking matrices `[k, 2νk]` for keys of width `k`. With `r = [x, -x]` (`w = 2k`
+/// entries), column `(j - 1)·w + i` picks `r[i]` (side 0) or `r[(i - j) mod w]` (side 1): a 1 in
+/// the row of that entry of `x`, or a −1 for the negated half.
+fn pick_matrix(k: usize, side: usize, device: &Device) -> Tensor<2> {
+    let w = 2 * k;
+    let mut m = vec![0f32; k * NU * w];
+    for j in 1..=NU {
+        for i in 0..w {
+            let e = if side == 0 { i } else { (i + w - j) % w };
+            m[(e % k) * NU * w + (j - 1) * w + i] = if e < k { 1.0 } else { -1.0 };
+        }
+    }
+    Tensor::from_data(TensorData::new(m, [k, NU * w]), device)
 }
 
 #[cfg(test)]
@@ -233,10 +250,10 @@ mod tests {
     fn dpfp_matches_its_definition() {
         let device = Device::flex();
         let x = [0.5f32, -1.0, 2.0, 0.25, -0.75];
-        let got = host(dpfp(Tensor::from_data(
-            TensorData::new(x.to_vec(), [1, 1, 5]),
-            &device,
-        )));
+        let got = host(dpfp(
+            Tensor::from_data(TensorData::new(x.to_vec(), [1, 1, 5]), &device),
+            &Constants::default(),
+        ));
         let r: Vec<f32> = x
             .iter()
             .map(|v| v.max(0.0))

@@ -88,45 +88,57 @@ impl Mask {
     }
 }
 
-/// Attention biases a model has built, by shape: each mask is built on the host and uploaded
-/// once per shape and device, not once per segment. A model's clones share its cache.
+/// Constant tensors a model has built, by key: attention biases ([`Constants::get`]) and other
+/// fixed matrices (DPFP's picks, [`Constants::tensor`]), each built on the host and uploaded
+/// once per key and device, not once per segment. A model's clones share its cache.
 #[derive(Debug, Clone, Default)]
-pub struct BiasCache(Arc<Mutex<Vec<CachedBias>>>);
+pub struct Constants(Arc<Mutex<Vec<Cached>>>);
 
 #[derive(Debug)]
-struct CachedBias {
+struct Cached {
     key: Vec<usize>,
     device: Device,
     autodiff: bool,
-    bias: Tensor<2>,
+    tensor: Tensor<2>,
 }
 
-/// Distinct shapes kept; a stream has at most a few (full segments, one partial last segment).
+/// Distinct keys kept; a stream has at most a few (full segments, one partial last segment).
 const CACHED_SHAPES: usize = 16;
 
-impl BiasCache {
+impl Constants {
     /// The bias of the mask `build` makes for shape `key`, on `device`: built and uploaded the
     /// first time, then reused.
     pub fn get(&self, key: &[usize], device: &Device, build: impl FnOnce() -> Mask) -> Tensor<2> {
+        self.tensor(key, device, || build().bias(device))
+    }
+
+    /// The matrix `build` makes for `key` on `device`: built the first time, then reused. A
+    /// cache serves one kind of constant, so its keys need only tell shapes apart.
+    pub fn tensor(
+        &self,
+        key: &[usize],
+        device: &Device,
+        build: impl FnOnce() -> Tensor<2>,
+    ) -> Tensor<2> {
         let autodiff = device.is_autodiff();
         let mut cache = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let hit = cache
             .iter()
             .find(|c| c.key == key && c.autodiff == autodiff && &c.device == device);
         if let Some(c) = hit {
-            return c.bias.clone();
+            return c.tensor.clone();
         }
-        let bias = build().bias(device);
+        let tensor = build();
         if cache.len() == CACHED_SHAPES {
             cache.remove(0);
         }
-        cache.push(CachedBias {
+        cache.push(Cached {
             key: key.to_vec(),
             device: device.clone(),
             autodiff,
-            bias: bias.clone(),
+            tensor: tensor.clone(),
         });
-        bias
+        tensor
     }
 }
 
@@ -147,7 +159,7 @@ mod tests {
 
     #[test]
     fn the_cache_builds_each_shape_once_per_device() {
-        let cache = BiasCache::default();
+        let cache = Constants::default();
         let device = Device::flex();
         let mut built = 0;
         for len in [3, 3, 2, 3] {

@@ -26,5 +26,5 @@ pub use dropout::Dropout;
 pub use init::{Init, Noise};
 pub use linear::{linear, scaled_identity};
 pub use ltm::{Density, LongTermMemory, LtmConfig, LtmRead, LtmSampling};
-pub use mask::{BiasCache, Mask, causal_mask};
+pub use mask::{Constants, Mask, causal_mask};
 pub use norm::{LayerNorm, LayerNormConfig, layer_norm};
