@@ -25,12 +25,13 @@ say() { echo "$1 rc=$2 at $(($(date +%s) - t0)) s"; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv > "$out/bench.md" 2>&1
 
 if [[ $stages == *bench* ]]; then
-  # Every model on the two presets of README's H200 table, RMT on `remem train`'s default too.
+  # Every model on the two presets of README's H200 table (ARMT too, the kind of
+  # configs/gpu/qa1-armt.toml), RMT on `remem train`'s default too.
   timeout 130 "$BIN" bench --device wgpu --presets default,copy-small,medium --train-models rmt \
     --stream-models rmt --stream-tokens 4096,16384 --json "$out/rmt.json" >> "$out/bench.md" 2>&1
   say rmt $?
-  timeout 110 "$BIN" bench --device wgpu --presets copy-small,medium \
-    --train-models xl,memxl,transformer,infinity --stream-models xl,memxl,infinity \
+  timeout 140 "$BIN" bench --device wgpu --presets copy-small,medium \
+    --train-models xl,memxl,transformer,infinity,armt --stream-models xl,memxl,infinity,armt \
     --stream-tokens 4096,16384 --json "$out/others.json" >> "$out/bench.md" 2>&1
   say others $?
 fi
