@@ -1281,9 +1281,12 @@ fn training_counts_the_rows_answered_exactly() {
             let stats = forward_batch_counting_rows(&model, &batch, cfg.segment_len, true).stats();
             let at = format!("{device:?}, {layout:?}");
             assert_eq!(stats.exact_match, Some(2.0 / 5.0), "{at}");
+            // Row by row: 0 and 3 right, 1, 4 and 5 one token off, 2 without an answer.
+            assert_eq!(stats.rows, [true, false, false, true, false, false], "{at}");
             assert_eq!(stats.correct, (answer_tokens - 3) as f64, "{at}");
             let uncounted = forward_batch(&model, &batch, cfg.segment_len).stats();
             assert_eq!(uncounted.exact_match, None);
+            assert!(uncounted.rows.is_empty());
             assert_eq!(uncounted.correct, stats.correct);
         }
     }

@@ -29,6 +29,12 @@ impl TaskDataset {
         self.task.sample(&mut rng)
     }
 
+    /// Whether sample `index` is a late story ([`Task::is_late`]).
+    pub fn is_late(&self, index: usize) -> bool {
+        let mut rng = StdRng::seed_from_u64(mix(self.seed, index as u64));
+        self.task.is_late(&mut rng)
+    }
+
     /// Sample `index`, or the error of a text file that can no longer be read.
     pub fn try_sample(&self, index: usize) -> crate::error::Result<Sample> {
         let mut rng = StdRng::seed_from_u64(mix(self.seed, index as u64));

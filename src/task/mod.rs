@@ -539,6 +539,25 @@ impl Task {
         self.corpus.as_deref()
     }
 
+    /// Whether a story drawn from `rng` is late ([`TaskConfig::late_facts`]), as the story's
+    /// first draw: the window its facts go in (positions at the input's end), or `None`.
+    /// Held-out stories and tasks without facts in book text are never late. Drawn only when
+    /// late stories are asked for, so other runs' samples are as they always were.
+    fn draw_late(&self, rng: &mut impl Rng) -> Option<usize> {
+        let late = self.config.late_facts;
+        let eligible = self.corpus.is_some()
+            && self.config.kind != TaskKind::Text
+            && self.noise == text::Split::Train;
+        (eligible && late > 0.0 && rng.random_bool(late))
+            .then_some(self.config.late_segments * self.segment_len)
+    }
+
+    /// Whether the sample `rng` would draw next is a late story (see
+    /// [`TaskConfig::late_facts`]), without drawing it: the training metrics split on it.
+    pub fn is_late(&self, rng: &mut impl Rng) -> bool {
+        self.draw_late(rng).is_some()
+    }
+
     /// Draw one sample: for text, a window of `input_len + 1` bytes of a training document,
     /// every position but the first an answer.
     ///
@@ -551,14 +570,11 @@ impl Task {
                 let (kind, total) = (self.config.kind, self.input_len() + 1);
                 let moves = self.config.moves;
                 // Several questions train; a held-out story asks one.
-                let (questions, late) = match self.noise {
-                    text::Split::Train => (self.config.questions, self.config.late_facts),
-                    _ => (1, 0.0),
+                let questions = match self.noise {
+                    text::Split::Train => self.config.questions,
+                    _ => 1,
                 };
-                // Drawn only when late stories are asked for, so other runs' samples are as
-                // they always were.
-                let within = (late > 0.0 && rng.random_bool(late))
-                    .then_some(self.config.late_segments * self.segment_len);
+                let within = self.draw_late(rng);
                 retention::sample(
                     kind, moves, questions, corpus, self.noise, units, total, within, rng,
                 )

@@ -1554,6 +1554,26 @@ mod tests {
         assert_eq!(counts[0], 40, "{counts:?}");
         assert!((10..=30).contains(&counts[1]), "{counts:?}");
         assert!(counts[2] < 5 && counts[3] < 5, "{counts:?}");
+        // `Task::is_late` tells the late stories without drawing them: each story it calls
+        // late has its facts at the end, and of the others only the few that land there by
+        // chance; held-out stories and runs without late stories have none.
+        let said =
+            |task: &crate::task::Task, seed: u64| task.is_late(&mut StdRng::seed_from_u64(seed));
+        let mut by_chance = 0;
+        for seed in 0..40 {
+            match said(&half, seed) {
+                true => assert_eq!(is_late(&half, seed), 1, "seed {seed}"),
+                false => by_chance += is_late(&half, seed),
+            }
+            assert!(said(&all, seed), "seed {seed}");
+            assert!(
+                !said(&anywhere, seed) && !said(&held_out, seed),
+                "seed {seed}"
+            );
+        }
+        let told: usize = (0..40).map(|seed| usize::from(said(&half, seed))).sum();
+        assert_eq!(told + by_chance, counts[1]);
+        assert!(by_chance < 5, "{by_chance}");
     }
 
     /// The page's retention demo builds its input with `Story::around`: for a memorize story it

@@ -13,7 +13,8 @@ pub struct BatchOutput {
     /// Mean cross-entropy over the batch's answer tokens (differentiable).
     pub loss: Tensor<1>,
     /// `[nll sum, correct answer tokens]`, and where rows were counted `[exactly right rows,
-    /// rows with an answer]` after them, to read back in one transfer.
+    /// rows with an answer]` and each row's 1 or 0 (exactly right) after them, to read back in
+    /// one transfer.
     summary: Tensor<1>,
     /// Argmax prediction at every position `[batch, len]`; on GPUs only where the batch was
     /// not run for training (the loss counts the hits without them).
@@ -33,7 +34,13 @@ impl BatchOutput {
         Stats {
             nll: v[0] as f64,
             correct: v[1] as f64,
-            exact_match: (v.len() == 4 && v[3] > 0.0).then(|| v[2] as f64 / v[3] as f64),
+            exact_match: (v.len() >= 4 && v[3] > 0.0).then(|| v[2] as f64 / v[3] as f64),
+            rows: v
+                .get(4..)
+                .unwrap_or_default()
+                .iter()
+                .map(|&r| r > 0.5)
+                .collect(),
         }
     }
 
@@ -61,7 +68,7 @@ impl BatchOutput {
 }
 
 /// A batch's answer scores, read back from the device.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Stats {
     /// Sum of the answer tokens' negative log-likelihood.
     pub nll: f64,
@@ -73,6 +80,9 @@ pub struct Stats {
     /// fed itself the targets. (Training's pass draws dropout and sampling noise; the held-out
     /// evaluation does not.)
     pub exact_match: Option<f64>,
+    /// Where rows were counted, whether each row's answer is exactly right (as
+    /// [`Stats::exact_match`] counts it; a row without an answer is not); otherwise empty.
+    pub rows: Vec<bool>,
 }
 
 /// Run `batch` segment by segment through `model`, carrying the state, and score the answer
@@ -312,8 +322,9 @@ fn run_segments(
                 .squeeze_dim::<1>(1)
                 .greater_elem(0.0);
             let exact = misses.lower_elem(0.5).bool_and(answered.clone());
-            let rows = Tensor::cat(vec![exact.float().sum(), answered.float().sum()], 0);
-            Tensor::cat(vec![summary, rows], 0)
+            let exact = exact.float();
+            let rows = Tensor::cat(vec![exact.clone().sum(), answered.float().sum()], 0);
+            Tensor::cat(vec![summary, rows, exact], 0)
         }
         None => summary,
     };

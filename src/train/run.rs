@@ -107,11 +107,30 @@ struct StepRecord {
     lr: f64,
     grad_norm: f64,
     /// The batch's teacher-forced exact match, where counted (on the CPU always, on GPUs
-    /// when the curriculum moves on it).
+    /// when the curriculum moves on it or with late stories).
     #[serde(skip_serializing_if = "Option::is_none")]
     exact_match: Option<f64>,
+    /// With late stories (`task.late_facts`), the late stories' exact match in the batch and
+    /// the other stories' (where the batch has any of each).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exact_match_late: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exact_match_rest: Option<f64>,
     segments: usize,
     tokens_per_s: f64,
+}
+
+/// The fraction of `rows` right among those `late` picks and among the others (`None` for a
+/// group with no rows).
+fn split_rows(rows: &[bool], late: impl Fn(usize) -> bool) -> (Option<f64>, Option<f64>) {
+    let (mut right, mut count) = ([0usize; 2], [0usize; 2]);
+    for (i, &r) in rows.iter().enumerate() {
+        let g = usize::from(!late(i));
+        count[g] += 1;
+        right[g] += usize::from(r);
+    }
+    let share = |g: usize| (count[g] > 0).then(|| right[g] as f64 / count[g] as f64);
+    (share(0), share(1))
 }
 
 #[derive(Serialize)]
@@ -443,6 +462,7 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
     // The batch's exact match: on the CPU always (a few element-wise operations per
     // segment), on GPUs only when the curriculum moves on it.
     let count_rows = crate::device::is_cpu(&device.device)
+        || config.task.late_facts > 0.0
         || tc
             .curriculum
             .as_ref()
@@ -513,6 +533,11 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
         let tokens = tc.batch_size * stage.input_len();
         tokens_done += tokens;
         steps_here += 1;
+        // Late stories apart from the others: whether training their writes costs the rest.
+        let (late, rest) = match !tc.carry_memory && stage.config().late_facts > 0.0 {
+            true => split_rows(&stats.rows, |i| data.is_late(step * tc.batch_size + i)),
+            false => (None, None),
+        };
         let loss = stats.nll / batch.answer_tokens.max(1) as f64;
         let accuracy = stats.correct / batch.answer_tokens.max(1) as f64;
         let this_step_s = t0.elapsed().as_secs_f64();
@@ -528,6 +553,8 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
             lr,
             grad_norm,
             exact_match: stats.exact_match,
+            exact_match_late: late,
+            exact_match_rest: rest,
             segments: stage.config().segments,
             tokens_per_s: tps,
         })?;
@@ -536,6 +563,10 @@ pub fn train(start: Start, device: &SelectedDevice, options: &TrainOptions) -> R
             .exact_match
             .map(|e| format!(" exact {e:.3}"))
             .unwrap_or_default();
+        let exact = match (late, rest) {
+            (Some(l), Some(r)) => format!("{exact} (late {l:.3}, rest {r:.3})"),
+            _ => exact,
+        };
         bar.set_message(format!(
             "loss {loss:.4} acc {accuracy:.3}{exact} {:.1}k tok/s seg {}",
             tps / 1e3,
@@ -668,5 +699,23 @@ fn record_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
     Error::Checkpoint {
         path: path.to_path_buf(),
         reason: crate::error::summarise(&format!("{what}: {e}"), 300),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_rows;
+
+    /// The late rows' and the other rows' shares are counted apart, and a group without rows
+    /// has none.
+    #[test]
+    fn late_and_other_rows_are_scored_apart() {
+        let rows = [true, false, true, true, false];
+        assert_eq!(
+            split_rows(&rows, |i| i % 2 == 0),
+            (Some(2.0 / 3.0), Some(0.5))
+        );
+        assert_eq!(split_rows(&rows, |_| false), (None, Some(0.6)));
+        assert_eq!(split_rows(&[], |_| true), (None, None));
     }
 }
