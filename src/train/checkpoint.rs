@@ -202,9 +202,9 @@ impl Checkpoint {
     /// fresh ones; rotary positions, as learned ones tie their table to the memory's size) and
     /// ARMT's key projections (a wider `key_dim` keeps the trained key and query columns first
     /// and adds fresh ones: the stores' features change, so the stores are relearnt, and every
-    /// other weight carries over). Tensors the
-    /// new model has and these weights lack (RMT's memory, over a Transformer's weights) keep
-    /// their fresh values: their names are returned.
+    /// other weight carries over). Tensors the new model has and these weights lack (RMT's
+    /// memory, over a Transformer's weights) keep their fresh values: their names are
+    /// returned.
     pub fn init_into(
         &self,
         config: &crate::model::ModelConfig,
@@ -316,10 +316,7 @@ fn grow(
     if from.len() != 2 || to.len() != 2 || from[other] != to[other] || from[axis] >= to[axis] {
         return Ok(None);
     }
-    let (kept, grown) = (
-        old.clone().try_to_vec::<f32>(),
-        new.clone().try_to_vec::<f32>(),
-    );
+    let (kept, grown) = (old.try_to_vec::<f32>(), new.try_to_vec::<f32>());
     let (kept, grown) = kept
         .ok()
         .zip(grown.ok())
