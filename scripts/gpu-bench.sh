@@ -3,7 +3,7 @@
 # streaming on wgpu, then find where the time goes: a per-kernel profile of medium RMT
 # (the runtime's own kernel log) and the same bench with remem's WGSL kernels turned off
 # (REMEM_WGSL_OFF). Writes JSON, tables and the profile to $OUT (or runs/gpu-bench): eight
-# files. About 6 minutes on an H200, at most 9 (each command has its timeout); STAGES picks a
+# files. About 6 minutes on an H200, at most 9.5 (each command has its timeout); STAGES picks a
 # subset (bench, profile, off).
 #
 #   OUT=/tmp/out bash scripts/gpu-bench.sh                 # builds with cargo first

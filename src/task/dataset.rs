@@ -25,20 +25,22 @@ impl TaskDataset {
 
     /// Sample `index` (any index: the dataset's length only bounds iteration).
     pub fn sample(&self, index: usize) -> Sample {
-        let mut rng = StdRng::seed_from_u64(mix(self.seed, index as u64));
-        self.task.sample(&mut rng)
+        self.task.sample(&mut self.rng(index))
     }
 
     /// Whether sample `index` is a late story ([`Task::is_late`]).
     pub fn is_late(&self, index: usize) -> bool {
-        let mut rng = StdRng::seed_from_u64(mix(self.seed, index as u64));
-        self.task.is_late(&mut rng)
+        self.task.is_late(&mut self.rng(index))
     }
 
     /// Sample `index`, or the error of a text file that can no longer be read.
     pub fn try_sample(&self, index: usize) -> crate::error::Result<Sample> {
-        let mut rng = StdRng::seed_from_u64(mix(self.seed, index as u64));
-        self.task.try_sample(&mut rng)
+        self.task.try_sample(&mut self.rng(index))
+    }
+
+    /// The generator sample `index` is drawn from.
+    fn rng(&self, index: usize) -> StdRng {
+        StdRng::seed_from_u64(mix(self.seed, index as u64))
     }
 
     /// The task the samples come from.
