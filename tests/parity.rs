@@ -1027,6 +1027,86 @@ fn the_wgsl_attention_over_a_cache_matches_the_cpu() {
     }
 }
 
+/// The WGSL read of ARMT's associative store (`shaders/store_read.wgsl`), which every ARMT layer
+/// runs when streaming on wgpu, gives what the definitions give, written out here on the host:
+/// DPFP-3 features of each row's projected query (`r = [relu(x), relu(-x)]`, feature
+/// `(j - 1)·2K + i` = `r[i]·r[(i - j) mod 2K]`), made unit length, then `A·φ`, divided by
+/// `z·φ + 1e-5` under the normalised rule. One row and many, keys of width 1 to 32 (some rows
+/// all zero), values narrower and wider than the workgroup. The kernel must be what ran.
+#[test]
+fn the_wgsl_store_read_matches_its_definition() {
+    use remem::ops::store_read::store_read;
+    let Some(gpu) = common::wgpu_device() else {
+        return;
+    };
+    let _alone = gpu_alone();
+    let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 400.0 - 1.2;
+    for (batch, n, k, d) in [
+        (1, 1, 1, 1),
+        (2, 19, 5, 70),
+        (1, 80, 16, 64),
+        (3, 7, 32, 130),
+    ] {
+        let f = 6 * k;
+        let keys: Vec<f32> = (0..batch * n * k)
+            .map(|i| if (i / k) % 9 == 4 { 0.0 } else { value(i, 1) })
+            .collect();
+        let store: Vec<f32> = (0..batch * f * (d + 1))
+            .map(|i| match i % (d + 1) == d {
+                true => 0.3 + value(i, 2).abs(),
+                false => value(i, 2),
+            })
+            .collect();
+        for normalised in [false, true] {
+            let mut want = Vec::with_capacity(batch * n * d);
+            for b in 0..batch {
+                for row in 0..n {
+                    let x = &keys[(b * n + row) * k..][..k];
+                    let r: Vec<f32> = x
+                        .iter()
+                        .map(|v| v.max(0.0))
+                        .chain(x.iter().map(|v| (-v).max(0.0)))
+                        .collect();
+                    let w = 2 * k;
+                    let mut phi: Vec<f32> = (1..=3)
+                        .flat_map(|j| (0..w).map(move |i| (i, j)))
+                        .map(|(i, j)| r[i] * r[(i + w - j) % w])
+                        .collect();
+                    let size = (phi.iter().map(|v| v * v).sum::<f32>() + 1e-12).sqrt();
+                    phi.iter_mut().for_each(|v| *v /= size);
+                    let column = |c: usize| -> f32 {
+                        (0..f)
+                            .map(|i| phi[i] * store[(b * f + i) * (d + 1) + c])
+                            .sum()
+                    };
+                    let norm = if normalised { column(d) + 1e-5 } else { 1.0 };
+                    want.extend((0..d).map(|c| column(c) / norm));
+                }
+            }
+            let run = || {
+                common::values(store_read(
+                    Tensor::from_data(TensorData::new(keys.clone(), [batch, n, k]), &gpu),
+                    Tensor::from_data(TensorData::new(store.clone(), [batch, f, d + 1]), &gpu),
+                    normalised,
+                ))
+            };
+            // The once-per-device check runs the kernel too: done before counting.
+            run();
+            let mut got = None;
+            let counts = launched(|| got = Some(run()));
+            let what = format!("normalised {normalised}, [{batch}, {n}, {k}] over d {d}");
+            assert!(
+                counts.get("remem::store_read") == Some(&1) && remem::ops::fallbacks().is_empty(),
+                "{what}: the kernel did not run once ({counts:?}; fallbacks {:?})",
+                remem::ops::fallbacks()
+            );
+            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+            let diff = common::max_diff(&got.unwrap(), &want) / scale;
+            assert!(diff < 1e-4, "{what}: differs by {diff} (relative)");
+        }
+    }
+}
+
 /// The WGSL read of the infinity-former's long-term memory (`shaders/ltm_read.wgsl`) gives on
 /// the CPU the module's formulas written out: scaled scores, the mean a sigmoid and the variance
 /// a softplus (at least the minimum) of their weighted sums, each basis function's Gaussian

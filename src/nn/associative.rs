@@ -52,10 +52,10 @@ use super::linear::linear_with;
 use super::{Constants, Init, linear, matmul};
 
 /// Shifts of DPFP: features are products of the rectified key with itself rolled by 1..=ν.
-const NU: usize = 3;
+pub(crate) const NU: usize = 3;
 
 /// Added to a normaliser before dividing by it (an empty store reads as zero).
-const EPS: f64 = 1e-5;
+pub(crate) const EPS: f64 = 1e-5;
 
 /// How a store is read and written (`model.store`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -134,6 +134,15 @@ impl AssociativeMemory {
     /// - store: `[batch, features, d + 1]`
     /// - output: `[batch, n, d]`
     pub fn read(&self, rows: Tensor<3>, store: Tensor<3>) -> Tensor<3> {
+        // Streaming on wgpu: DPFP and the lookup in one kernel (`crate::ops::store_read`).
+        if crate::ops::store_read::serves(&rows) {
+            let normalised = self.rule == StoreRule::Normalised;
+            return crate::ops::store_read::store_read(
+                linear(&self.query, rows),
+                store,
+                normalised,
+            );
+        }
         let q = dpfp(linear(&self.query, rows), &self.picks);
         match self.rule {
             StoreRule::Normalised => lookup(q, store).0,
@@ -225,6 +234,14 @@ pub fn dpfp(x: Tensor<3>, picks: &Constants) -> Tensor<3> {
 /// entries), column `(j - 1)·w + i` picks `r[i]` (side 0) or `r[(i - j) mod w]` (side 1): a 1 in
 /// the row of that entry of `x`, or a −1 for the negated half.
 fn pick_matrix(k: usize, side: usize, device: &Device) -> Tensor<2> {
+    Tensor::from_data(
+        TensorData::new(pick_values(k, side), [k, 2 * NU * k]),
+        device,
+    )
+}
+
+/// The entries of [`pick_matrix`], row by row.
+pub(crate) fn pick_values(k: usize, side: usize) -> Vec<f32> {
     let w = 2 * k;
     let mut m = vec![0f32; k * NU * w];
     for j in 1..=NU {
@@ -233,7 +250,7 @@ fn pick_matrix(k: usize, side: usize, device: &Device) -> Tensor<2> {
             m[(e % k) * NU * w + (j - 1) * w + i] = if e < k { 1.0 } else { -1.0 };
         }
     }
-    Tensor::from_data(TensorData::new(m, [k, NU * w]), device)
+    m
 }
 
 #[cfg(test)]

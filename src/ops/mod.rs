@@ -1,7 +1,8 @@
 //! Fused operations and remem's CPU kernels: the only place with `unsafe` kernel code.
 //!
 //! An operation with a hand-written WGSL kernel has a folder ([`affine`], [`attention`],
-//! [`kv_attention`], [`layer_norm`], [`ltm_read`], [`rotary`], [`cross_entropy`], [`embed`], [`sum_squares`]):
+//! [`kv_attention`], [`layer_norm`], [`ltm_read`], [`rotary`], [`cross_entropy`], [`embed`], [`sum_squares`],
+//! [`store_read`]):
 //! the backend extension trait with its reference written in Burn's tensor operations, the CPU
 //! (flex) kernel, the wgpu launcher of its kernel in `shaders/`, and the backward. [`gelu`],
 //! [`softmax`] and [`matmul`] have CPU kernels only (GPU backends run Burn's own); [`cpu`] is
@@ -24,6 +25,7 @@ pub mod ltm_read;
 pub mod matmul;
 pub mod rotary;
 pub mod softmax;
+pub mod store_read;
 pub mod sum_squares;
 pub(crate) mod wgsl;
 
