@@ -1107,6 +1107,67 @@ fn the_wgsl_store_read_matches_its_definition() {
     }
 }
 
+/// ARMT's store on wgpu, where a streaming session writes it with `shaders/store_write.wgsl`
+/// and reads it with `shaders/store_read.wgsl`, holds and returns what the module's own
+/// operations give on the CPU: three writes in a row (the second repeats rows, so keys are
+/// shared) and a read after each, under both rules, one sequence and several, memory rows of
+/// 1 to 10, values narrower and wider than a workgroup. Both kernels must be what ran.
+#[test]
+fn the_wgsl_store_write_matches_the_cpu() {
+    use remem::nn::{AssociativeMemory, Init, StoreRule};
+    let Some(gpu) = common::wgpu_device() else {
+        return;
+    };
+    let _alone = gpu_alone();
+    let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 300.0 - 1.6;
+    for (batch, m, d, key_dim) in [(1, 1usize, 8, 2), (2, 4, 16, 4), (3, 10, 70, 8)] {
+        for rule in [StoreRule::Normalised, StoreRule::Delta] {
+            let run = |device: &Device| {
+                let memory = AssociativeMemory::new(d, key_dim, rule, &mut Init::new(5, device));
+                let rows = |salt: usize, n: usize| {
+                    let v: Vec<f32> = (0..batch * n * d).map(|i| value(i, salt)).collect();
+                    Tensor::<3>::from_data(TensorData::new(v, [batch, n, d]), device)
+                };
+                let mut store = memory.empty(batch, device);
+                let mut seen = Vec::new();
+                for salt in [1, 2, 3] {
+                    let written = match salt {
+                        // Each row twice: keys written together share everything.
+                        2 => Tensor::cat(vec![rows(salt, m.div_ceil(2)); 2], 1).slice(s![
+                            ..,
+                            0..m,
+                            ..
+                        ]),
+                        _ => rows(salt, m),
+                    };
+                    store = memory.write(written, store);
+                    seen.extend(common::values(store.clone()));
+                    seen.extend(common::values(
+                        memory.read(rows(salt + 10, 7), store.clone()),
+                    ));
+                }
+                seen
+            };
+            let want = run(&Device::flex());
+            // The once-per-device checks run the kernels too: done before counting.
+            run(&gpu);
+            let mut got = None;
+            let counts = launched(|| got = Some(run(&gpu)));
+            let what = format!("{rule:?}, [{batch}, {m}, {d}], keys of {key_dim}");
+            assert!(
+                counts.get("remem::store_write") == Some(&3)
+                    && counts.get("remem::store_read") == Some(&3)
+                    && remem::ops::fallbacks().is_empty(),
+                "{what}: the kernels did not run three times each ({counts:?}; fallbacks {:?})",
+                remem::ops::fallbacks()
+            );
+            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+            let diff = common::max_diff(&got.unwrap(), &want) / scale;
+            assert!(diff < 1e-4, "{what}: differs by {diff} (relative)");
+        }
+    }
+}
+
 /// The WGSL read of the infinity-former's long-term memory (`shaders/ltm_read.wgsl`) gives on
 /// the CPU the module's formulas written out: scaled scores, the mean a sigmoid and the variance
 /// a softplus (at least the minimum) of their weighted sums, each basis function's Gaussian

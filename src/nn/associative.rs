@@ -153,6 +153,21 @@ impl AssociativeMemory {
         }
     }
 
+    /// The key (before DPFP), value and strength (before the sigmoid) projections of memory
+    /// rows, taken from the rows at unit root-mean-square ([`unit_rms`]).
+    ///
+    /// # Shapes
+    /// - rows: `[batch, M, d]`
+    /// - output: `[batch, M, key_dim]`, `[batch, M, d]`, `[batch, M, 1]`
+    pub(crate) fn projections(&self, rows: Tensor<3>) -> (Tensor<3>, Tensor<3>, Tensor<3>) {
+        let rows = unit_rms(rows);
+        (
+            linear(&self.key, rows.clone()),
+            linear(&self.value, rows.clone()),
+            linear(&self.strength, rows),
+        )
+    }
+
     /// The store after writing the memory rows `rows` into it.
     ///
     /// # Shapes
@@ -160,9 +175,15 @@ impl AssociativeMemory {
     /// - store and output: `[batch, features, d + 1]`
     pub fn write(&self, rows: Tensor<3>, store: Tensor<3>) -> Tensor<3> {
         let d = store.dims()[2] - 1;
-        // Written from the rows at unit root-mean-square: what the store holds cannot grow
-        // with the residual stream it is read back into.
-        let rows = rows.clone() / (rows.powi_scalar(2).mean_dim(2) + 1e-6).sqrt();
+        // Streaming on wgpu: all after the projections in one kernel (`crate::ops::store_write`).
+        if crate::ops::store_write::serves(&rows) {
+            let (keys, values, strengths) = self.projections(rows);
+            let normalised = self.rule == StoreRule::Normalised;
+            return crate::ops::store_write::store_write(
+                keys, values, strengths, store, normalised,
+            );
+        }
+        let rows = unit_rms(rows);
         let k = dpfp(linear(&self.key, rows.clone()), &self.picks);
         let v = linear(&self.value, rows.clone());
         let beta = sigmoid(linear(&self.strength, rows));
@@ -191,6 +212,15 @@ impl AssociativeMemory {
         let a = store.slice(s![.., .., 0..d]) + matmul(k.swap_dims(1, 2), update);
         Tensor::cat(vec![a, z], 2)
     }
+}
+
+/// Memory rows at unit root-mean-square, as a store is written from them: what the store
+/// holds cannot grow with the residual stream it is read back into.
+///
+/// # Shapes
+/// - rows and output: `[batch, M, d]`
+fn unit_rms(rows: Tensor<3>) -> Tensor<3> {
+    rows.clone() / (rows.powi_scalar(2).mean_dim(2) + 1e-6).sqrt()
 }
 
 /// The value stored under each feature vector, and its normaliser `z·k`.

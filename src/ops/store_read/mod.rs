@@ -79,23 +79,9 @@ fn forward_from_ops<B: Backend>(
     store: FloatTensor<B>,
     normalised: bool,
 ) -> FloatTensor<B> {
-    let [batch, n, k] = keys.shape().dims::<3>();
-    let [_, features, width] = store.shape().dims::<3>();
-    let d = width - 1;
-    let device = keys.device();
-    let [left, right] = [0, 1].map(|side| {
-        B::float_from_data(
-            TensorData::new(pick_values(k, side), [k, features]),
-            &device,
-        )
-    });
-    let keys = B::float_reshape(keys, Shape::new([batch * n, k]));
-    let picked = |m| B::relu(B::float_matmul(keys.clone(), m));
-    let phi = B::float_mul(picked(left), picked(right));
-    let squares = B::float_sum_dim(B::float_mul(phi.clone(), phi.clone()), 1);
-    let length = B::float_sqrt(B::float_add_scalar(squares, 1e-12.into()));
-    let phi = B::float_reshape(B::float_div(phi, length), Shape::new([batch, n, features]));
-    let both = B::float_matmul(phi, store);
+    let [batch, n, _] = keys.shape().dims::<3>();
+    let d = store.shape()[2] - 1;
+    let both = B::float_matmul(features_from_ops::<B>(keys), store);
     let columns = |from: usize, to: usize| {
         B::float_slice(
             both.clone(),
@@ -112,6 +98,26 @@ fn forward_from_ops<B: Backend>(
         true => B::float_div(values, B::float_add_scalar(columns(d, d + 1), EPS.into())),
         false => values,
     }
+}
+
+/// The DPFP-ν features of `keys` `[batch, n, K]`, unit length: `[batch, n, 2ν·K]`, as
+/// [`crate::nn::associative::dpfp`] computes them (two picking products, rectified, multiplied).
+pub(crate) fn features_from_ops<B: Backend>(keys: FloatTensor<B>) -> FloatTensor<B> {
+    let [batch, n, k] = keys.shape().dims::<3>();
+    let features = 2 * NU * k;
+    let device = keys.device();
+    let [left, right] = [0, 1].map(|side| {
+        B::float_from_data(
+            TensorData::new(pick_values(k, side), [k, features]),
+            &device,
+        )
+    });
+    let keys = B::float_reshape(keys, Shape::new([batch * n, k]));
+    let picked = |m| B::relu(B::float_matmul(keys.clone(), m));
+    let phi = B::float_mul(picked(left), picked(right));
+    let squares = B::float_sum_dim(B::float_mul(phi.clone(), phi.clone()), 1);
+    let length = B::float_sqrt(B::float_add_scalar(squares, 1e-12.into()));
+    B::float_reshape(B::float_div(phi, length), Shape::new([batch, n, features]))
 }
 
 /// On wgpu, check the WGSL kernel against the reference on the CPU once per device (see
