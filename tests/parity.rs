@@ -1090,19 +1090,8 @@ fn the_wgsl_store_read_matches_its_definition() {
                     normalised,
                 ))
             };
-            // The once-per-device check runs the kernel too: done before counting.
-            run();
-            let mut got = None;
-            let counts = launched(|| got = Some(run()));
             let what = format!("normalised {normalised}, [{batch}, {n}, {k}] over d {d}");
-            assert!(
-                counts.get("remem::store_read") == Some(&1) && remem::ops::fallbacks().is_empty(),
-                "{what}: the kernel did not run once ({counts:?}; fallbacks {:?})",
-                remem::ops::fallbacks()
-            );
-            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
-            let diff = common::max_diff(&got.unwrap(), &want) / scale;
-            assert!(diff < 1e-4, "{what}: differs by {diff} (relative)");
+            assert_kernels_match(&what, &[("remem::store_read", 1)], &want, run);
         }
     }
 }
@@ -1149,23 +1138,33 @@ fn the_wgsl_store_write_matches_the_cpu() {
                 seen
             };
             let want = run(&Device::flex());
-            // The once-per-device checks run the kernels too: done before counting.
-            run(&gpu);
-            let mut got = None;
-            let counts = launched(|| got = Some(run(&gpu)));
             let what = format!("{rule:?}, [{batch}, {m}, {d}], keys of {key_dim}");
-            assert!(
-                counts.get("remem::store_write") == Some(&3)
-                    && counts.get("remem::store_read") == Some(&3)
-                    && remem::ops::fallbacks().is_empty(),
-                "{what}: the kernels did not run three times each ({counts:?}; fallbacks {:?})",
-                remem::ops::fallbacks()
-            );
-            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
-            let diff = common::max_diff(&got.unwrap(), &want) / scale;
-            assert!(diff < 1e-4, "{what}: differs by {diff} (relative)");
+            let kernels = [("remem::store_write", 3), ("remem::store_read", 3)];
+            assert_kernels_match(&what, &kernels, &want, || run(&gpu));
         }
     }
+}
+
+/// `run` (on the GPU, held alone) gives `want` within 1e-4 (relative to its largest entry),
+/// each of `kernels` launched as many times as said, and no kernel fell back. Runs `run` once
+/// first: the once-per-device checks launch the kernels too.
+fn assert_kernels_match(
+    what: &str,
+    kernels: &[(&str, usize)],
+    want: &[f32],
+    run: impl Fn() -> Vec<f32>,
+) {
+    run();
+    let mut got = None;
+    let counts = launched(|| got = Some(run()));
+    assert!(
+        kernels.iter().all(|(k, n)| counts.get(k) == Some(n)) && remem::ops::fallbacks().is_empty(),
+        "{what}: the kernels did not run as {kernels:?} ({counts:?}; fallbacks {:?})",
+        remem::ops::fallbacks()
+    );
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let diff = common::max_diff(&got.unwrap(), want) / scale;
+    assert!(diff < 1e-4, "{what}: differs by {diff} (relative)");
 }
 
 /// The WGSL read of the infinity-former's long-term memory (`shaders/ltm_read.wgsl`) gives on
