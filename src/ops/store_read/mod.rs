@@ -4,7 +4,7 @@
 //! the delta rule, `A·φ / (z·φ + ε)` under the paper's normalised one.
 //!
 //! On wgpu the operation is one dispatch of `shaders/store_read.wgsl` ([`wgpu`]) instead of
-//! about seven kernels per layer (DPFP's two picking products, their rectified product, the
+//! nine kernels per layer on lavapipe (DPFP's two picking products, their rectified product, the
 //! features' length and the division by it, the product with the store, the normaliser's
 //! slice and division). Elsewhere it runs as Burn's operations ([`forward_from_ops`]), which
 //! is also the reference the kernel is checked against. Inference only: training keeps the

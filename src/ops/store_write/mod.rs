@@ -6,7 +6,7 @@
 //! or the paper's normalised one.
 //!
 //! On wgpu the operation is one dispatch of `shaders/store_write.wgsl` ([`wgpu`]) instead of
-//! about twenty-five kernels per layer (DPFP's products, the overlap's product and sum, the
+//! seventeen kernels per layer on lavapipe (DPFP's products, the overlap's product and sum, the
 //! lookup, the update's element-wise chain, the products into the store, the store's columns
 //! taken apart and joined). Elsewhere it runs as Burn's operations ([`forward_from_ops`]),
 //! which is also the reference the kernel is checked against. Inference only: training keeps
