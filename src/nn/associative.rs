@@ -176,7 +176,7 @@ impl AssociativeMemory {
     pub fn write(&self, rows: Tensor<3>, store: Tensor<3>) -> Tensor<3> {
         let d = store.dims()[2] - 1;
         // Streaming on wgpu: all after the projections in one kernel (`crate::ops::store_write`).
-        if crate::ops::store_write::serves(&rows) {
+        if crate::ops::store_write::serves(&rows, self.key.weight.dims()[1]) {
             let (keys, values, strengths) = self.projections(rows);
             let normalised = self.rule == StoreRule::Normalised;
             return crate::ops::store_write::store_write(

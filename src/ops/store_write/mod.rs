@@ -44,10 +44,12 @@ pub trait StoreWriteBackend: Backend {
     }
 }
 
-/// Whether [`store_write`] serves a write of `rows` on their device: inference (no autodiff)
-/// on wgpu. The store takes its general path elsewhere.
-pub(crate) fn serves(rows: &Tensor<3>) -> bool {
-    !rows.is_autodiff() && on_wgpu(&rows.device())
+/// Whether [`store_write`] serves a write of `rows` `[batch, M, d]` with keys of `key_dim` on
+/// their device: inference (no autodiff) on wgpu, with what the kernel stages fitting its
+/// workgroup memory. The store takes its general path elsewhere.
+pub(crate) fn serves(rows: &Tensor<3>, key_dim: usize) -> bool {
+    let [_, m, d] = rows.dims();
+    !rows.is_autodiff() && on_wgpu(&rows.device()) && wgpu::fits(m, key_dim, d)
 }
 
 /// The store after writing memory rows whose key, value and strength projections are `keys`,

@@ -25,19 +25,22 @@ fn staged(m: usize, k: usize, d: usize) -> usize {
     m * features + m * d + features + 4 * m
 }
 
+/// Whether what the kernel stages for `m` rows, keys of `k` and values of `d` fits
+/// [`WORKGROUP_BYTES`] (and none of them is empty).
+pub(super) fn fits(m: usize, k: usize, d: usize) -> bool {
+    m > 0 && k > 0 && d > 0 && 4 * staged(m, k, d) <= WORKGROUP_BYTES
+}
+
 /// Whether the kernel serves `keys` `[batch, M, K]` writing `store` `[batch, F, d + 1]`:
-/// `f32` on wgpu, what it stages within [`WORKGROUP_BYTES`], at most [`MAX_GROUPS`] sequences,
-/// and the check on this device passed (or has not run: the check itself calls here).
+/// `f32` on wgpu, what it stages fitting ([`fits`]), at most [`MAX_GROUPS`] sequences, and
+/// the check on this device passed (or has not run: the check itself calls here).
 pub(super) fn serves(keys: &CubeTensor, store: &CubeTensor) -> bool {
     let [batch, m, k] = keys.shape().dims::<3>();
     let d = store.shape()[2] - 1;
     wgsl::serves(keys)
         && wgsl::serves(store)
-        && m > 0
-        && k > 0
-        && d > 0
+        && fits(m, k, d)
         && batch <= MAX_GROUPS
-        && 4 * staged(m, k, d) <= WORKGROUP_BYTES
         && !wgsl::failed(NAME, &keys.device)
 }
 
