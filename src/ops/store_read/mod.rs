@@ -82,22 +82,22 @@ fn forward_from_ops<B: Backend>(
     let [batch, n, _] = keys.shape().dims::<3>();
     let d = store.shape()[2] - 1;
     let both = B::float_matmul(features_from_ops::<B>(keys), store);
-    let columns = |from: usize, to: usize| {
-        B::float_slice(
-            both.clone(),
-            &[
-                Slice::full(),
-                Slice::full(),
-                Slice::new(from as isize, Some(to as isize), 1),
-            ],
-        )
-    };
-    let values = columns(0, d);
+    let values = columns::<B>(both.clone(), 0, d);
     debug_assert_eq!(values.shape().dims::<3>(), [batch, n, d]);
     match normalised {
-        true => B::float_div(values, B::float_add_scalar(columns(d, d + 1), EPS.into())),
+        true => {
+            let norm = columns::<B>(both, d, d + 1);
+            B::float_div(values, B::float_add_scalar(norm, EPS.into()))
+        }
         false => values,
     }
+}
+
+/// Columns `from..to` of the last axis of `x` `[batch, n, width]`: a store's `A` or `z`, or
+/// the same parts of a lookup.
+pub(crate) fn columns<B: Backend>(x: FloatTensor<B>, from: usize, to: usize) -> FloatTensor<B> {
+    let last = Slice::new(from as isize, Some(to as isize), 1);
+    B::float_slice(x, &[Slice::full(), Slice::full(), last])
 }
 
 /// The DPFP-ν features of `keys` `[batch, n, K]`, unit length: `[batch, n, 2ν·K]`, as

@@ -19,10 +19,9 @@ use burn::backend::{
     Backend, Dispatch, Flex, TensorMetadata, backend_extension, tensor::FloatTensor,
 };
 use burn::prelude::*;
-use burn::tensor::Slice;
 
 use crate::nn::associative::{EPS, NU};
-use crate::ops::store_read::features_from_ops;
+use crate::ops::store_read::{columns, features_from_ops};
 use crate::ops::wgsl::{agrees, check_on, on_wgpu, read};
 
 /// The store's write as a backend operation.
@@ -94,16 +93,7 @@ fn forward_from_ops<B: Backend>(
     normalised: bool,
 ) -> FloatTensor<B> {
     let d = store.shape()[2] - 1;
-    let columns = |x: FloatTensor<B>, from: usize, to: usize| {
-        B::float_slice(
-            x,
-            &[
-                Slice::full(),
-                Slice::full(),
-                Slice::new(from as isize, Some(to as isize), 1),
-            ],
-        )
-    };
+    let columns = columns::<B>;
     let k = features_from_ops::<B>(keys);
     let kt = B::float_swap_dims(k.clone(), 1, 2);
     let beta = B::sigmoid(strengths);
