@@ -139,7 +139,9 @@ fn memxl_forward_and_gradients_agree_on_flex_and_wgpu() {
 }
 
 /// ARMT: the associative stores' reads and delta-rule writes, every parameter's gradient
-/// through them, with learned and with rotary positions.
+/// through them, with learned and with rotary positions, under both store rules. On wgpu each
+/// read in training is one operation with its WGSL backward (`ops::store_read`), which must be
+/// what ran.
 #[test]
 fn armt_forward_and_gradients_agree_on_flex_and_wgpu() {
     parity(ModelKind::Armt, Layout::Decoder);
@@ -147,6 +149,29 @@ fn armt_forward_and_gradients_agree_on_flex_and_wgpu() {
         positions: remem::model::Positions::Rotary,
         ..config(ModelKind::Armt, Layout::Decoder)
     });
+    parity_of(ModelConfig {
+        store: remem::nn::StoreRule::Delta,
+        ..config(ModelKind::Armt, Layout::Decoder)
+    });
+
+    let Some(gpu) = common::wgpu_device().map(Device::autodiff) else {
+        return;
+    };
+    let _alone = gpu_alone();
+    let model = Model::new(&config(ModelKind::Armt, Layout::Decoder), 11, &gpu);
+    let counts = launched(|| {
+        run(&model, &gpu);
+    });
+    let backward = [
+        "remem::store_read_backward",
+        "remem::store_read_store_backward",
+    ]
+    .map(|k| counts.get(k).copied().unwrap_or(0));
+    assert!(
+        backward[0] > 0 && backward[0] == backward[1] && remem::ops::fallbacks().is_empty(),
+        "the read's backward kernels did not run ({counts:?}; fallbacks {:?})",
+        remem::ops::fallbacks()
+    );
 }
 
 #[test]

@@ -143,6 +143,15 @@ impl AssociativeMemory {
                 normalised,
             );
         }
+        // Training on wgpu: the same kernel, and two for its backward.
+        if crate::ops::store_read::serves_training(&rows) {
+            let normalised = self.rule == StoreRule::Normalised;
+            return crate::ops::store_read::store_read_train(
+                linear(&self.query, rows),
+                store,
+                normalised,
+            );
+        }
         let q = dpfp(linear(&self.query, rows), &self.picks);
         match self.rule {
             StoreRule::Normalised => lookup(q, store).0,
