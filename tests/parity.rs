@@ -140,8 +140,8 @@ fn memxl_forward_and_gradients_agree_on_flex_and_wgpu() {
 
 /// ARMT: the associative stores' reads and delta-rule writes, every parameter's gradient
 /// through them, with learned and with rotary positions, under both store rules. On wgpu each
-/// read in training is one operation with its WGSL backward (`ops::store_read`), which must be
-/// what ran.
+/// read and write in training is one operation with its WGSL backward (`ops::store_read`,
+/// `ops::store_write`), which must be what ran.
 #[test]
 fn armt_forward_and_gradients_agree_on_flex_and_wgpu() {
     parity(ModelKind::Armt, Layout::Decoder);
@@ -165,11 +165,15 @@ fn armt_forward_and_gradients_agree_on_flex_and_wgpu() {
     let backward = [
         "remem::store_read_backward",
         "remem::store_read_store_backward",
+        "remem::store_write_backward",
     ]
     .map(|k| counts.get(k).copied().unwrap_or(0));
     assert!(
-        backward[0] > 0 && backward[0] == backward[1] && remem::ops::fallbacks().is_empty(),
-        "the read's backward kernels did not run ({counts:?}; fallbacks {:?})",
+        backward[0] > 0
+            && backward[0] == backward[1]
+            && backward[2] > 0
+            && remem::ops::fallbacks().is_empty(),
+        "the store's backward kernels did not run ({counts:?}; fallbacks {:?})",
         remem::ops::fallbacks()
     );
 }

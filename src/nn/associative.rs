@@ -192,6 +192,14 @@ impl AssociativeMemory {
                 keys, values, strengths, store, normalised,
             );
         }
+        // Training on wgpu: the same kernel, and one for its backward.
+        if crate::ops::store_write::serves_training(&rows, self.key.weight.dims()[1]) {
+            let (keys, values, strengths) = self.projections(rows);
+            let normalised = self.rule == StoreRule::Normalised;
+            return crate::ops::store_write::store_write_train(
+                keys, values, strengths, store, normalised,
+            );
+        }
         let rows = unit_rms(rows);
         let k = dpfp(linear(&self.key, rows.clone()), &self.picks);
         let v = linear(&self.value, rows.clone());

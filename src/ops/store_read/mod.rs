@@ -212,30 +212,13 @@ fn backward_from_ops<B: Backend>(
     grad: FloatTensor<B>,
     normalised: bool,
 ) -> (FloatTensor<B>, FloatTensor<B>) {
-    let [batch, n, k] = keys.shape().dims::<3>();
-    let [_, features, width] = store.shape().dims::<3>();
-    let d = width - 1;
-    let device = keys.device();
-    let [left, right] = [0, 1].map(|side| {
-        B::float_from_data(
-            TensorData::new(pick_values(k, side), [k, features]),
-            &device,
-        )
-    });
-    // Forward: φ = relu(x·L) * relu(x·R), φ̂ = φ / |φ|, b = φ̂·S.
-    let x = B::float_reshape(keys, Shape::new([batch * n, k]));
-    let pre_left = B::float_matmul(x.clone(), left.clone());
-    let pre_right = B::float_matmul(x, right.clone());
-    let (r_left, r_right) = (B::relu(pre_left), B::relu(pre_right));
-    let phi = B::float_mul(r_left.clone(), r_right.clone());
-    let squares = B::float_sum_dim(B::float_mul(phi.clone(), phi.clone()), 1);
-    let size = B::float_sqrt(B::float_add_scalar(squares, 1e-12.into()));
-    let hat = B::float_div(phi, size.clone());
-    let hat3 = B::float_reshape(hat.clone(), Shape::new([batch, n, features]));
-    // The lookup's gradient db `[batch, n, d + 1]`.
+    let [batch, n, _] = keys.shape().dims::<3>();
+    let d = store.shape()[2] - 1;
+    let hat = features_from_ops::<B>(keys.clone());
+    // The lookup b = φ̂·S and its gradient db `[batch, n, d + 1]`.
     let dboth = match normalised {
         true => {
-            let both = B::float_matmul(hat3.clone(), store.clone());
+            let both = B::float_matmul(hat.clone(), store.clone());
             let values = columns::<B>(both.clone(), 0, d);
             let inv = B::float_recip(B::float_add_scalar(
                 columns::<B>(both, d, d + 1),
@@ -246,31 +229,54 @@ fn backward_from_ops<B: Backend>(
             B::float_cat(vec![B::float_mul(grad, inv), dnorm], 2)
         }
         false => {
+            let device = grad.device();
             let zeros = B::float_zeros(Shape::new([batch, n, 1]), &device, grad.dtype().into());
             B::float_cat(vec![grad, zeros], 2)
         }
     };
-    let dstore = B::float_matmul(B::float_transpose(hat3), dboth.clone());
-    // Back through the unit length: dφ = (dφ̂ - φ̂ (φ̂·dφ̂)) / |φ|.
-    let dhat = B::float_reshape(
-        B::float_matmul(dboth, B::float_transpose(store)),
-        Shape::new([batch * n, features]),
-    );
+    let dstore = B::float_matmul(B::float_swap_dims(hat, 1, 2), dboth.clone());
+    let dhat = B::float_matmul(dboth, B::float_swap_dims(store, 1, 2));
+    (features_backward::<B>(keys, dhat), dstore)
+}
+
+/// The gradient of `keys` `[batch, n, K]` from the gradient `dhat` `[batch, n, 2ν·K]` of their
+/// unit DPFP features ([`features_from_ops`]): back through the unit length,
+/// `dφ = (dφ̂ - φ̂ (φ̂·dφ̂)) / |φ|`, then each factor of `relu(x·L) * relu(x·R)` gets `dφ`
+/// times the other where its rectifier passes.
+pub(crate) fn features_backward<B: Backend>(
+    keys: FloatTensor<B>,
+    dhat: FloatTensor<B>,
+) -> FloatTensor<B> {
+    let [batch, n, k] = keys.shape().dims::<3>();
+    let features = 2 * NU * k;
+    let device = keys.device();
+    let [left, right] = [0, 1].map(|side| {
+        B::float_from_data(
+            TensorData::new(pick_values(k, side), [k, features]),
+            &device,
+        )
+    });
+    let x = B::float_reshape(keys, Shape::new([batch * n, k]));
+    let r_left = B::relu(B::float_matmul(x.clone(), left.clone()));
+    let r_right = B::relu(B::float_matmul(x, right.clone()));
+    let phi = B::float_mul(r_left.clone(), r_right.clone());
+    let squares = B::float_sum_dim(B::float_mul(phi.clone(), phi.clone()), 1);
+    let size = B::float_sqrt(B::float_add_scalar(squares, 1e-12.into()));
+    let hat = B::float_div(phi, size.clone());
+    let dhat = B::float_reshape(dhat, Shape::new([batch * n, features]));
     let along = B::float_sum_dim(B::float_mul(hat.clone(), dhat.clone()), 1);
     let dphi = B::float_div(B::float_sub(dhat, B::float_mul(hat, along)), size);
-    // Each factor gets dφ times the other, where its rectifier passes (sign of the rectified
-    // value: 1 above zero, 0 at and below it).
-    let passes = |r: FloatTensor<B>| B::float_sign(r);
+    // A rectified value's sign: 1 where the rectifier passes, 0 at and below zero.
     let d_left = B::float_mul(
         B::float_mul(dphi.clone(), r_right.clone()),
-        passes(r_left.clone()),
+        B::float_sign(r_left.clone()),
     );
-    let d_right = B::float_mul(B::float_mul(dphi, r_left), passes(r_right));
+    let d_right = B::float_mul(B::float_mul(dphi, r_left), B::float_sign(r_right));
     let dx = B::float_add(
         B::float_matmul(d_left, B::float_transpose(left)),
         B::float_matmul(d_right, B::float_transpose(right)),
     );
-    (B::float_reshape(dx, Shape::new([batch, n, k])), dstore)
+    B::float_reshape(dx, Shape::new([batch, n, k]))
 }
 
 /// A read's check input for `batch` sequences of `n` rows with keys of width `k` over values

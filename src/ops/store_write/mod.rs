@@ -9,10 +9,25 @@
 //! seventeen kernels per layer on lavapipe (DPFP's products, the overlap's product and sum, the
 //! lookup, the update's element-wise chain, the products into the store, the store's columns
 //! taken apart and joined). Elsewhere it runs as Burn's operations ([`forward_from_ops`]),
-//! which is also the reference the kernel is checked against. Inference only: training keeps
-//! the module's own path, whose backward Burn's autodiff gives.
+//! which is also the reference the kernel is checked against.
+//!
+//! In training on wgpu the write is one autodiff operation ([`store_write_train`]): the same
+//! forward kernel, and a backward of one dispatch (`shaders/store_write_backward.wgsl`, one
+//! workgroup per sequence) instead of Burn's operations and their gradients. Its chain rule
+//! written out in Burn's operations ([`backward_from_ops`]) is the backward elsewhere and the
+//! kernel's reference; a test checks it against Burn's autodiff of the module's write.
 
 mod wgpu;
+
+#[cfg(feature = "train")]
+use burn::backend::Autodiff;
+#[cfg(feature = "train")]
+use burn::backend::autodiff::{
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::backend::fusion::custom::TensorSpec;
 
 use burn::backend::wgpu::CubeBackend;
 use burn::backend::{
@@ -21,7 +36,7 @@ use burn::backend::{
 use burn::prelude::*;
 
 use crate::nn::associative::{EPS, NU};
-use crate::ops::store_read::{columns, features_from_ops};
+use crate::ops::store_read::{columns, features_backward, features_from_ops};
 use crate::ops::wgsl::{agrees, check_on, on_wgpu, read};
 
 /// The store's write as a backend operation.
@@ -41,6 +56,114 @@ pub trait StoreWriteBackend: Backend {
     ) -> FloatTensor<Self> {
         forward_from_ops::<Self>(keys, values, strengths, store, normalised)
     }
+}
+
+/// The store's write in training, as one autodiff operation whose backward is one dispatch on
+/// wgpu.
+#[backend_extension(Flex, Cube, Fusion, Autodiff: cfg(feature = "train"))]
+pub trait StoreWriteTrainBackend: Backend {
+    /// [`StoreWriteBackend::store_write`], differentiable (the paper's rule's normaliser
+    /// increment carries no gradient, as in the module).
+    #[fusion(dtype = store, shape = store)]
+    fn store_write_train(
+        keys: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        strengths: FloatTensor<Self>,
+        store: FloatTensor<Self>,
+        normalised: bool,
+    ) -> FloatTensor<Self> {
+        forward_from_ops::<Self>(keys, values, strengths, store, normalised)
+    }
+
+    /// The gradients of `keys`, `values`, `strengths` and `store` from the new store's
+    /// gradient `grad` `[batch, 2ν·K, d + 1]`.
+    #[fusion(meta = gradient_specs)]
+    fn store_write_backward(
+        keys: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        strengths: FloatTensor<Self>,
+        store: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        normalised: bool,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        backward_from_ops::<Self>(keys, values, strengths, store, grad, normalised)
+    }
+}
+
+/// The gradients' shapes and type, for the fusion stream: the inputs'.
+fn gradient_specs(
+    keys: &TensorSpec,
+    values: &TensorSpec,
+    strengths: &TensorSpec,
+    store: &TensorSpec,
+    _grad: &TensorSpec,
+    _normalised: &bool,
+) -> (TensorSpec, TensorSpec, TensorSpec, TensorSpec) {
+    (
+        keys.clone(),
+        values.clone(),
+        strengths.clone(),
+        store.clone(),
+    )
+}
+
+/// Whether the module should write through [`store_write_train`] a write of `rows`
+/// `[batch, M, d]` with keys of `key_dim`: training on wgpu, with what the kernels stage
+/// fitting their workgroup memory, after the forward and backward kernels' checks there (a
+/// kernel that failed its check leaves the operation to Burn's operations, the same numbers
+/// with more kernels). The CPU keeps the module's own path.
+pub(crate) fn serves_training(rows: &Tensor<3>, key_dim: usize) -> bool {
+    let [_, m, d] = rows.dims();
+    let device = rows.device();
+    if !rows.is_autodiff() || !on_wgpu(&device) || !wgpu::fits(m, key_dim, d) {
+        return false;
+    }
+    check_kernel(&device);
+    check_backward_kernel(&device);
+    true
+}
+
+/// [`store_write`] as one autodiff operation (training; see [`StoreWriteTrainBackend`]).
+///
+/// # Shapes
+/// as [`store_write`]
+pub fn store_write_train(
+    keys: Tensor<3>,
+    values: Tensor<3>,
+    strengths: Tensor<3>,
+    store: Tensor<3>,
+    normalised: bool,
+) -> Tensor<3> {
+    check_shapes(&keys, &values, &strengths, &store);
+    Tensor::from_dispatch(<Dispatch as StoreWriteTrainBackend>::store_write_train(
+        keys.into_dispatch(),
+        values.into_dispatch(),
+        strengths.into_dispatch(),
+        store.into_dispatch(),
+        normalised,
+    ))
+}
+
+/// Panics unless `keys`, `values` and `strengths` write `store` (see [`store_write`]).
+fn check_shapes(keys: &Tensor<3>, values: &Tensor<3>, strengths: &Tensor<3>, store: &Tensor<3>) {
+    let [batch, m, k] = keys.dims();
+    let [store_batch, features, width] = store.dims();
+    assert!(
+        store_batch == batch
+            && features == 2 * NU * k
+            && values.dims() == [batch, m, width - 1]
+            && strengths.dims() == [batch, m, 1],
+        "store_write: keys {:?}, values {:?} and strengths {:?} do not write a store {:?}",
+        keys.dims(),
+        values.dims(),
+        strengths.dims(),
+        store.dims()
+    );
 }
 
 /// Whether [`store_write`] serves a write of `rows` `[batch, M, d]` with keys of `key_dim` on
@@ -66,19 +189,7 @@ pub fn store_write(
     store: Tensor<3>,
     normalised: bool,
 ) -> Tensor<3> {
-    let [batch, m, k] = keys.dims();
-    let [store_batch, features, width] = store.dims();
-    assert!(
-        store_batch == batch
-            && features == 2 * NU * k
-            && values.dims() == [batch, m, width - 1]
-            && strengths.dims() == [batch, m, 1],
-        "store_write: keys {:?}, values {:?} and strengths {:?} do not write a store {:?}",
-        keys.dims(),
-        values.dims(),
-        strengths.dims(),
-        store.dims()
-    );
+    check_shapes(&keys, &values, &strengths, &store);
     check_kernel(&keys.device());
     store_write_unchecked(keys, values, strengths, store, normalised)
 }
@@ -126,6 +237,135 @@ fn forward_from_ops<B: Backend>(
     B::float_cat(vec![B::float_add(a, B::float_matmul(kt, update)), z], 2)
 }
 
+/// [`StoreWriteTrainBackend::store_write_backward`] from the backend's tensor operations: the
+/// forward's quantities again, then the chain rule written out (the kernel's formulas; see
+/// `shaders/store_write_backward.wgsl`). With `G = [G_A | G_z]` the new store's gradient and
+/// `du = k·G_A` the updates' gradient, every key gets `G_A·update`, `S·db` (the lookup's
+/// gradient through the store), its share of the overlaps' gradient and, under the paper's
+/// rule, the normaliser's terms; then back through DPFP ([`features_backward`]).
+#[allow(clippy::type_complexity)]
+fn backward_from_ops<B: Backend>(
+    keys: FloatTensor<B>,
+    values: FloatTensor<B>,
+    strengths: FloatTensor<B>,
+    store: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    normalised: bool,
+) -> (
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+) {
+    let d = store.shape()[2] - 1;
+    let columns = columns::<B>;
+    let t = |x: FloatTensor<B>| B::float_swap_dims(x, 1, 2);
+    let mm = B::float_matmul;
+    let (mul, div, add, sub) = (B::float_mul, B::float_div, B::float_add, B::float_sub);
+    let sum = |x: FloatTensor<B>| B::float_sum_dim(x, 2);
+    let k = features_from_ops::<B>(keys.clone());
+    let beta = B::sigmoid(strengths);
+    let shared = sum(mm(k.clone(), t(k.clone())));
+    let (a, z) = (
+        columns(store.clone(), 0, d),
+        columns(store.clone(), d, d + 1),
+    );
+    let (ga, gz) = (columns(grad.clone(), 0, d), columns(grad, d, d + 1));
+    // du / shared: every update is divided by its row's overlap.
+    let per = div(mm(k.clone(), ga.clone()), shared.clone());
+    let (dvalues, dbeta, dk, dshared, da, dz) = if normalised {
+        let both = mm(k.clone(), store.clone());
+        let (stored, norm) = (columns(both.clone(), 0, d), columns(both, d, d + 1));
+        let near = B::float_add_scalar(norm.clone(), EPS.into());
+        let old = div(stored.clone(), near.clone());
+        let away = sub(values, old.clone());
+        let target = add(old.clone(), mul(beta.clone(), away.clone()));
+        let unfilled = B::float_clamp(
+            B::float_add_scalar(B::float_neg(norm), 1.0.into()),
+            0.0.into(),
+            1.0.into(),
+        );
+        let gamma = div(unfilled, shared.clone());
+        let grown_z = add(z, mm(t(k.clone()), gamma.clone()));
+        let grown = mm(k.clone(), grown_z.clone());
+        let update = div(
+            sub(mul(target.clone(), grown.clone()), stored),
+            shared.clone(),
+        );
+        let dtarget = mul(per.clone(), grown);
+        let dgrown = sum(mul(per.clone(), target));
+        let dshared = B::float_neg(sum(mul(per.clone(), update.clone())));
+        let dvalues = mul(dtarget.clone(), beta.clone());
+        let dbeta = sum(mul(dtarget.clone(), away));
+        let dold = sub(dtarget.clone(), mul(dtarget, beta.clone()));
+        // The update subtracts what is stored (b's values): its gradient reaches b directly.
+        let dstored = sub(div(dold.clone(), near.clone()), per);
+        let dnorm = B::float_neg(div(sum(mul(dold, old)), near));
+        let dgrown_z = add(gz, mm(t(k.clone()), dgrown.clone()));
+        let dboth = B::float_cat(vec![dstored.clone(), dnorm.clone()], 2);
+        let dk = add(
+            add(mm(update, t(ga.clone())), mm(dboth, t(store))),
+            add(mul(dgrown, t(grown_z)), mul(gamma, t(dgrown_z.clone()))),
+        );
+        let da = add(ga, mm(t(k.clone()), dstored));
+        let dz = add(dgrown_z, mm(t(k.clone()), dnorm));
+        (dvalues, dbeta, dk, dshared, da, dz)
+    } else {
+        let away = sub(values, mm(k.clone(), a.clone()));
+        let update = div(mul(beta.clone(), away.clone()), shared.clone());
+        let dvalues = mul(per.clone(), beta.clone());
+        let dbeta = sum(mul(per.clone(), away));
+        let dshared = B::float_neg(sum(mul(per, update.clone())));
+        let dold = B::float_neg(dvalues.clone());
+        let dk = add(mm(update, t(ga.clone())), mm(dold.clone(), t(a)));
+        let da = add(ga, mm(t(k.clone()), dold));
+        (dvalues, dbeta, dk, dshared, da, gz)
+    };
+    // The overlaps: shared_i = Σ_j k_i·k_j, so k_i gets dshared_i Σ_j k_j + Σ_j dshared_j k_j.
+    let all = B::float_sum_dim(k.clone(), 1);
+    let dk = add(dk, add(mul(dshared.clone(), all), mm(t(dshared), k)));
+    let slope = mul(
+        beta.clone(),
+        B::float_neg(B::float_sub_scalar(beta, 1.0.into())),
+    );
+    (
+        features_backward::<B>(keys, dk),
+        dvalues,
+        mul(dbeta, slope),
+        B::float_cat(vec![da, dz], 2),
+    )
+}
+
+/// A write's check input: `batch` sequences writing `m` rows each (rows 0 and 1 one key) with
+/// keys of width `k` and values of width `d` into a store with a normaliser column between 0
+/// and 1.5, and a gradient for the new store: keys, values, strengths, store and gradient.
+fn check_input(batch: usize, m: usize, k: usize, d: usize) -> [TensorData; 5] {
+    let features = 2 * NU * k;
+    let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 500.0 - 1.0;
+    let data = |len: usize, salt| (0..len).map(|i| value(i, salt)).collect::<Vec<f32>>();
+    let mut keys = data(batch * m * k, 1);
+    for b in 0..batch {
+        let first = keys[b * m * k..][..k].to_vec();
+        keys[(b * m + 1) * k..][..k].copy_from_slice(&first);
+    }
+    let store: Vec<f32> = (0..batch * features * (d + 1))
+        .map(|i| match i % (d + 1) == d {
+            true => 0.75 + value(i, 4) * 0.75,
+            false => value(i, 4),
+        })
+        .collect();
+    [
+        TensorData::new(keys, [batch, m, k]),
+        TensorData::new(data(batch * m * d, 2), [batch, m, d]),
+        TensorData::new(data(batch * m, 3), [batch, m, 1]),
+        TensorData::new(store, [batch, features, d + 1]),
+        TensorData::new(
+            data(batch * features * (d + 1), 5),
+            [batch, features, d + 1],
+        ),
+    ]
+}
+
 /// On wgpu, check the WGSL kernel against the reference on the CPU once per device (see
 /// [`crate::ops::wgsl`]), under both rules: two sequences writing 3 rows each (two of them
 /// one key), keys of width 5, values of width 70 (more columns than a workgroup has
@@ -133,32 +373,14 @@ fn forward_from_ops<B: Backend>(
 /// browser, nothing.
 fn check_kernel(device: &Device) {
     check_on(wgpu::NAME, device, |device| {
-        let (batch, m, k, d) = (2, 3, 5, 70);
-        let features = 2 * NU * k;
-        let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 500.0 - 1.0;
-        let data = |len: usize, salt| (0..len).map(|i| value(i, salt)).collect::<Vec<f32>>();
-        let mut keys = data(batch * m * k, 1);
-        // Rows 0 and 1 of each sequence write one key.
-        for b in 0..batch {
-            let first = keys[b * m * k..][..k].to_vec();
-            keys[(b * m + 1) * k..][..k].copy_from_slice(&first);
-        }
-        let store: Vec<f32> = (0..batch * features * (d + 1))
-            .map(|i| match i % (d + 1) == d {
-                true => 0.75 + value(i, 4) * 0.75,
-                false => value(i, 4),
-            })
-            .collect();
+        let [keys, values, strengths, store, _] = check_input(2, 3, 5, 70);
         for normalised in [false, true] {
             let run = |device: &Device| {
-                let tensor = |values: Vec<f32>, shape: [usize; 3]| {
-                    Tensor::<3>::from_data(TensorData::new(values, shape), device)
-                };
                 store_write_unchecked(
-                    tensor(keys.clone(), [batch, m, k]),
-                    tensor(data(batch * m * d, 2), [batch, m, d]),
-                    tensor(data(batch * m, 3), [batch, m, 1]),
-                    tensor(store.clone(), [batch, features, d + 1]),
+                    Tensor::from_data(keys.clone(), device),
+                    Tensor::from_data(values.clone(), device),
+                    Tensor::from_data(strengths.clone(), device),
+                    Tensor::from_data(store.clone(), device),
                     normalised,
                 )
             };
@@ -166,6 +388,39 @@ fn check_kernel(device: &Device) {
         }
         Ok(())
     });
+}
+
+/// On wgpu, check the backward kernel against the written-out backward on the CPU once per
+/// device, under both rules, with the forward check's sizes and a gradient of both signs.
+fn check_backward_kernel(device: &Device) {
+    check_on(wgpu::BACKWARD_NAME, device, |device| {
+        let input = check_input(2, 3, 5, 70);
+        for normalised in [false, true] {
+            let run = |device: &Device| backward(&input, normalised, device);
+            let (got, want) = (run(device), run(&Device::flex()));
+            for (what, got, want) in [
+                ("key gradient", &got[0], &want[0]),
+                ("value gradient", &got[1], &want[1]),
+                ("strength gradient", &got[2], &want[2]),
+                ("store gradient", &got[3], &want[3]),
+            ] {
+                agrees(what, &read(got.clone())?, &read(want.clone())?)?;
+            }
+        }
+        Ok(())
+    });
+}
+
+/// [`StoreWriteTrainBackend::store_write_backward`] of `input` (as [`check_input`] gives it)
+/// on `device`: the keys', values', strengths' and store's gradients.
+fn backward(input: &[TensorData; 5], normalised: bool, device: &Device) -> [Tensor<3>; 4] {
+    let [keys, values, strengths, store, grad] = input
+        .clone()
+        .map(|data| Tensor::<3>::from_data(data, device).into_dispatch());
+    let (dk, dv, ds, dstore) = <Dispatch as StoreWriteTrainBackend>::store_write_backward(
+        keys, values, strengths, store, grad, normalised,
+    );
+    [dk, dv, ds, dstore].map(Tensor::<3>::from_dispatch)
 }
 
 /// [`store_write`] without its shape checks and the kernel's check (which calls it).
@@ -186,6 +441,121 @@ fn store_write_unchecked(
 }
 
 impl StoreWriteBackend for Flex {}
+impl StoreWriteTrainBackend for Flex {}
+
+/// The GPU runtimes: on wgpu the WGSL kernels where they serve, Burn's operations elsewhere.
+impl StoreWriteTrainBackend for CubeBackend {
+    fn store_write_train(
+        keys: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        strengths: FloatTensor<Self>,
+        store: FloatTensor<Self>,
+        normalised: bool,
+    ) -> FloatTensor<Self> {
+        <Self as StoreWriteBackend>::store_write(keys, values, strengths, store, normalised)
+    }
+
+    fn store_write_backward(
+        keys: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        strengths: FloatTensor<Self>,
+        store: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        normalised: bool,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        if wgpu::serves_backward(&keys, &store) {
+            // The kernel reads the three projections side by side and writes their gradients so.
+            let [k, d] = [keys.shape()[2], values.shape()[2]];
+            let packed = side_by_side::<Self>(vec![keys, values, strengths]);
+            let (dpacked, dstore) = wgpu::store_write_backward(packed, store, grad, k, normalised);
+            let part = |from, to| columns::<Self>(dpacked.clone(), from, to);
+            (part(0, k), part(k, k + d), part(k + d, k + d + 1), dstore)
+        } else {
+            backward_from_ops::<Self>(keys, values, strengths, store, grad, normalised)
+        }
+    }
+}
+
+/// `parts` `[batch, M, ·]` joined along their last axis.
+fn side_by_side<B: Backend>(parts: Vec<FloatTensor<B>>) -> FloatTensor<B> {
+    B::float_cat(parts, 2)
+}
+
+/// Autodiff: one node whose backward is [`StoreWriteTrainBackend::store_write_backward`].
+#[cfg(feature = "train")]
+impl<B: Backend + StoreWriteTrainBackend, C: CheckpointStrategy> StoreWriteTrainBackend
+    for Autodiff<B, C>
+{
+    fn store_write_train(
+        keys: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        strengths: FloatTensor<Self>,
+        store: FloatTensor<Self>,
+        normalised: bool,
+    ) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct WriteBackward;
+
+        impl<B: Backend + StoreWriteTrainBackend> Backward<B, 4> for WriteBackward {
+            /// The keys, values, strengths, the store written into and the rule.
+            type State = (
+                FloatTensor<B>,
+                FloatTensor<B>,
+                FloatTensor<B>,
+                FloatTensor<B>,
+                bool,
+            );
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 4>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let grad = grads.consume::<B>(&ops.node);
+                let (keys, values, strengths, store, normalised) = ops.state;
+                let (dk, dv, ds, dstore) =
+                    B::store_write_backward(keys, values, strengths, store, grad, normalised);
+                for (node, grad) in ops.parents.into_iter().zip([dk, dv, ds, dstore]) {
+                    if let Some(node) = node {
+                        grads.register::<B>(node.id, grad);
+                    }
+                }
+            }
+        }
+
+        match WriteBackward
+            .prepare::<C>([keys.node(), values.node(), strengths.node(), store.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let [keys, values, strengths, store] =
+                    [&keys, &values, &strengths, &store].map(|t| t.primitive().clone());
+                let out = B::store_write_train(
+                    keys.clone(),
+                    values.clone(),
+                    strengths.clone(),
+                    store.clone(),
+                    normalised,
+                );
+                prep.finish((keys, values, strengths, store, normalised), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::store_write_train(
+                keys.into_primitive(),
+                values.into_primitive(),
+                strengths.into_primitive(),
+                store.into_primitive(),
+                normalised,
+            )),
+        }
+    }
+}
 
 /// The GPU runtimes: on wgpu the WGSL kernel where it serves, Burn's operations elsewhere.
 impl StoreWriteBackend for CubeBackend {
@@ -244,6 +614,67 @@ mod tests {
                     .fold(0.0f32, f32::max);
                 assert!(diff < 1e-4, "{rule:?}, write {salt}: differs by {diff}");
                 store = Tensor::from_data(TensorData::new(want, [2, 6 * k, d + 1]), &device);
+            }
+        }
+    }
+
+    /// The written-out backward (`backward_from_ops`, the kernel's formulas and its check's
+    /// reference) gives Burn's autodiff gradients of the module's write on the CPU (its
+    /// operations written out with the projections as leaves, the normaliser's increment
+    /// detached as the module detaches it), under both rules, rows that repeat a key, from a
+    /// store with a normaliser on both sides of 1.
+    #[test]
+    fn the_written_out_backward_is_the_autodiff_gradient() {
+        use crate::nn::Constants;
+        use crate::nn::associative::dpfp;
+        for (batch, m, k, d) in [(1, 2, 1, 2), (2, 3, 3, 4), (1, 5, 4, 9)] {
+            let input = check_input(batch, m, k, d);
+            for normalised in [false, true] {
+                let ad = Device::flex().autodiff();
+                let [keys, values, strengths, store, grad] = input
+                    .clone()
+                    .map(|data| Tensor::<3>::from_data(data, &ad).require_grad());
+                let kf = dpfp(keys.clone(), &Constants::default());
+                let kt = kf.clone().swap_dims(1, 2);
+                let beta = burn::tensor::activation::sigmoid(strengths.clone());
+                let shared = kf.clone().matmul(kt.clone()).sum_dim(2);
+                let a = store.clone().slice(s![.., .., 0..d]);
+                let z = store.clone().slice(s![.., .., d..d + 1]);
+                let written = if normalised {
+                    let both = kf.clone().matmul(store.clone());
+                    let stored = both.clone().slice(s![.., .., 0..d]);
+                    let norm = both.slice(s![.., .., d..d + 1]);
+                    let old = stored.clone() / (norm.clone() + EPS);
+                    let target = old.clone() + beta * (values.clone() - old);
+                    let gamma = ((norm.neg() + 1.0).clamp(0.0, 1.0) / shared.clone()).detach();
+                    let z = z + kt.clone().matmul(gamma);
+                    let grown = kf.matmul(z.clone());
+                    let update = (target * grown - stored) / shared;
+                    Tensor::cat(vec![a + kt.matmul(update), z], 2)
+                } else {
+                    let old = kf.matmul(a.clone());
+                    let update = beta * (values.clone() - old) / shared;
+                    Tensor::cat(vec![a + kt.matmul(update), z], 2)
+                };
+                let grads = (written * grad.clone().detach()).sum().backward();
+                let want = [keys, values, strengths, store]
+                    .map(|t| read(t.grad(&grads).unwrap()).unwrap());
+                let got = backward(&input, normalised, &Device::flex()).map(|t| read(t).unwrap());
+                let what = format!("[{batch}, {m}, {k}] over d {d}, normalised {normalised}");
+                for (name, got, want) in
+                    [("keys", 0), ("values", 1), ("strengths", 2), ("store", 3)]
+                        .map(|(name, i)| (name, &got[i], &want[i]))
+                {
+                    let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+                    let diff = got
+                        .iter()
+                        .zip(want)
+                        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                    assert!(
+                        diff <= 1e-4 * scale,
+                        "{what}: the {name}' gradient differs by {diff} (scale {scale})"
+                    );
+                }
             }
         }
     }

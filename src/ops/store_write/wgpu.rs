@@ -86,3 +86,79 @@ pub(super) fn store_write(
     );
     out
 }
+
+/// The backward kernel's name in logs and launch counts.
+pub(super) const BACKWARD_NAME: &str = "remem::store_write_backward";
+
+/// The largest storage buffer every WebGPU adapter binds (`maxStorageBufferBindingSize`).
+const MAX_BINDING_BYTES: usize = 128 << 20;
+
+/// Floats of scratch the backward kernel keeps per sequence for `m` rows, keys of `k` and
+/// values of `d` (the layout at the top of `shaders/store_write_backward.wgsl`).
+fn scratch(m: usize, k: usize, d: usize) -> usize {
+    let (w, f, width) = (2 * k, 2 * NU * k, d + 1);
+    m * w + 2 * m * f + 2 * m + m * width + 2 * f + m + 3 * m * d + 5 * m + 2 * f
+}
+
+/// Whether the backward kernel serves `keys` `[batch, M, K]` writing `store` `[batch, F,
+/// d + 1]`: `f32` on wgpu, at most [`MAX_GROUPS`] sequences, the scratch within one binding,
+/// and its check on this device passed.
+pub(super) fn serves_backward(keys: &CubeTensor, store: &CubeTensor) -> bool {
+    let [batch, m, k] = keys.shape().dims::<3>();
+    let d = store.shape()[2] - 1;
+    wgsl::serves(keys)
+        && wgsl::serves(store)
+        && m > 0
+        && k > 0
+        && batch <= MAX_GROUPS
+        && 4 * batch * scratch(m, k, d) <= MAX_BINDING_BYTES
+        && !wgsl::failed(BACKWARD_NAME, &keys.device)
+}
+
+/// The gradients of `packed` `[batch, M, K + d + 1]` (the keys, values and strengths side by
+/// side) and of `store` `[batch, F, d + 1]` from the new store's gradient `grad`: one
+/// dispatch, one workgroup per sequence.
+pub(super) fn store_write_backward(
+    packed: CubeTensor,
+    store: CubeTensor,
+    grad: CubeTensor,
+    key_dim: usize,
+    normalised: bool,
+) -> (CubeTensor, CubeTensor) {
+    let [packed, store, grad] = [packed, store, grad].map(burn_cubecl::kernel::into_contiguous);
+    let [batch, m, _] = packed.shape().dims::<3>();
+    let [_, features, width] = store.shape().dims::<3>();
+    let dpacked = wgsl::empty_like(&packed, packed.shape());
+    let dstore = wgsl::empty_like(&packed, store.shape());
+    let kept = wgsl::empty_like(
+        &packed,
+        burn::prelude::Shape::new([batch * scratch(m, key_dim, width - 1)]),
+    );
+    let client = packed.client.clone();
+    Wgsl::new(
+        BACKWARD_NAME,
+        &[include_str!("../../../shaders/store_write_backward.wgsl")],
+        &[
+            ("rows", m),
+            ("key_dim", key_dim),
+            ("entries", 2 * key_dim),
+            ("features", features),
+            ("width", width),
+            ("normalised", usize::from(normalised)),
+        ],
+        THREADS as u32,
+    )
+    .launch(
+        &client,
+        CubeCount::Static(batch as u32, 1, 1),
+        vec![
+            packed.handle.clone(),
+            store.handle.clone(),
+            grad.handle.clone(),
+            dpacked.handle.clone(),
+            dstore.handle.clone(),
+            kept.handle.clone(),
+        ],
+    );
+    (dpacked, dstore)
+}
