@@ -187,20 +187,48 @@ pub(crate) fn columns<B: Backend>(x: FloatTensor<B>, from: usize, to: usize) -> 
 /// [`crate::nn::associative::dpfp`] computes them (two picking products, rectified, multiplied).
 pub(crate) fn features_from_ops<B: Backend>(keys: FloatTensor<B>) -> FloatTensor<B> {
     let [batch, n, k] = keys.shape().dims::<3>();
-    let features = 2 * NU * k;
-    let device = keys.device();
-    let [left, right] = [0, 1].map(|side| {
-        B::float_from_data(
-            TensorData::new(pick_values(k, side), [k, features]),
-            &device,
-        )
-    });
-    let keys = B::float_reshape(keys, Shape::new([batch * n, k]));
-    let picked = |m| B::relu(B::float_matmul(keys.clone(), m));
-    let phi = B::float_mul(picked(left), picked(right));
-    let squares = B::float_sum_dim(B::float_mul(phi.clone(), phi.clone()), 1);
-    let length = B::float_sqrt(B::float_add_scalar(squares, 1e-12.into()));
-    B::float_reshape(B::float_div(phi, length), Shape::new([batch, n, features]))
+    let dpfp = Dpfp::<B>::of(keys);
+    B::float_reshape(dpfp.hat, Shape::new([batch, n, 2 * NU * k]))
+}
+
+/// DPFP's steps for keys folded into rows `[batch · n, K]`: the picking matrices `[K, 2ν·K]`,
+/// the two rectified picks, the features' lengths `[batch · n, 1]` and the unit features.
+struct Dpfp<B: Backend> {
+    left: FloatTensor<B>,
+    right: FloatTensor<B>,
+    r_left: FloatTensor<B>,
+    r_right: FloatTensor<B>,
+    size: FloatTensor<B>,
+    hat: FloatTensor<B>,
+}
+
+impl<B: Backend> Dpfp<B> {
+    /// DPFP of `keys` `[batch, n, K]`, step by step.
+    fn of(keys: FloatTensor<B>) -> Self {
+        let [batch, n, k] = keys.shape().dims::<3>();
+        let device = keys.device();
+        let [left, right] = [0, 1].map(|side| {
+            B::float_from_data(
+                TensorData::new(pick_values(k, side), [k, 2 * NU * k]),
+                &device,
+            )
+        });
+        let x = B::float_reshape(keys, Shape::new([batch * n, k]));
+        let r_left = B::relu(B::float_matmul(x.clone(), left.clone()));
+        let r_right = B::relu(B::float_matmul(x, right.clone()));
+        let phi = B::float_mul(r_left.clone(), r_right.clone());
+        let squares = B::float_sum_dim(B::float_mul(phi.clone(), phi.clone()), 1);
+        let size = B::float_sqrt(B::float_add_scalar(squares, 1e-12.into()));
+        let hat = B::float_div(phi, size.clone());
+        Dpfp {
+            left,
+            right,
+            r_left,
+            r_right,
+            size,
+            hat,
+        }
+    }
 }
 
 /// [`StoreReadTrainBackend::store_read_backward`] from the backend's tensor operations: the
@@ -249,20 +277,14 @@ pub(crate) fn features_backward<B: Backend>(
 ) -> FloatTensor<B> {
     let [batch, n, k] = keys.shape().dims::<3>();
     let features = 2 * NU * k;
-    let device = keys.device();
-    let [left, right] = [0, 1].map(|side| {
-        B::float_from_data(
-            TensorData::new(pick_values(k, side), [k, features]),
-            &device,
-        )
-    });
-    let x = B::float_reshape(keys, Shape::new([batch * n, k]));
-    let r_left = B::relu(B::float_matmul(x.clone(), left.clone()));
-    let r_right = B::relu(B::float_matmul(x, right.clone()));
-    let phi = B::float_mul(r_left.clone(), r_right.clone());
-    let squares = B::float_sum_dim(B::float_mul(phi.clone(), phi.clone()), 1);
-    let size = B::float_sqrt(B::float_add_scalar(squares, 1e-12.into()));
-    let hat = B::float_div(phi, size.clone());
+    let Dpfp {
+        left,
+        right,
+        r_left,
+        r_right,
+        size,
+        hat,
+    } = Dpfp::<B>::of(keys);
     let dhat = B::float_reshape(dhat, Shape::new([batch * n, features]));
     let along = B::float_sum_dim(B::float_mul(hat.clone(), dhat.clone()), 1);
     let dphi = B::float_div(B::float_sub(dhat, B::float_mul(hat, along)), size);
