@@ -97,7 +97,9 @@ const MAX_BINDING_BYTES: usize = 128 << 20;
 /// values of `d` (the layout at the top of `shaders/store_write_backward.wgsl`).
 fn scratch(m: usize, k: usize, d: usize) -> usize {
     let (w, f, width) = (2 * k, 2 * NU * k, d + 1);
-    m * w + 2 * m * f + 2 * m + m * width + 2 * f + m + 3 * m * d + 5 * m + 2 * f
+    // r, features, lengths, overlaps, lookup, z', k·z', updates, per, the rows' five sums,
+    // db, dz', the features' gradient, and two sums over the rows.
+    m * w + m * f + m + m + m * width + f + m + m * d + m * d + 5 * m + m * d + f + m * f + 2 * f
 }
 
 /// Whether the backward kernel serves `keys` `[batch, M, K]` writing `store` `[batch, F,
