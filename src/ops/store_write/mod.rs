@@ -28,7 +28,6 @@ use burn::backend::autodiff::{
     ops::{Backward, Ops, OpsKind},
 };
 use burn::backend::fusion::custom::TensorSpec;
-
 use burn::backend::wgpu::CubeBackend;
 use burn::backend::{
     Backend, Dispatch, Flex, TensorMetadata, backend_extension, tensor::FloatTensor,
