@@ -31,3 +31,18 @@ pub mod sum_squares;
 pub(crate) mod wgsl;
 
 pub use wgsl::{fallbacks, turned_off_names};
+
+/// Panics unless `got` equals `want` within `1e-4` of `want`'s largest magnitude (at least
+/// `1e-3`): the written-out backwards' tests against Burn's autodiff.
+#[cfg(test)]
+pub(crate) fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+    let diff = got
+        .iter()
+        .zip(want)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        diff <= 1e-4 * scale,
+        "{what}: differs by {diff} (scale {scale})"
+    );
+}

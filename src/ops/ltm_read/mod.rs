@@ -769,17 +769,7 @@ mod tests {
             .into_data()
             .try_to_vec::<f32>()
             .unwrap();
-        let close = |what: &str, got: &[f32], want: &[f32]| {
-            let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
-            let diff = got
-                .iter()
-                .zip(want)
-                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(
-                diff <= 1e-4 * scale,
-                "{what}: differs by {diff} (scale {scale})"
-            );
-        };
+        let close = crate::ops::assert_close;
         close("queries", &got3(dq), &want_q);
         close("keys and values", &got3(dkv), &want_kv);
         close(

@@ -531,15 +531,7 @@ mod tests {
                     ("keys", got(dkeys), want(keys_ad)),
                     ("store", got(dstore), want(store_ad)),
                 ] {
-                    let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
-                    let diff = got
-                        .iter()
-                        .zip(&want)
-                        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-                    assert!(
-                        diff <= 1e-4 * scale,
-                        "{what}: the {name}' gradient differs by {diff} (scale {scale})"
-                    );
+                    crate::ops::assert_close(&format!("{what}: the {name}' gradient"), &got, &want);
                 }
             }
         }

@@ -664,15 +664,7 @@ mod tests {
                     [("keys", 0), ("values", 1), ("strengths", 2), ("store", 3)]
                         .map(|(name, i)| (name, &got[i], &want[i]))
                 {
-                    let scale = want.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
-                    let diff = got
-                        .iter()
-                        .zip(want)
-                        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-                    assert!(
-                        diff <= 1e-4 * scale,
-                        "{what}: the {name}' gradient differs by {diff} (scale {scale})"
-                    );
+                    crate::ops::assert_close(&format!("{what}: the {name}' gradient"), got, want);
                 }
             }
         }
