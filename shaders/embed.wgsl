@@ -1,10 +1,11 @@
 // A segment's layout rows: the memory rows and the tokens' embeddings, each plus its learned
-// position, one invocation per output element:
-//   row r <  M          : memory[b, r]          + positions[r]
-//   row r <  M + T      : table[tokens[b, r - M]] + positions[r]
-//   row r >= M + T      : memory[b, r - M - T]  + positions[P - M + (r - M - T)]
-// (the last M rows, the decoder's write memory, exist only when `write` is 1; their positions
-// are the table's last M rows, where they sit for a whole segment).
+// position, one invocation per output element, with R the read rows before the tokens (M for
+// RMT, 0 for ARMT):
+//   row r <  R          : memory[b, r]          + positions[r]
+//   row r <  R + T      : table[tokens[b, r - R]] + positions[r]
+//   row r >= R + T      : memory[b, r - R - T]  + positions[P - M + (r - R - T)]
+// (the last M rows, the write memory, exist only when the layout writes; their positions are
+// the table's last M rows, where they sit for a whole segment).
 //
 // Every binding is read_write, inputs too (see attention.wgsl). Launched by
 // src/ops/embed/wgpu.rs, which puts embed_sizes.wgsl first. Dispatch: ceil(B L D / 64) invocations over the first two axes.
@@ -26,6 +27,7 @@ fn main(
     let rows = s.rows;
     let d = s.d;
     let m = s.m;
+    let lead = s.lead;
     let n = s.n;
     let idx = (group.y * groups.x + group.x) * 64u + t;
     if idx >= s.batch * rows * d {
@@ -36,12 +38,12 @@ fn main(
     let b = idx / (d * rows);
     var value: f32;
     var p = r;
-    if r < m {
+    if r < lead {
         value = memory[b * s.memory_batch + r * s.memory_row + j];
-    } else if r < m + n {
-        value = table[token_id(s, b, r - m) * d + j];
+    } else if r < lead + n {
+        value = table[token_id(s, b, r - lead) * d + j];
     } else {
-        let k = r - m - n;
+        let k = r - lead - n;
         value = memory[b * s.memory_batch + k * s.memory_row + j];
         p = s.positions - m + k;
     }

@@ -1,9 +1,10 @@
 // The gradients of embed.wgsl's table, memory and positions from the rows' gradient, in one
 // dispatch: invocations [0, V D) write the table's, the next B M D the memory's, the next P D
 // the positions', each one element summing what reached it in a fixed order:
-//   dtable[v, j]    = Σ_b Σ_i [tokens[b, i] == v] grad[b, M + i, j]
-//   dmemory[b, k, j] = grad[b, k, j] + grad[b, M + T + k, j]  (the second term with write rows)
-//   dpositions[p, j] = Σ_b grad[b, row(p), j], row(p) the layout row at position p, if any.
+//   dtable[v, j]    = Σ_b Σ_i [tokens[b, i] == v] grad[b, R + i, j]
+//   dmemory[b, k, j] = grad[b, k, j] + grad[b, R + T + k, j]  (each term where its rows exist)
+//   dpositions[p, j] = Σ_b grad[b, row(p), j], row(p) the layout row at position p, if any,
+// with R the read rows before the tokens (M for RMT, 0 for ARMT).
 //
 // Every binding is read_write, inputs too (see attention.wgsl). Launched by
 // src/ops/embed/wgpu.rs, which puts embed_sizes.wgsl first. Dispatch: ceil((V D + B M D + P D) / 64) invocations over the first
@@ -27,10 +28,11 @@ fn main(
     let rows = s.rows;
     let d = s.d;
     let m = s.m;
+    let lead = s.lead;
     let n = s.n;
     let p_len = s.positions;
     let vocab = s.vocab;
-    let write = rows > m + n;
+    let write = rows > lead + n;
     var idx = (group.y * groups.x + group.x) * 64u + t;
     if idx < vocab * d {
         let v = idx / d;
@@ -39,7 +41,7 @@ fn main(
         for (var b = 0u; b < batch; b++) {
             for (var i = 0u; i < n; i++) {
                 if token_id(s, b, i) == v {
-                    sum += grad[(b * rows + m + i) * d + j];
+                    sum += grad[(b * rows + lead + i) * d + j];
                 }
             }
         }
@@ -51,9 +53,12 @@ fn main(
         let j = idx % d;
         let k = (idx / d) % m;
         let b = idx / (d * m);
-        var sum = grad[(b * rows + k) * d + j];
+        var sum = 0.0;
+        if lead > 0u {
+            sum += grad[(b * rows + k) * d + j];
+        }
         if write {
-            sum += grad[(b * rows + m + n + k) * d + j];
+            sum += grad[(b * rows + lead + n + k) * d + j];
         }
         dmemory[idx] = sum;
         return;
@@ -65,10 +70,10 @@ fn main(
         // The layout row at position p: the read memory and the tokens at their own index,
         // the write memory at the table's last M rows; none for the rest.
         var r = rows;
-        if p < m + n {
+        if p < lead + n {
             r = p;
         } else if write && p >= p_len - m {
-            r = m + n + (p - (p_len - m));
+            r = lead + n + (p - (p_len - m));
         }
         var sum = 0.0;
         if r < rows {

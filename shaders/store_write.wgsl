@@ -1,7 +1,7 @@
 // ARMT's write into one layer's associative store, in one dispatch (the formulas of
-// crate::nn::AssociativeMemory::write). From the M memory rows' projections (keys before DPFP,
-// values, strengths before their sigmoid): the keys' DPFP-3 features made unit length, how
-// much each key shares with the others (s_m = Σ_j k_m·k_j), then
+// crate::nn::AssociativeMemory::write). From the M memory rows' projections side by side (keys
+// before DPFP, values, strengths before their sigmoid): the keys' DPFP-3 features made unit
+// length, how much each key shares with the others (s_m = Σ_j k_m·k_j), then
 //   delta:      A' = A + Σ_m k_m ⊗ β_m (v_m − k_m·A) / s_m,  z unchanged;
 //   normalised: n_m = k_m·z, z' = z + Σ_m k_m clamp(1 − n_m, 0, 1) / s_m, g_m = k_m·z',
 //               A' = A + Σ_m k_m ⊗ (g_m t_m − k_m·A) / s_m,
@@ -14,11 +14,9 @@
 // src/ops/store_write/wgpu.rs, which fills the sizes. Dispatch: (batch). Every barrier stands
 // in uniform control flow (the loops around them have compile-time bounds).
 
-@group(0) @binding(0) var<storage, read_write> keys: array<f32>;      // [batch, M, K]
-@group(0) @binding(1) var<storage, read_write> values: array<f32>;    // [batch, M, D]
-@group(0) @binding(2) var<storage, read_write> strengths: array<f32>; // [batch, M, 1]
-@group(0) @binding(3) var<storage, read_write> store: array<f32>;     // [batch, F, D + 1]
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;       // [batch, F, D + 1]
+@group(0) @binding(0) var<storage, read_write> projections: array<f32>; // [batch, M, K + D + 1]
+@group(0) @binding(1) var<storage, read_write> store: array<f32>;       // [batch, F, D + 1]
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;         // [batch, F, D + 1]
 
 const THREADS: u32 = 64u;
 const M: u32 = {{ rows }}u;
@@ -26,6 +24,8 @@ const K: u32 = {{ key_dim }}u;
 const W: u32 = 2u * K;
 const F: u32 = {{ features }}u;
 const D: u32 = {{ d }}u;
+// A row of the projections: the key (K), the value (D), the strength (1), side by side.
+const P: u32 = K + D + 1u;
 const NORMALISED: bool = {{ normalised }}u == 1u;
 const EPS: f32 = 1e-5;
 
@@ -40,9 +40,9 @@ var<workgroup> grown: array<f32, {{ rows }}>;           // g_m = k_m·z'
 // Entry e of r for the key starting at `at`.
 fn rectified(at: u32, e: u32) -> f32 {
     if e < K {
-        return max(keys[at + e], 0.0);
+        return max(projections[at + e], 0.0);
     }
-    return max(-keys[at + e - K], 0.0);
+    return max(-projections[at + e - K], 0.0);
 }
 
 fn sigmoid(x: f32) -> f32 {
@@ -59,7 +59,7 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
     for (var i = t; i < M * F; i += THREADS) {
         let m = i / F;
         let f = i % F;
-        let at = (b * M + m) * K;
+        let at = (b * M + m) * P;
         let e = f % W;
         let j = f / W + 1u;
         feature[i] = rectified(at, e) * rectified(at, (e + W - j) % W);
@@ -126,8 +126,8 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_index
         for (var f = 0u; f < F; f += 1u) {
             stored += feature[m * F + f] * store[base + f * width + c];
         }
-        let beta = sigmoid(strengths[b * M + m]);
-        let v = values[(b * M + m) * D + c];
+        let beta = sigmoid(projections[(b * M + m) * P + K + D]);
+        let v = projections[(b * M + m) * P + K + c];
         if NORMALISED {
             let old = stored / (filled[m] + EPS);
             let goal = old + beta * (v - old);

@@ -141,7 +141,8 @@ fn memxl_forward_and_gradients_agree_on_flex_and_wgpu() {
 /// ARMT: the associative stores' reads and delta-rule writes, every parameter's gradient
 /// through them, with learned and with rotary positions, under both store rules. On wgpu each
 /// read and write in training is one operation with its WGSL backward (`ops::store_read`,
-/// `ops::store_write`), which must be what ran.
+/// `ops::store_write`), and so is each segment's layout embedding (`ops::embed`): they must be
+/// what ran.
 #[test]
 fn armt_forward_and_gradients_agree_on_flex_and_wgpu() {
     parity(ModelKind::Armt, Layout::Decoder);
@@ -166,14 +167,19 @@ fn armt_forward_and_gradients_agree_on_flex_and_wgpu() {
         "remem::store_read_backward",
         "remem::store_read_store_backward",
         "remem::store_write_backward",
+        "remem::embed",
+        "remem::embed_backward",
     ]
     .map(|k| counts.get(k).copied().unwrap_or(0));
     assert!(
         backward[0] > 0
             && backward[0] == backward[1]
             && backward[2] > 0
+            && backward[3] > 0
+            && backward[4] > 0
             && remem::ops::fallbacks().is_empty(),
-        "the store's backward kernels did not run ({counts:?}; fallbacks {:?})",
+        "the store's backward kernels or the layout embedding's did not run ({counts:?}; \
+         fallbacks {:?})",
         remem::ops::fallbacks()
     );
 }
@@ -753,12 +759,13 @@ fn the_wgsl_cross_entropy_matches_the_cpu() {
     }
 }
 
-/// The WGSL layout embedding (`shaders/embed.wgsl` and its backward), which RMT's training and
-/// streaming run on wgpu, gives the rows and the table, memory and position gradients of
-/// Burn's own operations on the CPU (the embedding's gather, the join, the positions' add):
-/// whole and partial segments, with write rows and without, the token ids a slice of a wider
-/// batch, the memory a slice of earlier rows or one learned memory broadcast over the batch
-/// (all read in place). Both kernels must be what ran.
+/// The WGSL layout embedding (`shaders/embed.wgsl` and its backward), which RMT's and ARMT's
+/// training and streaming run on wgpu, gives the rows and the table, memory and position
+/// gradients of Burn's own operations on the CPU (the embedding's gather, the join, the
+/// positions' add): whole and partial segments, with read rows (RMT) and without (ARMT), with
+/// write rows and without, the token ids a slice of a wider batch, the memory a slice of
+/// earlier rows or one learned memory broadcast over the batch (all read in place). Both
+/// kernels must be what ran.
 #[test]
 fn the_wgsl_layout_embedding_matches_burns_operations() {
     let Some(gpu) = common::wgpu_device() else {
@@ -768,13 +775,17 @@ fn the_wgsl_layout_embedding_matches_burns_operations() {
     let (vocab, d, batch, m, t_max) = (13, 70, 3, 2, 5);
     let p = 2 * m + t_max;
     let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 500.0 - 1.0;
-    for (t, write, broadcast) in [
-        (5, true, false),
-        (3, true, true),
-        (5, false, true),
-        (3, false, false),
+    for (t, read, write, broadcast) in [
+        (5, true, true, false),
+        (3, true, true, true),
+        (5, true, false, true),
+        (3, true, false, false),
+        (5, false, true, true),
+        (3, false, true, true),
+        (4, false, true, false),
     ] {
-        let rows = m + t + usize::from(write) * m;
+        let lead = usize::from(read) * m;
+        let rows = lead + t + usize::from(write) * m;
         let run = |device: &Device, ours: bool| {
             let ad = device.clone().autodiff();
             let param = |shape: Vec<usize>, salt: usize| {
@@ -808,6 +819,7 @@ fn the_wgsl_layout_embedding_matches_burns_operations() {
                     tokens,
                     memory,
                     positions.clone(),
+                    read,
                     write,
                 ),
                 false => {
@@ -815,23 +827,16 @@ fn the_wgsl_layout_embedding_matches_burns_operations() {
                         .clone()
                         .select(0, tokens.reshape([batch * t]))
                         .reshape([batch, t, d]);
-                    let (h, pos) = match write {
-                        true => (
-                            Tensor::cat(vec![memory.clone(), x, memory], 1),
-                            Tensor::cat(
-                                vec![
-                                    positions.clone().slice(s![0..m + t, ..]),
-                                    positions.clone().slice(s![p - m..p, ..]),
-                                ],
-                                0,
-                            ),
-                        ),
-                        false => (
-                            Tensor::cat(vec![memory, x], 1),
-                            positions.clone().slice(s![0..m + t, ..]),
-                        ),
-                    };
-                    h + pos.unsqueeze::<3>()
+                    let mut parts = vec![x];
+                    let mut pos = vec![positions.clone().slice(s![0..lead + t, ..])];
+                    if read {
+                        parts.insert(0, memory.clone());
+                    }
+                    if write {
+                        parts.push(memory);
+                        pos.push(positions.clone().slice(s![p - m..p, ..]));
+                    }
+                    Tensor::cat(parts, 1) + Tensor::cat(pos, 0).unsqueeze::<3>()
                 }
             };
             assert_eq!(out.dims(), [batch, rows, d]);
@@ -855,7 +860,8 @@ fn the_wgsl_layout_embedding_matches_burns_operations() {
         for kernel in ["remem::embed", "remem::embed_backward"] {
             assert!(
                 counts.get(kernel) == Some(&1) && remem::ops::fallbacks().is_empty(),
-                "t {t}, write {write}: {kernel} did not run once ({counts:?}; fallbacks {:?})",
+                "t {t}, read {read}, write {write}: {kernel} did not run once ({counts:?}; \
+                 fallbacks {:?})",
                 remem::ops::fallbacks()
             );
         }
@@ -871,7 +877,7 @@ fn the_wgsl_layout_embedding_matches_burns_operations() {
             let diff = common::max_diff(got, want);
             assert!(
                 diff < 1e-5,
-                "t {t}, write {write}: the {what} differs by {diff}"
+                "t {t}, read {read}, write {write}: the {what} differs by {diff}"
             );
             assert!(want.iter().any(|&v| v != 0.0), "t {t}: no {what}");
         }

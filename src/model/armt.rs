@@ -26,6 +26,7 @@ use super::state::State;
 use super::{SegmentModel, StepOutput};
 use crate::nn::{AssociativeMemory, Block, Constants, Init, LayerNorm, LayerNormConfig, Noise};
 use crate::nn::{causal_mask, linear};
+use crate::ops::embed::embed_layout;
 
 /// Associative Recurrent Memory Transformer.
 #[derive(Module, Debug)]
@@ -82,20 +83,36 @@ impl Armt {
 
     /// This model for one training step over several segments: each layer's query, key and
     /// value weights concatenated once for all of them, where training reads them packed (as
-    /// [`crate::model::Rmt`] does).
+    /// [`crate::model::Rmt`] does), and on wgpu each store's write projections too.
     #[cfg(feature = "train")]
     pub(crate) fn for_training_step(&self, device: &Device) -> Option<Self> {
-        let packed = self.rope.is_none() || crate::ops::wgsl::on_wgpu(device);
+        let on_wgpu = crate::ops::wgsl::on_wgpu(device);
+        let packed = self.rope.is_none() || on_wgpu;
+        let stores = match on_wgpu {
+            true => self
+                .stores
+                .iter()
+                .map(AssociativeMemory::for_training_step)
+                .collect(),
+            false => self.stores.clone(),
+        };
         (packed && self.config.dropout == 0.0).then(|| Self {
             blocks: self.blocks.iter().map(Block::for_training_step).collect(),
+            stores,
             ..self.clone()
         })
     }
 
-    /// This model for a streaming session (see [`crate::nn::Attention::for_inference`]).
+    /// This model for a streaming session (see [`crate::nn::Attention::for_inference`] and
+    /// [`AssociativeMemory::for_inference`]).
     pub(crate) fn for_inference(self) -> Self {
         Self {
             blocks: self.blocks.into_iter().map(Block::for_inference).collect(),
+            stores: self
+                .stores
+                .into_iter()
+                .map(AssociativeMemory::for_inference)
+                .collect(),
             ..self
         }
     }
@@ -182,8 +199,17 @@ impl Armt {
     fn embed(&self, tokens: Tensor<2, Int>, write: bool) -> Tensor<3> {
         let [batch, t] = tokens.dims();
         let (m, t_max) = (self.config.memory_tokens, self.config.segment_len);
-        let x = self.tokens.forward(tokens);
         let learned = self.positions.as_ref().map(|p| p.val());
+        // On GPUs the rows and their positions as one operation, one kernel each way
+        // (`crate::ops::embed`, RMT's layout without its read rows); the CPU keeps Burn's.
+        let on_gpu = !crate::device::is_cpu(&tokens.device());
+        if let (Some(p), true) = (&learned, on_gpu && m > 0) {
+            let d = self.config.d_model;
+            let memory = self.memory.val().unsqueeze::<3>().expand([batch, m, d]);
+            let table = self.tokens.weight.val();
+            return embed_layout(table, tokens, memory, p.clone(), false, write);
+        }
+        let x = self.tokens.forward(tokens);
         let (h, pos) = if write {
             let memory = self.memory.val().unsqueeze::<3>().repeat_dim(0, batch);
             let pos = learned.map(|p| {

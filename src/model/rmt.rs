@@ -268,7 +268,7 @@ impl Rmt {
             // On GPUs the rows and their positions as one operation, one kernel each way
             // instead of about fourteen (`crate::ops::embed`); the CPU keeps Burn's.
             (Some(mem), Some(p)) if whole => {
-                embed_layout(self.tokens.weight.val(), tokens, mem, p, write_rows)
+                embed_layout(self.tokens.weight.val(), tokens, mem, p, true, write_rows)
             }
             (memory, learned) => self.embed(tokens, memory, learned, write_rows),
         };

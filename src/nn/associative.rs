@@ -48,7 +48,7 @@ use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid};
 use serde::{Deserialize, Serialize};
 
-use super::linear::linear_with;
+use super::linear::{concat, linear_with};
 use super::{Constants, Init, linear, matmul};
 
 /// Shifts of DPFP: features are products of the rectified key with itself rolled by 1..=ν.
@@ -97,6 +97,12 @@ pub struct AssociativeMemory {
     /// DPFP's picking matrices, by key width ([`dpfp`]).
     #[module(skip)]
     picks: Constants,
+    /// The key, value and strength weights side by side `[d, key_dim + d + 1]` and their
+    /// biases, made once for a streaming session or a training step
+    /// ([`AssociativeMemory::for_inference`], [`AssociativeMemory::for_training_step`]);
+    /// never saved.
+    #[module(skip)]
+    packed: Option<(Tensor<2>, Option<Tensor<1>>)>,
 }
 
 impl AssociativeMemory {
@@ -110,7 +116,35 @@ impl AssociativeMemory {
             strength: init.linear(d, 1, true),
             rule,
             picks: Constants::default(),
+            packed: None,
         }
+    }
+
+    /// This memory for a streaming session: the write's three projections packed once into
+    /// one product. The packed copy does not follow later changes to the weights (as
+    /// [`crate::nn::Attention`]'s).
+    pub(crate) fn for_inference(self) -> Self {
+        Self {
+            packed: Some(self.pack()),
+            ..self
+        }
+    }
+
+    /// This memory for one training step of several segments: the write's projections packed
+    /// once as tracked operations on the current parameters, so each segment's write projects
+    /// with one product and its gradients add up on the packed weights (as
+    /// [`crate::nn::Attention`]'s).
+    #[cfg(feature = "train")]
+    pub(crate) fn for_training_step(&self) -> Self {
+        Self {
+            packed: Some(self.pack()),
+            ..self.clone()
+        }
+    }
+
+    /// The key, value and strength weights and biases side by side.
+    fn pack(&self) -> (Tensor<2>, Option<Tensor<1>>) {
+        concat(&[&self.key, &self.value, &self.strength])
     }
 
     /// Features per key after DPFP: `2 * NU * key_dim`.
@@ -163,18 +197,20 @@ impl AssociativeMemory {
     }
 
     /// The key (before DPFP), value and strength (before the sigmoid) projections of memory
-    /// rows, taken from the rows at unit root-mean-square ([`unit_rms`]).
+    /// rows side by side, taken from the rows at unit root-mean-square ([`unit_rms`]): one
+    /// product, with the weights packed for the session or the training step where they are.
     ///
     /// # Shapes
     /// - rows: `[batch, M, d]`
-    /// - output: `[batch, M, key_dim]`, `[batch, M, d]`, `[batch, M, 1]`
-    pub(crate) fn projections(&self, rows: Tensor<3>) -> (Tensor<3>, Tensor<3>, Tensor<3>) {
-        let rows = unit_rms(rows);
-        (
-            linear(&self.key, rows.clone()),
-            linear(&self.value, rows.clone()),
-            linear(&self.strength, rows),
-        )
+    /// - output: `[batch, M, key_dim + d + 1]`
+    pub(crate) fn projections(&self, rows: Tensor<3>) -> Tensor<3> {
+        let (w, b) = match &self.packed {
+            // An inference copy's packed weights serve inference only; a training step's
+            // (tracked) serve that step.
+            Some((w, b)) if w.is_autodiff() == rows.is_autodiff() => (w.clone(), b.clone()),
+            _ => self.pack(),
+        };
+        linear_with(unit_rms(rows), w, b)
     }
 
     /// The store after writing the memory rows `rows` into it.
@@ -186,19 +222,14 @@ impl AssociativeMemory {
         let d = store.dims()[2] - 1;
         // Streaming on wgpu: all after the projections in one kernel (`crate::ops::store_write`).
         if crate::ops::store_write::serves(&rows, self.key.weight.dims()[1]) {
-            let (keys, values, strengths) = self.projections(rows);
             let normalised = self.rule == StoreRule::Normalised;
-            return crate::ops::store_write::store_write(
-                keys, values, strengths, store, normalised,
-            );
+            return crate::ops::store_write::store_write(self.projections(rows), store, normalised);
         }
         // Training on wgpu: the same kernel, and one for its backward.
         if crate::ops::store_write::serves_training(&rows, self.key.weight.dims()[1]) {
-            let (keys, values, strengths) = self.projections(rows);
             let normalised = self.rule == StoreRule::Normalised;
-            return crate::ops::store_write::store_write_train(
-                keys, values, strengths, store, normalised,
-            );
+            let projections = self.projections(rows);
+            return crate::ops::store_write::store_write_train(projections, store, normalised);
         }
         let rows = unit_rms(rows);
         let k = dpfp(linear(&self.key, rows.clone()), &self.picks);

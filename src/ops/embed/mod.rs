@@ -2,7 +2,7 @@
 //! as one autodiff operation: one WGSL kernel forward and one backward on wgpu.
 //!
 //! RMT's step starts by building `[read memory | segment | write memory]` and adding the
-//! position table. From Burn's operations that is a copy of the segment's token ids, the
+//! position table; ARMT's builds `[segment | memory]` the same way (no read rows). From Burn's operations that is a copy of the segment's token ids, the
 //! embedding's gather, the join of the memory and the tokens, and the positions' add forward,
 //! and backward a zero-filled table with a scatter into it, the join's split, the two memory
 //! gradients' sum and the positions' sum over the batch: about fourteen kernels per segment of
@@ -36,24 +36,26 @@ use crate::ops::wgsl::{agrees, check_on, read};
 /// A segment's layout rows as a backend operation, so autodiff records one node.
 #[backend_extension(Flex, Cube, Fusion, Autodiff: cfg(feature = "train"))]
 pub trait EmbedBackend: Backend {
-    /// `[memory | table[tokens] | memory]` (the last part only when `write`) plus each row's
-    /// position: rows `r < M + T` take position `r`, the write rows the table's last `M`.
-    /// `table` `[V, D]`, `tokens` `[B, T]`, `memory` `[B, M, D]`, `positions` `[P, D]` with
-    /// `P >= 2M + T` when `write`, else `P >= M + T`: `[B, L, D]`, `L = M + T (+ M)`.
-    #[fusion(dtype = table, shape = rows_shape(tokens, memory, write))]
+    /// `[memory | table[tokens] | memory]` (the first part only when `read`, the last only
+    /// when `write`) plus each row's position: the rows before the write rows take their own
+    /// index, the write rows the table's last `M`. `table` `[V, D]`, `tokens` `[B, T]`,
+    /// `memory` `[B, M, D]`, `positions` `[P, D]` with `P` at least the rows:
+    /// `[B, L, D]`, `L = (M) + T (+ M)`.
+    #[fusion(dtype = table, shape = rows_shape(tokens, memory, read, write))]
     fn embed_layout(
         table: FloatTensor<Self>,
         tokens: IntTensor<Self>,
         memory: FloatTensor<Self>,
         positions: FloatTensor<Self>,
+        read: bool,
         write: bool,
     ) -> FloatTensor<Self> {
-        reference::<Self>(table, tokens, memory, positions, write)
+        reference::<Self>(table, tokens, memory, positions, read, write)
     }
 
     /// The gradients of the table, the memory (`memory` rows) and the positions from the
-    /// rows' gradient `grad` (`[B, L, D]`; with write rows when `L > M + T`). The table and
-    /// the positions only give their shapes.
+    /// rows' gradient `grad` (`[B, L, D]`; with read rows when `read`, and write rows when
+    /// `L` has room for them). The table and the positions only give their shapes.
     #[fusion(meta = gradient_specs)]
     fn embed_layout_backward(
         table: FloatTensor<Self>,
@@ -61,17 +63,18 @@ pub trait EmbedBackend: Backend {
         positions: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         memory: usize,
+        read: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        backward_from_ops::<Self>(table, tokens, positions, grad, memory)
+        backward_from_ops::<Self>(table, tokens, positions, grad, memory, read)
     }
 }
 
-/// The rows' shape `[B, M + T (+ M), D]`, for the fusion stream.
-fn rows_shape(tokens: &Shape, memory: &Shape, write: &bool) -> Shape {
+/// The rows' shape `[B, (M) + T (+ M), D]`, for the fusion stream.
+fn rows_shape(tokens: &Shape, memory: &Shape, read: &bool, write: &bool) -> Shape {
     let m = memory[1];
     Shape::new([
         memory[0],
-        m + tokens[1] + usize::from(*write) * m,
+        usize::from(*read) * m + tokens[1] + usize::from(*write) * m,
         memory[2],
     ])
 }
@@ -84,6 +87,7 @@ fn gradient_specs(
     positions: &TensorSpec,
     grad: &TensorSpec,
     memory: &usize,
+    _read: &bool,
 ) -> (TensorSpec, TensorSpec, TensorSpec) {
     let (batch, d) = (grad.shape[0], grad.shape[2]);
     (
@@ -93,21 +97,24 @@ fn gradient_specs(
     )
 }
 
-/// A segment's layout rows: the memory, the tokens' embeddings and (when `write`) the memory
-/// again, each row plus its learned position; the write rows take the position table's last
-/// `M` rows, where they sit in a whole segment.
+/// A segment's layout rows: (when `read`) the memory, the tokens' embeddings and (when
+/// `write`) the memory again, each row plus its learned position; the rows before the write
+/// rows take their own index, the write rows the position table's last `M` rows, where they
+/// sit in a whole segment. RMT's decoder reads and writes, its encoder only reads; ARMT's
+/// segment only writes (its memory is `M` learned rows, broadcast over the batch).
 ///
 /// # Shapes
 /// - table: `[vocab, d]`
 /// - tokens: `[batch, t]`
-/// - memory: `[batch, m, d]`, `m >= 1`
-/// - positions: `[p, d]`, `p >= 2m + t` when `write`, else `p >= m + t`
-/// - output: `[batch, m + t (+ m), d]`
+/// - memory: `[batch, m, d]` (may be a broadcast view), `m >= 1`
+/// - positions: `[p, d]`, `p` at least the output's rows
+/// - output: `[batch, (m) + t (+ m), d]`
 pub fn embed_layout(
     table: Tensor<2>,
     tokens: Tensor<2, Int>,
     memory: Tensor<3>,
     positions: Tensor<2>,
+    read: bool,
     write: bool,
 ) -> Tensor<3> {
     let [batch, t] = tokens.dims();
@@ -121,9 +128,10 @@ pub fn embed_layout(
         memory.dims(),
         positions.dims()
     );
+    let rows = usize::from(read) * m + t + usize::from(write) * m;
     assert!(
-        p >= m + t + usize::from(write) * m,
-        "embed_layout: {p} positions for {m} memory rows and {t} tokens"
+        p >= rows,
+        "embed_layout: {p} positions for {rows} rows ({m} memory rows, {t} tokens)"
     );
     check_kernel(&table.device());
     if table.is_autodiff() {
@@ -134,6 +142,7 @@ pub fn embed_layout(
         tokens.into_dispatch(),
         memory.into_dispatch(),
         positions.into_dispatch(),
+        read,
         write,
     ))
 }
@@ -151,26 +160,23 @@ fn reference<B: Backend>(
     tokens: IntTensor<B>,
     memory: FloatTensor<B>,
     positions: FloatTensor<B>,
+    read: bool,
     write: bool,
 ) -> FloatTensor<B> {
     let (m, t, p) = (memory.shape()[1], tokens.shape()[1], positions.shape()[0]);
+    let lead = usize::from(read) * m;
     let x = B::embedding(table, tokens);
-    let (h, pos) = match write {
-        true => (
-            B::float_cat(vec![memory.clone(), x, memory], 1),
-            B::float_cat(
-                vec![
-                    rows::<B>(positions.clone(), 0, 0, m + t),
-                    rows::<B>(positions, 0, p - m, m),
-                ],
-                0,
-            ),
-        ),
-        false => (
-            B::float_cat(vec![memory, x], 1),
-            rows::<B>(positions, 0, 0, m + t),
-        ),
-    };
+    let mut parts = Vec::with_capacity(3);
+    if read {
+        parts.push(memory.clone());
+    }
+    parts.push(x);
+    let mut pos = vec![rows::<B>(positions.clone(), 0, 0, lead + t)];
+    if write {
+        parts.push(memory);
+        pos.push(rows::<B>(positions, 0, p - m, m));
+    }
+    let (h, pos) = (B::float_cat(parts, 1), B::float_cat(pos, 0));
     let pos_shape = pos.shape();
     let pos = B::float_reshape(pos, Shape::new([1, pos_shape[0], pos_shape[1]]));
     B::float_add(h, pos)
@@ -183,15 +189,23 @@ fn backward_from_ops<B: Backend>(
     positions: FloatTensor<B>,
     grad: FloatTensor<B>,
     m: usize,
+    read: bool,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
     let t = tokens.shape()[1];
+    let lead = usize::from(read) * m;
     let rows_len = grad.shape()[1];
-    let write = rows_len > m + t;
-    let dtable = B::embedding_backward(table, rows::<B>(grad.clone(), 1, m, t), tokens);
-    let mut dmemory = rows::<B>(grad.clone(), 1, 0, m);
-    if write {
-        dmemory = B::float_add(dmemory, rows::<B>(grad.clone(), 1, m + t, m));
-    }
+    let write = rows_len > lead + t;
+    let dtable = B::embedding_backward(table, rows::<B>(grad.clone(), 1, lead, t), tokens);
+    let written = || rows::<B>(grad.clone(), 1, lead + t, m);
+    let dmemory = match (read, write) {
+        (true, true) => B::float_add(rows::<B>(grad.clone(), 1, 0, m), written()),
+        (true, false) => rows::<B>(grad.clone(), 1, 0, m),
+        (false, true) => written(),
+        (false, false) => {
+            let shape = Shape::new([grad.shape()[0], m, grad.shape()[2]]);
+            B::float_zeros(shape, &grad.device(), grad.dtype().into())
+        }
+    };
     // Each row's gradient summed over the batch, put at its position.
     let summed = B::float_sum_dim(grad, 0);
     let summed = B::float_reshape(summed.clone(), Shape::new([rows_len, summed.shape()[2]]));
@@ -205,9 +219,14 @@ fn backward_from_ops<B: Backend>(
             value,
         )
     };
-    dpositions = at(dpositions, 0, m + t, rows::<B>(summed.clone(), 0, 0, m + t));
+    dpositions = at(
+        dpositions,
+        0,
+        lead + t,
+        rows::<B>(summed.clone(), 0, 0, lead + t),
+    );
     if write {
-        dpositions = at(dpositions, p - m, m, rows::<B>(summed, 0, m + t, m));
+        dpositions = at(dpositions, p - m, m, rows::<B>(summed, 0, lead + t, m));
     }
     (dtable, dmemory, dpositions)
 }
@@ -232,25 +251,30 @@ fn check_input() -> [TensorData; 4] {
     ]
 }
 
+/// The layouts the checks run: RMT's decoder (read and write rows), its encoder (read rows),
+/// ARMT's segment (write rows).
+const LAYOUTS: [(bool, bool); 3] = [(true, true), (true, false), (false, true)];
+
 /// On wgpu, check the WGSL kernel against the reference on the CPU once per device (see
-/// [`crate::ops::wgsl`]), with write rows and without; elsewhere, and in a browser, nothing.
+/// [`crate::ops::wgsl`]), for each of [`LAYOUTS`]; elsewhere, and in a browser, nothing.
 fn check_kernel(device: &Device) {
     check_on(wgpu::NAME, device, |device| {
         let [table, tokens, memory, positions] = check_input();
-        let run = |device: &Device, write: bool| {
+        let run = |device: &Device, (lead, write): (bool, bool)| {
             Tensor::<3>::from_dispatch(<Dispatch as EmbedBackend>::embed_layout(
                 Tensor::<2>::from_data(table.clone(), device).into_dispatch(),
                 Tensor::<2, Int>::from_data(tokens.clone(), device).into_dispatch(),
                 Tensor::<3>::from_data(memory.clone(), device).into_dispatch(),
                 Tensor::<2>::from_data(positions.clone(), device).into_dispatch(),
+                lead,
                 write,
             ))
         };
-        for write in [true, false] {
+        for layout in LAYOUTS {
             agrees(
                 "rows",
-                &read(run(device, write))?,
-                &read(run(&Device::flex(), write))?,
+                &read(run(device, layout))?,
+                &read(run(&Device::flex(), layout))?,
             )?;
         }
         Ok(())
@@ -264,8 +288,8 @@ fn check_backward_kernel(device: &Device) {
         let [table, tokens, memory, positions] = check_input();
         let (memory_shape, t) = (memory.shape(), tokens.shape()[1]);
         let [batch, m, d] = [memory_shape[0], memory_shape[1], memory_shape[2]];
-        for write in [true, false] {
-            let rows_len = m + t + usize::from(write) * m;
+        for (lead, write) in LAYOUTS {
+            let rows_len = usize::from(lead) * m + t + usize::from(write) * m;
             let grad: Vec<f32> = (0..batch * rows_len * d)
                 .map(|i| ((i * 104_729) % 997) as f32 / 500.0 - 1.0)
                 .collect();
@@ -278,6 +302,7 @@ fn check_backward_kernel(device: &Device) {
                         Tensor::<2>::from_data(positions.clone(), device).into_dispatch(),
                         Tensor::<3>::from_data(grad.clone(), device).into_dispatch(),
                         m,
+                        lead,
                     );
                 (
                     Tensor::<2>::from_dispatch(dtable),
@@ -308,12 +333,13 @@ impl EmbedBackend for CubeBackend {
         tokens: IntTensor<Self>,
         memory: FloatTensor<Self>,
         positions: FloatTensor<Self>,
+        read: bool,
         write: bool,
     ) -> FloatTensor<Self> {
         if wgpu::serves(wgpu::NAME, &table, &tokens) {
-            wgpu::embed_layout(table, tokens, memory, positions, write)
+            wgpu::embed_layout(table, tokens, memory, positions, read, write)
         } else {
-            reference::<Self>(table, tokens, memory, positions, write)
+            reference::<Self>(table, tokens, memory, positions, read, write)
         }
     }
 
@@ -323,11 +349,12 @@ impl EmbedBackend for CubeBackend {
         positions: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         memory: usize,
+        read: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         if wgpu::serves(wgpu::BACKWARD, &table, &tokens) {
-            wgpu::embed_layout_backward(table, tokens, positions, grad, memory)
+            wgpu::embed_layout_backward(table, tokens, positions, grad, memory, read)
         } else {
-            backward_from_ops::<Self>(table, tokens, positions, grad, memory)
+            backward_from_ops::<Self>(table, tokens, positions, grad, memory, read)
         }
     }
 }
@@ -339,14 +366,16 @@ impl<B: Backend + EmbedBackend, C: CheckpointStrategy> EmbedBackend for Autodiff
         tokens: IntTensor<Self>,
         memory: FloatTensor<Self>,
         positions: FloatTensor<Self>,
+        read: bool,
         write: bool,
     ) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct EmbedBackward;
 
         impl<B: Backend + EmbedBackend> Backward<B, 3> for EmbedBackward {
-            /// The table and positions (for their shapes), the tokens, the memory rows.
-            type State = (FloatTensor<B>, IntTensor<B>, FloatTensor<B>, usize);
+            /// The table and positions (for their shapes), the tokens, the memory rows and
+            /// whether they lead.
+            type State = (FloatTensor<B>, IntTensor<B>, FloatTensor<B>, usize, bool);
 
             fn backward(
                 self,
@@ -356,9 +385,9 @@ impl<B: Backend + EmbedBackend, C: CheckpointStrategy> EmbedBackend for Autodiff
             ) {
                 let [table_node, memory_node, positions_node] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
-                let (table, tokens, positions, m) = ops.state;
+                let (table, tokens, positions, m, read) = ops.state;
                 let (dtable, dmemory, dpositions) =
-                    B::embed_layout_backward(table, tokens, positions, grad, m);
+                    B::embed_layout_backward(table, tokens, positions, grad, m, read);
                 for (node, grad) in [
                     (table_node, dtable),
                     (memory_node, dmemory),
@@ -388,15 +417,17 @@ impl<B: Backend + EmbedBackend, C: CheckpointStrategy> EmbedBackend for Autodiff
                     tokens.clone(),
                     memory,
                     positions.clone(),
+                    read,
                     write,
                 );
-                prep.finish((table, tokens, positions, m), out)
+                prep.finish((table, tokens, positions, m, read), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::embed_layout(
                 table.into_primitive(),
                 tokens,
                 memory.into_primitive(),
                 positions.into_primitive(),
+                read,
                 write,
             )),
         }

@@ -42,7 +42,7 @@ pub(super) fn serves(kernel: &'static str, table: &CubeTensor, tokens: &CubeTens
 
 /// The sizes every launch binds: batch, rows, width, memory, tokens, positions, vocabulary,
 /// then the strides the kernels read the tokens and the memory with: the tokens' rows, the
-/// memory's batch and rows.
+/// memory's batch and rows; last the memory rows before the tokens (the memory's or none).
 struct Sizes {
     rows: Shape,
     memory: usize,
@@ -50,6 +50,7 @@ struct Sizes {
     positions: usize,
     vocab: usize,
     strides: [usize; 3],
+    lead: usize,
 }
 
 impl Sizes {
@@ -68,6 +69,7 @@ impl Sizes {
             a,
             b,
             c,
+            self.lead,
         ];
         wgsl::info(&like.client, &values.map(|v| v as u32))
     }
@@ -85,19 +87,22 @@ fn rows_view(x: CubeTensor) -> (CubeTensor, Vec<usize>) {
     (x, strides)
 }
 
-/// `[memory | table[tokens] | memory]` (the last only when `write`) plus the positions.
+/// `[memory | table[tokens] | memory]` (the first only when `read`, the last only when
+/// `write`) plus the positions.
 pub(super) fn embed_layout(
     table: CubeTensor,
     tokens: CubeTensor,
     memory: CubeTensor,
     positions: CubeTensor,
+    read: bool,
     write: bool,
 ) -> CubeTensor {
     let [table, positions] = [table, positions].map(burn_cubecl::kernel::into_contiguous);
     let (tokens, token_strides) = rows_view(tokens);
     let (memory, memory_strides) = rows_view(memory);
     let (t, [batch, m, d]) = (tokens.shape()[1], dims3(&memory));
-    let rows = Shape::new([batch, m + t + usize::from(write) * m, d]);
+    let lead = usize::from(read) * m;
+    let rows = Shape::new([batch, lead + t + usize::from(write) * m, d]);
     let out = wgsl::empty_like(&table, rows.clone());
     let client = table.client.clone();
     let info = Sizes {
@@ -107,6 +112,7 @@ pub(super) fn embed_layout(
         positions: positions.shape()[0],
         vocab: table.shape()[0],
         strides: [token_strides[0], memory_strides[0], memory_strides[1]],
+        lead,
     }
     .info(&out);
     Wgsl::new(
@@ -137,6 +143,7 @@ pub(super) fn embed_layout_backward(
     positions: CubeTensor,
     grad: CubeTensor,
     m: usize,
+    read: bool,
 ) -> (CubeTensor, CubeTensor, CubeTensor) {
     let (tokens, token_strides) = rows_view(tokens);
     let grad = burn_cubecl::kernel::into_contiguous(grad);
@@ -154,6 +161,7 @@ pub(super) fn embed_layout_backward(
         positions: positions_shape[0],
         vocab: table_shape[0],
         strides: [token_strides[0], 0, 0],
+        lead: usize::from(read) * m,
     }
     .info(&grad);
     let work = table_shape.num_elements() + batch * m * d + positions_shape.num_elements();

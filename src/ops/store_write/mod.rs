@@ -42,18 +42,16 @@ use crate::ops::wgsl::{agrees, check_on, on_wgpu, read};
 #[backend_extension(Flex, Cube, Fusion)]
 pub trait StoreWriteBackend: Backend {
     /// The store `[batch, 2ν·K, d + 1]` (`A`, then `z` as the last column) after writing the
-    /// memory rows whose projections are `keys` `[batch, M, K]` (before DPFP), `values`
-    /// `[batch, M, d]` and `strengths` `[batch, M, 1]` (before the sigmoid), by the paper's
-    /// normalised rule when `normalised`, else the delta rule.
+    /// memory rows whose projections are `projections` `[batch, M, K + d + 1]`: side by side
+    /// the keys (before DPFP), the values and the strengths (before the sigmoid), by the
+    /// paper's normalised rule when `normalised`, else the delta rule.
     #[fusion(dtype = store, shape = store)]
     fn store_write(
-        keys: FloatTensor<Self>,
-        values: FloatTensor<Self>,
-        strengths: FloatTensor<Self>,
+        projections: FloatTensor<Self>,
         store: FloatTensor<Self>,
         normalised: bool,
     ) -> FloatTensor<Self> {
-        forward_from_ops::<Self>(keys, values, strengths, store, normalised)
+        forward_from_ops::<Self>(projections, store, normalised)
     }
 }
 
@@ -65,50 +63,34 @@ pub trait StoreWriteTrainBackend: Backend {
     /// increment carries no gradient, as in the module).
     #[fusion(dtype = store, shape = store)]
     fn store_write_train(
-        keys: FloatTensor<Self>,
-        values: FloatTensor<Self>,
-        strengths: FloatTensor<Self>,
+        projections: FloatTensor<Self>,
         store: FloatTensor<Self>,
         normalised: bool,
     ) -> FloatTensor<Self> {
-        forward_from_ops::<Self>(keys, values, strengths, store, normalised)
+        forward_from_ops::<Self>(projections, store, normalised)
     }
 
-    /// The gradients of `keys`, `values`, `strengths` and `store` from the new store's
-    /// gradient `grad` `[batch, 2ν·K, d + 1]`.
+    /// The gradients of `projections` and `store` from the new store's gradient `grad`
+    /// `[batch, 2ν·K, d + 1]`.
     #[fusion(meta = gradient_specs)]
     fn store_write_backward(
-        keys: FloatTensor<Self>,
-        values: FloatTensor<Self>,
-        strengths: FloatTensor<Self>,
+        projections: FloatTensor<Self>,
         store: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         normalised: bool,
-    ) -> (
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-    ) {
-        backward_from_ops::<Self>(keys, values, strengths, store, grad, normalised)
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        backward_from_ops::<Self>(projections, store, grad, normalised)
     }
 }
 
 /// The gradients' shapes and type, for the fusion stream: the inputs'.
 fn gradient_specs(
-    keys: &TensorSpec,
-    values: &TensorSpec,
-    strengths: &TensorSpec,
+    projections: &TensorSpec,
     store: &TensorSpec,
     _grad: &TensorSpec,
     _normalised: &bool,
-) -> (TensorSpec, TensorSpec, TensorSpec, TensorSpec) {
-    (
-        keys.clone(),
-        values.clone(),
-        strengths.clone(),
-        store.clone(),
-    )
+) -> (TensorSpec, TensorSpec) {
+    (projections.clone(), store.clone())
 }
 
 /// Whether the module should write through [`store_write_train`] a write of `rows`
@@ -131,36 +113,24 @@ pub(crate) fn serves_training(rows: &Tensor<3>, key_dim: usize) -> bool {
 ///
 /// # Shapes
 /// as [`store_write`]
-pub fn store_write_train(
-    keys: Tensor<3>,
-    values: Tensor<3>,
-    strengths: Tensor<3>,
-    store: Tensor<3>,
-    normalised: bool,
-) -> Tensor<3> {
-    check_shapes(&keys, &values, &strengths, &store);
+pub fn store_write_train(projections: Tensor<3>, store: Tensor<3>, normalised: bool) -> Tensor<3> {
+    check_shapes(&projections, &store);
     Tensor::from_dispatch(<Dispatch as StoreWriteTrainBackend>::store_write_train(
-        keys.into_dispatch(),
-        values.into_dispatch(),
-        strengths.into_dispatch(),
+        projections.into_dispatch(),
         store.into_dispatch(),
         normalised,
     ))
 }
 
-/// Panics unless `keys`, `values` and `strengths` write `store` (see [`store_write`]).
-fn check_shapes(keys: &Tensor<3>, values: &Tensor<3>, strengths: &Tensor<3>, store: &Tensor<3>) {
-    let [batch, m, k] = keys.dims();
+/// Panics unless `projections` (keys, values and strengths side by side) write `store` (see
+/// [`store_write`]).
+fn check_shapes(projections: &Tensor<3>, store: &Tensor<3>) {
+    let [batch, _, p] = projections.dims();
     let [store_batch, features, width] = store.dims();
     assert!(
-        store_batch == batch
-            && features == 2 * NU * k
-            && values.dims() == [batch, m, width - 1]
-            && strengths.dims() == [batch, m, 1],
-        "store_write: keys {:?}, values {:?} and strengths {:?} do not write a store {:?}",
-        keys.dims(),
-        values.dims(),
-        strengths.dims(),
+        store_batch == batch && p > width && features == 2 * NU * (p - width),
+        "store_write: projections {:?} do not write a store {:?}",
+        projections.dims(),
         store.dims()
     );
 }
@@ -173,36 +143,39 @@ pub(crate) fn serves(rows: &Tensor<3>, key_dim: usize) -> bool {
     !rows.is_autodiff() && on_wgpu(&rows.device()) && wgpu::fits(m, key_dim, d)
 }
 
-/// The store after writing memory rows whose key, value and strength projections are `keys`,
-/// `values` and `strengths` (see [`crate::nn::AssociativeMemory::write`]).
+/// The store after writing memory rows whose key, value and strength projections are side by
+/// side in `projections` (see [`crate::nn::AssociativeMemory::write`]).
 ///
 /// # Shapes
-/// - keys: `[batch, M, K]`
-/// - values: `[batch, M, d]`
-/// - strengths: `[batch, M, 1]`
+/// - projections: `[batch, M, K + d + 1]` (keys before DPFP, values, strengths before their
+///   sigmoid)
 /// - store and output: `[batch, 2ν·K, d + 1]`
-pub fn store_write(
-    keys: Tensor<3>,
-    values: Tensor<3>,
-    strengths: Tensor<3>,
-    store: Tensor<3>,
-    normalised: bool,
-) -> Tensor<3> {
-    check_shapes(&keys, &values, &strengths, &store);
-    check_kernel(&keys.device());
-    store_write_unchecked(keys, values, strengths, store, normalised)
+pub fn store_write(projections: Tensor<3>, store: Tensor<3>, normalised: bool) -> Tensor<3> {
+    check_shapes(&projections, &store);
+    check_kernel(&projections.device());
+    store_write_unchecked(projections, store, normalised)
+}
+
+/// The keys `[batch, M, K]`, values `[batch, M, d]` and strengths `[batch, M, 1]` side by side
+/// in `projections`, as views.
+fn split<B: Backend>(
+    projections: FloatTensor<B>,
+    d: usize,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let k = projections.shape()[2] - d - 1;
+    let part = |from, to| columns::<B>(projections.clone(), from, to);
+    (part(0, k), part(k, k + d), part(k + d, k + d + 1))
 }
 
 /// [`StoreWriteBackend::store_write`] from the backend's tensor operations, step by step as
 /// [`crate::nn::AssociativeMemory::write`] takes them.
 fn forward_from_ops<B: Backend>(
-    keys: FloatTensor<B>,
-    values: FloatTensor<B>,
-    strengths: FloatTensor<B>,
+    projections: FloatTensor<B>,
     store: FloatTensor<B>,
     normalised: bool,
 ) -> FloatTensor<B> {
     let d = store.shape()[2] - 1;
+    let (keys, values, strengths) = split::<B>(projections, d);
     let columns = columns::<B>;
     let k = features_from_ops::<B>(keys);
     let kt = B::float_swap_dims(k.clone(), 1, 2);
@@ -242,21 +215,14 @@ fn forward_from_ops<B: Backend>(
 /// `du = k·G_A` the updates' gradient, every key gets `G_A·update`, `S·db` (the lookup's
 /// gradient through the store), its share of the overlaps' gradient and, under the paper's
 /// rule, the normaliser's terms; then back through DPFP ([`features_backward`]).
-#[allow(clippy::type_complexity)]
 fn backward_from_ops<B: Backend>(
-    keys: FloatTensor<B>,
-    values: FloatTensor<B>,
-    strengths: FloatTensor<B>,
+    projections: FloatTensor<B>,
     store: FloatTensor<B>,
     grad: FloatTensor<B>,
     normalised: bool,
-) -> (
-    FloatTensor<B>,
-    FloatTensor<B>,
-    FloatTensor<B>,
-    FloatTensor<B>,
-) {
+) -> (FloatTensor<B>, FloatTensor<B>) {
     let d = store.shape()[2] - 1;
+    let (keys, values, strengths) = split::<B>(projections, d);
     let columns = columns::<B>;
     let t = |x: FloatTensor<B>| B::float_swap_dims(x, 1, 2);
     let mm = B::float_matmul;
@@ -327,25 +293,30 @@ fn backward_from_ops<B: Backend>(
         beta.clone(),
         B::float_neg(B::float_sub_scalar(beta, 1.0.into())),
     );
-    (
-        features_backward::<B>(keys, dk),
-        dvalues,
-        mul(dbeta, slope),
-        B::float_cat(vec![da, dz], 2),
-    )
+    let dprojections = vec![features_backward::<B>(keys, dk), dvalues, mul(dbeta, slope)];
+    (B::float_cat(dprojections, 2), B::float_cat(vec![da, dz], 2))
 }
 
 /// A write's check input: `batch` sequences writing `m` rows each (rows 0 and 1 one key) with
 /// keys of width `k` and values of width `d` into a store with a normaliser column between 0
-/// and 1.5, and a gradient for the new store: keys, values, strengths, store and gradient.
-fn check_input(batch: usize, m: usize, k: usize, d: usize) -> [TensorData; 5] {
+/// and 1.5, and a gradient for the new store: the projections (keys, values and strengths side
+/// by side), the store and the gradient.
+fn check_input(batch: usize, m: usize, k: usize, d: usize) -> [TensorData; 3] {
     let features = 2 * NU * k;
     let value = |i: usize, salt: usize| ((i * 7919 + salt) % 1013) as f32 / 500.0 - 1.0;
     let data = |len: usize, salt| (0..len).map(|i| value(i, salt)).collect::<Vec<f32>>();
-    let mut keys = data(batch * m * k, 1);
+    let (keys, values, strengths) = (data(m * k, 1), data(m * d, 2), data(m, 3));
+    let p = k + d + 1;
+    let mut projections = Vec::with_capacity(batch * m * p);
     for b in 0..batch {
-        let first = keys[b * m * k..][..k].to_vec();
-        keys[(b * m + 1) * k..][..k].copy_from_slice(&first);
+        for row in 0..m {
+            // Rows 0 and 1 of every sequence write one key; the sequences differ.
+            let key_row = if row == 1 { 0 } else { row };
+            let shift = |x: f32| x + 0.1 * b as f32;
+            projections.extend(keys[key_row * k..][..k].iter().map(|&x| shift(x)));
+            projections.extend(values[row * d..][..d].iter().map(|&x| shift(x)));
+            projections.push(shift(strengths[row]));
+        }
     }
     let store: Vec<f32> = (0..batch * features * (d + 1))
         .map(|i| match i % (d + 1) == d {
@@ -354,9 +325,7 @@ fn check_input(batch: usize, m: usize, k: usize, d: usize) -> [TensorData; 5] {
         })
         .collect();
     [
-        TensorData::new(keys, [batch, m, k]),
-        TensorData::new(data(batch * m * d, 2), [batch, m, d]),
-        TensorData::new(data(batch * m, 3), [batch, m, 1]),
+        TensorData::new(projections, [batch, m, p]),
         TensorData::new(store, [batch, features, d + 1]),
         TensorData::new(
             data(batch * features * (d + 1), 5),
@@ -372,13 +341,11 @@ fn check_input(batch: usize, m: usize, k: usize, d: usize) -> [TensorData; 5] {
 /// browser, nothing.
 fn check_kernel(device: &Device) {
     check_on(wgpu::NAME, device, |device| {
-        let [keys, values, strengths, store, _] = check_input(2, 3, 5, 70);
+        let [projections, store, _] = check_input(2, 3, 5, 70);
         for normalised in [false, true] {
             let run = |device: &Device| {
                 store_write_unchecked(
-                    Tensor::from_data(keys.clone(), device),
-                    Tensor::from_data(values.clone(), device),
-                    Tensor::from_data(strengths.clone(), device),
+                    Tensor::from_data(projections.clone(), device),
                     Tensor::from_data(store.clone(), device),
                     normalised,
                 )
@@ -398,10 +365,8 @@ fn check_backward_kernel(device: &Device) {
             let run = |device: &Device| backward(&input, normalised, device);
             let (got, want) = (run(device), run(&Device::flex()));
             for (what, got, want) in [
-                ("key gradient", &got[0], &want[0]),
-                ("value gradient", &got[1], &want[1]),
-                ("strength gradient", &got[2], &want[2]),
-                ("store gradient", &got[3], &want[3]),
+                ("projections' gradient", &got[0], &want[0]),
+                ("store gradient", &got[1], &want[1]),
             ] {
                 agrees(what, &read(got.clone())?, &read(want.clone())?)?;
             }
@@ -411,29 +376,24 @@ fn check_backward_kernel(device: &Device) {
 }
 
 /// [`StoreWriteTrainBackend::store_write_backward`] of `input` (as [`check_input`] gives it)
-/// on `device`: the keys', values', strengths' and store's gradients.
-fn backward(input: &[TensorData; 5], normalised: bool, device: &Device) -> [Tensor<3>; 4] {
-    let [keys, values, strengths, store, grad] = input
+/// on `device`: the projections' and the store's gradients.
+fn backward(input: &[TensorData; 3], normalised: bool, device: &Device) -> [Tensor<3>; 2] {
+    let [projections, store, grad] = input
         .clone()
         .map(|data| Tensor::<3>::from_data(data, device).into_dispatch());
-    let (dk, dv, ds, dstore) = <Dispatch as StoreWriteTrainBackend>::store_write_backward(
-        keys, values, strengths, store, grad, normalised,
+    let (dprojections, dstore) = <Dispatch as StoreWriteTrainBackend>::store_write_backward(
+        projections,
+        store,
+        grad,
+        normalised,
     );
-    [dk, dv, ds, dstore].map(Tensor::<3>::from_dispatch)
+    [dprojections, dstore].map(Tensor::<3>::from_dispatch)
 }
 
 /// [`store_write`] without its shape checks and the kernel's check (which calls it).
-fn store_write_unchecked(
-    keys: Tensor<3>,
-    values: Tensor<3>,
-    strengths: Tensor<3>,
-    store: Tensor<3>,
-    normalised: bool,
-) -> Tensor<3> {
+fn store_write_unchecked(projections: Tensor<3>, store: Tensor<3>, normalised: bool) -> Tensor<3> {
     Tensor::from_dispatch(<Dispatch as StoreWriteBackend>::store_write(
-        keys.into_dispatch(),
-        values.into_dispatch(),
-        strengths.into_dispatch(),
+        projections.into_dispatch(),
         store.into_dispatch(),
         normalised,
     ))
@@ -445,44 +405,25 @@ impl StoreWriteTrainBackend for Flex {}
 /// The GPU runtimes: on wgpu the WGSL kernels where they serve, Burn's operations elsewhere.
 impl StoreWriteTrainBackend for CubeBackend {
     fn store_write_train(
-        keys: FloatTensor<Self>,
-        values: FloatTensor<Self>,
-        strengths: FloatTensor<Self>,
+        projections: FloatTensor<Self>,
         store: FloatTensor<Self>,
         normalised: bool,
     ) -> FloatTensor<Self> {
-        <Self as StoreWriteBackend>::store_write(keys, values, strengths, store, normalised)
+        <Self as StoreWriteBackend>::store_write(projections, store, normalised)
     }
 
     fn store_write_backward(
-        keys: FloatTensor<Self>,
-        values: FloatTensor<Self>,
-        strengths: FloatTensor<Self>,
+        projections: FloatTensor<Self>,
         store: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         normalised: bool,
-    ) -> (
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-        FloatTensor<Self>,
-    ) {
-        if wgpu::serves_backward(&keys, &store) {
-            // The kernel reads the three projections side by side and writes their gradients so.
-            let [k, d] = [keys.shape()[2], values.shape()[2]];
-            let packed = side_by_side::<Self>(vec![keys, values, strengths]);
-            let (dpacked, dstore) = wgpu::store_write_backward(packed, store, grad, k, normalised);
-            let part = |from, to| columns::<Self>(dpacked.clone(), from, to);
-            (part(0, k), part(k, k + d), part(k + d, k + d + 1), dstore)
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        if wgpu::serves_backward(&projections, &store) {
+            wgpu::store_write_backward(projections, store, grad, normalised)
         } else {
-            backward_from_ops::<Self>(keys, values, strengths, store, grad, normalised)
+            backward_from_ops::<Self>(projections, store, grad, normalised)
         }
     }
-}
-
-/// `parts` `[batch, M, ·]` joined along their last axis.
-fn side_by_side<B: Backend>(parts: Vec<FloatTensor<B>>) -> FloatTensor<B> {
-    B::float_cat(parts, 2)
 }
 
 /// Autodiff: one node whose backward is [`StoreWriteTrainBackend::store_write_backward`].
@@ -491,36 +432,28 @@ impl<B: Backend + StoreWriteTrainBackend, C: CheckpointStrategy> StoreWriteTrain
     for Autodiff<B, C>
 {
     fn store_write_train(
-        keys: FloatTensor<Self>,
-        values: FloatTensor<Self>,
-        strengths: FloatTensor<Self>,
+        projections: FloatTensor<Self>,
         store: FloatTensor<Self>,
         normalised: bool,
     ) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct WriteBackward;
 
-        impl<B: Backend + StoreWriteTrainBackend> Backward<B, 4> for WriteBackward {
-            /// The keys, values, strengths, the store written into and the rule.
-            type State = (
-                FloatTensor<B>,
-                FloatTensor<B>,
-                FloatTensor<B>,
-                FloatTensor<B>,
-                bool,
-            );
+        impl<B: Backend + StoreWriteTrainBackend> Backward<B, 2> for WriteBackward {
+            /// The projections, the store written into and the rule.
+            type State = (FloatTensor<B>, FloatTensor<B>, bool);
 
             fn backward(
                 self,
-                ops: Ops<Self::State, 4>,
+                ops: Ops<Self::State, 2>,
                 grads: &mut Gradients,
                 _checkpointer: &mut Checkpointer,
             ) {
                 let grad = grads.consume::<B>(&ops.node);
-                let (keys, values, strengths, store, normalised) = ops.state;
-                let (dk, dv, ds, dstore) =
-                    B::store_write_backward(keys, values, strengths, store, grad, normalised);
-                for (node, grad) in ops.parents.into_iter().zip([dk, dv, ds, dstore]) {
+                let (projections, store, normalised) = ops.state;
+                let (dprojections, dstore) =
+                    B::store_write_backward(projections, store, grad, normalised);
+                for (node, grad) in ops.parents.into_iter().zip([dprojections, dstore]) {
                     if let Some(node) = node {
                         grads.register::<B>(node.id, grad);
                     }
@@ -529,26 +462,17 @@ impl<B: Backend + StoreWriteTrainBackend, C: CheckpointStrategy> StoreWriteTrain
         }
 
         match WriteBackward
-            .prepare::<C>([keys.node(), values.node(), strengths.node(), store.node()])
+            .prepare::<C>([projections.node(), store.node()])
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let [keys, values, strengths, store] =
-                    [&keys, &values, &strengths, &store].map(|t| t.primitive().clone());
-                let out = B::store_write_train(
-                    keys.clone(),
-                    values.clone(),
-                    strengths.clone(),
-                    store.clone(),
-                    normalised,
-                );
-                prep.finish((keys, values, strengths, store, normalised), out)
+                let [projections, store] = [&projections, &store].map(|t| t.primitive().clone());
+                let out = B::store_write_train(projections.clone(), store.clone(), normalised);
+                prep.finish((projections, store, normalised), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::store_write_train(
-                keys.into_primitive(),
-                values.into_primitive(),
-                strengths.into_primitive(),
+                projections.into_primitive(),
                 store.into_primitive(),
                 normalised,
             )),
@@ -559,16 +483,14 @@ impl<B: Backend + StoreWriteTrainBackend, C: CheckpointStrategy> StoreWriteTrain
 /// The GPU runtimes: on wgpu the WGSL kernel where it serves, Burn's operations elsewhere.
 impl StoreWriteBackend for CubeBackend {
     fn store_write(
-        keys: FloatTensor<Self>,
-        values: FloatTensor<Self>,
-        strengths: FloatTensor<Self>,
+        projections: FloatTensor<Self>,
         store: FloatTensor<Self>,
         normalised: bool,
     ) -> FloatTensor<Self> {
-        if wgpu::serves(&keys, &store) {
-            wgpu::store_write(keys, values, strengths, store, normalised)
+        if wgpu::serves(&projections, &store) {
+            wgpu::store_write(projections, store, normalised)
         } else {
-            forward_from_ops::<Self>(keys, values, strengths, store, normalised)
+            forward_from_ops::<Self>(projections, store, normalised)
         }
     }
 }
@@ -597,14 +519,8 @@ mod tests {
             for salt in [1, 2] {
                 let rows = rows(salt);
                 let want = memory.write(rows.clone(), store.clone());
-                let (keys, values, strengths) = memory.projections(rows);
-                let got = store_write(
-                    keys,
-                    values,
-                    strengths,
-                    store,
-                    rule == StoreRule::Normalised,
-                );
+                let projections = memory.projections(rows);
+                let got = store_write(projections, store, rule == StoreRule::Normalised);
                 let (got, want) = (read(got).unwrap(), read(want.clone()).unwrap());
                 let diff = got
                     .iter()
@@ -630,12 +546,15 @@ mod tests {
             let input = check_input(batch, m, k, d);
             for normalised in [false, true] {
                 let ad = Device::flex().autodiff();
-                let [keys, values, strengths, store, grad] = input
+                let [projections, store, grad] = input
                     .clone()
                     .map(|data| Tensor::<3>::from_data(data, &ad).require_grad());
-                let kf = dpfp(keys.clone(), &Constants::default());
+                let part = |from, to| projections.clone().slice(s![.., .., from..to]);
+                let (keys, values, strengths) =
+                    (part(0, k), part(k, k + d), part(k + d, k + d + 1));
+                let kf = dpfp(keys, &Constants::default());
                 let kt = kf.clone().swap_dims(1, 2);
-                let beta = burn::tensor::activation::sigmoid(strengths.clone());
+                let beta = burn::tensor::activation::sigmoid(strengths);
                 let shared = kf.clone().matmul(kt.clone()).sum_dim(2);
                 let a = store.clone().slice(s![.., .., 0..d]);
                 let z = store.clone().slice(s![.., .., d..d + 1]);
@@ -644,7 +563,7 @@ mod tests {
                     let stored = both.clone().slice(s![.., .., 0..d]);
                     let norm = both.slice(s![.., .., d..d + 1]);
                     let old = stored.clone() / (norm.clone() + EPS);
-                    let target = old.clone() + beta * (values.clone() - old);
+                    let target = old.clone() + beta * (values - old);
                     let gamma = ((norm.neg() + 1.0).clamp(0.0, 1.0) / shared.clone()).detach();
                     let z = z + kt.clone().matmul(gamma);
                     let grown = kf.matmul(z.clone());
@@ -652,17 +571,15 @@ mod tests {
                     Tensor::cat(vec![a + kt.matmul(update), z], 2)
                 } else {
                     let old = kf.matmul(a.clone());
-                    let update = beta * (values.clone() - old) / shared;
+                    let update = beta * (values - old) / shared;
                     Tensor::cat(vec![a + kt.matmul(update), z], 2)
                 };
                 let grads = (written * grad.clone().detach()).sum().backward();
-                let want = [keys, values, strengths, store]
-                    .map(|t| read(t.grad(&grads).unwrap()).unwrap());
+                let want = [projections, store].map(|t| read(t.grad(&grads).unwrap()).unwrap());
                 let got = backward(&input, normalised, &Device::flex()).map(|t| read(t).unwrap());
                 let what = format!("[{batch}, {m}, {k}] over d {d}, normalised {normalised}");
                 for (name, got, want) in
-                    [("keys", 0), ("values", 1), ("strengths", 2), ("store", 3)]
-                        .map(|(name, i)| (name, &got[i], &want[i]))
+                    [("projections", 0), ("store", 1)].map(|(name, i)| (name, &got[i], &want[i]))
                 {
                     crate::ops::assert_close(&format!("{what}: the {name}' gradient"), got, want);
                 }

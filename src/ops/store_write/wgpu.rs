@@ -31,34 +31,35 @@ pub(super) fn fits(m: usize, k: usize, d: usize) -> bool {
     m > 0 && k > 0 && d > 0 && 4 * staged(m, k, d) <= WORKGROUP_BYTES
 }
 
-/// Whether the kernel serves `keys` `[batch, M, K]` writing `store` `[batch, F, d + 1]`:
-/// `f32` on wgpu, what it stages fitting ([`fits`]), at most [`MAX_GROUPS`] sequences, and
-/// the check on this device passed (or has not run: the check itself calls here).
-pub(super) fn serves(keys: &CubeTensor, store: &CubeTensor) -> bool {
-    let [batch, m, k] = keys.shape().dims::<3>();
+/// Whether the kernel serves `projections` `[batch, M, K + d + 1]` writing `store` `[batch, F,
+/// d + 1]`: `f32` on wgpu, what it stages fitting ([`fits`]), at most [`MAX_GROUPS`]
+/// sequences, and the check on this device passed (or has not run: the check itself calls
+/// here).
+pub(super) fn serves(projections: &CubeTensor, store: &CubeTensor) -> bool {
+    let [batch, m, p] = projections.shape().dims::<3>();
     let d = store.shape()[2] - 1;
-    wgsl::serves(keys)
+    wgsl::serves(projections)
         && wgsl::serves(store)
-        && fits(m, k, d)
+        && p > d + 1
+        && fits(m, p - d - 1, d)
         && batch <= MAX_GROUPS
-        && !wgsl::failed(NAME, &keys.device)
+        && !wgsl::failed(NAME, &projections.device)
 }
 
-/// The store after the write: `[batch, F, d + 1]`.
+/// The store after the write: `[batch, F, d + 1]`, from the keys, values and strengths side by
+/// side in `projections` `[batch, M, K + d + 1]`.
 pub(super) fn store_write(
-    keys: CubeTensor,
-    values: CubeTensor,
-    strengths: CubeTensor,
+    projections: CubeTensor,
     store: CubeTensor,
     normalised: bool,
 ) -> CubeTensor {
-    let [keys, values, strengths, store] =
-        [keys, values, strengths, store].map(burn_cubecl::kernel::into_contiguous);
-    let [batch, m, k] = keys.shape().dims::<3>();
+    let [projections, store] = [projections, store].map(burn_cubecl::kernel::into_contiguous);
+    let [batch, m, p] = projections.shape().dims::<3>();
     let d = store.shape()[2] - 1;
+    let k = p - d - 1;
     let features = 2 * NU * k;
     let out = wgsl::empty_like(&store, store.shape());
-    let client = keys.client.clone();
+    let client = projections.client.clone();
     let kernel = Wgsl::new(
         NAME,
         &[include_str!("../../../shaders/store_write.wgsl")],
@@ -77,9 +78,7 @@ pub(super) fn store_write(
         &client,
         CubeCount::Static(batch as u32, 1, 1),
         vec![
-            keys.handle.clone(),
-            values.handle.clone(),
-            strengths.handle.clone(),
+            projections.handle.clone(),
             store.handle.clone(),
             out.handle.clone(),
         ],
@@ -102,19 +101,19 @@ fn scratch(m: usize, k: usize, d: usize) -> usize {
     m * w + m * f + m + m + m * width + f + m + m * d + m * d + 5 * m + m * d + f + m * f + 2 * f
 }
 
-/// Whether the backward kernel serves `keys` `[batch, M, K]` writing `store` `[batch, F,
-/// d + 1]`: `f32` on wgpu, at most [`MAX_GROUPS`] sequences, the scratch within one binding,
-/// and its check on this device passed.
-pub(super) fn serves_backward(keys: &CubeTensor, store: &CubeTensor) -> bool {
-    let [batch, m, k] = keys.shape().dims::<3>();
+/// Whether the backward kernel serves `projections` `[batch, M, K + d + 1]` writing `store`
+/// `[batch, F, d + 1]`: `f32` on wgpu, at most [`MAX_GROUPS`] sequences, the scratch within
+/// one binding, and its check on this device passed.
+pub(super) fn serves_backward(projections: &CubeTensor, store: &CubeTensor) -> bool {
+    let [batch, m, p] = projections.shape().dims::<3>();
     let d = store.shape()[2] - 1;
-    wgsl::serves(keys)
+    wgsl::serves(projections)
         && wgsl::serves(store)
         && m > 0
-        && k > 0
+        && p > d + 1
         && batch <= MAX_GROUPS
-        && 4 * batch * scratch(m, k, d) <= MAX_BINDING_BYTES
-        && !wgsl::failed(BACKWARD_NAME, &keys.device)
+        && 4 * batch * scratch(m, p - d - 1, d) <= MAX_BINDING_BYTES
+        && !wgsl::failed(BACKWARD_NAME, &projections.device)
 }
 
 /// The gradients of `packed` `[batch, M, K + d + 1]` (the keys, values and strengths side by
@@ -124,12 +123,12 @@ pub(super) fn store_write_backward(
     packed: CubeTensor,
     store: CubeTensor,
     grad: CubeTensor,
-    key_dim: usize,
     normalised: bool,
 ) -> (CubeTensor, CubeTensor) {
     let [packed, store, grad] = [packed, store, grad].map(burn_cubecl::kernel::into_contiguous);
-    let [batch, m, _] = packed.shape().dims::<3>();
+    let [batch, m, p] = packed.shape().dims::<3>();
     let [_, features, width] = store.shape().dims::<3>();
+    let key_dim = p - width;
     let dpacked = wgsl::empty_like(&packed, packed.shape());
     let dstore = wgsl::empty_like(&packed, store.shape());
     let kept = wgsl::empty_like(
