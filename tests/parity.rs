@@ -141,8 +141,8 @@ fn memxl_forward_and_gradients_agree_on_flex_and_wgpu() {
 /// ARMT: the associative stores' reads and delta-rule writes, every parameter's gradient
 /// through them, with learned and with rotary positions, under both store rules. On wgpu each
 /// read and write in training is one operation with its WGSL backward (`ops::store_read`,
-/// `ops::store_write`), and so is each segment's layout embedding (`ops::embed`): they must be
-/// what ran.
+/// `ops::store_write`), and so are each segment's layout embedding (`ops::embed`) and each
+/// write's scaling of its rows (`ops::unit_rms`): they must be what ran.
 #[test]
 fn armt_forward_and_gradients_agree_on_flex_and_wgpu() {
     parity(ModelKind::Armt, Layout::Decoder);
@@ -169,6 +169,7 @@ fn armt_forward_and_gradients_agree_on_flex_and_wgpu() {
         "remem::store_write_backward",
         "remem::embed",
         "remem::embed_backward",
+        "remem::unit_rms_backward",
     ]
     .map(|k| counts.get(k).copied().unwrap_or(0));
     assert!(
@@ -177,8 +178,10 @@ fn armt_forward_and_gradients_agree_on_flex_and_wgpu() {
             && backward[2] > 0
             && backward[3] > 0
             && backward[4] > 0
+            && backward[5] == backward[2]
             && remem::ops::fallbacks().is_empty(),
-        "the store's backward kernels or the layout embedding's did not run ({counts:?}; \
+        "the store's, the layout embedding's or the rows' scaling's backward kernels did not \
+         run ({counts:?}; \
          fallbacks {:?})",
         remem::ops::fallbacks()
     );

@@ -268,6 +268,10 @@ impl AssociativeMemory {
 /// # Shapes
 /// - rows and output: `[batch, M, d]`
 fn unit_rms(rows: Tensor<3>) -> Tensor<3> {
+    // On wgpu one kernel each way (`crate::ops::unit_rms`); the CPU keeps Burn's operations.
+    if crate::ops::unit_rms::serves(&rows) {
+        return crate::ops::unit_rms::unit_rms(rows, 1e-6);
+    }
     rows.clone() / (rows.powi_scalar(2).mean_dim(2) + 1e-6).sqrt()
 }
 

@@ -2,7 +2,7 @@
 //!
 //! An operation with a hand-written WGSL kernel has a folder ([`affine`], [`attention`],
 //! [`kv_attention`], [`layer_norm`], [`ltm_read`], [`rotary`], [`cross_entropy`], [`embed`], [`sum_squares`],
-//! [`store_read`], [`store_write`]):
+//! [`store_read`], [`store_write`], [`unit_rms`]):
 //! the backend extension trait with its reference written in Burn's tensor operations, the CPU
 //! (flex) kernel, the wgpu launcher of its kernel in `shaders/`, and the backward. [`gelu`],
 //! [`softmax`] and [`matmul`] have CPU kernels only (GPU backends run Burn's own); [`cpu`] is
@@ -28,6 +28,7 @@ pub mod softmax;
 pub mod store_read;
 pub mod store_write;
 pub mod sum_squares;
+pub mod unit_rms;
 pub(crate) mod wgsl;
 
 pub use wgsl::{fallbacks, turned_off_names};
