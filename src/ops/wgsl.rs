@@ -14,6 +14,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use burn::backend::TensorMetadata;
 use burn::backend::wgpu::CubeTensor;
 use burn::cubecl::ir::{UIntKind, metadata::Info};
 use burn::cubecl::prelude::*;
@@ -143,6 +144,24 @@ pub(crate) fn empty_like(like: &CubeTensor, shape: Shape) -> CubeTensor {
         handle,
         DType::F32,
     )
+}
+
+/// A row-wise kernel's source: the shared workgroup sum (`shaders/workgroup_sum.wgsl`) and row
+/// sizes (`shaders/row_sizes.wgsl`), then the kernel (WGSL has no includes).
+pub(crate) fn row_kernel(kernel: &'static str) -> [&'static str; 3] {
+    [
+        include_str!("../../shaders/workgroup_sum.wgsl"),
+        include_str!("../../shaders/row_sizes.wgsl"),
+        kernel,
+    ]
+}
+
+/// Whether the row-wise kernel checked under `kernel` serves `x`: [`serves`], a non-empty
+/// last axis and tensor, and the check on this device passed (or has not run).
+pub(crate) fn serves_rows(kernel: &'static str, x: &CubeTensor) -> bool {
+    let shape = x.shape();
+    let d = shape[shape.num_dims() - 1];
+    serves(x) && d > 0 && shape.num_elements() > 0 && !failed(kernel, &x.device)
 }
 
 /// Whether hand-written WGSL can serve `tensor`: an `f32` tensor on the wgpu runtime.

@@ -18,24 +18,7 @@ pub(super) const NAME: &str = "remem::layer_norm";
 /// Whether the kernel serves this call: `f32` on wgpu, a non-empty last axis, and the check on
 /// this device passed (or has not run: the check itself calls here).
 pub(super) fn serves(x: &CubeTensor) -> bool {
-    serves_as(NAME, x)
-}
-
-/// Whether the kernels checked under `kernel` serve `x`.
-fn serves_as(kernel: &'static str, x: &CubeTensor) -> bool {
-    let shape = x.shape();
-    let d = shape[shape.num_dims() - 1];
-    wgsl::serves(x) && d > 0 && shape.num_elements() > 0 && !wgsl::failed(kernel, &x.device)
-}
-
-/// A kernel's parts: the shared workgroup sum (`shaders/workgroup_sum.wgsl`) and row sizes
-/// (`shaders/row_sizes.wgsl`), then the kernel.
-fn source(kernel: &'static str) -> [&'static str; 3] {
-    [
-        include_str!("../../../shaders/workgroup_sum.wgsl"),
-        include_str!("../../../shaders/row_sizes.wgsl"),
-        kernel,
-    ]
+    wgsl::serves_rows(NAME, x)
 }
 
 /// `(x - mean) / sqrt(var + epsilon) * gamma + beta` over the last axis of `x`.
@@ -59,7 +42,7 @@ pub(super) fn layer_norm(
     );
     let kernel = Wgsl::new(
         NAME,
-        &source(include_str!("../../../shaders/layer_norm.wgsl")),
+        &wgsl::row_kernel(include_str!("../../../shaders/layer_norm.wgsl")),
         &[],
         THREADS,
     );
@@ -85,7 +68,7 @@ const PARAMS_BACKWARD: &str = "remem::layer_norm_params_backward";
 
 /// Whether the backward kernels serve this call (as [`serves`], for their own check).
 pub(super) fn serves_backward(x: &CubeTensor) -> bool {
-    serves_as(BACKWARD, x)
+    wgsl::serves_rows(BACKWARD, x)
 }
 
 /// The gradients of `x`, `gamma` and `beta` from `x`, `gamma` and the output gradient, in two
@@ -114,7 +97,7 @@ pub(super) fn layer_norm_backward(
     );
     let per_row = Wgsl::new(
         BACKWARD,
-        &source(include_str!("../../../shaders/layer_norm_backward.wgsl")),
+        &wgsl::row_kernel(include_str!("../../../shaders/layer_norm_backward.wgsl")),
         &[],
         THREADS,
     );
@@ -132,7 +115,7 @@ pub(super) fn layer_norm_backward(
     );
     let per_column = Wgsl::new(
         PARAMS_BACKWARD,
-        &source(include_str!(
+        &wgsl::row_kernel(include_str!(
             "../../../shaders/layer_norm_params_backward.wgsl"
         )),
         &[],

@@ -21,18 +21,7 @@ pub(super) const BACKWARD: &str = "remem::unit_rms_backward";
 /// Whether `kernel` serves `x`: `f32` on wgpu, a non-empty last axis, and the kernel's check
 /// on this device passed (or has not run: the check itself calls here).
 pub(super) fn serves(kernel: &'static str, x: &CubeTensor) -> bool {
-    let shape = x.shape();
-    let d = shape[shape.num_dims() - 1];
-    wgsl::serves(x) && d > 0 && shape.num_elements() > 0 && !wgsl::failed(kernel, &x.device)
-}
-
-/// A kernel's parts: the shared workgroup sum and row sizes, then the kernel.
-fn source(kernel: &'static str) -> [&'static str; 3] {
-    [
-        include_str!("../../../shaders/workgroup_sum.wgsl"),
-        include_str!("../../../shaders/row_sizes.wgsl"),
-        kernel,
-    ]
+    wgsl::serves_rows(kernel, x)
 }
 
 /// Launches `kernel` (`name`) over the rows of the first of `tensors` (each `[rows, d]`,
@@ -49,7 +38,7 @@ fn launch(name: &'static str, kernel: &'static str, tensors: &[&CubeTensor], eps
     );
     let mut handles: Vec<_> = tensors.iter().map(|t| t.handle.clone()).collect();
     handles.push(info);
-    Wgsl::new(name, &source(kernel), &[], THREADS).launch(
+    Wgsl::new(name, &wgsl::row_kernel(kernel), &[], THREADS).launch(
         &client,
         CubeCount::Static(
             rows.min(MAX_GROUPS) as u32,
