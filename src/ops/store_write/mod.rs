@@ -1,9 +1,9 @@
 //! ARMT's write into one layer's associative store as one operation, at inference: from the
-//! memory rows' projections (keys before DPFP, values, the strengths before their sigmoid),
-//! the keys' DPFP features, how much each shares with the others written alongside it, what
-//! the store returns for them now, and the store after the write (see
-//! [`crate::nn::AssociativeMemory::write`], whose formulas these are), under the delta rule
-//! or the paper's normalised one.
+//! memory rows' projections side by side, as one product gives them (keys before DPFP,
+//! values, the strengths before their sigmoid), the keys' DPFP features, how much each shares
+//! with the others written alongside it, what the store returns for them now, and the store
+//! after the write (see [`crate::nn::AssociativeMemory::write`], whose formulas these are),
+//! under the delta rule or the paper's normalised one.
 //!
 //! On wgpu the operation is one dispatch of `shaders/store_write.wgsl` ([`wgpu`]) instead of
 //! seventeen kernels per layer on lavapipe (DPFP's products, the overlap's product and sum, the
