@@ -2,11 +2,11 @@
 //! as one autodiff operation: one WGSL kernel forward and one backward on wgpu.
 //!
 //! RMT's step starts by building `[read memory | segment | write memory]` and adding the
-//! position table; ARMT's builds `[segment | memory]` the same way (no read rows). From Burn's operations that is a copy of the segment's token ids, the
-//! embedding's gather, the join of the memory and the tokens, and the positions' add forward,
-//! and backward a zero-filled table with a scatter into it, the join's split, the two memory
-//! gradients' sum and the positions' sum over the batch: about fourteen kernels per segment of
-//! a training step on wgpu. [`embed_layout`] records one operation: on wgpu one dispatch writes
+//! position table; ARMT's builds `[segment | memory]` the same way (no read rows). From Burn's
+//! operations that is a copy of the segment's token ids, the embedding's gather, the join of
+//! the memory and the tokens, and the positions' add forward, and backward a zero-filled table
+//! with a scatter into it, the join's split, the two memory gradients' sum and the positions'
+//! sum over the batch: about fourteen kernels per segment of a training step on wgpu. [`embed_layout`] records one operation: on wgpu one dispatch writes
 //! the rows (`shaders/embed.wgsl`) and one writes all three gradients
 //! (`shaders/embed_backward.wgsl`), each element summing what reached it in a fixed order
 //! ([`wgpu`]). The CPU and other GPU runtimes take the reference written with Burn's
