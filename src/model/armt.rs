@@ -88,17 +88,16 @@ impl Armt {
     pub(crate) fn for_training_step(&self, device: &Device) -> Option<Self> {
         let on_wgpu = crate::ops::wgsl::on_wgpu(device);
         let packed = self.rope.is_none() || on_wgpu;
-        let stores = match on_wgpu {
-            true => self
-                .stores
-                .iter()
-                .map(AssociativeMemory::for_training_step)
-                .collect(),
-            false => self.stores.clone(),
-        };
         (packed && self.config.dropout == 0.0).then(|| Self {
             blocks: self.blocks.iter().map(Block::for_training_step).collect(),
-            stores,
+            stores: match on_wgpu {
+                true => self
+                    .stores
+                    .iter()
+                    .map(AssociativeMemory::for_training_step)
+                    .collect(),
+                false => self.stores.clone(),
+            },
             ..self.clone()
         })
     }

@@ -168,23 +168,16 @@ impl AssociativeMemory {
     /// - store: `[batch, features, d + 1]`
     /// - output: `[batch, n, d]`
     pub fn read(&self, rows: Tensor<3>, store: Tensor<3>) -> Tensor<3> {
+        let normalised = self.rule == StoreRule::Normalised;
         // Streaming on wgpu: DPFP and the lookup in one kernel (`crate::ops::store_read`).
         if crate::ops::store_read::serves(&rows) {
-            let normalised = self.rule == StoreRule::Normalised;
-            return crate::ops::store_read::store_read(
-                linear(&self.query, rows),
-                store,
-                normalised,
-            );
+            let keys = linear(&self.query, rows);
+            return crate::ops::store_read::store_read(keys, store, normalised);
         }
         // Training on wgpu: the same kernel, and two for its backward.
         if crate::ops::store_read::serves_training(&rows) {
-            let normalised = self.rule == StoreRule::Normalised;
-            return crate::ops::store_read::store_read_train(
-                linear(&self.query, rows),
-                store,
-                normalised,
-            );
+            let keys = linear(&self.query, rows);
+            return crate::ops::store_read::store_read_train(keys, store, normalised);
         }
         let q = dpfp(linear(&self.query, rows), &self.picks);
         match self.rule {
@@ -220,14 +213,16 @@ impl AssociativeMemory {
     /// - store and output: `[batch, features, d + 1]`
     pub fn write(&self, rows: Tensor<3>, store: Tensor<3>) -> Tensor<3> {
         let d = store.dims()[2] - 1;
+        let (key_dim, normalised) = (
+            self.key.weight.dims()[1],
+            self.rule == StoreRule::Normalised,
+        );
         // Streaming on wgpu: all after the projections in one kernel (`crate::ops::store_write`).
-        if crate::ops::store_write::serves(&rows, self.key.weight.dims()[1]) {
-            let normalised = self.rule == StoreRule::Normalised;
+        if crate::ops::store_write::serves(&rows, key_dim) {
             return crate::ops::store_write::store_write(self.projections(rows), store, normalised);
         }
         // Training on wgpu: the same kernel, and one for its backward.
-        if crate::ops::store_write::serves_training(&rows, self.key.weight.dims()[1]) {
-            let normalised = self.rule == StoreRule::Normalised;
+        if crate::ops::store_write::serves_training(&rows, key_dim) {
             let projections = self.projections(rows);
             return crate::ops::store_write::store_write_train(projections, store, normalised);
         }
