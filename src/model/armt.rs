@@ -177,7 +177,7 @@ impl Armt {
                 all.push(w);
             }
             if write {
-                next.push(memory.write(h.clone().slice(s![.., t..t + m, ..]), store));
+                next.push(memory.write_rows(h.clone(), t..t + m, store));
             }
         }
         let next = write.then_some(State::Associative { stores: next });

@@ -43,6 +43,8 @@
 //! `A` and `z` travel as one tensor `[batch, K, d + 1]` (`z` as the last column), so reading
 //! the value and its normaliser is one product.
 
+use std::ops::Range;
+
 use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid};
@@ -190,20 +192,21 @@ impl AssociativeMemory {
     }
 
     /// The key (before DPFP), value and strength (before the sigmoid) projections of memory
-    /// rows side by side, taken from the rows at unit root-mean-square ([`unit_rms`]): one
-    /// product, with the weights packed for the session or the training step where they are.
+    /// rows side by side, from the rows already at unit root-mean-square ([`scaled_rows`]):
+    /// one product, with the weights packed for the session or the training step where they
+    /// are.
     ///
     /// # Shapes
-    /// - rows: `[batch, M, d]`
+    /// - scaled: `[batch, M, d]`
     /// - output: `[batch, M, key_dim + d + 1]`
-    pub(crate) fn projections(&self, rows: Tensor<3>) -> Tensor<3> {
+    pub(crate) fn projections(&self, scaled: Tensor<3>) -> Tensor<3> {
         let (w, b) = match &self.packed {
             // An inference copy's packed weights serve inference only; a training step's
             // (tracked) serve that step.
-            Some((w, b)) if w.is_autodiff() == rows.is_autodiff() => (w.clone(), b.clone()),
+            Some((w, b)) if w.is_autodiff() == scaled.is_autodiff() => (w.clone(), b.clone()),
             _ => self.pack(),
         };
-        linear_with(unit_rms(rows), w, b)
+        linear_with(scaled, w, b)
     }
 
     /// The store after writing the memory rows `rows` into it.
@@ -212,11 +215,23 @@ impl AssociativeMemory {
     /// - rows: `[batch, M, d]`
     /// - store and output: `[batch, features, d + 1]`
     pub fn write(&self, rows: Tensor<3>, store: Tensor<3>) -> Tensor<3> {
+        let m = rows.dims()[1];
+        self.write_rows(rows, 0..m, store)
+    }
+
+    /// The store after writing rows `range` of a layer's rows `h` (its memory rows) into it:
+    /// on wgpu the rows are read where they lie ([`scaled_rows`]), not sliced out first.
+    ///
+    /// # Shapes
+    /// - h: `[batch, n, d]`, with `range` within `0..n`
+    /// - store and output: `[batch, features, d + 1]`
+    pub fn write_rows(&self, h: Tensor<3>, range: Range<usize>, store: Tensor<3>) -> Tensor<3> {
         let d = store.dims()[2] - 1;
         let (key_dim, normalised) = (
             self.key.weight.dims()[1],
             self.rule == StoreRule::Normalised,
         );
+        let rows = scaled_rows(h, range);
         // Streaming on wgpu: all after the projections in one kernel (`crate::ops::store_write`).
         if crate::ops::store_write::serves(&rows, key_dim) {
             return crate::ops::store_write::store_write(self.projections(rows), store, normalised);
@@ -226,7 +241,6 @@ impl AssociativeMemory {
             let projections = self.projections(rows);
             return crate::ops::store_write::store_write_train(projections, store, normalised);
         }
-        let rows = unit_rms(rows);
         let k = dpfp(linear(&self.key, rows.clone()), &self.picks);
         let v = linear(&self.value, rows.clone());
         let beta = sigmoid(linear(&self.strength, rows));
@@ -257,16 +271,20 @@ impl AssociativeMemory {
     }
 }
 
-/// Memory rows at unit root-mean-square, as a store is written from them: what the store
-/// holds cannot grow with the residual stream it is read back into.
+/// Rows `range` of a layer's rows `h` (its memory rows) at unit root-mean-square, as a store is
+/// written from them: what the store holds cannot grow with the residual stream it is read
+/// back into.
 ///
 /// # Shapes
-/// - rows and output: `[batch, M, d]`
-fn unit_rms(rows: Tensor<3>) -> Tensor<3> {
-    // On wgpu one kernel each way (`crate::ops::unit_rms`); the CPU keeps Burn's operations.
-    if crate::ops::unit_rms::serves(&rows) {
-        return crate::ops::unit_rms::unit_rms(rows, 1e-6);
+/// - h: `[batch, n, d]`
+/// - output: `[batch, range.len(), d]`
+fn scaled_rows(h: Tensor<3>, range: Range<usize>) -> Tensor<3> {
+    // On wgpu one kernel each way, reading the rows in place (`crate::ops::unit_rms`); the CPU
+    // keeps Burn's operations.
+    if crate::ops::unit_rms::serves(&h) {
+        return crate::ops::unit_rms::unit_rms_rows(h, range.start, range.len(), 1e-6);
     }
+    let rows = h.slice(s![.., range, ..]);
     rows.clone() / (rows.powi_scalar(2).mean_dim(2) + 1e-6).sqrt()
 }
 

@@ -45,6 +45,15 @@ pub trait MatmulBackend: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         (Self::product(a, b), Self::product(c, d))
     }
+
+    /// Whether [`MatmulBackend::product_pair`] gains from being given both products at once
+    /// (the CPU runs them side by side). Elsewhere a gradient makes and registers one product
+    /// at a time, so that where a weight's gradient is added to the sum from other segments,
+    /// Burn's fusion can fold that addition into the product just made.
+    fn pairs_products(tensor: &FloatTensor<Self>) -> bool {
+        let _ = tensor;
+        false
+    }
 }
 
 /// `lhs · rhs` over the last two axes, batched over the leading ones (which broadcast as in
@@ -89,6 +98,10 @@ impl MatmulBackend for Flex {
             }
             _ => (Self::product(a, b), Self::product(c, d)),
         }
+    }
+
+    fn pairs_products(_tensor: &FloatTensor<Self>) -> bool {
+        true
     }
 }
 
@@ -367,7 +380,7 @@ impl<B: Backend + MatmulBackend, C: CheckpointStrategy> MatmulBackend for Autodi
                 let (lhs, rhs) = ops.state;
                 // d(lhs) = grad · rhsᵀ, d(rhs) = lhsᵀ · grad, matrix by matrix.
                 match (lhs_node, rhs_node) {
-                    (Some(lhs_node), Some(rhs_node)) => {
+                    (Some(lhs_node), Some(rhs_node)) if B::pairs_products(&grad) => {
                         let (d_lhs, d_rhs) = B::product_pair(
                             grad.clone(),
                             B::float_transpose(rhs),
@@ -376,6 +389,15 @@ impl<B: Backend + MatmulBackend, C: CheckpointStrategy> MatmulBackend for Autodi
                         );
                         grads.register::<B>(lhs_node.id, d_lhs);
                         grads.register::<B>(rhs_node.id, d_rhs);
+                    }
+                    // One product at a time, each registered as soon as it is made: a weight
+                    // used by several segments has its gradient added to the sum so far, and
+                    // on GPUs Burn's fusion folds that addition into the product (one kernel
+                    // instead of two, twice per weight in a three-segment step).
+                    (Some(lhs_node), Some(rhs_node)) => {
+                        let d_rhs = B::product(B::float_transpose(lhs), grad.clone());
+                        grads.register::<B>(rhs_node.id, d_rhs);
+                        grads.register::<B>(lhs_node.id, B::product(grad, B::float_transpose(rhs)));
                     }
                     (Some(node), None) => {
                         grads.register::<B>(node.id, B::product(grad, B::float_transpose(rhs)));

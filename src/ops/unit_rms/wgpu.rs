@@ -5,6 +5,7 @@
 use burn::backend::TensorMetadata;
 use burn::backend::wgpu::CubeTensor;
 use burn::cubecl::prelude::CubeCount;
+use burn::prelude::Shape;
 
 use crate::ops::wgsl::{self, Wgsl};
 
@@ -24,17 +25,29 @@ pub(super) fn serves(kernel: &'static str, x: &CubeTensor) -> bool {
     wgsl::serves_rows(kernel, x)
 }
 
-/// Launches `kernel` (`name`) over the rows of the first of `tensors` (each `[rows, d]`,
-/// contiguous, the inputs then the output), with the sizes bound last.
-fn launch(name: &'static str, kernel: &'static str, tensors: &[&CubeTensor], epsilon: f64) {
-    let x = tensors[0];
-    let shape = x.shape();
-    let d = shape[shape.num_dims() - 1];
-    let rows = shape.num_elements() / d;
-    let client = x.client.clone();
+/// Launches `kernel` (`name`) with one workgroup for each of `rows` rows, over `tensors` (the
+/// inputs then the output, contiguous, rows of `d`), with the sizes bound last: the rows, `d`,
+/// epsilon, then the rows per sequence of `x`, the first row read and the rows read per
+/// sequence.
+fn launch(
+    name: &'static str,
+    kernel: &'static str,
+    tensors: &[&CubeTensor],
+    rows: usize,
+    [d, n, start, count]: [usize; 4],
+    epsilon: f64,
+) {
+    let client = tensors[0].client.clone();
     let info = wgsl::info(
         &client,
-        &[rows as u32, d as u32, (epsilon as f32).to_bits()],
+        &[
+            rows as u32,
+            d as u32,
+            (epsilon as f32).to_bits(),
+            n as u32,
+            start as u32,
+            count as u32,
+        ],
     );
     let mut handles: Vec<_> = tensors.iter().map(|t| t.handle.clone()).collect();
     handles.push(info);
@@ -49,20 +62,46 @@ fn launch(name: &'static str, kernel: &'static str, tensors: &[&CubeTensor], eps
     );
 }
 
-/// `x / sqrt(mean(x²) + epsilon)` over the last axis of `x`.
-pub(super) fn unit_rms(x: CubeTensor, epsilon: f64) -> CubeTensor {
+/// Rows `start..start + count` of each sequence of `x` `[batch, n, d]` over `sqrt(mean(x²) +
+/// epsilon)`: `[batch, count, d]`, read where they lie.
+pub(super) fn unit_rms(x: CubeTensor, start: usize, count: usize, epsilon: f64) -> CubeTensor {
     let x = burn_cubecl::kernel::into_contiguous(x);
-    let out = wgsl::empty_like(&x, x.shape());
+    let shape = x.shape();
+    let (batch, n, d) = (shape[0], shape[1], shape[2]);
+    let out = wgsl::empty_like(&x, Shape::new([batch, count, d]));
     let kernel = include_str!("../../../shaders/unit_rms.wgsl");
-    launch(NAME, kernel, &[&x, &out], epsilon);
+    launch(
+        NAME,
+        kernel,
+        &[&x, &out],
+        batch * count,
+        [d, n, start, count],
+        epsilon,
+    );
     out
 }
 
-/// The input's gradient from `x` and the output gradient `grad`.
-pub(super) fn unit_rms_backward(x: CubeTensor, grad: CubeTensor, epsilon: f64) -> CubeTensor {
+/// The gradient of `x` `[batch, n, d]` from the output gradient `grad` `[batch, count, d]` of
+/// its rows `start..start + count`, zeros on the others, in one dispatch over all rows.
+pub(super) fn unit_rms_backward(
+    x: CubeTensor,
+    grad: CubeTensor,
+    start: usize,
+    epsilon: f64,
+) -> CubeTensor {
     let [x, grad] = [x, grad].map(burn_cubecl::kernel::into_contiguous);
+    let shape = x.shape();
+    let (batch, n, d) = (shape[0], shape[1], shape[2]);
+    let count = grad.shape()[1];
     let dx = wgsl::empty_like(&x, x.shape());
     let kernel = include_str!("../../../shaders/unit_rms_backward.wgsl");
-    launch(BACKWARD, kernel, &[&x, &grad, &dx], epsilon);
+    launch(
+        BACKWARD,
+        kernel,
+        &[&x, &grad, &dx],
+        batch * n,
+        [d, n, start, count],
+        epsilon,
+    );
     dx
 }
