@@ -1069,8 +1069,9 @@ fn the_wgsl_attention_over_a_cache_matches_the_cpu() {
 /// runs when streaming on wgpu, gives what the definitions give, written out here on the host:
 /// DPFP-3 features of each row's projected query (`r = [relu(x), relu(-x)]`, feature
 /// `(j - 1)·2K + i` = `r[i]·r[(i - j) mod 2K]`), made unit length, then `A·φ`, divided by
-/// `z·φ + 1e-5` under the normalised rule. One row and many, keys of width 1 to 32 (some rows
-/// all zero), values narrower and wider than the workgroup. The kernel must be what ran.
+/// `z·φ + 1e-5` under the normalised rule, with and without a residual added. One row and many,
+/// keys of width 1 to 32 (some rows all zero), values narrower and wider than the workgroup.
+/// The kernel must be what ran.
 #[test]
 fn the_wgsl_store_read_matches_its_definition() {
     use remem::ops::store_read::store_read;
@@ -1121,15 +1122,31 @@ fn the_wgsl_store_read_matches_its_definition() {
                     want.extend((0..d).map(|c| column(c) / norm));
                 }
             }
-            let run = || {
-                common::values(store_read(
-                    Tensor::from_data(TensorData::new(keys.clone(), [batch, n, k]), &gpu),
-                    Tensor::from_data(TensorData::new(store.clone(), [batch, f, d + 1]), &gpu),
-                    normalised,
-                ))
-            };
-            let what = format!("normalised {normalised}, [{batch}, {n}, {k}] over d {d}");
-            assert_kernels_match(&what, &[("remem::store_read", 1)], &want, run);
+            // Without and with the residual stream the read joins, added in the kernel.
+            let residual: Vec<f32> = (0..batch * n * d).map(|i| value(i, 3)).collect();
+            for add in [false, true] {
+                let want: Vec<f32> = match add {
+                    true => want.iter().zip(&residual).map(|(w, r)| w + r).collect(),
+                    false => want.clone(),
+                };
+                let run = || {
+                    common::values(store_read(
+                        Tensor::from_data(TensorData::new(keys.clone(), [batch, n, k]), &gpu),
+                        Tensor::from_data(TensorData::new(store.clone(), [batch, f, d + 1]), &gpu),
+                        add.then(|| {
+                            Tensor::from_data(
+                                TensorData::new(residual.clone(), [batch, n, d]),
+                                &gpu,
+                            )
+                        }),
+                        normalised,
+                    ))
+                };
+                let what = format!(
+                    "normalised {normalised}, residual {add}, [{batch}, {n}, {k}] over d {d}"
+                );
+                assert_kernels_match(&what, &[("remem::store_read", 1)], &want, run);
+            }
         }
     }
 }

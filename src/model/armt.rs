@@ -170,7 +170,7 @@ impl Armt {
         let mut attention = return_attention.then(Vec::new);
         let mut next = Vec::with_capacity(stores.len());
         for ((block, memory), store) in self.blocks.iter().zip(&self.stores).zip(stores) {
-            h = h.clone() + memory.read(h, store.clone());
+            h = memory.read_added(h, store.clone());
             let out = block.forward_rows(h, bias.clone(), self.rope.as_ref(), return_attention, 0);
             h = out.hidden;
             if let (Some(all), Some(w)) = (attention.as_mut(), out.weights) {

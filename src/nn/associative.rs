@@ -170,24 +170,43 @@ impl AssociativeMemory {
     /// - store: `[batch, features, d + 1]`
     /// - output: `[batch, n, d]`
     pub fn read(&self, rows: Tensor<3>, store: Tensor<3>) -> Tensor<3> {
+        self.lookup_rows(rows, store, false)
+    }
+
+    /// `rows` with what the store returns for each added: the residual stream after the read.
+    /// On wgpu the addition is part of the read's kernel.
+    ///
+    /// # Shapes
+    /// as [`AssociativeMemory::read`]
+    pub fn read_added(&self, rows: Tensor<3>, store: Tensor<3>) -> Tensor<3> {
+        self.lookup_rows(rows, store, true)
+    }
+
+    /// [`AssociativeMemory::read`], with `rows` added to it when `add`.
+    fn lookup_rows(&self, rows: Tensor<3>, store: Tensor<3>, add: bool) -> Tensor<3> {
         let normalised = self.rule == StoreRule::Normalised;
+        let residual = add.then(|| rows.clone());
         // Streaming on wgpu: DPFP and the lookup in one kernel (`crate::ops::store_read`).
         if crate::ops::store_read::serves(&rows) {
             let keys = linear(&self.query, rows);
-            return crate::ops::store_read::store_read(keys, store, normalised);
+            return crate::ops::store_read::store_read(keys, store, residual, normalised);
         }
         // Training on wgpu: the same kernel, and two for its backward.
         if crate::ops::store_read::serves_training(&rows) {
             let keys = linear(&self.query, rows);
-            return crate::ops::store_read::store_read_train(keys, store, normalised);
+            return crate::ops::store_read::store_read_train(keys, store, residual, normalised);
         }
         let q = dpfp(linear(&self.query, rows), &self.picks);
-        match self.rule {
+        let read = match self.rule {
             StoreRule::Normalised => lookup(q, store).0,
             StoreRule::Delta => {
                 let d = store.dims()[2] - 1;
                 matmul(q, store.slice(s![.., .., 0..d]))
             }
+        };
+        match residual {
+            Some(rows) => rows + read,
+            None => read,
         }
     }
 
@@ -278,7 +297,7 @@ impl AssociativeMemory {
 /// # Shapes
 /// - h: `[batch, n, d]`
 /// - output: `[batch, range.len(), d]`
-fn scaled_rows(h: Tensor<3>, range: Range<usize>) -> Tensor<3> {
+pub(crate) fn scaled_rows(h: Tensor<3>, range: Range<usize>) -> Tensor<3> {
     // On wgpu one kernel each way, reading the rows in place (`crate::ops::unit_rms`); the CPU
     // keeps Burn's operations.
     if crate::ops::unit_rms::serves(&h) {

@@ -44,13 +44,17 @@ pub trait StoreReadBackend: Backend {
     /// What the store `[batch, 2ν·K, d + 1]` (`A`, then `z` as the last column) returns for
     /// the DPFP features of the projected queries `keys` `[batch, n, K]`: `[batch, n, d]`,
     /// divided by the normaliser when `normalised`.
+    /// With `add`, `residual` `[batch, n, d]` is added to it (the residual stream the read
+    /// joins); without, `residual` is not read.
     #[fusion(meta = read_spec)]
     fn store_read(
         keys: FloatTensor<Self>,
         store: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        add: bool,
         normalised: bool,
     ) -> FloatTensor<Self> {
-        forward_from_ops::<Self>(keys, store, normalised)
+        forward_from_ops::<Self>(keys, store, residual, add, normalised)
     }
 }
 
@@ -63,9 +67,11 @@ pub trait StoreReadTrainBackend: Backend {
     fn store_read_train(
         keys: FloatTensor<Self>,
         store: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        add: bool,
         normalised: bool,
     ) -> FloatTensor<Self> {
-        forward_from_ops::<Self>(keys, store, normalised)
+        forward_from_ops::<Self>(keys, store, residual, add, normalised)
     }
 
     /// The gradients of `keys` and `store` from the read's gradient `grad` `[batch, n, d]`.
@@ -91,7 +97,13 @@ fn gradient_specs(
 }
 
 /// The read's shape and type, for the fusion stream.
-fn read_spec(keys: &TensorSpec, store: &TensorSpec, _normalised: &bool) -> TensorSpec {
+fn read_spec(
+    keys: &TensorSpec,
+    store: &TensorSpec,
+    _residual: &TensorSpec,
+    _add: &bool,
+    _normalised: &bool,
+) -> TensorSpec {
     let [batch, n, _] = keys.shape.dims::<3>();
     let d = store.shape[2] - 1;
     TensorSpec::new(Shape::new([batch, n, d]), keys.dtype)
@@ -121,13 +133,29 @@ pub(crate) fn serves_training(rows: &Tensor<3>) -> bool {
 ///
 /// # Shapes
 /// as [`store_read`]
-pub fn store_read_train(keys: Tensor<3>, store: Tensor<3>, normalised: bool) -> Tensor<3> {
+pub fn store_read_train(
+    keys: Tensor<3>,
+    store: Tensor<3>,
+    residual: Option<Tensor<3>>,
+    normalised: bool,
+) -> Tensor<3> {
     check_shapes(&keys, &store);
+    let (residual, add) = residual_or(residual, &keys);
     Tensor::from_dispatch(<Dispatch as StoreReadTrainBackend>::store_read_train(
         keys.into_dispatch(),
         store.into_dispatch(),
+        residual.into_dispatch(),
+        add,
         normalised,
     ))
+}
+
+/// The residual to add and whether to add it; without one, `keys` stand in (not read).
+fn residual_or(residual: Option<Tensor<3>>, keys: &Tensor<3>) -> (Tensor<3>, bool) {
+    match residual {
+        Some(r) => (r, true),
+        None => (keys.clone(), false),
+    }
 }
 
 /// Panics unless `keys` `[batch, n, K]` read `store` `[batch, 2ν·K, d + 1]`.
@@ -143,16 +171,22 @@ fn check_shapes(keys: &Tensor<3>, store: &Tensor<3>) {
 }
 
 /// What `store` returns for the DPFP-ν features (unit length) of the projected queries `keys`:
-/// `A·φ`, divided by `z·φ + ε` when `normalised`.
+/// `A·φ`, divided by `z·φ + ε` when `normalised`; with a `residual`, added to it in the same
+/// kernel (the residual stream the read joins).
 ///
 /// # Shapes
 /// - keys: `[batch, n, K]`
 /// - store: `[batch, 2ν·K, d + 1]`
-/// - output: `[batch, n, d]`
-pub fn store_read(keys: Tensor<3>, store: Tensor<3>, normalised: bool) -> Tensor<3> {
+/// - residual and output: `[batch, n, d]`
+pub fn store_read(
+    keys: Tensor<3>,
+    store: Tensor<3>,
+    residual: Option<Tensor<3>>,
+    normalised: bool,
+) -> Tensor<3> {
     check_shapes(&keys, &store);
     check_kernel(&keys.device());
-    store_read_unchecked(keys, store, normalised)
+    store_read_unchecked(keys, store, residual, normalised)
 }
 
 /// [`StoreReadBackend::store_read`] from the backend's tensor operations: DPFP as two
@@ -160,6 +194,8 @@ pub fn store_read(keys: Tensor<3>, store: Tensor<3>, normalised: bool) -> Tensor
 fn forward_from_ops<B: Backend>(
     keys: FloatTensor<B>,
     store: FloatTensor<B>,
+    residual: FloatTensor<B>,
+    add: bool,
     normalised: bool,
 ) -> FloatTensor<B> {
     let [batch, n, _] = keys.shape().dims::<3>();
@@ -167,12 +203,16 @@ fn forward_from_ops<B: Backend>(
     let both = B::float_matmul(features_from_ops::<B>(keys), store);
     let values = columns::<B>(both.clone(), 0, d);
     debug_assert_eq!(values.shape().dims::<3>(), [batch, n, d]);
-    match normalised {
+    let read = match normalised {
         true => {
             let norm = columns::<B>(both, d, d + 1);
             B::float_div(values, B::float_add_scalar(norm, EPS.into()))
         }
         false => values,
+    };
+    match add {
+        true => B::float_add(residual, read),
+        false => read,
     }
 }
 
@@ -331,12 +371,14 @@ fn check_input(batch: usize, n: usize, k: usize, d: usize) -> [TensorData; 3] {
 /// invocations); elsewhere, and in a browser, nothing.
 fn check_kernel(device: &Device) {
     check_on(wgpu::NAME, device, |device| {
-        let [keys, store, _] = check_input(2, 19, 5, 70);
-        for normalised in [false, true] {
+        // The read gradient's values serve as a residual.
+        let [keys, store, residual] = check_input(2, 19, 5, 70);
+        for (normalised, add) in [(false, false), (true, false), (false, true), (true, true)] {
             let run = |device: &Device| {
                 store_read_unchecked(
                     Tensor::from_data(keys.clone(), device),
                     Tensor::from_data(store.clone(), device),
+                    add.then(|| Tensor::from_data(residual.clone(), device)),
                     normalised,
                 )
             };
@@ -374,10 +416,18 @@ fn check_backward_kernel(device: &Device) {
 }
 
 /// [`store_read`] without its shape checks and the kernel's check (which calls it).
-fn store_read_unchecked(keys: Tensor<3>, store: Tensor<3>, normalised: bool) -> Tensor<3> {
+fn store_read_unchecked(
+    keys: Tensor<3>,
+    store: Tensor<3>,
+    residual: Option<Tensor<3>>,
+    normalised: bool,
+) -> Tensor<3> {
+    let (residual, add) = residual_or(residual, &keys);
     Tensor::from_dispatch(<Dispatch as StoreReadBackend>::store_read(
         keys.into_dispatch(),
         store.into_dispatch(),
+        residual.into_dispatch(),
+        add,
         normalised,
     ))
 }
@@ -390,9 +440,11 @@ impl StoreReadTrainBackend for CubeBackend {
     fn store_read_train(
         keys: FloatTensor<Self>,
         store: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        add: bool,
         normalised: bool,
     ) -> FloatTensor<Self> {
-        <Self as StoreReadBackend>::store_read(keys, store, normalised)
+        <Self as StoreReadBackend>::store_read(keys, store, residual, add, normalised)
     }
 
     fn store_read_backward(
@@ -417,24 +469,31 @@ impl<B: Backend + StoreReadTrainBackend, C: CheckpointStrategy> StoreReadTrainBa
     fn store_read_train(
         keys: FloatTensor<Self>,
         store: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        add: bool,
         normalised: bool,
     ) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct ReadBackward;
 
-        impl<B: Backend + StoreReadTrainBackend> Backward<B, 2> for ReadBackward {
-            /// The keys, the store and the rule.
-            type State = (FloatTensor<B>, FloatTensor<B>, bool);
+        impl<B: Backend + StoreReadTrainBackend> Backward<B, 3> for ReadBackward {
+            /// The keys, the store, whether the residual was added, and the rule.
+            type State = (FloatTensor<B>, FloatTensor<B>, bool, bool);
 
             fn backward(
                 self,
-                ops: Ops<Self::State, 2>,
+                ops: Ops<Self::State, 3>,
                 grads: &mut Gradients,
                 _checkpointer: &mut Checkpointer,
             ) {
-                let [keys_node, store_node] = ops.parents;
+                let [keys_node, store_node, residual_node] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
-                let (keys, store, normalised) = ops.state;
+                let (keys, store, add, normalised) = ops.state;
+                // The residual's gradient is the read's, passed through (without `add` the
+                // third parent is the keys' stand-in, which got nothing).
+                if let (true, Some(node)) = (add, residual_node) {
+                    grads.register::<B>(node.id, grad.clone());
+                }
                 let (dkeys, dstore) = B::store_read_backward(keys, store, grad, normalised);
                 for (node, grad) in [(keys_node, dkeys), (store_node, dstore)] {
                     if let Some(node) = node {
@@ -444,19 +503,28 @@ impl<B: Backend + StoreReadTrainBackend, C: CheckpointStrategy> StoreReadTrainBa
             }
         }
 
+        let parents = [keys.node(), store.node(), residual.node()];
         match ReadBackward
-            .prepare::<C>([keys.node(), store.node()])
+            .prepare::<C>(parents)
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(prep) => {
                 let (keys, store) = (keys.primitive().clone(), store.primitive().clone());
-                let out = B::store_read_train(keys.clone(), store.clone(), normalised);
-                prep.finish((keys, store, normalised), out)
+                let out = B::store_read_train(
+                    keys.clone(),
+                    store.clone(),
+                    residual.into_primitive(),
+                    add,
+                    normalised,
+                );
+                prep.finish((keys, store, add, normalised), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::store_read_train(
                 keys.into_primitive(),
                 store.into_primitive(),
+                residual.into_primitive(),
+                add,
                 normalised,
             )),
         }
@@ -468,12 +536,14 @@ impl StoreReadBackend for CubeBackend {
     fn store_read(
         keys: FloatTensor<Self>,
         store: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        add: bool,
         normalised: bool,
     ) -> FloatTensor<Self> {
         if wgpu::serves(&keys, &store) {
-            wgpu::store_read(keys, store, normalised)
+            wgpu::store_read(keys, store, add.then_some(residual), normalised)
         } else {
-            forward_from_ops::<Self>(keys, store, normalised)
+            forward_from_ops::<Self>(keys, store, residual, add, normalised)
         }
     }
 }

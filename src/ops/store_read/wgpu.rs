@@ -34,9 +34,16 @@ pub(super) fn serves(keys: &CubeTensor, store: &CubeTensor) -> bool {
         && !wgsl::failed(NAME, &keys.device)
 }
 
-/// What the store returns for each row's features: `[batch, n, d]`.
-pub(super) fn store_read(keys: CubeTensor, store: CubeTensor, normalised: bool) -> CubeTensor {
+/// What the store returns for each row's features, plus `residual` where there is one:
+/// `[batch, n, d]`.
+pub(super) fn store_read(
+    keys: CubeTensor,
+    store: CubeTensor,
+    residual: Option<CubeTensor>,
+    normalised: bool,
+) -> CubeTensor {
     let [keys, store] = [keys, store].map(burn_cubecl::kernel::into_contiguous);
+    let residual = residual.map(burn_cubecl::kernel::into_contiguous);
     let [batch, n, k] = keys.shape().dims::<3>();
     let d = store.shape()[2] - 1;
     let out = wgsl::empty_like(&keys, Shape::new([batch, n, d]));
@@ -52,15 +59,23 @@ pub(super) fn store_read(keys: CubeTensor, store: CubeTensor, normalised: bool) 
             ("key_dim", k),
             ("features", 2 * NU * k),
             ("normalised", usize::from(normalised)),
+            ("residual", usize::from(residual.is_some())),
         ],
         THREADS as u32,
     );
+    // Without a residual the binding is never read, but it must be a buffer of its own
+    // (WebGPU refuses a buffer bound twice where a binding is writable; see affine's).
+    let residual = match &residual {
+        Some(r) => r.handle.clone(),
+        None => wgsl::info(&client, &[0]),
+    };
     kernel.launch(
         &client,
         CubeCount::Static(n as u32, batch as u32, 1),
         vec![
             keys.handle.clone(),
             store.handle.clone(),
+            residual,
             out.handle.clone(),
             info,
         ],

@@ -498,6 +498,7 @@ impl StoreWriteBackend for CubeBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::associative::scaled_rows;
     use crate::nn::{AssociativeMemory, Init, StoreRule};
 
     /// The operation's reference equals the module's own write on the CPU (the kernel is
@@ -519,7 +520,7 @@ mod tests {
             for salt in [1, 2] {
                 let rows = rows(salt);
                 let want = memory.write(rows.clone(), store.clone());
-                let projections = memory.projections(rows);
+                let projections = memory.projections(scaled_rows(rows, 0..m));
                 let got = store_write(projections, store, rule == StoreRule::Normalised);
                 let (got, want) = (read(got).unwrap(), read(want.clone()).unwrap());
                 let diff = got
