@@ -85,18 +85,24 @@ pub(crate) fn norm_linear_with<const D: usize>(
     }
 }
 
-/// `gelu(layer(x))`; on wgpu at inference one kernel with the GELU in its epilogue.
+/// `gelu(layer(x))`; on wgpu at inference one kernel with the GELU in its epilogue. Elsewhere
+/// the GELU is taken before the rows are unfolded (as [`linear_residual`] takes its sum): on
+/// GPUs it then joins the product's kernel with the bias, and backward its product with the
+/// slope joins the bias gradient's reduction (after the unfolding reshape each was a kernel of
+/// its own, per layer and segment in training).
 ///
 /// # Shapes
 /// - x: `[..., d_in]`
 /// - output: `[..., d_out]`
 pub fn linear_gelu<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let weight = layer.weight.val();
-    match &layer.bias {
+    let bias = layer.bias.as_ref().map(|b| b.val());
+    match bias {
         Some(bias) if affine::serves(&x, &weight) => {
-            affine(x, weight, bias.val(), None, Epilogue::Gelu, None)
+            affine(x, weight, bias, None, Epilogue::Gelu, None)
         }
-        _ => gelu(linear(layer, x)),
+        bias if broadcast(&x) => gelu(broadcast_affine(x, weight, bias)),
+        bias => on_rows(x, |rows| gelu(rows_affine(rows, weight, bias))),
     }
 }
 
