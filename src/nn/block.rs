@@ -8,7 +8,7 @@ use burn::prelude::*;
 use super::attention::{Attention, AttentionConfig};
 use super::dropout::Dropout;
 use super::init::Init;
-use super::linear::{linear, linear_gelu, linear_residual, norm_linear_gelu};
+use super::linear::{linear, linear_gelu, norm_feed_forward, norm_linear_gelu};
 use super::norm::{LayerNorm, LayerNormConfig};
 
 /// Configuration of [`Block`].
@@ -196,10 +196,12 @@ impl Block {
                 kept(x) + self.dropout.forward(context)
             }
         };
-        let inner = norm_linear_gelu(&self.norm_ff, &self.ff_in, x.clone());
         let hidden = match fold {
-            true => linear_residual(&self.ff_out, inner, x),
-            false => x + self.dropout.forward(linear(&self.ff_out, inner)),
+            true => norm_feed_forward(&self.norm_ff, &self.ff_in, &self.ff_out, x),
+            false => {
+                let inner = norm_linear_gelu(&self.norm_ff, &self.ff_in, x.clone());
+                x + self.dropout.forward(linear(&self.ff_out, inner))
+            }
         };
         BlockOutput { hidden, weights }
     }

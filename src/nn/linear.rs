@@ -189,6 +189,42 @@ fn broadcast<const D: usize>(x: &Tensor<D>) -> bool {
     !x.is_autodiff() && !crate::device::is_cpu(&x.device())
 }
 
+/// `x + out(gelu(inner(norm(x))))`: a pre-norm block's feed-forward layer with its residual.
+/// At inference on GPUs as [`norm_linear_gelu`] then [`linear_residual`]; elsewhere with the
+/// rows folded once for the whole layer, not unfolded and folded again between its two
+/// products: on GPUs the reshapes between them ended Burn's fused blocks, and backward the
+/// GELU's product with its slope then joins the second product's kernel.
+///
+/// # Shapes
+/// - x and output: `[..., d]`
+pub fn norm_feed_forward<const D: usize>(
+    norm: &LayerNorm,
+    inner: &Linear,
+    out: &Linear,
+    x: Tensor<D>,
+) -> Tensor<D> {
+    if affine::serves(&x, &inner.weight.val()) || broadcast(&x) {
+        let hidden = norm_linear_gelu(norm, inner, x.clone());
+        return linear_residual(out, hidden, x);
+    }
+    on_rows(x, |rows| feed_forward_rows(norm, inner, out, rows))
+}
+
+/// `rows + out(gelu(inner(norm(rows))))` on folded rows `[rows, d]`.
+fn feed_forward_rows(norm: &LayerNorm, inner: &Linear, out: &Linear, rows: Tensor<2>) -> Tensor<2> {
+    let hidden = gelu(rows_affine(
+        norm.forward(rows.clone()),
+        inner.weight.val(),
+        bias_of(inner),
+    ));
+    rows_affine(hidden, out.weight.val(), bias_of(out)) + rows
+}
+
+/// A layer's bias, if it has one.
+fn bias_of(layer: &Linear) -> Option<Tensor<1>> {
+    layer.bias.as_ref().map(|b| b.val())
+}
+
 /// `x · weight + bias` with the weight broadcast over the leading axes, for GPUs: no fold into
 /// rows, and the weight and bias reshaped before the product. Burn's fusion ends a fused block
 /// at a reshape registered in its middle, so this way the bias addition joins the element-wise
