@@ -1,5 +1,6 @@
 // Layer norm over the last axis, one workgroup per row: the mean, then the variance of the
-// centred values (two passes, as the reference computes it), then scale and shift.
+// centred values (two passes, as the reference computes it), then scale and shift; in
+// training also each row's mean and reciprocal deviation (STATS).
 //
 // Every binding is read_write, inputs too: the runtime pools tensors in shared wgpu buffers, and
 // one buffer bound both read-only and writable in a dispatch is a validation error.
@@ -12,7 +13,12 @@
 @group(0) @binding(1) var<storage, read_write> gamma: array<f32>; // [d]
 @group(0) @binding(2) var<storage, read_write> beta: array<f32>;  // [d]
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;   // [rows, d]
-@group(0) @binding(4) var<storage, read_write> info: array<u32>;  // rows, d, epsilon
+@group(0) @binding(4) var<storage, read_write> stats: array<f32>; // [rows, 2] with STATS
+@group(0) @binding(5) var<storage, read_write> info: array<u32>;  // rows, d, epsilon
+
+// In training each row's mean and reciprocal deviation are kept for the backward
+// (layer_norm_backward.wgsl), which then needs no pass of its own to find them.
+const STATS: bool = {{ stats }}u == 1u;
 
 // THREADS and workgroup_sum come from workgroup_sum.wgsl, row_sizes from row_sizes.wgsl, which
 // the launcher puts first.
@@ -46,5 +52,9 @@ fn main(
     let deviation = sqrt(workgroup_sum(t, squares) / f32(d) + epsilon);
     for (var i = t; i < d; i += THREADS) {
         out[base + i] = (x[base + i] - mean) / deviation * gamma[i] + beta[i];
+    }
+    if STATS && t == 0u {
+        stats[2u * row] = mean;
+        stats[2u * row + 1u] = 1.0 / deviation;
     }
 }

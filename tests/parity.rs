@@ -627,9 +627,9 @@ fn the_wgsl_layer_norm_kernel_matches_the_cpu() {
     }
 }
 
-/// The WGSL layer norm backward (`shaders/layer_norm_backward.wgsl` and
-/// `shaders/layer_norm_params_backward.wgsl`) gives the CPU's gradients for the input, the
-/// scale and the shift, at the same shapes as the forward's test. The kernels must be what ran.
+/// The WGSL layer norm backward (`shaders/layer_norm_backward.wgsl`, from the statistics the
+/// training forward kept) gives the CPU's gradients for the input, the scale and the shift, at
+/// the same shapes as the forward's test. The kernels must be what ran.
 #[test]
 fn the_wgsl_layer_norm_backward_matches_the_cpu() {
     let Some(gpu) = common::wgpu_device() else {
@@ -659,10 +659,7 @@ fn the_wgsl_layer_norm_backward_matches_the_cpu() {
         let mut on_gpu = None;
         let counts = launched(|| on_gpu = Some(run(&gpu)));
         let on_gpu = on_gpu.unwrap();
-        for kernel in [
-            "remem::layer_norm_backward",
-            "remem::layer_norm_params_backward",
-        ] {
+        for kernel in ["remem::layer_norm", "remem::layer_norm_backward"] {
             assert!(
                 counts.get(kernel).is_some_and(|&n| n >= 1) && remem::ops::fallbacks().is_empty(),
                 "{rows} x {d}: {kernel} did not run ({counts:?}; fallbacks {:?})",

@@ -6,9 +6,10 @@
 //! its own pass over the activations forward and backward. [`layer_norm`] records one: the
 //! forward is the backend's own layer norm on the CPU (flex's fused row kernel) and one dispatch
 //! of `shaders/layer_norm.wgsl` on wgpu ([`wgpu`]); the backward gives the input, scale and shift
-//! gradients in one pass per row on the CPU's thread pool, and on wgpu in two dispatches
-//! (`shaders/layer_norm_backward.wgsl` per row, `shaders/layer_norm_params_backward.wgsl` per
-//! column); other GPU runtimes take the same formula from Burn's ops.
+//! gradients in one pass per row on the CPU's thread pool, and on wgpu in one dispatch of
+//! `shaders/layer_norm_backward.wgsl` (a workgroup per row for the input gradient, one per
+//! column for the scale and shift gradients), from each row's mean and reciprocal deviation
+//! that the training forward kept; other GPU runtimes take the same formula from Burn's ops.
 
 mod wgpu;
 
@@ -55,6 +56,72 @@ pub trait LayerNormBackend: Backend {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         backward_from_ops::<Self>(x, gamma, grad, epsilon)
     }
+
+    /// [`LayerNormBackend::layer_norm_last`] in training: the output, and what the backward
+    /// keeps of the forward ([`LayerNormBackend::layer_norm_last_backward_kept`]): on the GPU
+    /// runtimes each row's mean and reciprocal deviation `[rows, 2]`, elsewhere `x` itself
+    /// (not read: the CPU's backward finds them again in its one pass).
+    #[fusion(meta = train_specs)]
+    fn layer_norm_last_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        (Self::layer_norm_last(x.clone(), gamma, beta, epsilon), x)
+    }
+
+    /// [`LayerNormBackend::layer_norm_last_backward`] with what
+    /// [`LayerNormBackend::layer_norm_last_train`] kept.
+    #[fusion(meta = kept_gradient_specs)]
+    fn layer_norm_last_backward_kept(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        kept: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let _ = kept;
+        Self::layer_norm_last_backward(x, gamma, grad, epsilon)
+    }
+}
+
+/// The training forward's shapes and type, for the fusion stream (which only the GPU runtimes
+/// use): the output's, and the rows' statistics `[rows, 2]`.
+fn train_specs(
+    x: &TensorSpec,
+    _gamma: &TensorSpec,
+    _beta: &TensorSpec,
+    _epsilon: &f64,
+) -> (TensorSpec, TensorSpec) {
+    let d = x.shape[x.shape.num_dims() - 1];
+    let rows = x.shape.num_elements() / d.max(1);
+    (x.clone(), TensorSpec::new(Shape::new([rows, 2]), x.dtype))
+}
+
+/// [`gradient_specs`] for the backward from what the forward kept.
+fn kept_gradient_specs(
+    x: &TensorSpec,
+    gamma: &TensorSpec,
+    _grad: &TensorSpec,
+    _kept: &TensorSpec,
+    _epsilon: &f64,
+) -> (TensorSpec, TensorSpec, TensorSpec) {
+    (x.clone(), gamma.clone(), gamma.clone())
+}
+
+/// Each row's mean and reciprocal deviation `[rows, 2]` over the last axis of `x`, as
+/// `shaders/layer_norm.wgsl` keeps them, from the backend's tensor operations.
+fn stats_from_ops<B: Backend>(x: FloatTensor<B>, epsilon: f64) -> FloatTensor<B> {
+    let shape = x.shape();
+    let d = shape[shape.num_dims() - 1];
+    let rows = shape.num_elements() / d.max(1);
+    let x = B::float_reshape(x, Shape::new([rows, d]));
+    let mean = B::float_mean_dim(x.clone(), 1);
+    let centred = B::float_sub(x, mean.clone());
+    let var = B::float_mean_dim(B::float_mul(centred.clone(), centred), 1);
+    let rstd = B::float_recip(B::float_sqrt(B::float_add_scalar(var, epsilon.into())));
+    B::float_cat(vec![mean, rstd], 1)
 }
 
 /// Layer norm of `x` along its last axis with scale `gamma` and shift `beta`.
@@ -138,11 +205,23 @@ fn check_backward_kernel(device: &Device) {
             .map(|i| ((i * 104_729) % 997) as f32 / 500.0 - 1.0)
             .collect();
         let grad = TensorData::new(grad, shape);
+        let d = gamma.num_elements();
+        let beta = TensorData::new(vec![0.25f32; d], [d]);
+        // The training forward keeps what the backward reads, then the backward from it.
         let run = |device: &Device| {
-            let (dx, dgamma, dbeta) = <Dispatch as LayerNormBackend>::layer_norm_last_backward(
-                Tensor::<2>::from_data(x.clone(), device).into_dispatch(),
-                Tensor::<1>::from_data(gamma.clone(), device).into_dispatch(),
+            let x = || Tensor::<2>::from_data(x.clone(), device).into_dispatch();
+            let gamma = || Tensor::<1>::from_data(gamma.clone(), device).into_dispatch();
+            let (_, kept) = <Dispatch as LayerNormBackend>::layer_norm_last_train(
+                x(),
+                gamma(),
+                Tensor::<1>::from_data(beta.clone(), device).into_dispatch(),
+                1e-5,
+            );
+            let (dx, dgamma, dbeta) = <Dispatch as LayerNormBackend>::layer_norm_last_backward_kept(
+                x(),
+                gamma(),
                 Tensor::<2>::from_data(grad.clone(), device).into_dispatch(),
+                kept,
                 1e-5,
             );
             (
@@ -209,14 +288,29 @@ impl LayerNormBackend for CubeBackend {
         }
     }
 
-    fn layer_norm_last_backward(
+    fn layer_norm_last_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        if wgpu::serves(&x) {
+            wgpu::layer_norm_train(x, gamma, beta, epsilon)
+        } else {
+            let stats = stats_from_ops::<Self>(x.clone(), epsilon);
+            (Self::layer_norm_last(x, gamma, beta, epsilon), stats)
+        }
+    }
+
+    fn layer_norm_last_backward_kept(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         grad: FloatTensor<Self>,
+        kept: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         if wgpu::serves_backward(&x) {
-            wgpu::layer_norm_backward(x, gamma, grad, epsilon)
+            wgpu::layer_norm_backward(x, gamma, grad, kept)
         } else {
             backward_from_ops::<Self>(x, gamma, grad, epsilon)
         }
@@ -311,8 +405,8 @@ impl<B: Backend + LayerNormBackend, C: CheckpointStrategy> LayerNormBackend for 
         struct LayerNormBackward;
 
         impl<B: Backend + LayerNormBackend> Backward<B, 3> for LayerNormBackward {
-            /// The input, the scale and epsilon.
-            type State = (FloatTensor<B>, FloatTensor<B>, f64);
+            /// The input, the scale, what the forward kept and epsilon.
+            type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>, f64);
 
             fn backward(
                 self,
@@ -322,8 +416,9 @@ impl<B: Backend + LayerNormBackend, C: CheckpointStrategy> LayerNormBackend for 
             ) {
                 let [x_node, gamma_node, beta_node] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
-                let (x, gamma, epsilon) = ops.state;
-                let (dx, dgamma, dbeta) = B::layer_norm_last_backward(x, gamma, grad, epsilon);
+                let (x, gamma, kept, epsilon) = ops.state;
+                let (dx, dgamma, dbeta) =
+                    B::layer_norm_last_backward_kept(x, gamma, grad, kept, epsilon);
                 for (node, grad) in [(x_node, dx), (gamma_node, dgamma), (beta_node, dbeta)] {
                     if let Some(node) = node {
                         grads.register::<B>(node.id, grad);
@@ -339,9 +434,13 @@ impl<B: Backend + LayerNormBackend, C: CheckpointStrategy> LayerNormBackend for 
         {
             OpsKind::Tracked(prep) => {
                 let (x, gamma) = (x.primitive().clone(), gamma.primitive().clone());
-                let y =
-                    B::layer_norm_last(x.clone(), gamma.clone(), beta.into_primitive(), epsilon);
-                prep.finish((x, gamma, epsilon), y)
+                let (y, kept) = B::layer_norm_last_train(
+                    x.clone(),
+                    gamma.clone(),
+                    beta.into_primitive(),
+                    epsilon,
+                );
+                prep.finish((x, gamma, kept, epsilon), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::layer_norm_last(
                 x.into_primitive(),

@@ -1,9 +1,11 @@
-//! The wgpu launcher of `shaders/layer_norm.wgsl`: layer norm over the last axis in one
-//! dispatch, one workgroup per row.
+//! The wgpu launchers of `shaders/layer_norm.wgsl` (layer norm over the last axis in one
+//! dispatch, one workgroup per row; in training keeping each row's statistics) and
+//! `shaders/layer_norm_backward.wgsl` (its three gradients in one dispatch).
 
 use burn::backend::TensorMetadata;
 use burn::backend::wgpu::CubeTensor;
 use burn::cubecl::prelude::CubeCount;
+use burn::prelude::Shape;
 
 use crate::ops::wgsl::{self, Wgsl};
 
@@ -28,6 +30,29 @@ pub(super) fn layer_norm(
     beta: CubeTensor,
     epsilon: f64,
 ) -> CubeTensor {
+    forward(x, gamma, beta, epsilon, false).0
+}
+
+/// [`layer_norm`] in training: also each row's mean and reciprocal deviation `[rows, 2]`, for
+/// [`layer_norm_backward`].
+pub(super) fn layer_norm_train(
+    x: CubeTensor,
+    gamma: CubeTensor,
+    beta: CubeTensor,
+    epsilon: f64,
+) -> (CubeTensor, CubeTensor) {
+    let (out, stats) = forward(x, gamma, beta, epsilon, true);
+    (out, stats.expect("kept"))
+}
+
+/// The forward dispatch, keeping the rows' statistics when `keep`.
+fn forward(
+    x: CubeTensor,
+    gamma: CubeTensor,
+    beta: CubeTensor,
+    epsilon: f64,
+    keep: bool,
+) -> (CubeTensor, Option<CubeTensor>) {
     let shape = x.shape();
     let d = shape[shape.num_dims() - 1];
     let rows = shape.num_elements() / d;
@@ -36,6 +61,13 @@ pub(super) fn layer_norm(
     let beta = burn_cubecl::kernel::into_contiguous(beta);
     let out = wgsl::empty_like(&x, shape);
     let client = x.client.clone();
+    let stats = keep.then(|| wgsl::empty_like(&x, Shape::new([rows, 2])));
+    // Without the statistics the binding is never written, but it must be a buffer of its
+    // own (see the affine kernel's residual).
+    let stats_handle = match &stats {
+        Some(s) => s.handle.clone(),
+        None => wgsl::info(&client, &[0]),
+    };
     let info = wgsl::info(
         &client,
         &[rows as u32, d as u32, (epsilon as f32).to_bits()],
@@ -43,7 +75,7 @@ pub(super) fn layer_norm(
     let kernel = Wgsl::new(
         NAME,
         &wgsl::row_kernel(include_str!("../../../shaders/layer_norm.wgsl")),
-        &[],
+        &[("stats", usize::from(keep))],
         THREADS,
     );
     kernel.launch(
@@ -54,80 +86,54 @@ pub(super) fn layer_norm(
             gamma.handle.clone(),
             beta.handle.clone(),
             out.handle.clone(),
+            stats_handle,
             info,
         ],
     );
-    out
+    (out, stats)
 }
 
-/// The backward kernels' names (`shaders/layer_norm_backward.wgsl` for the input gradient,
-/// `shaders/layer_norm_params_backward.wgsl` for the scale and shift gradients); they are
-/// checked together, under the first.
+/// The backward kernel's name (`shaders/layer_norm_backward.wgsl`).
 pub(super) const BACKWARD: &str = "remem::layer_norm_backward";
-const PARAMS_BACKWARD: &str = "remem::layer_norm_params_backward";
 
-/// Whether the backward kernels serve this call (as [`serves`], for their own check).
+/// Whether the backward kernel serves this call (as [`serves`], for its own check).
 pub(super) fn serves_backward(x: &CubeTensor) -> bool {
     wgsl::serves_rows(BACKWARD, x)
 }
 
-/// The gradients of `x`, `gamma` and `beta` from `x`, `gamma` and the output gradient, in two
-/// dispatches: the input gradient one workgroup per row (which also keeps each row's mean and
-/// rstd), then the scale and shift gradients one workgroup per column.
+/// The gradients of `x`, `gamma` and `beta` from `x`, `gamma`, the output gradient and the
+/// rows' statistics the forward kept ([`layer_norm_train`]), in one dispatch: the input
+/// gradient one workgroup per row, the scale and shift gradients one per column.
 pub(super) fn layer_norm_backward(
     x: CubeTensor,
     gamma: CubeTensor,
     grad: CubeTensor,
-    epsilon: f64,
+    stats: CubeTensor,
 ) -> (CubeTensor, CubeTensor, CubeTensor) {
     let shape = x.shape();
     let d = shape[shape.num_dims() - 1];
     let rows = shape.num_elements() / d;
-    let x = burn_cubecl::kernel::into_contiguous(x);
-    let gamma = burn_cubecl::kernel::into_contiguous(gamma);
-    let grad = burn_cubecl::kernel::into_contiguous(grad);
+    let [x, gamma, grad, stats] = [x, gamma, grad, stats].map(burn_cubecl::kernel::into_contiguous);
     let dx = wgsl::empty_like(&x, shape);
-    let stats = wgsl::empty_like(&x, burn::prelude::Shape::new([rows, 2]));
-    let dgamma = wgsl::empty_like(&gamma, burn::prelude::Shape::new([d]));
-    let dbeta = wgsl::empty_like(&gamma, burn::prelude::Shape::new([d]));
+    let dgamma = wgsl::empty_like(&gamma, Shape::new([d]));
+    let dbeta = wgsl::empty_like(&gamma, Shape::new([d]));
     let client = x.client.clone();
-    let info = wgsl::info(
-        &client,
-        &[rows as u32, d as u32, (epsilon as f32).to_bits()],
-    );
-    let per_row = Wgsl::new(
+    let info = wgsl::info(&client, &[rows as u32, d as u32]);
+    let kernel = Wgsl::new(
         BACKWARD,
         &wgsl::row_kernel(include_str!("../../../shaders/layer_norm_backward.wgsl")),
         &[],
         THREADS,
     );
-    per_row.launch(
+    kernel.launch(
         &client,
-        groups(rows),
+        groups(rows + d),
         vec![
             x.handle.clone(),
             gamma.handle.clone(),
             grad.handle.clone(),
+            stats.handle.clone(),
             dx.handle.clone(),
-            stats.handle.clone(),
-            info.clone(),
-        ],
-    );
-    let per_column = Wgsl::new(
-        PARAMS_BACKWARD,
-        &wgsl::row_kernel(include_str!(
-            "../../../shaders/layer_norm_params_backward.wgsl"
-        )),
-        &[],
-        THREADS,
-    );
-    per_column.launch(
-        &client,
-        groups(d),
-        vec![
-            x.handle.clone(),
-            grad.handle.clone(),
-            stats.handle.clone(),
             dgamma.handle.clone(),
             dbeta.handle.clone(),
             info,

@@ -150,11 +150,12 @@ pub fn store_read_train(
     ))
 }
 
-/// The residual to add and whether to add it; without one, `keys` stand in (not read).
+/// The residual to add and whether to add it; without one, `keys` stand in, detached (never
+/// read, and no parent of the autodiff node).
 fn residual_or(residual: Option<Tensor<3>>, keys: &Tensor<3>) -> (Tensor<3>, bool) {
     match residual {
         Some(r) => (r, true),
-        None => (keys.clone(), false),
+        None => (keys.clone().detach(), false),
     }
 }
 
@@ -489,8 +490,8 @@ impl<B: Backend + StoreReadTrainBackend, C: CheckpointStrategy> StoreReadTrainBa
                 let [keys_node, store_node, residual_node] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
                 let (keys, store, add, normalised) = ops.state;
-                // The residual's gradient is the read's, passed through (without `add` the
-                // third parent is the keys' stand-in, which got nothing).
+                // The residual's gradient is the read's, passed through (without `add` there
+                // is no residual, only a detached stand-in).
                 if let (true, Some(node)) = (add, residual_node) {
                     grads.register::<B>(node.id, grad.clone());
                 }
