@@ -26,7 +26,7 @@ use crate::ops::matmul::matmul;
 /// - x: `[..., d_in]`
 /// - output: `[..., d_out]`
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
-    let bias = layer.bias.as_ref().map(|b| b.val());
+    let bias = bias_of(layer);
     linear_with(x, layer.weight.val(), bias)
 }
 
@@ -60,7 +60,7 @@ pub(crate) fn linear_with<const D: usize>(
 /// - x: `[..., d_in]`
 /// - output: `[..., d_out]`
 pub fn norm_linear<const D: usize>(norm: &LayerNorm, layer: &Linear, x: Tensor<D>) -> Tensor<D> {
-    let bias = layer.bias.as_ref().map(|b| b.val());
+    let bias = bias_of(layer);
     norm_linear_with(norm, x, layer.weight.val(), bias)
 }
 
@@ -96,7 +96,7 @@ pub(crate) fn norm_linear_with<const D: usize>(
 /// - output: `[..., d_out]`
 pub fn linear_gelu<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let weight = layer.weight.val();
-    let bias = layer.bias.as_ref().map(|b| b.val());
+    let bias = bias_of(layer);
     match bias {
         Some(bias) if affine::serves(&x, &weight) => {
             affine(x, weight, bias, None, Epilogue::Gelu, None)
@@ -142,7 +142,7 @@ pub fn linear_residual<const D: usize>(
     x: Tensor<D>,
     residual: Tensor<D>,
 ) -> Tensor<D> {
-    let bias = layer.bias.as_ref().map(|b| b.val());
+    let bias = bias_of(layer);
     let weight = layer.weight.val();
     match bias {
         Some(bias) if affine::serves(&x, &weight) => {

@@ -50,8 +50,7 @@ pub trait MatmulBackend: Backend {
     /// (the CPU runs them side by side). Elsewhere a gradient makes and registers one product
     /// at a time, so that where a weight's gradient is added to the sum from other segments,
     /// Burn's fusion can fold that addition into the product just made.
-    fn pairs_products(tensor: &FloatTensor<Self>) -> bool {
-        let _ = tensor;
+    fn pairs_products(_tensor: &FloatTensor<Self>) -> bool {
         false
     }
 }
@@ -379,34 +378,28 @@ impl<B: Backend + MatmulBackend, C: CheckpointStrategy> MatmulBackend for Autodi
                 let grad = grads.consume::<B>(&ops.node);
                 let (lhs, rhs) = ops.state;
                 // d(lhs) = grad · rhsᵀ, d(rhs) = lhsᵀ · grad, matrix by matrix.
-                match (lhs_node, rhs_node) {
-                    (Some(lhs_node), Some(rhs_node)) if B::pairs_products(&grad) => {
-                        let (d_lhs, d_rhs) = B::product_pair(
-                            grad.clone(),
-                            B::float_transpose(rhs),
-                            B::float_transpose(lhs),
-                            grad,
-                        );
-                        grads.register::<B>(lhs_node.id, d_lhs);
-                        grads.register::<B>(rhs_node.id, d_rhs);
-                    }
-                    // One product at a time, each registered as soon as it is made: a weight
-                    // used by several segments has its gradient added to the sum so far, and
-                    // on GPUs Burn's fusion folds that addition into the product (one kernel
-                    // instead of two, twice per weight in a three-segment step).
-                    (Some(lhs_node), Some(rhs_node)) => {
-                        let d_rhs = B::product(B::float_transpose(lhs), grad.clone());
-                        grads.register::<B>(rhs_node.id, d_rhs);
-                        grads.register::<B>(lhs_node.id, B::product(grad, B::float_transpose(rhs)));
-                    }
-                    (Some(node), None) => {
-                        grads.register::<B>(node.id, B::product(grad, B::float_transpose(rhs)));
-                    }
-                    (None, Some(node)) => {
-                        let d_rhs = B::product(B::float_transpose(lhs), grad);
-                        grads.register::<B>(node.id, d_rhs);
-                    }
-                    (None, None) => {}
+                if let (Some(lhs_node), Some(rhs_node)) = (&lhs_node, &rhs_node)
+                    && B::pairs_products(&grad)
+                {
+                    let (d_lhs, d_rhs) = B::product_pair(
+                        grad.clone(),
+                        B::float_transpose(rhs),
+                        B::float_transpose(lhs),
+                        grad,
+                    );
+                    grads.register::<B>(lhs_node.id, d_lhs);
+                    grads.register::<B>(rhs_node.id, d_rhs);
+                    return;
+                }
+                // One product at a time, each registered as soon as it is made, the right
+                // factor's first: a weight used by several segments has its gradient added to
+                // the sum so far, and on GPUs Burn's fusion folds that addition into the
+                // product (one kernel instead of two, twice per weight in a three-segment step).
+                if let Some(node) = rhs_node {
+                    grads.register::<B>(node.id, B::product(B::float_transpose(lhs), grad.clone()));
+                }
+                if let Some(node) = lhs_node {
+                    grads.register::<B>(node.id, B::product(grad, B::float_transpose(rhs)));
                 }
             }
         }

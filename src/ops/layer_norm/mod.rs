@@ -78,10 +78,9 @@ pub trait LayerNormBackend: Backend {
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         grad: FloatTensor<Self>,
-        kept: FloatTensor<Self>,
+        _kept: FloatTensor<Self>,
         epsilon: f64,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let _ = kept;
         Self::layer_norm_last_backward(x, gamma, grad, epsilon)
     }
 }
@@ -103,11 +102,11 @@ fn train_specs(
 fn kept_gradient_specs(
     x: &TensorSpec,
     gamma: &TensorSpec,
-    _grad: &TensorSpec,
+    grad: &TensorSpec,
     _kept: &TensorSpec,
-    _epsilon: &f64,
+    epsilon: &f64,
 ) -> (TensorSpec, TensorSpec, TensorSpec) {
-    (x.clone(), gamma.clone(), gamma.clone())
+    gradient_specs(x, gamma, grad, epsilon)
 }
 
 /// Each row's mean and reciprocal deviation `[rows, 2]` over the last axis of `x`, as
